@@ -1,0 +1,18 @@
+//! Label, annotation and finalizer keys shared by the controller and the agent.
+
+/// On an OSUpgradeProgress: the node it belongs to (the agent's watch selector).
+pub const NODE: &str = "osroll.io/node";
+/// On an OSUpgradeProgress: the name of the OSUpgrade that created it.
+pub const SOURCE: &str = "osroll.io/source";
+/// On a Node: set by the agent once it manages the node.
+pub const MANAGED: &str = "osroll.io/managed";
+/// On a Node: the OS version the agent reports as running.
+pub const OS_VERSION: &str = "osroll.io/os-version";
+/// On a Node: the A/B slot (or deployment) the node booted from.
+pub const SLOT: &str = "osroll.io/slot";
+/// On a Node: who cordoned it, so osroll only ever uncordons what it cordoned.
+pub const CORDONED_BY: &str = "osroll.io/cordoned-by";
+/// On a Node: `pending` asks the controller to reconcile this node in place.
+pub const IN_PLACE_UPDATE: &str = "osroll.io/in-place-update";
+/// Finalizer the controller puts on an OSUpgrade so deletion uncordons first.
+pub const FINALIZER: &str = "osroll.io/uncordon";

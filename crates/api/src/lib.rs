@@ -1,0 +1,32 @@
+//! The osroll.io API: the two custom resources, the image catalog and its resolution,
+//! version ordering and condition helpers.
+//!
+//! Everything here is pure data and pure functions, with no I/O, so the controller, the
+//! agent, the test cluster and the CLI all agree on one definition of the contract.
+
+pub mod catalog;
+pub mod conditions;
+pub mod crd;
+pub mod labels;
+pub mod progress;
+pub mod schema;
+pub mod upgrade;
+pub mod version;
+
+pub use catalog::{Catalog, CatalogImage, CatalogProblem, Rejection, RejectionReason, Resolution};
+pub use conditions::Condition;
+pub use progress::{
+    progress_name,
+    ImageRef, OSUpgradeProgress, OSUpgradeProgressSpec, OSUpgradeProgressStatus, ProgressPhase,
+    SourceRef,
+};
+pub use upgrade::{
+    CatalogSource, DrainSpec, DrainTimeoutPolicy, MaintenanceWindow, OSUpgrade, OSUpgradeSpec,
+    OSUpgradeStatus, RolloutStrategy, UpgradePhase,
+};
+pub use version::Version;
+
+/// API group of both resources.
+pub const GROUP: &str = "osroll.io";
+/// API version of both resources.
+pub const VERSION: &str = "v1alpha1";

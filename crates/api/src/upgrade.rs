@@ -1,0 +1,247 @@
+//! `OSUpgrade`: the user's request to move a set of nodes to one OS version.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::conditions::Condition;
+
+/// Desired state of an OS upgrade across the nodes it selects.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "osroll.io",
+    version = "v1alpha1",
+    kind = "OSUpgrade",
+    plural = "osupgrades",
+    shortname = "osu",
+    status = "OSUpgradeStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn = r#"{"name":"Desired","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Resolved","type":"string","jsonPath":".status.resolvedVersion"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OSUpgradeSpec {
+    /// Target OS version, or `stable` for the catalog's stable alias.
+    #[schemars(schema_with = "crate::schema::version_or_stable")]
+    pub version: String,
+    /// Nodes to upgrade. Empty selects every node labelled `osroll.io/managed=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<LabelSelector>,
+    /// Where the image catalog comes from.
+    pub catalog: CatalogSource,
+    /// Allow a target older than a selected node's current version.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_downgrade: bool,
+    /// How many nodes may be disrupted at once, canary, windows, failure budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<RolloutStrategy>,
+    /// How nodes are drained before their reboot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainSpec>,
+    /// Pods to restart after an update applied without reboot, in addition to those
+    /// whose mounts point into the previous deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_on_live_update: Option<LabelSelector>,
+    /// Opaque object handed unchanged to the node's OS plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::opaque_object")]
+    pub os_version_management: Option<serde_json::Value>,
+}
+
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Exactly one source of catalog YAML.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [
+    {"required": ["inline"]}, {"required": ["url"]}, {"required": ["configMap"]}
+]))]
+pub struct CatalogSource {
+    /// The catalog YAML itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
+    /// An `https://` URL serving the catalog YAML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Name of a ConfigMap in the controller's namespace whose `catalog.yaml` key holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<String>,
+}
+
+/// Rollout pacing and safety limits.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStrategy {
+    /// Most nodes disrupted (cordoned, draining, rebooting or NotReady) at once: an
+    /// integer or a percentage of the selected nodes. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+    /// Most nodes downloading and writing their image at once (integer or percent).
+    /// Default: all selected nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_staging: Option<IntOrString>,
+    /// A first batch that must finish before the rest starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanarySpec>,
+    /// When disruption may start. Empty means any time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance_windows: Vec<MaintenanceWindow>,
+    /// Failed or rolled-back nodes after which the rollout halts as Failed. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_failures: Option<u32>,
+    /// Start nothing new; work in flight finishes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub paused: bool,
+}
+
+/// The canary batch.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanarySpec {
+    /// Nodes in the canary batch.
+    #[schemars(range(min = 1))]
+    pub count: u32,
+    /// Seconds to watch the canaries after they complete before continuing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_seconds: Option<u64>,
+    /// Wait for `approved: true` after the canaries complete.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub require_approval: bool,
+    /// Set by a person to let the rollout continue past the canaries.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub approved: bool,
+}
+
+/// A recurring window in which nodes may be disrupted.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceWindow {
+    /// Days the window opens on. Empty means every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<Weekday>,
+    /// Opening time, `HH:MM`.
+    #[schemars(schema_with = "crate::schema::clock_time")]
+    pub start: String,
+    /// Closing time, `HH:MM`; earlier than `start` means the window crosses midnight.
+    #[schemars(schema_with = "crate::schema::clock_time")]
+    pub end: String,
+    /// IANA time zone, e.g. `Europe/Berlin`. Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+/// Day of the week.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[allow(missing_docs)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// Drain behaviour.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSpec {
+    /// Seconds to wait for evictions before `onTimeout` applies. Default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// What to do when the drain times out. Default `Fail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<DrainTimeoutPolicy>,
+    /// Grace period handed to evictions; default is each pod's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period_seconds: Option<i64>,
+    /// Only pods matching this selector are evicted; default all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+}
+
+/// What a drain that timed out does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DrainTimeoutPolicy {
+    /// Mark the node's progress failed and uncordon it.
+    #[default]
+    Fail,
+    /// Delete the remaining pods without honouring budgets.
+    Force,
+    /// Leave the node on its current version, uncordon it and move on.
+    Skip,
+}
+
+/// Observed state of an OSUpgrade.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OSUpgradeStatus {
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The concrete version `spec.version` resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_version: Option<String>,
+    /// Lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<UpgradePhase>,
+    /// Machine-readable reason for the phase (e.g. `VersionBlocked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail for the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// sha256 of the catalog bytes the resolution came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_digest: Option<String>,
+    /// Ready, Progressing, Degraded, CatalogWarnings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Selected nodes per progress phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodeCounts>,
+}
+
+/// Count of selected nodes in each stage of their upgrade.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCounts {
+    /// Nodes selected.
+    pub total: u32,
+    /// Not started yet.
+    pub pending: u32,
+    /// Downloading, writing or verifying.
+    pub staging: u32,
+    /// Staged, waiting for their turn.
+    pub staged: u32,
+    /// Being drained, rebooted or applied.
+    pub updating: u32,
+    /// Done on the target version.
+    pub completed: u32,
+    /// Failed.
+    pub failed: u32,
+    /// Fell back to the previous slot.
+    pub rolled_back: u32,
+}
+
+/// Lifecycle of an OSUpgrade.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[allow(missing_docs)]
+pub enum UpgradePhase {
+    Pending,
+    Accepted,
+    Rejected,
+    Progressing,
+    Paused,
+    Completed,
+    Failed,
+}
