@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod conditions;
 pub mod crd;
 pub mod labels;
+pub mod manifests;
 pub mod progress;
 pub mod schema;
 pub mod upgrade;

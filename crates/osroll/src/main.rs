@@ -1,1 +1,35 @@
-fn main() {}
+//! `osroll`: one binary for the controller, the node agent and the user's CLI.
+//!
+//! Each subcommand lives in its own module under `cmd/`; this file only parses the
+//! command line and dispatches.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// OS upgrades for image-based Kubernetes nodes.
+#[derive(Parser)]
+#[command(name = "osroll", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print both CustomResourceDefinitions as YAML.
+    Crds,
+    /// Print deployment manifests (`controller` or `agent`) as YAML.
+    #[command(subcommand)]
+    Create(cmd::create::CreateCmd),
+    // Subcommands from other modules are added above this line, one variant each.
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => cmd::crds::run(),
+        Command::Create(c) => cmd::create::run(c),
+        // Dispatch arms for other modules are added above this line.
+    }
+}

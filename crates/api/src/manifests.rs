@@ -1,0 +1,246 @@
+//! Deployment manifests for a real cluster: namespace, service accounts, least-privilege
+//! RBAC, the controller Deployment and the agent DaemonSet.
+//!
+//! Kept as pure data so `osroll create` prints them, `deploy/` is checked against them,
+//! and tests can check the API calls osroll makes against the very rules shipped here.
+//! Everything here applies to Kubernetes 1.24 and later.
+
+use serde_json::{Value, json};
+
+/// Namespace both components run in unless told otherwise.
+pub const DEFAULT_NAMESPACE: &str = "osroll-system";
+/// Service account of the controller.
+pub const CONTROLLER_SA: &str = "osroll-controller";
+/// Service account of the node agents.
+pub const AGENT_SA: &str = "osroll-agent";
+/// Image repository used when no `--image` is given; the tag is the binary's version.
+pub const IMAGE_REPOSITORY: &str = "ghcr.io/osroll/osroll";
+
+/// The image matching this build: `<repository>:v<crate version>`.
+pub fn default_image() -> String {
+    format!("{IMAGE_REPOSITORY}:v{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// One RBAC rule, in the shape of `rbac.authorization.k8s.io/v1` PolicyRule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// API groups (`""` is core).
+    pub groups: &'static [&'static str],
+    /// Resources, with `/subresource` where one is meant.
+    pub resources: &'static [&'static str],
+    /// Verbs.
+    pub verbs: &'static [&'static str],
+}
+
+impl Rule {
+    fn to_json(&self) -> Value {
+        json!({ "apiGroups": self.groups, "resources": self.resources, "verbs": self.verbs })
+    }
+
+    /// Whether this rule allows `verb` on `group`/`resource` (resource may carry
+    /// `/subresource`).
+    pub fn allows(&self, group: &str, resource: &str, verb: &str) -> bool {
+        self.groups.contains(&group) && self.resources.contains(&resource) && self.verbs.contains(&verb)
+    }
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+
+/// Cluster-wide rules of the controller.
+pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
+    Rule { groups: &["osroll.io"], resources: &["osupgrades"], verbs: &["get", "list", "watch", "update", "patch"] },
+    Rule { groups: &["osroll.io"], resources: &["osupgrades/status"], verbs: &["get", "update", "patch"] },
+    // Owner references with blockOwnerDeletion need update on the owner's finalizers.
+    Rule { groups: &["osroll.io"], resources: &["osupgrades/finalizers"], verbs: &["update"] },
+    Rule {
+        groups: &["osroll.io"],
+        resources: &["osupgradeprogresses"],
+        verbs: &["get", "list", "watch", "create", "update", "patch", "delete"],
+    },
+    Rule { groups: &["osroll.io"], resources: &["osupgradeprogresses/status"], verbs: &["get"] },
+    // Cordon, uncordon and the cordoned-by annotation.
+    Rule { groups: &[""], resources: &["nodes"], verbs: &["get", "list", "watch", "patch", "update"] },
+    // Drain: find the pods on a node, evict them; delete only under the Force policy.
+    Rule { groups: &[""], resources: &["pods"], verbs: &["get", "list", "watch", "delete"] },
+    Rule { groups: &[""], resources: &["pods/eviction"], verbs: &["create"] },
+    Rule { groups: &["policy"], resources: &["poddisruptionbudgets"], verbs: READ },
+    Rule { groups: &["events.k8s.io"], resources: &["events"], verbs: &["create", "patch"] },
+    Rule { groups: &[""], resources: &["events"], verbs: &["create", "patch"] },
+];
+
+/// Rules of the controller inside its own namespace (leader Lease, ConfigMap catalogs).
+pub const CONTROLLER_NAMESPACE_RULES: &[Rule] = &[
+    Rule { groups: &["coordination.k8s.io"], resources: &["leases"], verbs: &["get", "list", "watch", "create", "update", "patch"] },
+    Rule { groups: &[""], resources: &["configmaps"], verbs: &["get", "list", "watch"] },
+];
+
+/// Cluster-wide rules of the node agents.
+pub const AGENT_CLUSTER_RULES: &[Rule] = &[
+    Rule { groups: &["osroll.io"], resources: &["osupgradeprogresses"], verbs: READ },
+    Rule { groups: &["osroll.io"], resources: &["osupgradeprogresses/status"], verbs: &["get", "update", "patch"] },
+    // The agent labels its own Node (managed, os-version, slot).
+    Rule { groups: &[""], resources: &["nodes"], verbs: &["get", "list", "watch", "patch"] },
+    // Live updates restart the pods whose mounts went stale: find them, delete them.
+    Rule { groups: &[""], resources: &["pods"], verbs: &["get", "list", "watch", "delete"] },
+    Rule { groups: &["events.k8s.io"], resources: &["events"], verbs: &["create", "patch"] },
+    Rule { groups: &[""], resources: &["events"], verbs: &["create", "patch"] },
+];
+
+fn labels(component: &str) -> Value {
+    json!({ "app.kubernetes.io/name": "osroll", "app.kubernetes.io/component": component })
+}
+
+fn namespace(ns: &str) -> Value {
+    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns, "labels": { "app.kubernetes.io/name": "osroll" } } })
+}
+
+fn service_account(name: &str, ns: &str, component: &str) -> Value {
+    json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name, "namespace": ns, "labels": labels(component) } })
+}
+
+fn cluster_role(name: &str, component: &str, rules: &[Rule]) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": { "name": name, "labels": labels(component) },
+        "rules": rules.iter().map(Rule::to_json).collect::<Vec<_>>(),
+    })
+}
+
+fn binding(kind: &str, name: &str, ns: &str, component: &str, sa: &str) -> Value {
+    let mut meta = json!({ "name": name, "labels": labels(component) });
+    let role_kind = if kind == "RoleBinding" {
+        meta["namespace"] = json!(ns);
+        "Role"
+    } else {
+        "ClusterRole"
+    };
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta,
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name },
+        "subjects": [{ "kind": "ServiceAccount", "name": sa, "namespace": ns }],
+    })
+}
+
+fn field_env(name: &str, path: &str) -> Value {
+    json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": path } } })
+}
+
+/// Everything the controller needs, in apply order.
+pub fn controller(image: &str, ns: &str) -> Vec<Value> {
+    let name = CONTROLLER_SA;
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": { "name": name, "namespace": ns, "labels": labels("controller") },
+        "rules": CONTROLLER_NAMESPACE_RULES.iter().map(Rule::to_json).collect::<Vec<_>>(),
+    });
+    let probe = |path: &str| json!({ "httpGet": { "path": path, "port": "http" }, "periodSeconds": 10 });
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name, "namespace": ns, "labels": labels("controller") },
+        "spec": {
+            // Two replicas for availability; the Lease lets only one act at a time.
+            "replicas": 2,
+            "selector": { "matchLabels": labels("controller") },
+            "template": {
+                "metadata": { "labels": labels("controller") },
+                "spec": {
+                    "serviceAccountName": name,
+                    "securityContext": { "runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": { "type": "RuntimeDefault" } },
+                    "containers": [{
+                        "name": "controller",
+                        "image": image,
+                        "args": ["controller"],
+                        "env": [
+                            field_env("POD_NAMESPACE", "metadata.namespace"),
+                            field_env("POD_NAME", "metadata.name"),
+                            field_env("NODE_NAME", "spec.nodeName"),
+                        ],
+                        "ports": [{ "name": "http", "containerPort": 8080 }],
+                        "livenessProbe": probe("/healthz"),
+                        "readinessProbe": probe("/readyz"),
+                        "resources": { "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "memory": "256Mi" } },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                            "capabilities": { "drop": ["ALL"] },
+                        },
+                    }],
+                },
+            },
+        },
+    });
+    vec![
+        namespace(ns),
+        service_account(name, ns, "controller"),
+        cluster_role(name, "controller", CONTROLLER_CLUSTER_RULES),
+        binding("ClusterRoleBinding", name, ns, "controller", name),
+        role,
+        binding("RoleBinding", name, ns, "controller", name),
+        deployment,
+    ]
+}
+
+/// Everything the node agents need, in apply order.
+pub fn agent(image: &str, ns: &str) -> Vec<Value> {
+    let name = AGENT_SA;
+    let host_path = |vol: &str, path: &str, ty: &str| json!({ "name": vol, "hostPath": { "path": path, "type": ty } });
+    let daemonset = json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": { "name": name, "namespace": ns, "labels": labels("agent") },
+        "spec": {
+            "selector": { "matchLabels": labels("agent") },
+            "updateStrategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 1 } },
+            "template": {
+                "metadata": { "labels": labels("agent") },
+                "spec": {
+                    "serviceAccountName": name,
+                    "priorityClassName": "system-node-critical",
+                    // The agent must keep running on a node we cordoned and drained.
+                    "tolerations": [{ "operator": "Exists" }],
+                    // Host PID namespace: read other pods' mount tables, reach systemd.
+                    "hostPID": true,
+                    "containers": [{
+                        "name": "agent",
+                        "image": image,
+                        "args": ["agent"],
+                        "env": [field_env("NODE_NAME", "spec.nodeName")],
+                        "resources": { "requests": { "cpu": "20m", "memory": "32Mi" }, "limits": { "memory": "128Mi" } },
+                        // Writes block devices, the boot environment, and reboots the host.
+                        "securityContext": { "privileged": true },
+                        "volumeMounts": [
+                            { "name": "host-dev", "mountPath": "/dev" },
+                            { "name": "host-boot", "mountPath": "/host/boot" },
+                            { "name": "host-proc-cmdline", "mountPath": "/host/proc/cmdline", "readOnly": true },
+                            { "name": "host-run-systemd", "mountPath": "/run/systemd" },
+                            { "name": "host-dbus", "mountPath": "/run/dbus" },
+                            { "name": "state", "mountPath": "/var/lib/osroll" },
+                        ],
+                    }],
+                    "volumes": [
+                        host_path("host-dev", "/dev", "Directory"),
+                        host_path("host-boot", "/boot", "DirectoryOrCreate"),
+                        host_path("host-proc-cmdline", "/proc/cmdline", "File"),
+                        host_path("host-run-systemd", "/run/systemd", "DirectoryOrCreate"),
+                        host_path("host-dbus", "/run/dbus", "DirectoryOrCreate"),
+                        host_path("state", "/var/lib/osroll", "DirectoryOrCreate"),
+                    ],
+                },
+            },
+        },
+    });
+    vec![
+        namespace(ns),
+        service_account(name, ns, "agent"),
+        cluster_role(name, "agent", AGENT_CLUSTER_RULES),
+        binding("ClusterRoleBinding", name, ns, "agent", name),
+        daemonset,
+    ]
+}
+
+/// Objects as one multi-document YAML stream.
+pub fn to_yaml(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .map(|o| serde_yaml::to_string(o).expect("manifests serialize"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}

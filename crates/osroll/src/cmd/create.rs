@@ -1,0 +1,35 @@
+//! `osroll create controller|agent`: print deployment manifests for `kubectl apply -f -`.
+
+use clap::{Args, Subcommand};
+use osroll_api::manifests;
+
+/// Which component's manifests to print.
+#[derive(Subcommand)]
+pub enum CreateCmd {
+    /// Namespace, service account, RBAC and the controller Deployment.
+    Controller(Target),
+    /// Namespace, service account, RBAC and the agent DaemonSet.
+    Agent(Target),
+}
+
+/// Where and what to deploy.
+#[derive(Args)]
+pub struct Target {
+    /// Container image; default is the image tagged with this binary's version.
+    #[arg(long, env = "OSROLL_IMAGE")]
+    image: Option<String>,
+    /// Namespace to deploy into.
+    #[arg(long, short = 'n', env = "OSROLL_NAMESPACE", default_value = manifests::DEFAULT_NAMESPACE)]
+    namespace: String,
+}
+
+/// Print the manifests.
+pub fn run(cmd: CreateCmd) -> anyhow::Result<()> {
+    let image = |t: &Target| t.image.clone().unwrap_or_else(manifests::default_image);
+    let objects = match &cmd {
+        CreateCmd::Controller(t) => manifests::controller(&image(t), &t.namespace),
+        CreateCmd::Agent(t) => manifests::agent(&image(t), &t.namespace),
+    };
+    print!("{}", manifests::to_yaml(&objects));
+    Ok(())
+}
