@@ -59,3 +59,65 @@ fn walk(v: &mut Value) {
         _ => {}
     }
 }
+
+/// Every way `schema` breaks the rules of a structural schema, as the API server
+/// enforces them for `apiextensions.k8s.io/v1`: each node has a `type` (unless it is
+/// int-or-string or preserves unknown fields), never `properties` beside
+/// `additionalProperties`, arrays have `items`, int-or-string nodes carry no `type`, and
+/// `allOf`/`anyOf`/`oneOf`/`not` branches hold only value validations.
+pub fn structural_problems(schema: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    check_node(schema, "", &mut out);
+    out
+}
+
+fn check_node(v: &Value, path: &str, out: &mut Vec<String>) {
+    let Some(map) = v.as_object() else {
+        out.push(format!("{path}: schema is not an object"));
+        return;
+    };
+    let flag = |k: &str| map.get(k).and_then(Value::as_bool) == Some(true);
+    let int_or_string = flag("x-kubernetes-int-or-string");
+    let preserve = flag("x-kubernetes-preserve-unknown-fields");
+    match map.get("type").and_then(Value::as_str) {
+        Some(_) if int_or_string => out.push(format!("{path}: int-or-string must not set type")),
+        Some("array") if !map.contains_key("items") => out.push(format!("{path}: array without items")),
+        Some("") => out.push(format!("{path}: empty type")),
+        None if !int_or_string && !preserve => out.push(format!("{path}: no type")),
+        _ => {}
+    }
+    if map.contains_key("properties") && map.contains_key("additionalProperties") {
+        out.push(format!("{path}: properties beside additionalProperties"));
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        for (i, branch) in map.get(key).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            check_junctor(branch, &format!("{path}.{key}[{i}]"), out);
+        }
+    }
+    if let Some(not) = map.get("not") {
+        check_junctor(not, &format!("{path}.not"), out);
+    }
+    if let Some(props) = map.get("properties").and_then(Value::as_object) {
+        for (k, child) in props {
+            check_node(child, &format!("{path}.{k}"), out);
+        }
+    }
+    if let Some(items) = map.get("items") {
+        check_node(items, &format!("{path}[]"), out);
+    }
+    if let Some(ap) = map.get("additionalProperties").filter(|a| a.is_object()) {
+        check_node(ap, &format!("{path}.*"), out);
+    }
+}
+
+fn check_junctor(v: &Value, path: &str, out: &mut Vec<String>) {
+    const FORBIDDEN: [&str; 5] = ["type", "description", "default", "additionalProperties", "nullable"];
+    if let Some(map) = v.as_object() {
+        for key in FORBIDDEN.iter().filter(|k| map.contains_key(**k)) {
+            out.push(format!("{path}: {key} is not allowed inside a junctor"));
+        }
+        for child in map.get("properties").and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+            check_junctor(child, path, out);
+        }
+    }
+}
