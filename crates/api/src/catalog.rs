@@ -87,6 +87,14 @@ pub enum RejectionReason {
     DuplicateVersion,
     /// The target is older than a selected node's current version.
     Downgrade,
+    /// Signed catalogs are required and this one has no signature.
+    SignatureMissing,
+    /// The signature is malformed or does not match the catalog bytes.
+    SignatureInvalid,
+    /// The signature was made by a key the controller does not trust.
+    UnknownSigningKey,
+    /// The target image's URL breaks the image source policy.
+    ImageSourceNotAllowed,
 }
 
 impl RejectionReason {
@@ -102,6 +110,10 @@ impl RejectionReason {
             Self::InvalidImageEntry => "InvalidImageEntry",
             Self::DuplicateVersion => "DuplicateVersion",
             Self::Downgrade => "Downgrade",
+            Self::SignatureMissing => "SignatureMissing",
+            Self::SignatureInvalid => "SignatureInvalid",
+            Self::UnknownSigningKey => "UnknownSigningKey",
+            Self::ImageSourceNotAllowed => "ImageSourceNotAllowed",
         }
     }
 }
@@ -118,7 +130,10 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(reason: RejectionReason, message: impl Into<String>) -> Self {
-        Rejection { reason, message: message.into() }
+        Rejection {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -203,11 +218,19 @@ impl Catalog {
     /// problems inside entries are collected in [`Catalog::problems`].
     pub fn parse(text: &str) -> Result<Catalog, Rejection> {
         let raw: RawCatalog = serde_yaml::from_str(text).map_err(|e| {
-            Rejection::new(RejectionReason::CatalogInvalid, format!("catalog is not valid: {e}"))
+            Rejection::new(
+                RejectionReason::CatalogInvalid,
+                format!("catalog is not valid: {e}"),
+            )
         })?;
         let mut cat = Catalog::default();
         let mut problem = |field: String, index, version: Option<String>, message: String| {
-            cat.problems.push(CatalogProblem { field, index, version, message })
+            cat.problems.push(CatalogProblem {
+                field,
+                index,
+                version,
+                message,
+            })
         };
         if let Some(stable) = &raw.stable {
             match scalar_string(stable) {
@@ -219,7 +242,9 @@ impl Catalog {
             }
         }
         for (i, b) in raw.blocked.iter().enumerate() {
-            match scalar_string(b).and_then(|s| s.parse::<Version>().map(|_| s).map_err(|e| e.to_string())) {
+            match scalar_string(b)
+                .and_then(|s| s.parse::<Version>().map(|_| s).map_err(|e| e.to_string()))
+            {
                 Ok(s) => cat.blocked.push(s),
                 Err(e) => problem(format!("blocked[{i}]"), None, None, e),
             }
@@ -228,15 +253,28 @@ impl Catalog {
             let entry: RawImage = match serde_yaml::from_value(value.clone()) {
                 Ok(e) => e,
                 Err(e) => {
-                    let version = value.get("version").and_then(|v| v.as_str()).map(String::from);
-                    problem(format!("images[{i}]"), Some(i), version, format!("malformed entry: {e}"));
+                    let version = value
+                        .get("version")
+                        .and_then(|v| v.as_str())
+                        .map(String::from);
+                    problem(
+                        format!("images[{i}]"),
+                        Some(i),
+                        version,
+                        format!("malformed entry: {e}"),
+                    );
                     continue;
                 }
             };
             let version = match entry.version.as_ref().map(scalar_string) {
                 Some(Ok(v)) => {
                     if let Err(e) = v.parse::<Version>() {
-                        problem(format!("images[{i}].version"), Some(i), Some(v.clone()), e.to_string());
+                        problem(
+                            format!("images[{i}].version"),
+                            Some(i),
+                            Some(v.clone()),
+                            e.to_string(),
+                        );
                     }
                     v
                 }
@@ -245,7 +283,12 @@ impl Catalog {
                     continue;
                 }
                 None => {
-                    problem(format!("images[{i}].version"), Some(i), None, "missing".into());
+                    problem(
+                        format!("images[{i}].version"),
+                        Some(i),
+                        None,
+                        "missing".into(),
+                    );
                     continue;
                 }
             };
@@ -264,9 +307,20 @@ impl Catalog {
                 );
             }
             if entry.size == Some(0) {
-                problem(format!("images[{i}].size"), Some(i), v.clone(), "size must be greater than 0".into());
+                problem(
+                    format!("images[{i}].size"),
+                    Some(i),
+                    v.clone(),
+                    "size must be greater than 0".into(),
+                );
             }
-            cat.images.push(CatalogImage { index: i, version, url, checksum, size: entry.size });
+            cat.images.push(CatalogImage {
+                index: i,
+                version,
+                url,
+                checksum,
+                size: entry.size,
+            });
         }
         cat.find_duplicates();
         if let Some(stable) = &cat.stable
@@ -283,10 +337,14 @@ impl Catalog {
     }
 
     fn find_duplicates(&mut self) {
-        let parsed: Vec<Option<Version>> = self.images.iter().map(|i| i.version.parse().ok()).collect();
+        let parsed: Vec<Option<Version>> =
+            self.images.iter().map(|i| i.version.parse().ok()).collect();
         for (a, img) in self.images.iter().enumerate() {
             let Some(va) = &parsed[a] else { continue };
-            let first = parsed.iter().position(|p| p.as_ref() == Some(va)).unwrap_or(a);
+            let first = parsed
+                .iter()
+                .position(|p| p.as_ref() == Some(va))
+                .unwrap_or(a);
             if first != a {
                 self.problems.push(CatalogProblem {
                     field: format!("images[{}].version", img.index),
@@ -304,8 +362,13 @@ impl Catalog {
 
     /// Image entries whose version equals `version` (by version ordering).
     pub fn entries_for(&self, version: &str) -> Vec<&CatalogImage> {
-        let Ok(want) = version.parse::<Version>() else { return Vec::new() };
-        self.images.iter().filter(|i| i.version.parse::<Version>().ok().as_ref() == Some(&want)).collect()
+        let Ok(want) = version.parse::<Version>() else {
+            return Vec::new();
+        };
+        self.images
+            .iter()
+            .filter(|i| i.version.parse::<Version>().ok().as_ref() == Some(&want))
+            .collect()
     }
 
     /// Resolve `requested` (a version or `stable`) for nodes currently at `nodes`.
@@ -335,8 +398,14 @@ impl Catalog {
         };
         let target: Version = target_str
             .parse()
-            .map_err(|e: crate::version::VersionError| Rejection::new(VersionInvalid, e.to_string()))?;
-        if let Some(b) = self.blocked.iter().find(|b| b.parse::<Version>().ok().as_ref() == Some(&target)) {
+            .map_err(|e: crate::version::VersionError| {
+                Rejection::new(VersionInvalid, e.to_string())
+            })?;
+        if let Some(b) = self
+            .blocked
+            .iter()
+            .find(|b| b.parse::<Version>().ok().as_ref() == Some(&target))
+        {
             return Err(Rejection::new(
                 VersionBlocked,
                 format!("version {target_str:?} is blocked by the catalog (blocked entry {b:?})"),
@@ -348,27 +417,45 @@ impl Catalog {
                 let known: Vec<&str> = self.images.iter().map(|i| i.version.as_str()).collect();
                 return Err(Rejection::new(
                     VersionNotInCatalog,
-                    format!("version {target_str:?} is not in the catalog (it lists: {})", known.join(", ")),
+                    format!(
+                        "version {target_str:?} is not in the catalog (it lists: {})",
+                        known.join(", ")
+                    ),
                 ));
             }
             [one] => *one,
             many => {
-                let at: Vec<String> = many.iter().map(|e| format!("images[{}]", e.index)).collect();
+                let at: Vec<String> = many
+                    .iter()
+                    .map(|e| format!("images[{}]", e.index))
+                    .collect();
                 return Err(Rejection::new(
                     DuplicateVersion,
-                    format!("version {target_str:?} appears more than once: {}", at.join(", ")),
+                    format!(
+                        "version {target_str:?} appears more than once: {}",
+                        at.join(", ")
+                    ),
                 ));
             }
         };
-        let own: Vec<String> =
-            self.problems.iter().filter(|p| p.index == Some(entry.index)).map(|p| p.to_string()).collect();
+        let own: Vec<String> = self
+            .problems
+            .iter()
+            .filter(|p| p.index == Some(entry.index))
+            .map(|p| p.to_string())
+            .collect();
         if !own.is_empty() {
             return Err(Rejection::new(InvalidImageEntry, own.join("; ")));
         }
         if !allow_downgrade {
             let newer: Vec<&NodeVersion> = nodes
                 .iter()
-                .filter(|n| n.version.as_deref().and_then(|v| v.parse::<Version>().ok()).is_some_and(|v| v > target))
+                .filter(|n| {
+                    n.version
+                        .as_deref()
+                        .and_then(|v| v.parse::<Version>().ok())
+                        .is_some_and(|v| v > target)
+                })
                 .collect();
             if let Some(first) = newer.first() {
                 let more = match newer.len() {
@@ -392,7 +479,12 @@ impl Catalog {
                 checksum: entry.checksum.clone(),
                 size: entry.size,
             },
-            warnings: self.problems.iter().filter(|p| p.index != Some(entry.index)).cloned().collect(),
+            warnings: self
+                .problems
+                .iter()
+                .filter(|p| p.index != Some(entry.index))
+                .cloned()
+                .collect(),
         })
     }
 }
@@ -403,9 +495,10 @@ fn url_problem(s: &str) -> Option<String> {
     }
     match url::Url::parse(s) {
         Err(e) => Some(format!("{s:?} is not a URL: {e}")),
-        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-            Some(format!("{s:?} uses scheme {:?}; only https and http are supported", u.scheme()))
-        }
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => Some(format!(
+            "{s:?} uses scheme {:?}; only https and http are supported",
+            u.scheme()
+        )),
         Ok(u) if u.host_str().is_none_or(str::is_empty) => Some(format!("{s:?} has no host")),
         Ok(_) => None,
     }

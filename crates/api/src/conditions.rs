@@ -52,7 +52,9 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition, now: &
     match conditions.iter_mut().find(|c| c.type_ == new.type_) {
         Some(old) => {
             new.last_transition_time = if old.status == new.status {
-                old.last_transition_time.clone().or_else(|| Some(now.to_string()))
+                old.last_transition_time
+                    .clone()
+                    .or_else(|| Some(now.to_string()))
             } else {
                 Some(now.to_string())
             };

@@ -13,7 +13,10 @@ use crate::{OSUpgrade, OSUpgradeProgress};
 
 /// Both CRDs, OSUpgrade first.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    [OSUpgrade::crd(), OSUpgradeProgress::crd()].into_iter().map(tidy).collect()
+    [OSUpgrade::crd(), OSUpgradeProgress::crd()]
+        .into_iter()
+        .map(tidy)
+        .collect()
 }
 
 /// Both CRDs as one multi-document YAML stream.
@@ -27,7 +30,10 @@ pub fn crds_yaml() -> String {
 
 fn tidy(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     let mut v = serde_json::to_value(&crd).expect("CRD serializes");
-    if let Some(versions) = v.pointer_mut("/spec/versions").and_then(Value::as_array_mut) {
+    if let Some(versions) = v
+        .pointer_mut("/spec/versions")
+        .and_then(Value::as_array_mut)
+    {
         for ver in versions {
             if let Some(schema) = ver.pointer_mut("/schema/openAPIV3Schema") {
                 let kind = crd.spec.names.kind.clone();
@@ -49,7 +55,10 @@ fn walk(v: &mut Value) {
                 values.retain(|e| !e.is_null());
             }
             if let Some(Value::String(f)) = map.get("format")
-                && matches!(f.as_str(), "uint8" | "uint16" | "uint32" | "uint64" | "uint" | "int8" | "int16")
+                && matches!(
+                    f.as_str(),
+                    "uint8" | "uint16" | "uint32" | "uint64" | "uint" | "int8" | "int16"
+                )
             {
                 map.insert("format".into(), Value::String("int64".into()));
             }
@@ -81,7 +90,9 @@ fn check_node(v: &Value, path: &str, out: &mut Vec<String>) {
     let preserve = flag("x-kubernetes-preserve-unknown-fields");
     match map.get("type").and_then(Value::as_str) {
         Some(_) if int_or_string => out.push(format!("{path}: int-or-string must not set type")),
-        Some("array") if !map.contains_key("items") => out.push(format!("{path}: array without items")),
+        Some("array") if !map.contains_key("items") => {
+            out.push(format!("{path}: array without items"))
+        }
         Some("") => out.push(format!("{path}: empty type")),
         None if !int_or_string && !preserve => out.push(format!("{path}: no type")),
         _ => {}
@@ -90,7 +101,13 @@ fn check_node(v: &Value, path: &str, out: &mut Vec<String>) {
         out.push(format!("{path}: properties beside additionalProperties"));
     }
     for key in ["allOf", "anyOf", "oneOf"] {
-        for (i, branch) in map.get(key).and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, branch) in map
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             check_junctor(branch, &format!("{path}.{key}[{i}]"), out);
         }
     }
@@ -111,12 +128,23 @@ fn check_node(v: &Value, path: &str, out: &mut Vec<String>) {
 }
 
 fn check_junctor(v: &Value, path: &str, out: &mut Vec<String>) {
-    const FORBIDDEN: [&str; 5] = ["type", "description", "default", "additionalProperties", "nullable"];
+    const FORBIDDEN: [&str; 5] = [
+        "type",
+        "description",
+        "default",
+        "additionalProperties",
+        "nullable",
+    ];
     if let Some(map) = v.as_object() {
         for key in FORBIDDEN.iter().filter(|k| map.contains_key(**k)) {
             out.push(format!("{path}: {key} is not allowed inside a junctor"));
         }
-        for child in map.get("properties").and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+        for child in map
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
             check_junctor(child, path, out);
         }
     }

@@ -9,17 +9,18 @@ pub mod conditions;
 pub mod crd;
 pub mod labels;
 pub mod manifests;
+pub mod policy;
 pub mod progress;
 pub mod schema;
+pub mod signing;
 pub mod upgrade;
 pub mod version;
 
 pub use catalog::{Catalog, CatalogImage, CatalogProblem, Rejection, RejectionReason, Resolution};
 pub use conditions::Condition;
 pub use progress::{
-    progress_name,
     ImageRef, OSUpgradeProgress, OSUpgradeProgressSpec, OSUpgradeProgressStatus, ProgressPhase,
-    SourceRef,
+    SourceRef, progress_name,
 };
 pub use upgrade::{
     CatalogSource, DrainSpec, DrainTimeoutPolicy, MaintenanceWindow, OSUpgrade, OSUpgradeSpec,

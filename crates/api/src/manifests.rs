@@ -40,7 +40,9 @@ impl Rule {
     /// Whether this rule allows `verb` on `group`/`resource` (resource may carry
     /// `/subresource`).
     pub fn allows(&self, group: &str, resource: &str, verb: &str) -> bool {
-        self.groups.contains(&group) && self.resources.contains(&resource) && self.verbs.contains(&verb)
+        self.groups.contains(&group)
+            && self.resources.contains(&resource)
+            && self.verbs.contains(&verb)
     }
 }
 
@@ -48,42 +50,116 @@ const READ: &[&str] = &["get", "list", "watch"];
 
 /// Cluster-wide rules of the controller.
 pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
-    Rule { groups: &["osroll.io"], resources: &["osupgrades"], verbs: &["get", "list", "watch", "update", "patch"] },
-    Rule { groups: &["osroll.io"], resources: &["osupgrades/status"], verbs: &["get", "update", "patch"] },
+    Rule {
+        groups: &["osroll.io"],
+        resources: &["osupgrades"],
+        verbs: &["get", "list", "watch", "update", "patch"],
+    },
+    Rule {
+        groups: &["osroll.io"],
+        resources: &["osupgrades/status"],
+        verbs: &["get", "update", "patch"],
+    },
     // Owner references with blockOwnerDeletion need update on the owner's finalizers.
-    Rule { groups: &["osroll.io"], resources: &["osupgrades/finalizers"], verbs: &["update"] },
+    Rule {
+        groups: &["osroll.io"],
+        resources: &["osupgrades/finalizers"],
+        verbs: &["update"],
+    },
     Rule {
         groups: &["osroll.io"],
         resources: &["osupgradeprogresses"],
-        verbs: &["get", "list", "watch", "create", "update", "patch", "delete"],
+        verbs: &[
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ],
     },
-    Rule { groups: &["osroll.io"], resources: &["osupgradeprogresses/status"], verbs: &["get"] },
+    Rule {
+        groups: &["osroll.io"],
+        resources: &["osupgradeprogresses/status"],
+        verbs: &["get"],
+    },
     // Cordon, uncordon and the cordoned-by annotation.
-    Rule { groups: &[""], resources: &["nodes"], verbs: &["get", "list", "watch", "patch", "update"] },
+    Rule {
+        groups: &[""],
+        resources: &["nodes"],
+        verbs: &["get", "list", "watch", "patch", "update"],
+    },
     // Drain: find the pods on a node, evict them; delete only under the Force policy.
-    Rule { groups: &[""], resources: &["pods"], verbs: &["get", "list", "watch", "delete"] },
-    Rule { groups: &[""], resources: &["pods/eviction"], verbs: &["create"] },
-    Rule { groups: &["policy"], resources: &["poddisruptionbudgets"], verbs: READ },
-    Rule { groups: &["events.k8s.io"], resources: &["events"], verbs: &["create", "patch"] },
-    Rule { groups: &[""], resources: &["events"], verbs: &["create", "patch"] },
+    Rule {
+        groups: &[""],
+        resources: &["pods"],
+        verbs: &["get", "list", "watch", "delete"],
+    },
+    Rule {
+        groups: &[""],
+        resources: &["pods/eviction"],
+        verbs: &["create"],
+    },
+    Rule {
+        groups: &["policy"],
+        resources: &["poddisruptionbudgets"],
+        verbs: READ,
+    },
+    Rule {
+        groups: &["events.k8s.io"],
+        resources: &["events"],
+        verbs: &["create", "patch"],
+    },
+    Rule {
+        groups: &[""],
+        resources: &["events"],
+        verbs: &["create", "patch"],
+    },
 ];
 
 /// Rules of the controller inside its own namespace (leader Lease, ConfigMap catalogs).
 pub const CONTROLLER_NAMESPACE_RULES: &[Rule] = &[
-    Rule { groups: &["coordination.k8s.io"], resources: &["leases"], verbs: &["get", "list", "watch", "create", "update", "patch"] },
-    Rule { groups: &[""], resources: &["configmaps"], verbs: &["get", "list", "watch"] },
+    Rule {
+        groups: &["coordination.k8s.io"],
+        resources: &["leases"],
+        verbs: &["get", "list", "watch", "create", "update", "patch"],
+    },
+    Rule {
+        groups: &[""],
+        resources: &["configmaps"],
+        verbs: &["get", "list", "watch"],
+    },
 ];
 
 /// Cluster-wide rules of the node agents.
 pub const AGENT_CLUSTER_RULES: &[Rule] = &[
-    Rule { groups: &["osroll.io"], resources: &["osupgradeprogresses"], verbs: READ },
-    Rule { groups: &["osroll.io"], resources: &["osupgradeprogresses/status"], verbs: &["get", "update", "patch"] },
+    Rule {
+        groups: &["osroll.io"],
+        resources: &["osupgradeprogresses"],
+        verbs: READ,
+    },
+    Rule {
+        groups: &["osroll.io"],
+        resources: &["osupgradeprogresses/status"],
+        verbs: &["get", "update", "patch"],
+    },
     // The agent labels its own Node (managed, os-version, slot).
-    Rule { groups: &[""], resources: &["nodes"], verbs: &["get", "list", "watch", "patch"] },
+    Rule {
+        groups: &[""],
+        resources: &["nodes"],
+        verbs: &["get", "list", "watch", "patch"],
+    },
     // Live updates restart the pods whose mounts went stale: find them, delete them.
-    Rule { groups: &[""], resources: &["pods"], verbs: &["get", "list", "watch", "delete"] },
-    Rule { groups: &["events.k8s.io"], resources: &["events"], verbs: &["create", "patch"] },
-    Rule { groups: &[""], resources: &["events"], verbs: &["create", "patch"] },
+    Rule {
+        groups: &[""],
+        resources: &["pods"],
+        verbs: &["get", "list", "watch", "delete"],
+    },
+    Rule {
+        groups: &["events.k8s.io"],
+        resources: &["events"],
+        verbs: &["create", "patch"],
+    },
+    Rule {
+        groups: &[""],
+        resources: &["events"],
+        verbs: &["create", "patch"],
+    },
 ];
 
 fn labels(component: &str) -> Value {
@@ -133,7 +209,8 @@ pub fn controller(image: &str, ns: &str) -> Vec<Value> {
         "metadata": { "name": name, "namespace": ns, "labels": labels("controller") },
         "rules": CONTROLLER_NAMESPACE_RULES.iter().map(Rule::to_json).collect::<Vec<_>>(),
     });
-    let probe = |path: &str| json!({ "httpGet": { "path": path, "port": "http" }, "periodSeconds": 10 });
+    let probe =
+        |path: &str| json!({ "httpGet": { "path": path, "port": "http" }, "periodSeconds": 10 });
     let deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": { "name": name, "namespace": ns, "labels": labels("controller") },

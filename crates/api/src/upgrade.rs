@@ -231,6 +231,9 @@ pub struct NodeCounts {
     pub failed: u32,
     /// Fell back to the previous slot.
     pub rolled_back: u32,
+    /// Left on their version because their drain timed out under `onTimeout: Skip`.
+    #[serde(default)]
+    pub skipped: u32,
 }
 
 /// Lifecycle of an OSUpgrade.

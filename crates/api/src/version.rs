@@ -44,7 +44,10 @@ impl FromStr for Version {
     type Err = VersionError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |why| VersionError { value: s.to_string(), why };
+        let err = |why| VersionError {
+            value: s.to_string(),
+            why,
+        };
         let body = s.strip_prefix('v').unwrap_or(s);
         let (body, build) = match body.split_once('+') {
             Some((b, m)) => (b, Some(m)),
@@ -64,9 +67,8 @@ impl FromStr for Version {
             }
             numbers.push(part.parse().map_err(|_| err("number too large"))?);
         }
-        let ident_ok = |i: &str| {
-            !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        };
+        let ident_ok =
+            |i: &str| !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         let mut pre_ids = Vec::new();
         if let Some(pre) = pre {
             for id in pre.split('.') {
@@ -84,7 +86,11 @@ impl FromStr for Version {
         {
             return Err(err("build identifiers must be [0-9A-Za-z-]+"));
         }
-        Ok(Version { original: s.to_string(), numbers, pre: pre_ids })
+        Ok(Version {
+            original: s.to_string(),
+            numbers,
+            pre: pre_ids,
+        })
     }
 }
 
@@ -160,8 +166,14 @@ mod tests {
         assert!(v("v1.36.0-rc.1") > v("v1.35.9"));
         assert!(v("v1.36.0-rc.2") < v("v1.36.0-rc.10"));
         assert!(v("v1.36.0-alpha") < v("v1.36.0-beta"));
-        assert!(v("v1.36.0-1") < v("v1.36.0-alpha"), "numeric ids sort first");
-        assert!(v("v1.36.0-rc") < v("v1.36.0-rc.1"), "shorter prefix sorts first");
+        assert!(
+            v("v1.36.0-1") < v("v1.36.0-alpha"),
+            "numeric ids sort first"
+        );
+        assert!(
+            v("v1.36.0-rc") < v("v1.36.0-rc.1"),
+            "shorter prefix sorts first"
+        );
         assert_eq!(v("1.35"), v("1.35.0"));
         assert_eq!(v("1.35.0+build.7"), v("1.35.0"));
         assert!(v("v1.36.0-rc.1").is_prerelease());
@@ -169,7 +181,18 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_version() {
-        for bad in ["", "v", "stable", "1..2", "1.2.", "v1.2.x", "1.2-", "1.2-rc..1", "1.2+", " 1.2"] {
+        for bad in [
+            "",
+            "v",
+            "stable",
+            "1..2",
+            "1.2.",
+            "v1.2.x",
+            "1.2-",
+            "1.2-rc..1",
+            "1.2+",
+            " 1.2",
+        ] {
             let e = bad.parse::<Version>().unwrap_err();
             assert_eq!(e.value, bad);
             assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
@@ -196,7 +219,8 @@ mod tests {
     /// independent definitions rather than the parser with itself.
     fn regex_lite_match(s: &str) -> bool {
         fn ids(s: &str) -> bool {
-            s.split('.').all(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            s.split('.')
+                .all(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         }
         let s = s.strip_prefix('v').unwrap_or(s);
         let (rest, build) = match s.find('+') {
@@ -207,7 +231,10 @@ mod tests {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
             None => (rest, None),
         };
-        let core_ok = !core.is_empty() && core.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let core_ok = !core.is_empty()
+            && core
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         core_ok && pre.is_none_or(ids) && build.is_none_or(ids)
     }
 }

@@ -7,13 +7,20 @@ const SUM_A: &str = "sha256:1111111111111111111111111111111111111111111111111111
 const SUM_B: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
 fn nodes(list: &[(&str, Option<&str>)]) -> Vec<NodeVersion> {
-    list.iter().map(|(n, v)| NodeVersion { node: n.to_string(), version: v.map(String::from) }).collect()
+    list.iter()
+        .map(|(n, v)| NodeVersion {
+            node: n.to_string(),
+            version: v.map(String::from),
+        })
+        .collect()
 }
 
 fn catalog(images: &[(&str, &str)], extra: &str) -> Catalog {
     let mut y = String::from("images:\n");
     for (v, sum) in images {
-        y += &format!("  - version: \"{v}\"\n    url: https://img.example/{v}.zst\n    checksum: {sum}\n    size: 4096\n");
+        y += &format!(
+            "  - version: \"{v}\"\n    url: https://img.example/{v}.zst\n    checksum: {sum}\n    size: 4096\n"
+        );
     }
     y += extra;
     Catalog::parse(&y).unwrap()
@@ -29,8 +36,20 @@ fn seed_stable_resolves_with_warnings_for_placeholder_checksums() {
     // The four placeholder checksums are problems of their own entries, reported as
     // warnings because they are not the target.
     let bad: Vec<_> = r.warnings.iter().map(|p| p.field.as_str()).collect();
-    assert_eq!(bad, ["images[0].checksum", "images[1].checksum", "images[2].checksum", "images[3].checksum"]);
-    assert!(r.warnings[0].to_string().contains("\"sha256:abc\""), "{}", r.warnings[0]);
+    assert_eq!(
+        bad,
+        [
+            "images[0].checksum",
+            "images[1].checksum",
+            "images[2].checksum",
+            "images[3].checksum"
+        ]
+    );
+    assert!(
+        r.warnings[0].to_string().contains("\"sha256:abc\""),
+        "{}",
+        r.warnings[0]
+    );
     assert_eq!(r.warnings[2].version.as_deref(), Some("v1.35.0"));
 }
 
@@ -43,7 +62,10 @@ fn seed_blocked_and_absent_versions_are_rejected() {
     let e = cat.resolve("v1.35.3", &[], false).unwrap_err();
     assert_eq!(e.reason, R::VersionNotInCatalog);
     assert!(e.message.contains("\"v1.35.3\""), "{e}");
-    assert!(e.message.contains("v1.35.4"), "lists what is available: {e}");
+    assert!(
+        e.message.contains("v1.35.4"),
+        "lists what is available: {e}"
+    );
 }
 
 #[test]
@@ -51,7 +73,10 @@ fn seed_target_with_placeholder_checksum_is_rejected() {
     let cat = Catalog::parse(SEED).unwrap();
     let e = cat.resolve("v1.35.4", &[], false).unwrap_err();
     assert_eq!(e.reason, R::InvalidImageEntry);
-    assert!(e.message.contains("images[3].checksum") && e.message.contains("sha256:jkl"), "{e}");
+    assert!(
+        e.message.contains("images[3].checksum") && e.message.contains("sha256:jkl"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -61,11 +86,21 @@ fn stable_alias_rules() {
     assert_eq!(e.reason, R::StableNotDefined);
 
     let cat = catalog(&[("v2.0.0", SUM_A)], "stable: v9.9.9\n");
-    assert!(cat.problems.iter().any(|p| p.field == "stable" && p.message.contains("v9.9.9")));
-    assert_eq!(cat.resolve("stable", &[], false).unwrap_err().reason, R::VersionNotInCatalog);
+    assert!(
+        cat.problems
+            .iter()
+            .any(|p| p.field == "stable" && p.message.contains("v9.9.9"))
+    );
+    assert_eq!(
+        cat.resolve("stable", &[], false).unwrap_err().reason,
+        R::VersionNotInCatalog
+    );
 
     let cat = catalog(&[("v2.0.0", SUM_A)], "stable: v2.0.0\nblocked: [v2.0.0]\n");
-    assert_eq!(cat.resolve("stable", &[], false).unwrap_err().reason, R::VersionBlocked);
+    assert_eq!(
+        cat.resolve("stable", &[], false).unwrap_err().reason,
+        R::VersionBlocked
+    );
 
     let cat = catalog(&[("v2.0.0", SUM_A)], "stable: not-a-version\n");
     let e = cat.resolve("stable", &[], false).unwrap_err();
@@ -76,10 +111,18 @@ fn stable_alias_rules() {
 #[test]
 fn version_matching_uses_version_ordering() {
     let cat = catalog(&[("1.35.3", SUM_A)], "blocked: [\"1.36.0\"]\n");
-    assert_eq!(cat.resolve("v1.35.3", &[], false).unwrap().image.version, "1.35.3");
+    assert_eq!(
+        cat.resolve("v1.35.3", &[], false).unwrap().image.version,
+        "1.35.3"
+    );
     let cat = catalog(&[("v1.36.0", SUM_A)], "blocked: [\"1.36.0\"]\n");
-    assert_eq!(cat.resolve("v1.36.0", &[], false).unwrap_err().reason, R::VersionBlocked);
-    let e = catalog(&[("v1", SUM_A)], "").resolve("latest", &[], false).unwrap_err();
+    assert_eq!(
+        cat.resolve("v1.36.0", &[], false).unwrap_err().reason,
+        R::VersionBlocked
+    );
+    let e = catalog(&[("v1", SUM_A)], "")
+        .resolve("latest", &[], false)
+        .unwrap_err();
     assert_eq!(e.reason, R::VersionInvalid);
     assert!(e.message.contains("\"latest\""), "{e}");
 }
@@ -87,30 +130,61 @@ fn version_matching_uses_version_ordering() {
 #[test]
 fn downgrades_are_rejected_unless_allowed() {
     let cat = catalog(&[("v1.33.2", SUM_A), ("v1.35.0", SUM_B)], "");
-    let fleet = nodes(&[("n1", Some("v1.33.2")), ("n2", Some("v1.34.1")), ("n3", Some("v1.35.0")), ("n4", None)]);
+    let fleet = nodes(&[
+        ("n1", Some("v1.33.2")),
+        ("n2", Some("v1.34.1")),
+        ("n3", Some("v1.35.0")),
+        ("n4", None),
+    ]);
     let e = cat.resolve("v1.33.2", &fleet, false).unwrap_err();
     assert_eq!(e.reason, R::Downgrade);
-    assert!(e.message.contains("n2") && e.message.contains("v1.34.1") && e.message.contains("1 more"), "{e}");
-    assert_eq!(cat.resolve("v1.33.2", &fleet, true).unwrap().image.version, "v1.33.2");
+    assert!(
+        e.message.contains("n2") && e.message.contains("v1.34.1") && e.message.contains("1 more"),
+        "{e}"
+    );
+    assert_eq!(
+        cat.resolve("v1.33.2", &fleet, true).unwrap().image.version,
+        "v1.33.2"
+    );
     // Same version and upgrades are fine; unknown current versions do not block.
     assert!(cat.resolve("v1.35.0", &fleet, false).is_ok());
     let pre = catalog(&[("v1.36.0-rc.1", SUM_A)], "");
-    let e = pre.resolve("v1.36.0-rc.1", &nodes(&[("n1", Some("v1.36.0"))]), false).unwrap_err();
-    assert_eq!(e.reason, R::Downgrade, "a pre-release is older than its release");
+    let e = pre
+        .resolve("v1.36.0-rc.1", &nodes(&[("n1", Some("v1.36.0"))]), false)
+        .unwrap_err();
+    assert_eq!(
+        e.reason,
+        R::Downgrade,
+        "a pre-release is older than its release"
+    );
 }
 
 #[test]
 fn duplicates_are_problems_and_reject_their_version() {
-    let cat = catalog(&[("v1.0.0", SUM_A), ("v2.0.0", SUM_A), ("1.0.0", SUM_B)], "");
-    let dup: Vec<_> = cat.problems.iter().filter(|p| p.message.contains("duplicate")).collect();
+    let cat = catalog(
+        &[("v1.0.0", SUM_A), ("v2.0.0", SUM_A), ("1.0.0", SUM_B)],
+        "",
+    );
+    let dup: Vec<_> = cat
+        .problems
+        .iter()
+        .filter(|p| p.message.contains("duplicate"))
+        .collect();
     assert_eq!(dup.len(), 1);
     assert_eq!(dup[0].field, "images[2].version");
     assert!(dup[0].message.contains("images[0]"), "{}", dup[0]);
     let e = cat.resolve("v1.0.0", &[], false).unwrap_err();
     assert_eq!(e.reason, R::DuplicateVersion);
-    assert!(e.message.contains("images[0]") && e.message.contains("images[2]"), "{e}");
+    assert!(
+        e.message.contains("images[0]") && e.message.contains("images[2]"),
+        "{e}"
+    );
     let ok = cat.resolve("v2.0.0", &[], false).unwrap();
-    assert_eq!(ok.warnings.len(), 1, "the duplicate is a warning for other targets");
+    assert_eq!(
+        ok.warnings.len(),
+        1,
+        "the duplicate is a warning for other targets"
+    );
 }
 
 #[test]
@@ -154,9 +228,20 @@ blocked: [v1.0.0, "oops!"]
             "blocked[1]",
         ]
     );
-    let msg = |f: &str| cat.problems.iter().find(|p| p.field == f).unwrap().message.clone();
+    let msg = |f: &str| {
+        cat.problems
+            .iter()
+            .find(|p| p.field == f)
+            .unwrap()
+            .message
+            .clone()
+    };
     assert!(msg("images[0].url").contains("ftp"));
-    assert!(msg("images[1].version").contains("quote"), "{}", msg("images[1].version"));
+    assert!(
+        msg("images[1].version").contains("quote"),
+        "{}",
+        msg("images[1].version")
+    );
     assert!(msg("images[4]").contains("sizee"), "{}", msg("images[4]"));
     assert!(msg("blocked[1]").contains("oops!"));
 }
@@ -169,7 +254,10 @@ fn whole_document_errors_are_rejections() {
     }
     // An empty catalog parses; every version is then absent.
     let cat = Catalog::parse("{}").unwrap();
-    assert_eq!(cat.resolve("v1.0.0", &[], false).unwrap_err().reason, R::VersionNotInCatalog);
+    assert_eq!(
+        cat.resolve("v1.0.0", &[], false).unwrap_err().reason,
+        R::VersionNotInCatalog
+    );
 }
 
 #[test]

@@ -4,8 +4,18 @@ use osroll_api::crd::{crds, structural_problems};
 use serde_json::{Value, json};
 
 fn schema(kind: &str) -> Value {
-    let crd = crds().into_iter().find(|c| c.spec.names.kind == kind).unwrap();
-    serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap()
+    let crd = crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .unwrap();
+    serde_json::to_value(
+        &crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -32,7 +42,10 @@ fn the_structural_check_catches_what_the_api_server_refuses() {
     let p = structural_problems(&bad);
     assert_eq!(p.len(), 5, "{p:#?}");
     for field in [".a", ".b", ".c", ".d", ".e.oneOf[0]"] {
-        assert!(p.iter().any(|m| m.starts_with(&format!("{field}:"))), "{field} missing in {p:#?}");
+        assert!(
+            p.iter().any(|m| m.starts_with(&format!("{field}:"))),
+            "{field} missing in {p:#?}"
+        );
     }
 }
 
@@ -41,18 +54,34 @@ fn int_or_string_enums_and_patterns() {
     let up = schema("OSUpgrade");
     let strategy = &up["properties"]["spec"]["properties"]["strategy"]["properties"];
     for f in ["maxUnavailable", "maxStaging"] {
-        assert_eq!(strategy[f]["x-kubernetes-int-or-string"], json!(true), "{f}");
+        assert_eq!(
+            strategy[f]["x-kubernetes-int-or-string"],
+            json!(true),
+            "{f}"
+        );
     }
-    let phases = up["properties"]["status"]["properties"]["phase"]["enum"].as_array().unwrap();
+    let phases = up["properties"]["status"]["properties"]["phase"]["enum"]
+        .as_array()
+        .unwrap();
     assert_eq!(phases.len(), 7);
-    assert!(phases.iter().all(Value::is_string), "no null in enums: {phases:?}");
-    assert!(up["properties"]["spec"]["properties"]["version"]["pattern"].as_str().unwrap().contains("stable"));
+    assert!(
+        phases.iter().all(Value::is_string),
+        "no null in enums: {phases:?}"
+    );
+    assert!(
+        up["properties"]["spec"]["properties"]["version"]["pattern"]
+            .as_str()
+            .unwrap()
+            .contains("stable")
+    );
 
     let pr = schema("OSUpgradeProgress");
     let image = &pr["properties"]["spec"]["properties"]["image"]["properties"];
     assert_eq!(image["checksum"]["pattern"], json!("^sha256:[0-9a-f]{64}$"));
     assert!(image["version"]["pattern"].is_string());
-    let phases = pr["properties"]["status"]["properties"]["phase"]["enum"].as_array().unwrap();
+    let phases = pr["properties"]["status"]["properties"]["phase"]["enum"]
+        .as_array()
+        .unwrap();
     assert!(phases.contains(&json!("RolledBack")));
     let text = serde_json::to_string(&pr).unwrap();
     assert!(!text.contains("uint"), "only formats the API server knows");
@@ -61,13 +90,38 @@ fn int_or_string_enums_and_patterns() {
 #[test]
 fn printer_columns_and_names() {
     let cols = |kind: &str| -> Vec<String> {
-        let crd = crds().into_iter().find(|c| c.spec.names.kind == kind).unwrap();
+        let crd = crds()
+            .into_iter()
+            .find(|c| c.spec.names.kind == kind)
+            .unwrap();
         assert_eq!(crd.spec.scope, "Cluster");
-        assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
-        crd.spec.versions[0].additional_printer_columns.clone().unwrap().into_iter().map(|c| c.name.to_uppercase()).collect()
+        assert!(
+            crd.spec.versions[0]
+                .subresources
+                .as_ref()
+                .unwrap()
+                .status
+                .is_some()
+        );
+        crd.spec.versions[0]
+            .additional_printer_columns
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name.to_uppercase())
+            .collect()
     };
     assert_eq!(cols("OSUpgrade"), ["DESIRED", "RESOLVED", "PHASE", "AGE"]);
-    assert_eq!(cols("OSUpgradeProgress"), ["NODE", "SOURCE", "CURRENT", "TARGET", "STATUS", "AGE"]);
-    let names: Vec<_> = crds().iter().map(|c| c.metadata.name.clone().unwrap()).collect();
-    assert_eq!(names, ["osupgrades.osroll.io", "osupgradeprogresses.osroll.io"]);
+    assert_eq!(
+        cols("OSUpgradeProgress"),
+        ["NODE", "SOURCE", "CURRENT", "TARGET", "STATUS", "AGE"]
+    );
+    let names: Vec<_> = crds()
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["osupgrades.osroll.io", "osupgradeprogresses.osroll.io"]
+    );
 }

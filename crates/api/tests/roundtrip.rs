@@ -7,7 +7,12 @@ use serde_json::Value;
 /// same as an absent `startedAt`.
 fn without_nulls(v: Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
         Value::Array(a) => Value::Array(a.into_iter().map(without_nulls).collect()),
         other => other,
     }
@@ -22,16 +27,28 @@ fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(yaml: &str) -> (
 
 #[test]
 fn seed_osupgrade_roundtrips() {
-    let (u, original, back): (OSUpgrade, _, _) = roundtrip(include_str!("fixtures/seed-osupgrade.yaml"));
+    let (u, original, back): (OSUpgrade, _, _) =
+        roundtrip(include_str!("fixtures/seed-osupgrade.yaml"));
     assert_eq!(original, back);
     assert_eq!(u.spec.version, "v1.35.3");
-    assert!(u.spec.node_selector.is_some(), "an empty selector is kept, not dropped");
-    assert!(u.spec.catalog.inline.as_deref().unwrap().contains("stable: v1.35.1"));
+    assert!(
+        u.spec.node_selector.is_some(),
+        "an empty selector is kept, not dropped"
+    );
+    assert!(
+        u.spec
+            .catalog
+            .inline
+            .as_deref()
+            .unwrap()
+            .contains("stable: v1.35.1")
+    );
 }
 
 #[test]
 fn seed_progress_roundtrips() {
-    let (p, original, back): (OSUpgradeProgress, _, _) = roundtrip(include_str!("fixtures/seed-progress.yaml"));
+    let (p, original, back): (OSUpgradeProgress, _, _) =
+        roundtrip(include_str!("fixtures/seed-progress.yaml"));
     assert_eq!(original, back);
     let s = p.status.unwrap();
     assert_eq!(s.phase, Some(ProgressPhase::Downloading));

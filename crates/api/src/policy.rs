@@ -1,0 +1,188 @@
+//! Image source policy: which URLs an image may be fetched from.
+//!
+//! Only `https://` by default; `http://` only where the OSUpgrade opts in (a local
+//! mirror); no other scheme ever. Redirects are followed a bounded number of times and
+//! may never leave https once it was https. Mirror rewrite rules replace a URL prefix,
+//! so a catalog naming a public host can be served from a site-local mirror.
+
+use url::Url;
+
+/// Most redirects the agent follows for one download.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// A refused URL.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("image URL {url:?} is not allowed: {why}")]
+pub struct PolicyViolation {
+    /// The refused URL.
+    pub url: String,
+    /// The rule it breaks.
+    pub why: String,
+}
+
+fn violation(url: &str, why: impl Into<String>) -> PolicyViolation {
+    PolicyViolation {
+        url: url.to_string(),
+        why: why.into(),
+    }
+}
+
+/// Check an image URL: https always, http only with `allow_http`, nothing else.
+pub fn check_image_url(url: &str, allow_http: bool) -> Result<Url, PolicyViolation> {
+    let u = Url::parse(url).map_err(|e| violation(url, format!("not a URL ({e})")))?;
+    match u.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        "http" => {
+            return Err(violation(
+                url,
+                "plain http needs spec.allowHttpImages: true on the OSUpgrade",
+            ));
+        }
+        other => {
+            return Err(violation(
+                url,
+                format!("scheme {other:?} is never allowed; use https"),
+            ));
+        }
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(violation(url, "no host"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(violation(url, "credentials in the URL are not allowed"));
+    }
+    Ok(u)
+}
+
+/// Check one redirect hop (`hop` counts from 1).
+pub fn check_redirect(
+    from: &Url,
+    to: &Url,
+    hop: usize,
+    allow_http: bool,
+) -> Result<(), PolicyViolation> {
+    if hop > MAX_REDIRECTS {
+        return Err(violation(
+            to.as_str(),
+            format!("more than {MAX_REDIRECTS} redirects"),
+        ));
+    }
+    if from.scheme() == "https" && to.scheme() != "https" {
+        return Err(violation(
+            to.as_str(),
+            format!(
+                "redirect from https ({from}) to {} is a downgrade",
+                to.scheme()
+            ),
+        ));
+    }
+    check_image_url(to.as_str(), allow_http).map(|_| ())
+}
+
+/// A mirror rule: URLs starting with `from` are fetched from `to` + the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Prefix to replace.
+    pub from: String,
+    /// Replacement prefix.
+    pub to: String,
+}
+
+impl std::str::FromStr for Rewrite {
+    type Err = String;
+
+    /// `FROM=TO`, e.g. `https://images.example/=https://mirror.local/images/`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (from, to) = s
+            .split_once('=')
+            .ok_or_else(|| format!("rewrite rule {s:?} is not FROM=TO"))?;
+        if from.is_empty() || to.is_empty() {
+            return Err(format!("rewrite rule {s:?} has an empty side"));
+        }
+        Ok(Rewrite {
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+    }
+}
+
+/// Apply the first rule whose prefix matches; the longest prefix wins among several.
+pub fn rewrite(url: &str, rules: &[Rewrite]) -> String {
+    rules
+        .iter()
+        .filter(|r| url.starts_with(&r.from))
+        .max_by_key(|r| r.from.len())
+        .map(|r| format!("{}{}", r.to, &url[r.from.len()..]))
+        .unwrap_or_else(|| url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes() {
+        assert!(check_image_url("https://img.example/a.zst", false).is_ok());
+        let e = check_image_url("http://mirror.local/a.zst", false).unwrap_err();
+        assert!(
+            e.why.contains("allowHttpImages") && e.url == "http://mirror.local/a.zst",
+            "{e}"
+        );
+        assert!(check_image_url("http://mirror.local/a.zst", true).is_ok());
+        for bad in ["file:///etc/shadow", "ftp://h/a", "gopher://h/", "data:,x"] {
+            let e = check_image_url(bad, true).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        assert!(
+            check_image_url("https://user:pw@h/a", false)
+                .unwrap_err()
+                .why
+                .contains("credentials")
+        );
+        assert!(check_image_url("not a url", true).is_err());
+    }
+
+    #[test]
+    fn redirects_stay_on_https_and_are_bounded() {
+        let s = |u: &str| Url::parse(u).unwrap();
+        assert!(check_redirect(&s("https://a/x"), &s("https://b/y"), 1, false).is_ok());
+        let e = check_redirect(&s("https://a/x"), &s("http://b/y"), 1, true).unwrap_err();
+        assert!(e.why.contains("downgrade"), "{e}");
+        assert!(check_redirect(&s("http://a/x"), &s("http://b/y"), 1, true).is_ok());
+        assert!(check_redirect(&s("http://a/x"), &s("http://b/y"), 1, false).is_err());
+        let e = check_redirect(
+            &s("https://a/x"),
+            &s("https://b/y"),
+            MAX_REDIRECTS + 1,
+            false,
+        )
+        .unwrap_err();
+        assert!(e.why.contains("redirects"));
+    }
+
+    #[test]
+    fn rewrites_use_the_longest_prefix() {
+        let rules: Vec<Rewrite> = [
+            "https://img.example/=https://m1/",
+            "https://img.example/os/=https://m2/os/",
+        ]
+        .iter()
+        .map(|r| r.parse().unwrap())
+        .collect();
+        assert_eq!(
+            rewrite("https://img.example/os/v1.zst", &rules),
+            "https://m2/os/v1.zst"
+        );
+        assert_eq!(
+            rewrite("https://img.example/k/v1.zst", &rules),
+            "https://m1/k/v1.zst"
+        );
+        assert_eq!(
+            rewrite("https://other/v1.zst", &rules),
+            "https://other/v1.zst"
+        );
+        assert!("nonsense".parse::<Rewrite>().is_err());
+        assert!("=x".parse::<Rewrite>().is_err());
+    }
+}
