@@ -20,7 +20,7 @@ pub use catalog::{Catalog, CatalogImage, CatalogProblem, Rejection, RejectionRea
 pub use conditions::Condition;
 pub use progress::{
     ImageRef, OSUpgradeProgress, OSUpgradeProgressSpec, OSUpgradeProgressStatus, ProgressPhase,
-    SourceRef, progress_name,
+    SignedCatalog, SourceRef, progress_name,
 };
 pub use upgrade::{
     CatalogSource, DrainSpec, DrainTimeoutPolicy, MaintenanceWindow, OSUpgrade, OSUpgradeSpec,

@@ -50,6 +50,22 @@ pub struct OSUpgradeProgressSpec {
     /// sha256 of the verified catalog the image came from (stamped by the controller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog_digest: Option<String>,
+    /// The signed catalog itself, so an agent that requires signatures can check the
+    /// image fields against it instead of trusting whoever wrote this spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_catalog: Option<SignedCatalog>,
+    /// Allow an `http://` image URL (copied from the OSUpgrade).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_http_images: bool,
+}
+
+/// Catalog text and its detached minisign signature.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SignedCatalog {
+    /// The catalog YAML, byte for byte as signed.
+    pub content: String,
+    /// The `.minisig` text.
+    pub signature: String,
 }
 
 /// Reference to the owning OSUpgrade.

@@ -37,6 +37,9 @@ pub struct OSUpgradeSpec {
     /// Allow a target older than a selected node's current version.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_downgrade: bool,
+    /// Allow `http://` image URLs (a local mirror); otherwise only `https://`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_http_images: bool,
     /// How many nodes may be disrupted at once, canary, windows, failure budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<RolloutStrategy>,
@@ -73,6 +76,10 @@ pub struct CatalogSource {
     /// Name of a ConfigMap in the controller's namespace whose `catalog.yaml` key holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<String>,
+    /// Detached minisign signature of the catalog bytes. Default: fetched from
+    /// `<url>.minisig` for a URL catalog, the `catalog.yaml.minisig` key for a ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// Rollout pacing and safety limits.
