@@ -22,6 +22,9 @@ enum Command {
     /// Print deployment manifests (`controller` or `agent`) as YAML.
     #[command(subcommand)]
     Create(cmd::create::CreateCmd),
+    /// Catalog tools: keygen, sign, verify, lint.
+    #[command(subcommand)]
+    Catalog(cmd::catalog::CatalogCmd),
     // Subcommands from other modules are added above this line, one variant each.
 }
 
@@ -30,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crds => cmd::crds::run(),
         Command::Create(c) => cmd::create::run(c),
+        Command::Catalog(c) => cmd::catalog::run(c),
         // Dispatch arms for other modules are added above this line.
     }
 }

@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
+pub mod catalog;
 pub mod crds;
 pub mod create;
