@@ -8,13 +8,22 @@ use osroll_api::crd::structural_problems;
 use serde_json::Value;
 
 fn osroll(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_osroll")).args(args).output().unwrap();
-    assert!(out.status.success(), "osroll {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_osroll"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "osroll {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn docs(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
 }
 
 #[test]
@@ -42,7 +51,11 @@ fn crds_output_is_structural() {
         assert_eq!(crd["kind"], "CustomResourceDefinition");
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let problems = structural_problems(schema);
-        assert!(problems.is_empty(), "{}: {problems:#?}", crd["metadata"]["name"]);
+        assert!(
+            problems.is_empty(),
+            "{}: {problems:#?}",
+            crd["metadata"]["name"]
+        );
     }
 }
 
@@ -51,27 +64,66 @@ fn manifests_use_the_image_and_namespace_asked_for() {
     let default = docs(&osroll(&["create", "agent"]));
     let image = |objs: &[Value], kind: &str| {
         let o = objs.iter().find(|o| o["kind"] == kind).unwrap();
-        o["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap().to_string()
+        o["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
-    assert_eq!(image(&default, "DaemonSet"), format!("ghcr.io/osroll/osroll:v{}", env!("CARGO_PKG_VERSION")));
-    let custom = docs(&osroll(&["create", "controller", "--image", "reg.local/os:dev", "--namespace", "ops"]));
+    assert_eq!(
+        image(&default, "DaemonSet"),
+        format!("ghcr.io/osroll/osroll:v{}", env!("CARGO_PKG_VERSION"))
+    );
+    let custom = docs(&osroll(&[
+        "create",
+        "controller",
+        "--image",
+        "reg.local/os:dev",
+        "--namespace",
+        "ops",
+    ]));
     assert_eq!(image(&custom, "Deployment"), "reg.local/os:dev");
-    for o in custom.iter().filter(|o| o["metadata"]["namespace"].is_string()) {
+    for o in custom
+        .iter()
+        .filter(|o| o["metadata"]["namespace"].is_string())
+    {
         assert_eq!(o["metadata"]["namespace"], "ops", "{}", o["kind"]);
     }
-    let binding = custom.iter().find(|o| o["kind"] == "ClusterRoleBinding").unwrap();
+    let binding = custom
+        .iter()
+        .find(|o| o["kind"] == "ClusterRoleBinding")
+        .unwrap();
     assert_eq!(binding["subjects"][0]["namespace"], "ops");
     let kinds: Vec<_> = custom.iter().map(|o| o["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment"]);
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Deployment"
+        ]
+    );
 }
 
 #[test]
 fn agent_daemonset_tolerates_cordoned_nodes() {
     let objs = docs(&osroll(&["create", "agent"]));
     let ds = objs.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
-    let tolerations = ds["spec"]["template"]["spec"]["tolerations"].as_array().unwrap();
+    let tolerations = ds["spec"]["template"]["spec"]["tolerations"]
+        .as_array()
+        .unwrap();
     // An `Exists` toleration without a key matches every taint, including
     // node.kubernetes.io/unschedulable that a cordon adds.
-    assert!(tolerations.iter().any(|t| t["operator"] == "Exists" && t.get("key").is_none()));
-    assert_eq!(ds["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t["operator"] == "Exists" && t.get("key").is_none())
+    );
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
 }
