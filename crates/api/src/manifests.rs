@@ -321,3 +321,61 @@ pub fn to_yaml(objects: &[Value]) -> String {
         .collect::<Vec<_>>()
         .join("---\n")
 }
+
+/// The node-name claim the API server puts into a pod-bound service account token's
+/// user info (Kubernetes 1.30+, `ServiceAccountTokenPodNodeInfo`).
+pub const NODE_NAME_CLAIM: &str = "authentication.kubernetes.io/node-name";
+
+/// A ValidatingAdmissionPolicy and its binding that confine every agent to its own
+/// node: it may write only its own Node (labels, never spec), the status of progress
+/// objects for its node, and delete only pods on its node. Needs Kubernetes 1.30 or
+/// later (admissionregistration.k8s.io/v1 and the node-name claim), so it is opt-in.
+pub fn agent_admission_policy(ns: &str) -> Vec<Value> {
+    let name = "osroll-agent-own-node";
+    let node = format!("request.userInfo.extra['{NODE_NAME_CLAIM}'][0]");
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": { "name": name, "labels": labels("agent") },
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": { "resourceRules": [
+                { "apiGroups": ["osroll.io"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"],
+                  "resources": ["osupgradeprogresses", "osupgradeprogresses/status"] },
+                { "apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["nodes"] },
+                { "apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE"], "resources": ["pods"] },
+            ]},
+            "matchConditions": [{
+                "name": "is-osroll-agent",
+                "expression": format!("request.userInfo.username == 'system:serviceaccount:{ns}:{AGENT_SA}'"),
+            }],
+            "validations": [
+                {
+                    "expression": format!("'{NODE_NAME_CLAIM}' in request.userInfo.extra"),
+                    "message": "osroll agent tokens must be bound to a pod on a node (Kubernetes 1.30+)",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": format!("request.resource.resource != 'nodes' || (object.metadata.name == {node} && object.spec == oldObject.spec)"),
+                    "message": "an osroll agent may only label its own Node",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": format!("request.resource.resource != 'osupgradeprogresses' || (request.subResource == 'status' && request.operation == 'UPDATE' && object.spec.nodeName == {node} && object.spec == oldObject.spec)"),
+                    "message": "an osroll agent may only write the status of its own node's OSUpgradeProgress",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": format!("request.resource.resource != 'pods' || (has(oldObject.spec.nodeName) && oldObject.spec.nodeName == {node})"),
+                    "message": "an osroll agent may only delete pods on its own node",
+                    "reason": "Forbidden",
+                },
+            ],
+        },
+    });
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": { "name": name, "labels": labels("agent") },
+        "spec": { "policyName": name, "validationActions": ["Deny"] },
+    });
+    vec![policy, binding]
+}

@@ -127,3 +127,46 @@ fn agent_daemonset_tolerates_cordoned_nodes() {
         "spec.nodeName"
     );
 }
+
+#[test]
+fn admission_policy_is_opt_in_and_names_the_agent() {
+    let plain = docs(&osroll(&["create", "agent"]));
+    assert!(
+        plain
+            .iter()
+            .all(|o| o["apiVersion"] != "admissionregistration.k8s.io/v1"),
+        "1.24 clusters must apply the default output"
+    );
+    let objs = docs(&osroll(&[
+        "create",
+        "agent",
+        "--admission-policy",
+        "-n",
+        "edge-ops",
+    ]));
+    let policy = objs
+        .iter()
+        .find(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .unwrap();
+    let cond = policy["spec"]["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap();
+    assert!(
+        cond.contains("system:serviceaccount:edge-ops:osroll-agent"),
+        "{cond}"
+    );
+    let binding = objs
+        .iter()
+        .find(|o| o["kind"] == "ValidatingAdmissionPolicyBinding")
+        .unwrap();
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    let rules = serde_json::to_string(&policy["spec"]["validations"]).unwrap();
+    for needle in [
+        "nodes",
+        "osupgradeprogresses",
+        "pods",
+        "authentication.kubernetes.io/node-name",
+    ] {
+        assert!(rules.contains(needle), "{needle} not confined");
+    }
+}

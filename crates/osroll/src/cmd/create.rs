@@ -9,7 +9,14 @@ pub enum CreateCmd {
     /// Namespace, service account, RBAC and the controller Deployment.
     Controller(Target),
     /// Namespace, service account, RBAC and the agent DaemonSet.
-    Agent(Target),
+    Agent {
+        #[command(flatten)]
+        target: Target,
+        /// Also confine each agent to its own node with a ValidatingAdmissionPolicy
+        /// (needs Kubernetes 1.30 or later).
+        #[arg(long)]
+        admission_policy: bool,
+    },
 }
 
 /// Where and what to deploy.
@@ -28,7 +35,16 @@ pub fn run(cmd: CreateCmd) -> anyhow::Result<()> {
     let image = |t: &Target| t.image.clone().unwrap_or_else(manifests::default_image);
     let objects = match &cmd {
         CreateCmd::Controller(t) => manifests::controller(&image(t), &t.namespace),
-        CreateCmd::Agent(t) => manifests::agent(&image(t), &t.namespace),
+        CreateCmd::Agent {
+            target: t,
+            admission_policy,
+        } => {
+            let mut objects = manifests::agent(&image(t), &t.namespace);
+            if *admission_policy {
+                objects.extend(manifests::agent_admission_policy(&t.namespace));
+            }
+            objects
+        }
     };
     print!("{}", manifests::to_yaml(&objects));
     Ok(())
