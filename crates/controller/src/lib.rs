@@ -1,1 +1,10 @@
-//! placeholder
+//! The osroll controller: resolves each OSUpgrade's catalog, selects its nodes, creates
+//! one OSUpgradeProgress per node and rolls the upgrade out safely (maxUnavailable,
+//! canary, maintenance windows, drain honouring PodDisruptionBudgets, failure budget).
+//!
+//! Decisions are pure functions ([`planner::plan`], [`drain::assess`],
+//! [`leader::decide`], ...) tested directly; the Kubernetes side effects sit in thin
+//! adapters behind the [`cluster::Cluster`] trait.
+
+pub mod planner;
+pub mod select;

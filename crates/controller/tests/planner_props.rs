@@ -1,0 +1,420 @@
+//! Property tests of the rollout planner over random clusters and random event orders.
+//!
+//! A small model plays the cluster: agents stage, reboot and finish (completing, failing
+//! or rolling back as each node's fate says), nodes flap NotReady, admins cordon, time
+//! jumps, the user pauses and approves canaries, drains finish or not. Whenever the
+//! planner is asked, its actions are applied to the model, and the four invariants of the
+//! issue are checked against values the test computes itself:
+//! 1. disruption never starts beyond maxUnavailable, and what we disrupted never exceeds it;
+//! 2. nothing starts outside a maintenance window;
+//! 3. no node outside the canary batch starts before the batch completed (and soaked and
+//!    was approved when that is required);
+//! 4. a rollout that reached maxFailures starts nothing new.
+//!
+//! A second property checks liveness: without failures and without external
+//! disturbance, every node ends Completed and uncordoned.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use osroll_api::{MaintenanceWindow, ProgressPhase, UpgradePhase};
+use osroll_controller::planner::{
+    Action, Budget, Canary, NodeObs, Observed, Outcome, ProgressObs, Strategy as Rollout, Window,
+    plan,
+};
+use proptest::prelude::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    Complete,
+    RollBack,
+    Fail,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Plan { drain_finishes: bool },
+    Agent(usize),
+    Flap(usize),
+    AdminCordon(usize),
+    Tick(u32),
+    TogglePause,
+    ApproveCanary,
+}
+
+#[derive(Clone, Debug)]
+struct Model {
+    nodes: Vec<NodeObs>,
+    fates: Vec<Fate>,
+    strategy: Rollout,
+    live: Vec<bool>,
+    own: Option<String>,
+    now: DateTime<Utc>,
+}
+
+impl Model {
+    fn observed(&self) -> Observed {
+        Observed {
+            strategy: self.strategy.clone(),
+            nodes: self.nodes.clone(),
+            own_node: self.own.clone(),
+            node_soak: Duration::from_secs(30),
+            drain_poll: Duration::from_secs(2),
+        }
+    }
+
+    fn idx(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .expect("action names a known node")
+    }
+
+    fn by_us(n: &NodeObs) -> bool {
+        n.cordoned_by_us
+            || n.progress
+                .as_ref()
+                .is_some_and(|p| p.reboot_approved && p.outcome().is_none())
+    }
+
+    fn failures(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                n.progress
+                    .as_ref()
+                    .and_then(|p| p.outcome())
+                    .is_some_and(Outcome::is_failure)
+            })
+            .count()
+    }
+
+    /// The canary gate, computed independently of the planner.
+    fn canary_open(&self) -> bool {
+        let Some(c) = &self.strategy.canary else {
+            return true;
+        };
+        let target = (c.count as usize).min(self.nodes.len());
+        let passed: Vec<&ProgressObs> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.cordoned_by_us)
+            .filter_map(|n| n.progress.as_ref())
+            .filter(|p| {
+                p.canary && p.phase == ProgressPhase::Completed && p.drain_outcome.is_none()
+            })
+            .collect();
+        if passed.len() < target {
+            return false;
+        }
+        let soaked = passed
+            .iter()
+            .filter_map(|p| p.completed_at)
+            .max()
+            .is_none_or(|t| self.now >= t + chrono::Duration::from_std(c.soak).unwrap());
+        soaked && (!c.require_approval || c.approved)
+    }
+
+    fn in_window(&self) -> bool {
+        self.strategy.windows.is_empty()
+            || self.strategy.windows.iter().any(|w| w.contains(self.now))
+    }
+
+    fn check_and_apply(&mut self, drain_finishes: bool) -> Result<(), TestCaseError> {
+        let p = plan(&self.observed(), self.now);
+        let total = self.nodes.len();
+        let max_unavailable = self.strategy.max_unavailable.resolve(total);
+        let disrupted = self.nodes.iter().filter(|n| n.is_disrupted()).count();
+        let starts: Vec<&Action> = p.actions.iter().filter(|a| a.starts_disruption()).collect();
+        if !starts.is_empty() {
+            prop_assert!(
+                disrupted + starts.len() <= max_unavailable,
+                "{disrupted} disrupted + {} started > {max_unavailable}",
+                starts.len()
+            );
+            prop_assert!(
+                self.in_window(),
+                "started {starts:?} outside every window at {}",
+                self.now
+            );
+            prop_assert!(!self.strategy.paused, "started {starts:?} while paused");
+        }
+        let halted = self.failures() >= self.strategy.failure_limit();
+        if halted {
+            prop_assert!(
+                !p.actions
+                    .iter()
+                    .any(|a| a.starts_disruption() || matches!(a, Action::CreateProgress { .. })),
+                "halted rollout started {:?}",
+                p.actions
+            );
+            prop_assert_eq!(p.phase, UpgradePhase::Failed);
+        }
+        if !self.canary_open() {
+            for a in &starts {
+                let canary = matches!(
+                    a,
+                    Action::Cordon { canary: true, .. } | Action::ApproveLive { canary: true, .. }
+                );
+                prop_assert!(
+                    canary,
+                    "non-canary {a:?} started before the canary batch passed"
+                );
+            }
+        }
+        for a in &p.actions {
+            let i = self.idx(a.node());
+            let n = &mut self.nodes[i];
+            match a {
+                Action::CreateProgress { .. } => {
+                    prop_assert!(
+                        n.progress.is_none(),
+                        "progress created twice for {}",
+                        n.name
+                    );
+                    n.progress = Some(ProgressObs::default());
+                }
+                Action::Cordon { canary, .. } => {
+                    prop_assert!(
+                        !n.unschedulable,
+                        "cordoned an unschedulable node {}",
+                        n.name
+                    );
+                    n.unschedulable = true;
+                    n.cordoned_by_us = true;
+                    n.progress.as_mut().unwrap().canary |= *canary;
+                }
+                Action::Drain { .. } => {
+                    prop_assert!(n.cordoned_by_us, "drain of a node we did not cordon");
+                    if drain_finishes {
+                        n.progress.as_mut().unwrap().reboot_approved = true;
+                    }
+                }
+                Action::ApproveLive { canary, .. } => {
+                    let pr = n.progress.as_mut().unwrap();
+                    pr.reboot_approved = true;
+                    pr.canary |= *canary;
+                }
+                Action::RevokeApproval { .. } => {
+                    n.progress.as_mut().unwrap().reboot_approved = false
+                }
+                Action::Uncordon { .. } => {
+                    prop_assert!(
+                        n.cordoned_by_us,
+                        "uncordoned {} which we did not cordon",
+                        n.name
+                    );
+                    n.unschedulable = false;
+                    n.cordoned_by_us = false;
+                }
+                Action::Report { outcome, .. } => {
+                    n.progress.as_mut().unwrap().reported = Some(*outcome)
+                }
+            }
+        }
+        let ours = self.nodes.iter().filter(|n| Self::by_us(n)).count();
+        prop_assert!(
+            ours <= max_unavailable,
+            "{ours} nodes disrupted by us > {max_unavailable}"
+        );
+        Ok(())
+    }
+
+    fn agent_step(&mut self, i: usize) {
+        let now = self.now;
+        let fate = self.fates[i];
+        let live = self.live[i];
+        let n = &mut self.nodes[i];
+        let Some(p) = n.progress.as_mut() else { return };
+        use ProgressPhase::*;
+        p.phase = match (p.phase, p.reboot_approved) {
+            (Pending, _) => Downloading,
+            (Downloading, _) => Writing,
+            (Writing, _) => Verifying,
+            (Verifying, _) => {
+                p.reboot_required = Some(!live);
+                Staged
+            }
+            (Staged, true) if p.reboot_required == Some(false) => Completed,
+            (Staged, true) => {
+                n.ready = false;
+                Rebooting
+            }
+            (Rebooting, _) => {
+                n.ready = true;
+                n.ready_since = Some(now);
+                p.completed_at = Some(now);
+                match fate {
+                    Fate::Complete => Completed,
+                    Fate::RollBack => RolledBack,
+                    Fate::Fail => Failed,
+                }
+            }
+            (other, _) => other,
+        };
+        if p.phase == Completed && p.completed_at.is_none() {
+            p.completed_at = Some(now);
+        }
+    }
+}
+
+fn arb_budget() -> impl Strategy<Value = Budget> {
+    prop_oneof![
+        (0u32..4).prop_map(Budget::Count),
+        (0u32..=100).prop_map(Budget::Percent)
+    ]
+}
+
+fn arb_strategy() -> impl Strategy<Value = Rollout> {
+    (
+        arb_budget(),
+        proptest::option::of(1u32..4).prop_map(|o| o.map(Budget::Count)),
+        proptest::option::of((1u32..4, 0u64..600, any::<bool>())),
+        proptest::option::of((0u32..24, 0u32..24)),
+        0u32..4,
+    )
+        .prop_map(
+            |(max_unavailable, max_staging, canary, window, max_failures)| Rollout {
+                max_unavailable,
+                max_staging,
+                canary: canary.map(|(count, soak, require_approval)| Canary {
+                    count,
+                    soak: Duration::from_secs(soak),
+                    require_approval,
+                    approved: false,
+                }),
+                windows: window
+                    .map(|(s, e)| {
+                        let spec = MaintenanceWindow {
+                            start: format!("{s:02}:00"),
+                            end: format!("{e:02}:30"),
+                            time_zone: Some("Europe/Berlin".into()),
+                            ..Default::default()
+                        };
+                        vec![Window::from_spec(&spec, "w").unwrap()]
+                    })
+                    .unwrap_or_default(),
+                max_failures,
+                paused: false,
+            },
+        )
+}
+
+fn arb_nodes() -> impl Strategy<Value = (Vec<NodeObs>, Vec<Fate>, Vec<bool>)> {
+    let fate =
+        prop_oneof![8 => Just(Fate::Complete), 1 => Just(Fate::RollBack), 1 => Just(Fate::Fail)];
+    proptest::collection::vec(
+        (any::<bool>(), 0u32..3, prop::bool::weighted(0.2), fate),
+        1..12,
+    )
+    .prop_map(|v| {
+        let mut nodes = Vec::new();
+        let mut fates = Vec::new();
+        let mut live = Vec::new();
+        for (i, (cp, failures, is_live, fate)) in v.into_iter().enumerate() {
+            nodes.push(NodeObs {
+                name: format!("n{i:02}"),
+                ready: true,
+                control_plane: cp,
+                past_failures: failures,
+                ..Default::default()
+            });
+            fates.push(fate);
+            live.push(is_live);
+        }
+        (nodes, fates, live)
+    })
+}
+
+fn arb_events(n: usize) -> impl Strategy<Value = Vec<Event>> {
+    // Approval is rare so that runs spend time waiting for it.
+    let ev = prop_oneof![
+        60 => any::<bool>().prop_map(|d| Event::Plan { drain_finishes: d }),
+        80 => (0..n).prop_map(Event::Agent),
+        10 => (0..n).prop_map(Event::Flap),
+        10 => (0..n).prop_map(Event::AdminCordon),
+        20 => (0u32..5400).prop_map(Event::Tick),
+        10 => Just(Event::TogglePause),
+        1 => Just(Event::ApproveCanary),
+    ];
+    proptest::collection::vec(ev, 0..400)
+}
+
+fn arb_case() -> impl Strategy<Value = (Model, Vec<Event>)> {
+    (
+        arb_nodes(),
+        arb_strategy(),
+        any::<bool>(),
+        0i64..(7 * 86400),
+    )
+        .prop_flat_map(|((nodes, fates, live), strategy, own, t)| {
+            let n = nodes.len();
+            let model = Model {
+                own: own.then(|| nodes[0].name.clone()),
+                nodes,
+                fates,
+                live,
+                strategy,
+                now: Utc.with_ymd_and_hms(2024, 6, 3, 0, 0, 0).unwrap()
+                    + chrono::Duration::seconds(t),
+            };
+            (Just(model), arb_events(n))
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_over_random_event_orders((mut m, events) in arb_case()) {
+        for ev in events {
+            match ev {
+                Event::Plan { drain_finishes } => m.check_and_apply(drain_finishes)?,
+                Event::Agent(i) => m.agent_step(i),
+                Event::Flap(i) => {
+                    let n = &mut m.nodes[i];
+                    // A reboot in flight owns readiness; otherwise the node flaps.
+                    if !n.progress.as_ref().is_some_and(|p| p.phase == ProgressPhase::Rebooting) {
+                        n.ready = !n.ready;
+                        n.ready_since = Some(m.now);
+                    }
+                }
+                Event::AdminCordon(i) => {
+                    let n = &mut m.nodes[i];
+                    if !n.cordoned_by_us {
+                        n.unschedulable = !n.unschedulable;
+                    }
+                }
+                Event::Tick(s) => m.now += chrono::Duration::seconds(s.into()),
+                Event::TogglePause => m.strategy.paused = !m.strategy.paused,
+                Event::ApproveCanary => {
+                    if let Some(c) = m.strategy.canary.as_mut() {
+                        c.approved = true;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_healthy_fleet_always_finishes((mut m, _) in arb_case()) {
+        m.strategy.windows.clear();
+        if let Some(c) = m.strategy.canary.as_mut() {
+            c.approved = true;
+        }
+        m.fates.iter_mut().for_each(|f| *f = Fate::Complete);
+        let n = m.nodes.len();
+        for round in 0..(n * 40 + 40) {
+            m.check_and_apply(true)?;
+            (0..n).for_each(|i| m.agent_step(i));
+            m.now += chrono::Duration::seconds(if round % 2 == 0 { 31 } else { 700 });
+            let done = m.nodes.iter().all(|x| !x.unschedulable && x.progress.as_ref().is_some_and(|p| p.phase == ProgressPhase::Completed));
+            if done {
+                let p = plan(&m.observed(), m.now);
+                prop_assert_eq!(p.phase, UpgradePhase::Completed);
+                return Ok(());
+            }
+        }
+        prop_assert!(false, "rollout did not finish: {:#?}", m.nodes);
+    }
+}
