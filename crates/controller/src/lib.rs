@@ -6,5 +6,13 @@
 //! [`leader::decide`], ...) tested directly; the Kubernetes side effects sit in thin
 //! adapters behind the [`cluster::Cluster`] trait.
 
+pub mod act;
+pub mod cluster;
+pub mod drain;
+#[cfg(test)]
+mod fake;
+pub mod marks;
+pub mod metrics;
+pub mod observe;
 pub mod planner;
 pub mod select;

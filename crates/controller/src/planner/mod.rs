@@ -24,6 +24,7 @@ use osroll_api::upgrade::NodeCounts;
 use osroll_api::{Condition, ProgressPhase, UpgradePhase};
 
 pub use order::order;
+pub(crate) use status::name_list;
 pub use strategy::{Budget, Canary, DrainPolicy, SpecError, Strategy};
 pub use window::Window;
 

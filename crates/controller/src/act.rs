@@ -1,0 +1,430 @@
+//! Carry out the planner's actions through the [`Cluster`] adapter, with an Event for
+//! every node transition. The executor decides nothing the planner did not: it only
+//! turns an action into API calls, and a drain step into approval or the timeout policy.
+//!
+//! A failed call stops further actions for that node in this pass (the next reconcile
+//! retries from fresh state), and nothing is written once leadership is lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use kube::{Resource, ResourceExt};
+use osroll_api::{
+    DrainTimeoutPolicy, ImageRef, OSUpgrade, OSUpgradeProgress, OSUpgradeProgressSpec,
+    SignedCatalog, SourceRef, labels,
+};
+use serde_json::json;
+
+use crate::cluster::{ApiError, Cluster, Note, Severity};
+use crate::drain::{self, DrainStatus};
+use crate::marks;
+use crate::metrics::{DrainEnd, Metrics};
+use crate::observe::cordoned_at;
+use crate::planner::{Action, DrainOutcome, DrainPolicy, Outcome, UncordonReason};
+
+/// What every progress object of one OSUpgrade carries, from its resolved catalog.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProgressTemplate {
+    /// The resolved image.
+    pub image: ImageRef,
+    /// sha256 of the catalog bytes.
+    pub catalog_digest: Option<String>,
+    /// The catalog and its signature, when it was signed.
+    pub signed_catalog: Option<SignedCatalog>,
+}
+
+/// The progress object for `node`: stable name, owner reference, node and source labels.
+pub fn new_progress(up: &OSUpgrade, node: &str, t: &ProgressTemplate) -> OSUpgradeProgress {
+    let name = up.name_any();
+    let mut p = OSUpgradeProgress::new(
+        &osroll_api::progress_name(&name, node),
+        OSUpgradeProgressSpec {
+            source_ref: Some(SourceRef { name: name.clone() }),
+            node_name: node.to_string(),
+            image: Some(t.image.clone()),
+            retry_nonce: None,
+            reboot_approved: false,
+            os_version_management: up.spec.os_version_management.clone(),
+            catalog_digest: t.catalog_digest.clone(),
+            signed_catalog: t.signed_catalog.clone(),
+            allow_http_images: up.spec.allow_http_images,
+        },
+    );
+    p.metadata.labels = Some(
+        [
+            (labels::NODE.to_string(), node.to_string()),
+            (labels::SOURCE.to_string(), name),
+        ]
+        .into(),
+    );
+    p.metadata.owner_references = up.controller_owner_ref(&()).map(|o| vec![o]);
+    p
+}
+
+/// Drain messages already published, so a drain blocked for minutes yields one Event,
+/// not one per poll. Keyed by (OSUpgrade, node).
+#[derive(Default)]
+pub struct DrainMemory(Mutex<HashMap<(String, String), String>>);
+
+impl DrainMemory {
+    /// Remember `msg`; true when it differs from the last one for this node.
+    fn changed(&self, up: &str, node: &str, msg: &str) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (up.to_string(), node.to_string());
+        if m.get(&key).is_some_and(|old| old == msg) {
+            return false;
+        }
+        m.insert(key, msg.to_string());
+        true
+    }
+
+    fn forget(&self, up: &str, node: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(up.to_string(), node.to_string()));
+    }
+}
+
+/// Inputs of one execution pass.
+pub struct Act<'a, C: Cluster> {
+    /// The API.
+    pub cluster: &'a C,
+    /// The OSUpgrade acted for.
+    pub upgrade: &'a OSUpgrade,
+    /// Nodes by name.
+    pub nodes: &'a HashMap<String, &'a Node>,
+    /// Our progress objects by node name.
+    pub progress: &'a HashMap<String, &'a OSUpgradeProgress>,
+    /// Content of new progress objects.
+    pub template: &'a ProgressTemplate,
+    /// Drain settings.
+    pub drain: &'a DrainPolicy,
+    /// Value of our cordon annotation.
+    pub cordon_value: &'a str,
+    /// Current time.
+    pub now: DateTime<Utc>,
+    /// Metrics.
+    pub metrics: &'a Metrics,
+    /// Cleared the moment leadership is lost.
+    pub leading: &'a AtomicBool,
+    /// Published drain messages.
+    pub memory: &'a DrainMemory,
+}
+
+/// What a pass produced besides API calls.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Per draining node, what holds its drain (for the status message).
+    pub drain_notes: BTreeMap<String, String>,
+    /// Calls that failed.
+    pub errors: Vec<String>,
+    /// Calls that failed with 409: our cache was stale.
+    pub conflicts: usize,
+}
+
+fn node_ref(node: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(node.to_string()),
+        ..Default::default()
+    }
+}
+
+impl<C: Cluster> Act<'_, C> {
+    fn now_str(&self) -> String {
+        self.now.to_rfc3339_opts(SecondsFormat::Secs, true)
+    }
+
+    fn target(&self) -> &str {
+        &self.template.image.version
+    }
+
+    async fn event(
+        &self,
+        node: &str,
+        severity: Severity,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
+        let note = Note {
+            severity,
+            reason: reason.into(),
+            action: action.into(),
+            message,
+            regarding: self.upgrade.object_ref(&()),
+            related: Some(node_ref(node)),
+        };
+        if let Err(e) = self.cluster.publish(&note).await {
+            tracing::warn!(node, reason, error = %e, "could not publish event");
+        }
+    }
+
+    fn progress_name(&self, node: &str) -> String {
+        self.progress
+            .get(node)
+            .map(|p| p.name_any())
+            .unwrap_or_else(|| osroll_api::progress_name(&self.upgrade.name_any(), node))
+    }
+
+    fn nonce(&self, node: &str) -> Option<&str> {
+        self.progress
+            .get(node)
+            .and_then(|p| p.spec.retry_nonce.as_deref())
+    }
+
+    fn node_rv(&self, node: &str) -> Option<String> {
+        self.nodes
+            .get(node)
+            .and_then(|n| n.metadata.resource_version.clone())
+    }
+
+    /// Run `actions` in order.
+    pub async fn run(&self, actions: &[Action]) -> Report {
+        let mut report = Report::default();
+        let mut failed_nodes: Vec<String> = Vec::new();
+        for a in actions {
+            if !self.leading.load(Ordering::SeqCst) {
+                report
+                    .errors
+                    .push("leadership lost; remaining actions dropped".into());
+                break;
+            }
+            let node = a.node();
+            if failed_nodes.iter().any(|n| n == node) {
+                continue;
+            }
+            if let Err(e) = self.one(a, &mut report).await {
+                tracing::warn!(node, action = ?a, error = %e, "action failed");
+                if matches!(e, ApiError::Conflict(_)) {
+                    report.conflicts += 1;
+                } else {
+                    report.errors.push(format!("{node}: {e}"));
+                }
+                failed_nodes.push(node.to_string());
+            }
+        }
+        report
+    }
+
+    async fn one(&self, a: &Action, report: &mut Report) -> Result<(), ApiError> {
+        let c = self.cluster;
+        match a {
+            Action::CreateProgress { node } => {
+                let p = new_progress(self.upgrade, node, self.template);
+                match c.create_progress(&p).await {
+                    Ok(()) | Err(ApiError::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                let msg = format!(
+                    "node {node}: created {} to stage {}",
+                    p.name_any(),
+                    self.target()
+                );
+                self.event(node, Severity::Normal, "NodeStaging", "CreateProgress", msg)
+                    .await;
+            }
+            Action::Cordon { node, canary } => {
+                if *canary {
+                    let patch = json!({"metadata": {"annotations": {marks::CANARY: "true"}}});
+                    c.patch_progress(&self.progress_name(node), &patch).await?;
+                }
+                let patch = json!({
+                    "metadata": {
+                        "resourceVersion": self.node_rv(node),
+                        "annotations": {labels::CORDONED_BY: self.cordon_value, marks::CORDONED_AT: self.now_str()},
+                    },
+                    "spec": {"unschedulable": true},
+                });
+                c.patch_node(node, &patch).await?;
+                let what = if *canary { " (canary)" } else { "" };
+                let msg = format!(
+                    "node {node} cordoned for its upgrade to {}{what}; draining",
+                    self.target()
+                );
+                self.event(node, Severity::Normal, "NodeCordoned", "Cordon", msg)
+                    .await;
+            }
+            Action::Drain { node } => self.drain(node, report).await?,
+            Action::ApproveLive { node, canary } => {
+                let mut patch = json!({"spec": {"rebootApproved": true}});
+                if *canary {
+                    patch["metadata"] = json!({"annotations": {marks::CANARY: "true"}});
+                }
+                c.patch_progress(&self.progress_name(node), &patch).await?;
+                let msg = format!(
+                    "node {node}: update to {} needs no reboot; approved without drain",
+                    self.target()
+                );
+                self.event(node, Severity::Normal, "LiveUpdateApproved", "Approve", msg)
+                    .await;
+            }
+            Action::RevokeApproval { node } => {
+                let patch = json!({"spec": {"rebootApproved": false}});
+                c.patch_progress(&self.progress_name(node), &patch).await?;
+            }
+            Action::Uncordon { node, why } => {
+                let patch = json!({
+                    "metadata": {
+                        "resourceVersion": self.node_rv(node),
+                        "annotations": {labels::CORDONED_BY: null, marks::CORDONED_AT: null},
+                    },
+                    "spec": {"unschedulable": null},
+                });
+                c.patch_node(node, &patch).await?;
+                self.memory.forget(&self.upgrade.name_any(), node);
+                let why = match why {
+                    UncordonReason::Completed => "upgraded, Ready",
+                    UncordonReason::Finished => "its upgrade ended without success",
+                    UncordonReason::Aborted => "the rollout was paused or halted before its reboot",
+                    UncordonReason::Stale => "nothing of this upgrade is in flight on it",
+                };
+                self.event(
+                    node,
+                    Severity::Normal,
+                    "NodeUncordoned",
+                    "Uncordon",
+                    format!("node {node} uncordoned: {why}"),
+                )
+                .await;
+            }
+            Action::Report { node, outcome } => {
+                let nonce = self.nonce(node);
+                let patch = json!({"metadata": {"annotations": {marks::REPORTED: marks::tagged(outcome.as_str(), nonce)}}});
+                c.patch_progress(&self.progress_name(node), &patch).await?;
+                self.metrics.node_outcome(*outcome);
+                let detail = self
+                    .progress
+                    .get(node)
+                    .and_then(|p| p.status.as_ref())
+                    .and_then(|s| s.failure_reason.clone().or_else(|| s.message.clone()))
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default();
+                let (severity, reason, msg) = match outcome {
+                    Outcome::Completed => (
+                        Severity::Normal,
+                        "NodeCompleted",
+                        format!("node {node} completed its upgrade to {}", self.target()),
+                    ),
+                    Outcome::RolledBack => (
+                        Severity::Warning,
+                        "NodeRolledBack",
+                        format!("node {node} rolled back to its previous version{detail}"),
+                    ),
+                    Outcome::Failed => (
+                        Severity::Warning,
+                        "NodeFailed",
+                        format!("node {node} failed its upgrade{detail}"),
+                    ),
+                    Outcome::DrainFailed => (
+                        Severity::Warning,
+                        "NodeDrainFailed",
+                        format!("node {node} could not be drained in time"),
+                    ),
+                    Outcome::Skipped => (
+                        Severity::Warning,
+                        "NodeSkipped",
+                        format!(
+                            "node {node} skipped: its drain timed out; it stays on its current version"
+                        ),
+                    ),
+                };
+                self.event(node, severity, reason, "Report", msg).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn drain(&self, node: &str, report: &mut Report) -> Result<(), ApiError> {
+        let started = self
+            .nodes
+            .get(node)
+            .and_then(|n| cordoned_at(n))
+            .unwrap_or(self.now);
+        let elapsed = (self.now - started).to_std().unwrap_or_default();
+        let up = self.upgrade.name_any();
+        match drain::step(self.cluster, node, self.drain, started, self.now).await? {
+            DrainStatus::Drained => {
+                let patch = json!({"spec": {"rebootApproved": true}});
+                self.cluster
+                    .patch_progress(&self.progress_name(node), &patch)
+                    .await?;
+                self.metrics.drain_done(DrainEnd::Drained, elapsed);
+                self.memory.forget(&up, node);
+                let msg = format!(
+                    "node {node} drained in {}s; reboot into {} approved",
+                    elapsed.as_secs(),
+                    self.target()
+                );
+                self.event(node, Severity::Normal, "NodeDrained", "ApproveReboot", msg)
+                    .await;
+            }
+            DrainStatus::Draining { remaining, blocked } => {
+                let note = match &blocked {
+                    Some(b) => format!("draining node {node}: {b}"),
+                    None => format!("draining node {node}: {remaining} pod(s) leaving"),
+                };
+                if let Some(b) = blocked
+                    && self.memory.changed(&up, node, &b)
+                {
+                    self.event(
+                        node,
+                        Severity::Warning,
+                        "DrainBlocked",
+                        "Drain",
+                        format!("node {node}: {b}; retrying"),
+                    )
+                    .await;
+                }
+                report.drain_notes.insert(node.to_string(), note);
+            }
+            DrainStatus::Forced { message } => {
+                if self.memory.changed(&up, node, &message) {
+                    self.metrics.drain_done(DrainEnd::TimedOutForced, elapsed);
+                    self.event(
+                        node,
+                        Severity::Warning,
+                        "DrainForced",
+                        "Drain",
+                        message.clone(),
+                    )
+                    .await;
+                }
+                report.drain_notes.insert(node.to_string(), message);
+            }
+            DrainStatus::GaveUp { policy, message } => {
+                let (outcome, end) = match policy {
+                    DrainTimeoutPolicy::Skip => (DrainOutcome::Skipped, DrainEnd::TimedOutSkipped),
+                    _ => (DrainOutcome::Failed, DrainEnd::TimedOutFailed),
+                };
+                let nonce = self.nonce(node);
+                let patch = json!({"metadata": {"annotations": {
+                    marks::DRAIN_OUTCOME: marks::tagged(marks::drain_outcome_str(outcome), nonce),
+                    marks::DRAIN_MESSAGE: message,
+                }}});
+                self.cluster
+                    .patch_progress(&self.progress_name(node), &patch)
+                    .await?;
+                self.metrics.drain_done(end, elapsed);
+                self.event(
+                    node,
+                    Severity::Warning,
+                    "DrainTimedOut",
+                    "Drain",
+                    message.clone(),
+                )
+                .await;
+                report.drain_notes.insert(node.to_string(), message);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,484 @@
+//! Executor tests against the in-memory cluster.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::policy::v1::PodDisruptionBudgetSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use osroll_api::{OSUpgradeProgressStatus, OSUpgradeSpec, ProgressPhase};
+
+use super::*;
+use crate::fake::{Call, FakeCluster};
+use serde_json::Value;
+
+fn upgrade() -> OSUpgrade {
+    let mut up = OSUpgrade::new(
+        "fleet",
+        OSUpgradeSpec {
+            version: "2.0".into(),
+            ..Default::default()
+        },
+    );
+    up.metadata.uid = Some("uid-1".into());
+    up.spec.os_version_management = Some(json!({"plugin": "x"}));
+    up
+}
+
+fn template() -> ProgressTemplate {
+    ProgressTemplate {
+        image: ImageRef {
+            version: "2.0".into(),
+            url: "https://img/2.0".into(),
+            checksum: "sha256:00".into(),
+            size: Some(9),
+        },
+        catalog_digest: Some("sha256:cat".into()),
+        signed_catalog: None,
+    }
+}
+
+fn node(name: &str, cordoned_at: Option<&str>) -> Node {
+    let mut n = Node::default();
+    n.metadata.name = Some(name.into());
+    n.metadata.resource_version = Some("41".into());
+    if let Some(t) = cordoned_at {
+        n.metadata.annotations = Some([(marks::CORDONED_AT.to_string(), t.to_string())].into());
+    }
+    n
+}
+
+fn pod(name: &str, node: &str, app: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("apps".into()),
+            labels: Some([("app".to_string(), app.to_string())].into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        }),
+    }
+}
+
+fn pdb(name: &str, app: &str) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("apps".into()),
+            ..Default::default()
+        },
+        spec: Some(PodDisruptionBudgetSpec {
+            selector: Some(LabelSelector {
+                match_labels: Some([("app".to_string(), app.to_string())].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+struct World {
+    up: OSUpgrade,
+    nodes: HashMap<String, Node>,
+    progress: HashMap<String, OSUpgradeProgress>,
+    metrics: Metrics,
+    leading: AtomicBool,
+    memory: DrainMemory,
+    drain: DrainPolicy,
+    template: ProgressTemplate,
+}
+
+impl World {
+    fn new(nodes: Vec<Node>) -> World {
+        let up = upgrade();
+        let template = template();
+        let progress = nodes
+            .iter()
+            .map(|n| {
+                let name = n.metadata.name.clone().unwrap();
+                (name.clone(), new_progress(&up, &name, &template))
+            })
+            .collect();
+        World {
+            up,
+            nodes: nodes
+                .into_iter()
+                .map(|n| (n.metadata.name.clone().unwrap(), n))
+                .collect(),
+            progress,
+            metrics: Metrics::new(),
+            leading: AtomicBool::new(true),
+            memory: DrainMemory::default(),
+            drain: DrainPolicy {
+                timeout: Duration::from_secs(60),
+                ..Default::default()
+            },
+            template,
+        }
+    }
+
+    async fn run(&self, c: &FakeCluster, now: DateTime<Utc>, actions: &[Action]) -> Report {
+        let nodes: HashMap<String, &Node> =
+            self.nodes.iter().map(|(k, v)| (k.clone(), v)).collect();
+        let progress: HashMap<String, &OSUpgradeProgress> =
+            self.progress.iter().map(|(k, v)| (k.clone(), v)).collect();
+        let act = Act {
+            cluster: c,
+            upgrade: &self.up,
+            nodes: &nodes,
+            progress: &progress,
+            template: &self.template,
+            drain: &self.drain,
+            cordon_value: "osroll/fleet",
+            now,
+            metrics: &self.metrics,
+            leading: &self.leading,
+            memory: &self.memory,
+        };
+        act.run(actions).await
+    }
+}
+
+#[test]
+fn new_progress_carries_name_labels_owner_and_image() {
+    let up = upgrade();
+    let p = new_progress(&up, "node-1", &template());
+    assert_eq!(
+        p.metadata.name.as_deref(),
+        Some(osroll_api::progress_name("fleet", "node-1").as_str())
+    );
+    let l = p.metadata.labels.as_ref().unwrap();
+    assert_eq!(l[labels::NODE], "node-1");
+    assert_eq!(l[labels::SOURCE], "fleet");
+    let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("OSUpgrade", "fleet", "uid-1")
+    );
+    assert_eq!(owner.controller, Some(true));
+    assert_eq!(p.spec.image.as_ref().unwrap().url, "https://img/2.0");
+    assert_eq!(p.spec.catalog_digest.as_deref(), Some("sha256:cat"));
+    assert_eq!(p.spec.os_version_management, Some(json!({"plugin": "x"})));
+    assert!(!p.spec.reboot_approved);
+}
+
+#[tokio::test]
+async fn create_is_idempotent_and_announced() {
+    let w = World::new(vec![node("n1", None)]);
+    let c = FakeCluster::default();
+    let a = [Action::CreateProgress { node: "n1".into() }];
+    let r = w.run(&c, t("2024-01-01T00:00:00Z"), &a).await;
+    assert!(r.errors.is_empty());
+    let r = w.run(&c, t("2024-01-01T00:00:00Z"), &a).await;
+    assert!(
+        r.errors.is_empty(),
+        "AlreadyExists is success: {:?}",
+        r.errors
+    );
+    assert_eq!(c.created.lock().unwrap().len(), 1);
+    assert_eq!(c.reasons(), ["NodeStaging", "NodeStaging"]);
+}
+
+#[tokio::test]
+async fn cordon_marks_canary_then_records_who_and_when() {
+    let w = World::new(vec![node("n1", None)]);
+    let c = FakeCluster::default();
+    w.run(
+        &c,
+        t("2024-01-01T10:00:00Z"),
+        &[Action::Cordon {
+            node: "n1".into(),
+            canary: true,
+        }],
+    )
+    .await;
+    let calls = c.calls();
+    let pname = osroll_api::progress_name("fleet", "n1");
+    assert_eq!(
+        calls[0],
+        Call::PatchProgress(
+            pname,
+            json!({"metadata": {"annotations": {marks::CANARY: "true"}}})
+        )
+    );
+    let Call::PatchNode(n, patch) = &calls[1] else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(n, "n1");
+    assert_eq!(patch["spec"]["unschedulable"], json!(true));
+    assert_eq!(
+        patch["metadata"]["resourceVersion"],
+        json!("41"),
+        "cordon is conditional on what we saw"
+    );
+    assert_eq!(
+        patch["metadata"]["annotations"][labels::CORDONED_BY],
+        json!("osroll/fleet")
+    );
+    assert_eq!(
+        patch["metadata"]["annotations"][marks::CORDONED_AT],
+        json!("2024-01-01T10:00:00Z")
+    );
+    let ev = &c.events.lock().unwrap()[0];
+    assert_eq!(ev.reason, "NodeCordoned");
+    assert_eq!(ev.related.as_ref().unwrap().name.as_deref(), Some("n1"));
+    assert!(ev.message.contains("canary"), "{}", ev.message);
+}
+
+#[tokio::test]
+async fn drain_names_the_blocking_pod_and_budget_then_approves() {
+    let w = World::new(vec![node("n1", Some("2024-01-01T10:00:00Z"))]);
+    let mut ds = pod("agent", "n1", "agent");
+    ds.metadata.owner_references = Some(vec![OwnerReference {
+        kind: "DaemonSet".into(),
+        controller: Some(true),
+        ..Default::default()
+    }]);
+    let c = FakeCluster {
+        pods: vec![
+            pod("web-1", "n1", "web"),
+            pod("db-1", "n1", "db"),
+            ds,
+            pod("other", "n2", "web"),
+        ]
+        .into(),
+        pdbs: vec![pdb("web-pdb", "web")],
+        blocked: [String::from("apps/web-1")]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into(),
+        ..Default::default()
+    };
+    let drain = [Action::Drain { node: "n1".into() }];
+    let r = w.run(&c, t("2024-01-01T10:00:05Z"), &drain).await;
+    let note = &r.drain_notes["n1"];
+    assert!(
+        note.contains("apps/web-1") && note.contains("PodDisruptionBudget apps/web-pdb"),
+        "{note}"
+    );
+    assert!(c.calls().contains(&Call::Evict("apps/db-1".into())));
+    assert!(
+        !c.calls().contains(&Call::Evict("apps/agent".into())),
+        "DaemonSet pods stay"
+    );
+    assert!(
+        !c.calls()
+            .iter()
+            .any(|c| matches!(c, Call::Evict(k) if k == "apps/other")),
+        "other nodes' pods stay"
+    );
+    assert_eq!(c.reasons(), ["DrainBlocked"]);
+    // Still blocked: no second Event.
+    w.run(&c, t("2024-01-01T10:00:07Z"), &drain).await;
+    assert_eq!(c.reasons(), ["DrainBlocked"]);
+    // The budget allows it now: evicted, then drained and approved on the next step.
+    c.blocked.lock().unwrap().clear();
+    let r = w.run(&c, t("2024-01-01T10:00:09Z"), &drain).await;
+    assert!(r.drain_notes["n1"].contains("leaving"));
+    let r = w.run(&c, t("2024-01-01T10:00:11Z"), &drain).await;
+    assert!(r.drain_notes.is_empty());
+    let pname = osroll_api::progress_name("fleet", "n1");
+    assert_eq!(
+        c.calls().last(),
+        Some(&Call::PatchProgress(
+            pname,
+            json!({"spec": {"rebootApproved": true}})
+        ))
+    );
+    assert_eq!(c.reasons(), ["DrainBlocked", "NodeDrained"]);
+    assert!(
+        w.metrics
+            .encode()
+            .contains("osroll_drain_duration_seconds_sum{outcome=\"Drained\"} 11")
+    );
+}
+
+async fn timed_out(policy: DrainTimeoutPolicy) -> (FakeCluster, Report) {
+    let mut w = World::new(vec![node("n1", Some("2024-01-01T10:00:00Z"))]);
+    w.drain.on_timeout = policy;
+    w.progress.get_mut("n1").unwrap().spec.retry_nonce = Some("7".into());
+    let c = FakeCluster {
+        pods: vec![pod("web-1", "n1", "web")].into(),
+        pdbs: vec![pdb("web-pdb", "web")],
+        blocked: [String::from("apps/web-1")]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into(),
+        ..Default::default()
+    };
+    let r = w
+        .run(
+            &c,
+            t("2024-01-01T10:01:00Z"),
+            &[Action::Drain { node: "n1".into() }],
+        )
+        .await;
+    (c, r)
+}
+
+#[tokio::test]
+async fn drain_timeout_fail_and_skip_mark_the_attempt() {
+    for (policy, value) in [
+        (DrainTimeoutPolicy::Fail, "Failed@7"),
+        (DrainTimeoutPolicy::Skip, "Skipped@7"),
+    ] {
+        let (c, r) = timed_out(policy).await;
+        let Some(Call::PatchProgress(_, patch)) = c
+            .calls()
+            .into_iter()
+            .find(|c| matches!(c, Call::PatchProgress(..)))
+        else {
+            panic!("no progress patch")
+        };
+        assert_eq!(
+            patch["metadata"]["annotations"][marks::DRAIN_OUTCOME],
+            json!(value)
+        );
+        let msg = patch["metadata"]["annotations"][marks::DRAIN_MESSAGE]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains("timed out after 60s") && msg.contains("apps/web-1"),
+            "{msg}"
+        );
+        assert_eq!(c.reasons(), ["DrainTimedOut"]);
+        assert!(r.drain_notes["n1"].contains("timed out"));
+        assert!(!c.calls().iter().any(|c| matches!(c, Call::Delete(..))));
+    }
+}
+
+#[tokio::test]
+async fn drain_timeout_force_deletes_without_budgets() {
+    let (c, _) = timed_out(DrainTimeoutPolicy::Force).await;
+    assert!(
+        c.calls()
+            .contains(&Call::Delete("apps/web-1".into(), Some(0)))
+    );
+    assert!(
+        !c.calls().iter().any(|c| matches!(c, Call::Evict(..))),
+        "no eviction after the timeout"
+    );
+    assert_eq!(c.reasons(), ["DrainForced"]);
+}
+
+#[tokio::test]
+async fn a_conflict_stops_that_node_only() {
+    let w = World::new(vec![node("n1", None), node("n2", None)]);
+    let c = FakeCluster {
+        conflict_nodes: true,
+        ..Default::default()
+    };
+    let actions = [
+        Action::Cordon {
+            node: "n1".into(),
+            canary: false,
+        },
+        Action::Drain { node: "n1".into() },
+        Action::CreateProgress { node: "n2".into() },
+    ];
+    let r = w.run(&c, t("2024-01-01T00:00:00Z"), &actions).await;
+    assert_eq!(r.conflicts, 1);
+    assert!(
+        !c.calls().contains(&Call::ListPods("n1".into())),
+        "no drain after a failed cordon"
+    );
+    assert!(
+        c.calls()
+            .contains(&Call::Create(osroll_api::progress_name("fleet", "n2")))
+    );
+}
+
+#[tokio::test]
+async fn nothing_is_written_without_leadership() {
+    let w = World::new(vec![node("n1", None)]);
+    w.leading.store(false, Ordering::SeqCst);
+    let c = FakeCluster::default();
+    let r = w
+        .run(
+            &c,
+            t("2024-01-01T00:00:00Z"),
+            &[Action::CreateProgress { node: "n1".into() }],
+        )
+        .await;
+    assert!(c.calls().is_empty());
+    assert_eq!(r.errors.len(), 1);
+}
+
+#[tokio::test]
+async fn outcomes_are_reported_with_the_agents_reason_and_tagged_with_the_attempt() {
+    let mut w = World::new(vec![node("n1", None)]);
+    let p = w.progress.get_mut("n1").unwrap();
+    p.spec.retry_nonce = Some("r2".into());
+    p.status = Some(OSUpgradeProgressStatus {
+        phase: Some(ProgressPhase::RolledBack),
+        failure_reason: Some("BootedPreviousSlot".into()),
+        ..Default::default()
+    });
+    let c = FakeCluster::default();
+    w.run(
+        &c,
+        t("2024-01-01T00:00:00Z"),
+        &[Action::Report {
+            node: "n1".into(),
+            outcome: Outcome::RolledBack,
+        }],
+    )
+    .await;
+    let Call::PatchProgress(_, patch) = &c.calls()[0] else {
+        panic!()
+    };
+    assert_eq!(
+        patch["metadata"]["annotations"][marks::REPORTED],
+        json!("RolledBack@r2")
+    );
+    let ev = &c.events.lock().unwrap()[0];
+    assert_eq!(
+        (ev.reason.as_str(), ev.severity),
+        ("NodeRolledBack", Severity::Warning)
+    );
+    assert!(ev.message.contains("BootedPreviousSlot"), "{}", ev.message);
+    assert!(
+        w.metrics
+            .encode()
+            .contains("osroll_node_outcomes_total{outcome=\"RolledBack\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn uncordon_removes_our_marks_conditionally() {
+    let w = World::new(vec![node("n1", Some("2024-01-01T10:00:00Z"))]);
+    let c = FakeCluster::default();
+    w.run(
+        &c,
+        t("2024-01-01T11:00:00Z"),
+        &[Action::Uncordon {
+            node: "n1".into(),
+            why: UncordonReason::Completed,
+        }],
+    )
+    .await;
+    let Call::PatchNode(_, patch) = &c.calls()[0] else {
+        panic!()
+    };
+    assert_eq!(patch["spec"]["unschedulable"], Value::Null);
+    assert_eq!(
+        patch["metadata"]["annotations"][labels::CORDONED_BY],
+        Value::Null
+    );
+    assert_eq!(patch["metadata"]["resourceVersion"], json!("41"));
+    assert_eq!(c.reasons(), ["NodeUncordoned"]);
+}

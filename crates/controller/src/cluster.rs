@@ -1,0 +1,300 @@
+//! The Kubernetes side effects the controller performs, behind one small trait, with the
+//! real implementation on a `kube::Client`.
+//!
+//! Writes are JSON merge patches built by the callers, so the trait stays small and a
+//! test double only has to record what was sent.
+
+use std::future::Future;
+
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use osroll_api::{OSUpgrade, OSUpgradeProgress};
+use serde_json::Value;
+
+/// A failed API call, classified by what the caller does about it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 404.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// 409 on create.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// 409 on update: our view was stale; try again with fresh data.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// 429: an eviction would violate a PodDisruptionBudget (or the server is busy).
+    #[error("too many requests: {0}")]
+    TooManyRequests(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<kube::Error> for ApiError {
+    fn from(e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(s) => match s.code {
+                404 => ApiError::NotFound(s.message),
+                409 if s.reason == "AlreadyExists" => ApiError::AlreadyExists(s.message),
+                409 => ApiError::Conflict(s.message),
+                429 => ApiError::TooManyRequests(s.message),
+                code => ApiError::Other(format!("{code} {}: {}", s.reason, s.message)),
+            },
+            other => ApiError::Other(other.to_string()),
+        }
+    }
+}
+
+/// Severity of an Event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Expected progress.
+    Normal,
+    /// Something needs attention.
+    Warning,
+}
+
+/// An Event about an OSUpgrade, optionally naming a related object (a Node).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Note {
+    /// Severity.
+    pub severity: Severity,
+    /// CamelCase reason, e.g. `NodeCordoned`.
+    pub reason: String,
+    /// CamelCase action, e.g. `Cordon`.
+    pub action: String,
+    /// Human-readable text.
+    pub message: String,
+    /// The object the event regards.
+    pub regarding: ObjectReference,
+    /// A second object involved (usually the Node).
+    pub related: Option<ObjectReference>,
+}
+
+/// Result type of [`Cluster`] calls.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Everything the controller writes or reads outside its watch caches.
+pub trait Cluster: Send + Sync + 'static {
+    /// Create a progress object.
+    fn create_progress(&self, p: &OSUpgradeProgress) -> impl Future<Output = ApiResult<()>> + Send;
+    /// Merge-patch a progress object (metadata or spec).
+    fn patch_progress(
+        &self,
+        name: &str,
+        patch: &Value,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+    /// Merge-patch a Node (metadata or spec).
+    fn patch_node(&self, name: &str, patch: &Value) -> impl Future<Output = ApiResult<()>> + Send;
+    /// Merge-patch an OSUpgrade's metadata.
+    fn patch_upgrade(
+        &self,
+        name: &str,
+        patch: &Value,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+    /// Merge-patch an OSUpgrade's status subresource.
+    fn patch_upgrade_status(
+        &self,
+        name: &str,
+        patch: &Value,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+    /// Pods bound to `node`.
+    fn pods_on_node(&self, node: &str) -> impl Future<Output = ApiResult<Vec<Pod>>> + Send;
+    /// Evict a pod through the policy/v1 Eviction subresource.
+    fn evict(
+        &self,
+        ns: &str,
+        name: &str,
+        grace: Option<i64>,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+    /// Delete a pod without consulting budgets.
+    fn delete_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        grace: Option<i64>,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+    /// The PodDisruptionBudgets of a namespace.
+    fn pdbs(&self, ns: &str) -> impl Future<Output = ApiResult<Vec<PodDisruptionBudget>>> + Send;
+    /// A ConfigMap, `None` when it does not exist.
+    fn config_map(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = ApiResult<Option<ConfigMap>>> + Send;
+    /// Publish an Event.
+    fn publish(&self, note: &Note) -> impl Future<Output = ApiResult<()>> + Send;
+}
+
+/// [`Cluster`] on a real (or test) API server.
+#[derive(Clone)]
+pub struct KubeCluster {
+    client: kube::Client,
+    recorder: Recorder,
+}
+
+impl KubeCluster {
+    /// Events are reported as `controller`, instance `instance` (the pod name).
+    pub fn new(client: kube::Client, controller: &str, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: controller.to_string(),
+            instance,
+        };
+        KubeCluster {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+
+    fn pods(&self, ns: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+}
+
+fn grace(g: Option<i64>) -> Option<u32> {
+    g.map(|g| g.clamp(0, u32::MAX as i64) as u32)
+}
+
+impl Cluster for KubeCluster {
+    async fn create_progress(&self, p: &OSUpgradeProgress) -> ApiResult<()> {
+        let api: Api<OSUpgradeProgress> = Api::all(self.client.clone());
+        api.create(&PostParams::default(), p).await?;
+        Ok(())
+    }
+
+    async fn patch_progress(&self, name: &str, patch: &Value) -> ApiResult<()> {
+        let api: Api<OSUpgradeProgress> = Api::all(self.client.clone());
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn patch_node(&self, name: &str, patch: &Value) -> ApiResult<()> {
+        let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn patch_upgrade(&self, name: &str, patch: &Value) -> ApiResult<()> {
+        let api: Api<OSUpgrade> = Api::all(self.client.clone());
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn patch_upgrade_status(&self, name: &str, patch: &Value) -> ApiResult<()> {
+        let api: Api<OSUpgrade> = Api::all(self.client.clone());
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn pods_on_node(&self, node: &str) -> ApiResult<Vec<Pod>> {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        Ok(api.list(&lp).await?.items)
+    }
+
+    async fn evict(&self, ns: &str, name: &str, grace_s: Option<i64>) -> ApiResult<()> {
+        let ep = EvictParams {
+            delete_options: grace_s.map(|g| DeleteParams {
+                grace_period_seconds: grace(Some(g)),
+                ..Default::default()
+            }),
+            post_options: PostParams::default(),
+        };
+        self.pods(ns).evict(name, &ep).await?;
+        Ok(())
+    }
+
+    async fn delete_pod(&self, ns: &str, name: &str, grace_s: Option<i64>) -> ApiResult<()> {
+        let dp = DeleteParams {
+            grace_period_seconds: grace(grace_s),
+            ..Default::default()
+        };
+        self.pods(ns).delete(name, &dp).await?;
+        Ok(())
+    }
+
+    async fn pdbs(&self, ns: &str) -> ApiResult<Vec<PodDisruptionBudget>> {
+        let api: Api<PodDisruptionBudget> = Api::namespaced(self.client.clone(), ns);
+        Ok(api.list(&ListParams::default()).await?.items)
+    }
+
+    async fn config_map(&self, ns: &str, name: &str) -> ApiResult<Option<ConfigMap>> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        Ok(api.get_opt(name).await?)
+    }
+
+    async fn publish(&self, note: &Note) -> ApiResult<()> {
+        let ev = Event {
+            type_: match note.severity {
+                Severity::Normal => EventType::Normal,
+                Severity::Warning => EventType::Warning,
+            },
+            reason: note.reason.clone(),
+            note: Some(truncate(&note.message, 1000)),
+            action: note.action.clone(),
+            secondary: note.related.clone(),
+        };
+        self.recorder.publish(&ev, &note.regarding).await?;
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_are_classified() {
+        let status = |code, reason: &str| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                reason: reason.into(),
+                message: "m".into(),
+                ..Default::default()
+            }))
+        };
+        assert_eq!(
+            ApiError::from(status(429, "TooManyRequests")),
+            ApiError::TooManyRequests("m".into())
+        );
+        assert_eq!(
+            ApiError::from(status(409, "AlreadyExists")),
+            ApiError::AlreadyExists("m".into())
+        );
+        assert_eq!(
+            ApiError::from(status(409, "Conflict")),
+            ApiError::Conflict("m".into())
+        );
+        assert_eq!(
+            ApiError::from(status(404, "NotFound")),
+            ApiError::NotFound("m".into())
+        );
+        assert!(
+            matches!(ApiError::from(status(500, "InternalError")), ApiError::Other(m) if m.contains("500"))
+        );
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("ééé", 3), "é…");
+    }
+}

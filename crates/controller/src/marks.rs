@@ -1,0 +1,80 @@
+//! The annotations through which the controller remembers what it did, in the cluster
+//! rather than in memory, so a restarted (or newly elected) controller carries on exactly
+//! where the previous one stopped.
+//!
+//! On a Node: [`osroll_api::labels::CORDONED_BY`] names the OSUpgrade that cordoned it
+//! (`<controller>/<osupgrade>`) and [`CORDONED_AT`] when, which is when its drain began.
+//! On a progress object: [`CANARY`], and the outcome already reported ([`REPORTED`]) or a
+//! drain given up on ([`DRAIN_OUTCOME`]), both tagged with the `retryNonce` of the
+//! attempt they belong to, so a retry starts clean without anyone erasing them.
+
+use crate::planner::{DrainOutcome, Outcome};
+
+/// On a Node: RFC 3339 time of our cordon.
+pub const CORDONED_AT: &str = "osroll.io/cordoned-at";
+/// On a progress object: the node is part of the canary batch.
+pub const CANARY: &str = "osroll.io/canary";
+/// On a progress object: `<Outcome>@<retryNonce>` already reported by an Event.
+pub const REPORTED: &str = "osroll.io/reported";
+/// On a progress object: `<Failed|Skipped>@<retryNonce>`: the drain timed out.
+pub const DRAIN_OUTCOME: &str = "osroll.io/drain-outcome";
+/// On a progress object: what blocked the drain that timed out.
+pub const DRAIN_MESSAGE: &str = "osroll.io/drain-message";
+
+/// The value of `osroll.io/cordoned-by` for nodes cordoned for `upgrade`.
+pub fn cordon_value(controller: &str, upgrade: &str) -> String {
+    format!("{controller}/{upgrade}")
+}
+
+/// `value@nonce`.
+pub fn tagged(value: &str, nonce: Option<&str>) -> String {
+    format!("{value}@{}", nonce.unwrap_or(""))
+}
+
+/// The value part of `value@nonce`, if the nonce is the current one.
+pub fn untag<'a>(tagged: &'a str, nonce: Option<&str>) -> Option<&'a str> {
+    let (value, n) = tagged.split_once('@')?;
+    (n == nonce.unwrap_or("")).then_some(value)
+}
+
+/// Parse a reported outcome for the current attempt.
+pub fn reported(tagged_value: Option<&String>, nonce: Option<&str>) -> Option<Outcome> {
+    tagged_value
+        .and_then(|t| untag(t, nonce))
+        .and_then(Outcome::parse)
+}
+
+/// Parse a drain outcome for the current attempt.
+pub fn drain_outcome(tagged_value: Option<&String>, nonce: Option<&str>) -> Option<DrainOutcome> {
+    match tagged_value.and_then(|t| untag(t, nonce))? {
+        "Failed" => Some(DrainOutcome::Failed),
+        "Skipped" => Some(DrainOutcome::Skipped),
+        _ => None,
+    }
+}
+
+/// Annotation value for a drain outcome.
+pub fn drain_outcome_str(o: DrainOutcome) -> &'static str {
+    match o {
+        DrainOutcome::Failed => "Failed",
+        DrainOutcome::Skipped => "Skipped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_belong_to_one_attempt() {
+        let t = tagged("RolledBack", Some("r1"));
+        assert_eq!(t, "RolledBack@r1");
+        assert_eq!(reported(Some(&t), Some("r1")), Some(Outcome::RolledBack));
+        assert_eq!(reported(Some(&t), Some("r2")), None, "a retry starts clean");
+        assert_eq!(reported(Some(&t), None), None);
+        let t = tagged("Skipped", None);
+        assert_eq!(drain_outcome(Some(&t), None), Some(DrainOutcome::Skipped));
+        assert_eq!(drain_outcome(Some(&"bogus".to_string()), None), None);
+        assert_eq!(untag("a@b@c", Some("b@c")), Some("a"));
+    }
+}

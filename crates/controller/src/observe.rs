@@ -1,0 +1,333 @@
+//! Turn API objects (Nodes, OSUpgradeProgresses) into the planner's [`Observed`]
+//! snapshot. Pure: the reconciler hands in what its caches hold.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use osroll_api::{OSUpgradeProgress, ProgressPhase, labels};
+
+use crate::marks;
+use crate::planner::{NodeObs, Observed, ProgressObs, Strategy};
+use crate::select::NodeSelection;
+
+/// Node labels that mark a control-plane node.
+pub const CONTROL_PLANE_LABELS: [&str; 2] = [
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
+
+/// Controller-wide inputs of every snapshot.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Prefix of our cordon annotation value.
+    pub controller_name: String,
+    /// The node the controller runs on.
+    pub own_node: Option<String>,
+    /// Ready time required after a node completes, before uncordon.
+    pub node_soak: Duration,
+    /// Poll interval while draining.
+    pub drain_poll: Duration,
+}
+
+/// A jiff timestamp from the Kubernetes types as a chrono time.
+pub fn to_chrono(t: &Time) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
+}
+
+/// Parse an RFC 3339 string.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Node condition Ready: (is True, last transition).
+pub fn readiness(node: &Node) -> (bool, Option<DateTime<Utc>>) {
+    let cond = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    match cond {
+        Some(c) => (
+            c.status == "True",
+            c.last_transition_time.as_ref().and_then(to_chrono),
+        ),
+        None => (false, None),
+    }
+}
+
+fn node_labels(node: &Node) -> &BTreeMap<String, String> {
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    node.metadata.labels.as_ref().unwrap_or(&EMPTY)
+}
+
+fn annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a String> {
+    meta.annotations.as_ref().and_then(|a| a.get(key))
+}
+
+/// Who cordoned `node`, per our annotation.
+pub fn cordoned_by(node: &Node) -> Option<&String> {
+    annotation(&node.metadata, labels::CORDONED_BY)
+}
+
+/// When we cordoned `node`.
+pub fn cordoned_at(node: &Node) -> Option<DateTime<Utc>> {
+    annotation(&node.metadata, marks::CORDONED_AT).and_then(|s| parse_time(s))
+}
+
+/// The planner's view of one progress object.
+pub fn progress_obs(p: &OSUpgradeProgress) -> ProgressObs {
+    let st = p.status.as_ref();
+    let nonce = p.spec.retry_nonce.as_deref();
+    let meta = &p.metadata;
+    // A status written for an earlier attempt (before a retryNonce change) says nothing
+    // about the current one.
+    let current = st.is_none_or(|s| s.observed_retry_nonce.as_deref() == nonce || nonce.is_none());
+    ProgressObs {
+        phase: st
+            .filter(|_| current)
+            .and_then(|s| s.phase)
+            .unwrap_or(ProgressPhase::Pending),
+        reboot_approved: p.spec.reboot_approved,
+        reboot_required: st.filter(|_| current).and_then(|s| s.reboot_required),
+        canary: annotation(meta, marks::CANARY).is_some_and(|v| v == "true"),
+        completed_at: st
+            .and_then(|s| s.completed_at.as_deref())
+            .and_then(parse_time),
+        drain_outcome: marks::drain_outcome(annotation(meta, marks::DRAIN_OUTCOME), nonce),
+        reported: marks::reported(annotation(meta, marks::REPORTED), nonce),
+    }
+}
+
+fn source_of(p: &OSUpgradeProgress) -> Option<&str> {
+    p.spec.source_ref.as_ref().map(|s| s.name.as_str())
+}
+
+/// Snapshot for the OSUpgrade `upgrade`: the selected nodes plus any node that carries
+/// one of its progress objects.
+pub fn observe(
+    upgrade: &str,
+    strategy: Strategy,
+    selection: &NodeSelection,
+    nodes: &[&Node],
+    progresses: &[&OSUpgradeProgress],
+    settings: &Settings,
+) -> Observed {
+    let mut by_node: HashMap<&str, Vec<&OSUpgradeProgress>> = HashMap::new();
+    for p in progresses {
+        by_node
+            .entry(p.spec.node_name.as_str())
+            .or_default()
+            .push(p);
+    }
+    let ours_value = marks::cordon_value(&settings.controller_name, upgrade);
+    let mut out = Vec::new();
+    for node in nodes {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let on_node = by_node.get(name).map(Vec::as_slice).unwrap_or_default();
+        let ours = on_node.iter().find(|p| source_of(p) == Some(upgrade));
+        if ours.is_none() && !selection.selects(node_labels(node)) {
+            continue;
+        }
+        let (ready, ready_since) = readiness(node);
+        let others = on_node.iter().filter(|p| source_of(p) != Some(upgrade));
+        let past_failures = others
+            .clone()
+            .filter(|p| {
+                p.status.as_ref().and_then(|s| s.phase).is_some_and(|ph| {
+                    matches!(ph, ProgressPhase::Failed | ProgressPhase::RolledBack)
+                })
+            })
+            .count() as u32
+            + ours
+                .and_then(|p| p.status.as_ref())
+                .map_or(0, |s| s.retry_count);
+        let claimed_by = others
+            .filter(|p| {
+                !p.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(ProgressPhase::is_terminal)
+            })
+            .find_map(|p| source_of(p).map(String::from));
+        let l = node_labels(node);
+        out.push(NodeObs {
+            name: name.to_string(),
+            ready,
+            ready_since,
+            unschedulable: node
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false),
+            cordoned_by_us: cordoned_by(node) == Some(&ours_value),
+            control_plane: CONTROL_PLANE_LABELS.iter().any(|k| l.contains_key(*k)),
+            past_failures,
+            claimed_by,
+            progress: ours.map(|p| progress_obs(p)),
+        });
+    }
+    Observed {
+        strategy,
+        nodes: out,
+        own_node: settings.own_node.clone(),
+        node_soak: settings.node_soak,
+        drain_poll: settings.drain_poll,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use osroll_api::{OSUpgradeProgressSpec, OSUpgradeProgressStatus, SourceRef};
+
+    fn node(name: &str, extra: &[(&str, &str)], ready: bool, annotations: &[(&str, &str)]) -> Node {
+        let mut l: BTreeMap<String, String> =
+            [(labels::MANAGED.to_string(), "true".to_string())].into();
+        l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(l),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                unschedulable: Some(!annotations.is_empty()),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn progress(
+        source: &str,
+        node: &str,
+        phase: Option<ProgressPhase>,
+        retries: u32,
+    ) -> OSUpgradeProgress {
+        let mut p = OSUpgradeProgress::new(
+            &osroll_api::progress_name(source, node),
+            OSUpgradeProgressSpec {
+                source_ref: Some(SourceRef {
+                    name: source.into(),
+                }),
+                node_name: node.into(),
+                ..Default::default()
+            },
+        );
+        p.status = Some(OSUpgradeProgressStatus {
+            phase,
+            retry_count: retries,
+            ..Default::default()
+        });
+        p
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            controller_name: "osroll".into(),
+            own_node: Some("b".into()),
+            node_soak: Duration::ZERO,
+            drain_poll: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn builds_node_facts() {
+        let a = node(
+            "a",
+            &[(CONTROL_PLANE_LABELS[0], "")],
+            true,
+            &[(labels::CORDONED_BY, "osroll/up")],
+        );
+        let b = node("b", &[], false, &[(labels::CORDONED_BY, "osroll/other")]);
+        let c = node("c", &[], true, &[]);
+        let mut unmanaged = node("d", &[], true, &[]);
+        unmanaged.metadata.labels = None;
+        let pa = progress("up", "a", Some(ProgressPhase::Staged), 1);
+        let old = progress("older", "a", Some(ProgressPhase::RolledBack), 0);
+        let busy = progress("older", "c", Some(ProgressPhase::Downloading), 0);
+        let o = observe(
+            "up",
+            Strategy::default(),
+            &NodeSelection::from_spec(None).unwrap(),
+            &[&a, &b, &c, &unmanaged],
+            &[&pa, &old, &busy],
+            &settings(),
+        );
+        assert_eq!(o.nodes.len(), 3, "the unmanaged node is not selected");
+        let (na, nb, nc) = (&o.nodes[0], &o.nodes[1], &o.nodes[2]);
+        assert!(na.cordoned_by_us && na.control_plane && na.ready);
+        assert_eq!(
+            na.past_failures, 2,
+            "one retry plus one rolled-back earlier upgrade"
+        );
+        assert_eq!(na.progress.as_ref().unwrap().phase, ProgressPhase::Staged);
+        assert!(
+            nb.unschedulable && !nb.cordoned_by_us && !nb.ready,
+            "cordoned by another upgrade is not ours"
+        );
+        assert_eq!(nc.claimed_by.as_deref(), Some("older"));
+        assert_eq!(
+            na.claimed_by, None,
+            "a finished progress of another upgrade claims nothing"
+        );
+        assert_eq!(o.own_node.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn progress_status_of_an_earlier_attempt_is_ignored() {
+        let mut p = progress("up", "a", Some(ProgressPhase::RolledBack), 0);
+        p.spec.retry_nonce = Some("2".into());
+        p.status.as_mut().unwrap().observed_retry_nonce = Some("1".into());
+        p.metadata.annotations =
+            Some([(marks::REPORTED.to_string(), "RolledBack@1".to_string())].into());
+        let o = progress_obs(&p);
+        assert_eq!(o.phase, ProgressPhase::Pending);
+        assert_eq!(o.reported, None);
+        p.status.as_mut().unwrap().observed_retry_nonce = Some("2".into());
+        assert_eq!(progress_obs(&p).phase, ProgressPhase::RolledBack);
+    }
+
+    #[test]
+    fn nodes_with_our_progress_stay_in_the_rollout_after_deselection() {
+        let mut a = node("a", &[], true, &[]);
+        a.metadata.labels = None;
+        let pa = progress("up", "a", None, 0);
+        let o = observe(
+            "up",
+            Strategy::default(),
+            &NodeSelection::default(),
+            &[&a],
+            &[&pa],
+            &settings(),
+        );
+        assert_eq!(o.nodes.len(), 1);
+        assert_eq!(
+            o.nodes[0].progress.as_ref().unwrap().phase,
+            ProgressPhase::Pending
+        );
+    }
+}
