@@ -7,12 +7,16 @@
 //! adapters behind the [`cluster::Cluster`] trait.
 
 pub mod act;
+pub mod catalog;
 pub mod cluster;
 pub mod drain;
 #[cfg(test)]
 mod fake;
+pub mod leader;
 pub mod marks;
 pub mod metrics;
 pub mod observe;
 pub mod planner;
+pub mod reconcile;
 pub mod select;
+pub mod status;

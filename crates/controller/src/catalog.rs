@@ -1,0 +1,330 @@
+//! Where an OSUpgrade's catalog comes from, and its resolution to one image.
+//!
+//! [`load`] reads the catalog text (and its detached signature, if any) from the inline
+//! field, an HTTPS URL or a ConfigMap in the controller's namespace; [`resolve`] checks
+//! the signature against the trusted keys, resolves the requested version through
+//! `osroll_api::Catalog` and applies the image source policy. [`ResolutionCache`] keeps
+//! an accepted resolution for the OSUpgrade's generation, so the fleet is not re-targeted
+//! behind the user's back when a catalog changes mid-rollout, while a rejection is
+//! retried after a while (the user may fix the catalog without touching the OSUpgrade).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use osroll_api::catalog::NodeVersion;
+use osroll_api::signing::TrustedKey;
+use osroll_api::{
+    Catalog, CatalogProblem, CatalogSource, ImageRef, OSUpgradeSpec, Rejection, RejectionReason,
+    SignedCatalog,
+};
+
+use crate::cluster::Cluster;
+
+/// ConfigMap key holding the catalog.
+pub const CONFIG_MAP_KEY: &str = "catalog.yaml";
+/// ConfigMap key holding its detached signature.
+pub const CONFIG_MAP_SIGNATURE_KEY: &str = "catalog.yaml.minisig";
+/// Largest catalog accepted.
+pub const MAX_CATALOG_BYTES: usize = 4 << 20;
+
+/// Fetches a URL's body; `Ok(None)` on 404.
+pub trait UrlFetcher: Send + Sync {
+    /// GET `url`.
+    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Option<String>, String>>;
+}
+
+/// [`UrlFetcher`] over HTTPS with rustls.
+pub struct HttpFetcher {
+    client: reqwest::Client,
+}
+
+impl HttpFetcher {
+    /// `allow_http` permits plain `http://` (tests and local mirrors only); `extra_ca`
+    /// is a PEM bundle trusted in addition to the built-in roots.
+    pub fn new(allow_http: bool, extra_ca: Option<&[u8]>) -> Result<HttpFetcher, String> {
+        let mut b = reqwest::Client::builder()
+            .https_only(!allow_http)
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::limited(5));
+        if let Some(pem) = extra_ca {
+            for cert in
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("CA bundle: {e}"))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        Ok(HttpFetcher {
+            client: b.build().map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+impl UrlFetcher for HttpFetcher {
+    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            let mut resp = self
+                .client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| format!("GET {url}: {e}"))?;
+            if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !resp.status().is_success() {
+                return Err(format!("GET {url}: HTTP {}", resp.status()));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_CATALOG_BYTES {
+                    return Err(format!(
+                        "GET {url}: catalog larger than {MAX_CATALOG_BYTES} bytes"
+                    ));
+                }
+            }
+            String::from_utf8(body)
+                .map(Some)
+                .map_err(|_| format!("GET {url}: catalog is not UTF-8"))
+        })
+    }
+}
+
+/// Catalog text and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogDoc {
+    /// The YAML, byte for byte.
+    pub text: String,
+    /// Detached minisign signature, if any.
+    pub signature: Option<String>,
+    /// `inline`, the URL, or `configmap ns/name`.
+    pub origin: String,
+}
+
+fn unavailable(message: String) -> Rejection {
+    Rejection {
+        reason: RejectionReason::CatalogUnavailable,
+        message,
+    }
+}
+
+/// Read the catalog named by `src`; ConfigMaps are looked up in `namespace`.
+pub async fn load<C: Cluster>(
+    src: &CatalogSource,
+    namespace: &str,
+    cluster: &C,
+    fetcher: &dyn UrlFetcher,
+) -> Result<CatalogDoc, Rejection> {
+    let set: Vec<&str> = [
+        ("inline", src.inline.is_some()),
+        ("url", src.url.is_some()),
+        ("configMap", src.config_map.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(n, s)| s.then_some(n))
+    .collect();
+    if set.len() != 1 {
+        return Err(Rejection {
+            reason: RejectionReason::CatalogInvalid,
+            message: format!(
+                "spec.catalog must set exactly one of inline, url, configMap (it sets {})",
+                if set.is_empty() {
+                    "none".to_string()
+                } else {
+                    set.join(", ")
+                }
+            ),
+        });
+    }
+    if let Some(text) = &src.inline {
+        return Ok(CatalogDoc {
+            text: text.clone(),
+            signature: src.signature.clone(),
+            origin: "inline".into(),
+        });
+    }
+    if let Some(url) = &src.url {
+        let text = fetcher
+            .get(url)
+            .await
+            .map_err(|e| unavailable(format!("spec.catalog.url: {e}")))?
+            .ok_or_else(|| {
+                unavailable(format!("spec.catalog.url: {url} answered 404 Not Found"))
+            })?;
+        let signature = match &src.signature {
+            Some(s) => Some(s.clone()),
+            None => fetcher
+                .get(&format!("{url}.minisig"))
+                .await
+                .map_err(|e| unavailable(format!("catalog signature: {e}")))?,
+        };
+        return Ok(CatalogDoc {
+            text,
+            signature,
+            origin: url.clone(),
+        });
+    }
+    let name = src.config_map.as_deref().unwrap_or_default();
+    let cm = cluster
+        .config_map(namespace, name)
+        .await
+        .map_err(|e| {
+            unavailable(format!(
+                "spec.catalog.configMap: reading ConfigMap {namespace}/{name}: {e}"
+            ))
+        })?
+        .ok_or_else(|| {
+            unavailable(format!(
+                "spec.catalog.configMap: ConfigMap {namespace}/{name} does not exist"
+            ))
+        })?;
+    let data = cm.data.unwrap_or_default();
+    let text = data.get(CONFIG_MAP_KEY).cloned().ok_or_else(|| {
+        unavailable(format!(
+            "spec.catalog.configMap: ConfigMap {namespace}/{name} has no key {CONFIG_MAP_KEY}"
+        ))
+    })?;
+    let signature = src
+        .signature
+        .clone()
+        .or_else(|| data.get(CONFIG_MAP_SIGNATURE_KEY).cloned());
+    Ok(CatalogDoc {
+        text,
+        signature,
+        origin: format!("configmap {namespace}/{name}"),
+    })
+}
+
+/// Which catalog signatures the controller trusts.
+#[derive(Clone, Debug, Default)]
+pub struct TrustPolicy {
+    /// Trusted public keys.
+    pub keys: Vec<TrustedKey>,
+    /// Reject unsigned catalogs.
+    pub require_signed: bool,
+}
+
+/// An accepted resolution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    /// The image to install.
+    pub image: ImageRef,
+    /// Problems elsewhere in the catalog.
+    pub warnings: Vec<CatalogProblem>,
+    /// sha256 of the catalog bytes.
+    pub digest: String,
+    /// The catalog and signature, when verified.
+    pub signed: Option<SignedCatalog>,
+    /// Where the catalog came from.
+    pub origin: String,
+}
+
+/// Verify, parse and resolve `doc` for `spec` and the selected nodes' versions.
+pub fn resolve(
+    doc: &CatalogDoc,
+    spec: &OSUpgradeSpec,
+    nodes: &[NodeVersion],
+    trust: &TrustPolicy,
+) -> Result<Resolved, Rejection> {
+    let verified = osroll_api::signing::verify_catalog(
+        doc.text.as_bytes(),
+        doc.signature.as_deref(),
+        &trust.keys,
+        trust.require_signed,
+    )?;
+    let catalog = Catalog::parse(&doc.text)?;
+    let r = catalog.resolve(&spec.version, nodes, spec.allow_downgrade)?;
+    osroll_api::policy::check_image_url(&r.image.url, spec.allow_http_images).map_err(|v| {
+        Rejection {
+            reason: RejectionReason::ImageSourceNotAllowed,
+            message: v.to_string(),
+        }
+    })?;
+    let signed = match (verified, &doc.signature) {
+        (Some(_), Some(sig)) => Some(SignedCatalog {
+            content: doc.text.clone(),
+            signature: sig.clone(),
+        }),
+        _ => None,
+    };
+    Ok(Resolved {
+        image: r.image,
+        warnings: r.warnings,
+        digest: osroll_api::catalog::digest(doc.text.as_bytes()),
+        signed,
+        origin: doc.origin.clone(),
+    })
+}
+
+struct Entry {
+    generation: i64,
+    at: Instant,
+    result: Result<Resolved, Rejection>,
+}
+
+/// Resolutions per OSUpgrade uid and generation.
+pub struct ResolutionCache {
+    entries: Mutex<HashMap<String, Entry>>,
+    retry_rejected: Duration,
+}
+
+impl ResolutionCache {
+    /// Rejections are looked at again after `retry_rejected`.
+    pub fn new(retry_rejected: Duration) -> Self {
+        ResolutionCache {
+            entries: Mutex::new(HashMap::new()),
+            retry_rejected,
+        }
+    }
+
+    /// The cached result for `uid` at `generation`, if still valid at `now`.
+    pub fn get(
+        &self,
+        uid: &str,
+        generation: i64,
+        now: Instant,
+    ) -> Option<Result<Resolved, Rejection>> {
+        let m = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.get(uid)?;
+        let fresh = e.generation == generation
+            && (e.result.is_ok() || now.duration_since(e.at) < self.retry_rejected);
+        fresh.then(|| e.result.clone())
+    }
+
+    /// Store a result.
+    pub fn put(
+        &self,
+        uid: &str,
+        generation: i64,
+        now: Instant,
+        result: Result<Resolved, Rejection>,
+    ) {
+        let mut m = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(
+            uid.to_string(),
+            Entry {
+                generation,
+                at: now,
+                result,
+            },
+        );
+    }
+
+    /// Forget a deleted OSUpgrade.
+    pub fn forget(&self, uid: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+
+    /// How long until a rejection is retried.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_rejected
+    }
+}
+
+#[cfg(test)]
+mod tests;

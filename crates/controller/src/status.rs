@@ -1,0 +1,230 @@
+//! Build the OSUpgrade's status from a decision (a plan, a rejection, or waiting for
+//! another OSUpgrade), keeping condition transition times stable and stamping every
+//! condition with the generation it was computed from.
+
+use osroll_api::conditions::set_condition;
+use osroll_api::{Condition, OSUpgradeStatus, UpgradePhase};
+
+use crate::catalog::Resolved;
+use crate::planner::{Plan, name_list};
+use crate::select::Blocker;
+
+/// What the reconcile concluded.
+pub enum Verdict<'a> {
+    /// The spec or catalog cannot be acted on.
+    Rejected {
+        /// CamelCase reason.
+        reason: &'a str,
+        /// Names the offending value.
+        message: &'a str,
+    },
+    /// An older OSUpgrade holds some of the same nodes.
+    Waiting(&'a Blocker),
+    /// Rolling out.
+    Planned {
+        /// The planner's decision.
+        plan: &'a Plan,
+        /// The resolution it acts on.
+        resolved: &'a Resolved,
+        /// Drain notes to add to the message.
+        notes: Vec<&'a str>,
+    },
+}
+
+/// The new status, starting from `old`, for `generation` at time `now` (RFC 3339).
+pub fn build(
+    old: Option<&OSUpgradeStatus>,
+    generation: Option<i64>,
+    now: &str,
+    v: Verdict<'_>,
+) -> OSUpgradeStatus {
+    let mut st = old.cloned().unwrap_or_default();
+    st.observed_generation = generation;
+    let mut conds: Vec<Condition> = Vec::new();
+    match v {
+        Verdict::Rejected { reason, message } => {
+            st.phase = Some(UpgradePhase::Rejected);
+            st.reason = Some(reason.to_string());
+            st.message = Some(message.to_string());
+            conds.push(Condition::new("Ready", false, reason, message));
+            conds.push(Condition::new("Progressing", false, reason, message));
+            conds.push(Condition::new("Degraded", false, "NoFailures", ""));
+        }
+        Verdict::Waiting(b) => {
+            let message = format!(
+                "waiting for OSUpgrade {}, which also selects node(s) {}",
+                b.upgrade,
+                name_list(b.nodes.iter().map(String::as_str))
+            );
+            st.phase = Some(UpgradePhase::Pending);
+            st.reason = Some("WaitingForOtherUpgrade".into());
+            st.message = Some(message.clone());
+            conds.push(Condition::new(
+                "Ready",
+                false,
+                "WaitingForOtherUpgrade",
+                message.clone(),
+            ));
+            conds.push(Condition::new(
+                "Progressing",
+                false,
+                "WaitingForOtherUpgrade",
+                message,
+            ));
+        }
+        Verdict::Planned {
+            plan,
+            resolved,
+            notes,
+        } => {
+            st.phase = Some(plan.phase);
+            st.reason = Some(plan.reason.clone());
+            let mut message = plan.message.clone();
+            for n in notes {
+                message.push_str("; ");
+                message.push_str(n);
+            }
+            st.message = Some(message.clone());
+            st.resolved_version = Some(resolved.image.version.clone());
+            st.catalog_digest = Some(resolved.digest.clone());
+            st.nodes = Some(plan.counts.clone());
+            for c in &plan.conditions {
+                let mut c = c.clone();
+                if c.type_ == "Progressing" && c.is_true() {
+                    c.message = message.clone();
+                }
+                conds.push(c);
+            }
+            conds.push(if resolved.warnings.is_empty() {
+                Condition::new("CatalogWarnings", false, "NoProblems", "")
+            } else {
+                let list: Vec<String> = resolved.warnings.iter().map(ToString::to_string).collect();
+                Condition::new(
+                    "CatalogWarnings",
+                    true,
+                    "CatalogHasProblems",
+                    format!(
+                        "{} problem(s) in entries other than the target: {}",
+                        list.len(),
+                        list.join("; ")
+                    ),
+                )
+            });
+        }
+    }
+    for mut c in conds {
+        c.observed_generation = generation;
+        set_condition(&mut st.conditions, c, now);
+    }
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use osroll_api::CatalogProblem;
+    use osroll_api::ImageRef;
+    use osroll_api::conditions::find;
+
+    use crate::planner::{NodeObs, Observed, plan};
+
+    fn resolved(warnings: usize) -> Resolved {
+        Resolved {
+            image: ImageRef {
+                version: "2.0".into(),
+                ..Default::default()
+            },
+            warnings: (0..warnings)
+                .map(|i| CatalogProblem {
+                    field: format!("images[{i}].checksum"),
+                    index: Some(i),
+                    version: Some("1.0".into()),
+                    message: "bad".into(),
+                })
+                .collect(),
+            digest: "sha256:d".into(),
+            signed: None,
+            origin: "inline".into(),
+        }
+    }
+
+    #[test]
+    fn planned_status_carries_counts_conditions_and_generation() {
+        let obs = Observed {
+            nodes: vec![NodeObs {
+                name: "a".into(),
+                ready: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let p = plan(&obs, chrono::Utc::now());
+        let r = resolved(1);
+        let st = build(
+            None,
+            Some(3),
+            "t1",
+            Verdict::Planned {
+                plan: &p,
+                resolved: &r,
+                notes: vec!["draining x: y"],
+            },
+        );
+        assert_eq!(st.observed_generation, Some(3));
+        assert_eq!(st.resolved_version.as_deref(), Some("2.0"));
+        assert_eq!(st.nodes.as_ref().unwrap().total, 1);
+        assert!(st.message.as_deref().unwrap().ends_with("; draining x: y"));
+        for t in ["Ready", "Progressing", "Degraded", "CatalogWarnings"] {
+            let c = find(&st.conditions, t).unwrap_or_else(|| panic!("{t} missing"));
+            assert_eq!(c.observed_generation, Some(3));
+            assert_eq!(c.last_transition_time.as_deref(), Some("t1"));
+        }
+        assert!(
+            find(&st.conditions, "CatalogWarnings")
+                .unwrap()
+                .message
+                .contains("images[0].checksum")
+        );
+        // Same decision later: transition times stay, so the status compares equal.
+        let again = build(
+            Some(&st),
+            Some(3),
+            "t2",
+            Verdict::Planned {
+                plan: &p,
+                resolved: &r,
+                notes: vec!["draining x: y"],
+            },
+        );
+        assert_eq!(again, st);
+    }
+
+    #[test]
+    fn rejection_and_waiting() {
+        let st = build(
+            None,
+            Some(1),
+            "t",
+            Verdict::Rejected {
+                reason: "VersionBlocked",
+                message: "version \"2\" is blocked",
+            },
+        );
+        assert_eq!(st.phase, Some(UpgradePhase::Rejected));
+        assert_eq!(st.reason.as_deref(), Some("VersionBlocked"));
+        assert!(!find(&st.conditions, "Ready").unwrap().is_true());
+        let b = Blocker {
+            upgrade: "older".into(),
+            nodes: vec!["n1".into()],
+        };
+        let st = build(Some(&st), Some(2), "t", Verdict::Waiting(&b));
+        assert_eq!(st.phase, Some(UpgradePhase::Pending));
+        let c = find(&st.conditions, "Progressing").unwrap();
+        assert_eq!(c.reason, "WaitingForOtherUpgrade");
+        assert!(
+            c.message.contains("older") && c.message.contains("n1"),
+            "{}",
+            c.message
+        );
+    }
+}
