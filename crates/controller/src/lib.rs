@@ -18,5 +18,8 @@ pub mod metrics;
 pub mod observe;
 pub mod planner;
 pub mod reconcile;
+mod run;
 pub mod select;
 pub mod status;
+
+pub use run::{ControllerConfig, run, run_until};

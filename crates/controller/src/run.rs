@@ -1,0 +1,310 @@
+//! Wiring: metrics server, leader election, watch caches and the kube-runtime
+//! controller that calls [`Shared::reconcile`] for each OSUpgrade.
+//!
+//! The watch caches of Nodes and OSUpgradeProgresses are reflectors of our own; any
+//! change in them re-queues every OSUpgrade (kube-runtime de-duplicates and debounces),
+//! and each reconcile reads the caches instead of the API server. The controller runs
+//! only while this replica holds the Lease; losing it clears the `leading` flag (which
+//! every write checks) and stops the controller task.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::{self, Action as Requeue, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use osroll_api::signing::TrustedKey;
+use osroll_api::{OSUpgrade, OSUpgradeProgress};
+use tokio::sync::watch;
+
+use crate::act::DrainMemory;
+use crate::catalog::{HttpFetcher, ResolutionCache, TrustPolicy, UrlFetcher};
+use crate::cluster::KubeCluster;
+use crate::leader::{Elector, Timing, still_leading};
+use crate::metrics::{ErrorKind, Metrics};
+use crate::observe::Settings;
+use crate::reconcile::{ReconcileError, Shared, World};
+
+/// Everything the controller is configured with.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The controller's namespace: its Lease and ConfigMap catalogs live here.
+    pub namespace: String,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`; `None` serves nothing.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The node this replica runs on (upgraded last).
+    pub node_name: Option<String>,
+    /// This replica's identity in the Lease and in Events (the pod name).
+    pub identity: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// Lease duration; renewals every third of it.
+    pub lease_duration: Duration,
+    /// Prefix of the cordon annotation value and the Events' reporting controller.
+    pub controller_name: String,
+    /// How long an upgraded node must be Ready before it is uncordoned.
+    pub node_soak: Duration,
+    /// Poll interval while a drain is in progress.
+    pub drain_poll: Duration,
+    /// Requeue interval when nothing is in flight.
+    pub resync: Duration,
+    /// Coalesce bursts of watch events into one reconcile.
+    pub debounce: Duration,
+    /// Retry interval of rejected catalog resolutions.
+    pub catalog_retry: Duration,
+    /// Allow `http://` catalog URLs (tests and local mirrors only).
+    pub allow_http_catalog: bool,
+    /// Extra PEM CA bundle for catalog URLs.
+    pub catalog_ca: Option<Vec<u8>>,
+    /// Public keys trusted to sign catalogs.
+    pub trusted_keys: Vec<TrustedKey>,
+    /// Reject unsigned catalogs.
+    pub require_signed_catalog: bool,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            namespace: "osroll-system".into(),
+            metrics_addr: None,
+            node_name: None,
+            identity: "osroll-controller".into(),
+            lease_name: "osroll-controller".into(),
+            lease_duration: Duration::from_secs(15),
+            controller_name: "osroll-controller".into(),
+            node_soak: Duration::ZERO,
+            drain_poll: Duration::from_secs(2),
+            resync: Duration::from_secs(300),
+            debounce: Duration::from_millis(100),
+            catalog_retry: Duration::from_secs(30),
+            allow_http_catalog: false,
+            catalog_ca: None,
+            trusted_keys: Vec::new(),
+            require_signed_catalog: false,
+        }
+    }
+}
+
+struct Ctx {
+    shared: Shared<KubeCluster>,
+    nodes: Store<Node>,
+    progresses: Store<OSUpgradeProgress>,
+    upgrades: Store<OSUpgrade>,
+}
+
+async fn reconcile(up: Arc<OSUpgrade>, ctx: Arc<Ctx>) -> Result<Requeue, ReconcileError> {
+    let nodes = ctx.nodes.state();
+    let progresses = ctx.progresses.state();
+    let upgrades = ctx.upgrades.state();
+    let world = World { nodes: &nodes, progresses: &progresses, upgrades: &upgrades };
+    let after = ctx.shared.reconcile(&up, &world, Utc::now()).await?;
+    Ok(Requeue::requeue(after))
+}
+
+fn error_policy(up: Arc<OSUpgrade>, err: &ReconcileError, ctx: Arc<Ctx>) -> Requeue {
+    tracing::warn!(upgrade = %up.name_any(), error = %err, "reconcile failed");
+    let ReconcileError::Api(e) = err;
+    let kind = if matches!(e, crate::cluster::ApiError::Conflict(_)) { ErrorKind::Conflict } else { ErrorKind::Api };
+    ctx.shared.metrics.reconcile_error(kind);
+    Requeue::requeue(Duration::from_secs(2))
+}
+
+/// Drop what the controller never reads, to keep the caches small on large fleets.
+fn slim_node(n: &mut Node) {
+    n.managed_fields_mut().clear();
+    if let Some(s) = n.status.as_mut() {
+        s.images = None;
+        s.volumes_attached = None;
+        s.volumes_in_use = None;
+    }
+}
+
+/// Watch caches and the kube-runtime controller, until `stop` fires.
+async fn control(ctx_parts: (Shared<KubeCluster>, kube::Client, Duration), mut stop: watch::Receiver<bool>) {
+    let (shared, client, debounce) = ctx_parts;
+    let wc = watcher::Config::default().any_semantic();
+    let (nodes, node_writer) = reflector::store();
+    let (progresses, progress_writer) = reflector::store();
+    let node_events = watcher(Api::<Node>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .modify(slim_node)
+        .reflect(node_writer)
+        .touched_objects()
+        .filter_map(|r| async move { r.map_err(|e| tracing::warn!(error = %e, "node watch")).ok().map(|_| ()) });
+    let progress_events = watcher(Api::<OSUpgradeProgress>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .modify(|p| p.managed_fields_mut().clear())
+        .reflect(progress_writer)
+        .touched_objects()
+        .filter_map(|r| async move { r.map_err(|e| tracing::warn!(error = %e, "progress watch")).ok().map(|_| ()) });
+    let trigger = futures::stream::select(node_events, progress_events);
+    let controller = Controller::new(Api::<OSUpgrade>::all(client.clone()), wc)
+        .with_config(controller::Config::default().debounce(debounce));
+    let ctx = Arc::new(Ctx { shared, nodes: nodes.clone(), progresses: progresses.clone(), upgrades: controller.store() });
+    let mut stop2 = stop.clone();
+    let run = controller
+        .reconcile_all_on(trigger)
+        .graceful_shutdown_on(async move {
+            let _ = stop2.wait_for(|s| *s).await;
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller event");
+            }
+        });
+    tokio::select! {
+        _ = run => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+/// Run the controller until SIGINT or SIGTERM.
+pub async fn run(cfg: ControllerConfig, client: kube::Client) -> anyhow::Result<()> {
+    run_until(cfg, client, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Run the controller until `shutdown` resolves; then stop acting, release the Lease and
+/// return. Dropping the returned future instead (a crash) leaves the Lease to expire.
+pub async fn run_until(
+    cfg: ControllerConfig,
+    client: kube::Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+    }
+    let server = match cfg.metrics_addr {
+        Some(addr) => {
+            let mut rx = stop_rx.clone();
+            let (bound, task) = crate::metrics::serve(addr, metrics.clone(), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+            tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+            Some(task)
+        }
+        None => None,
+    };
+    let fetcher: Arc<dyn UrlFetcher> = Arc::new(
+        HttpFetcher::new(cfg.allow_http_catalog, cfg.catalog_ca.as_deref())
+            .map_err(|e| anyhow::anyhow!("catalog HTTP client: {e}"))?,
+    );
+    let leading = Arc::new(AtomicBool::new(false));
+    let timing = Timing::from_duration(cfg.lease_duration);
+    let mut elector = Elector::new(client.clone(), &cfg.namespace, &cfg.lease_name, &cfg.identity, timing);
+    let mut stop = stop_rx.clone();
+    let mut task: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)> = None;
+    let mut last_renew = None;
+    loop {
+        let now = Utc::now();
+        match elector.try_once(now).await {
+            Ok(true) => {
+                last_renew = Some(now);
+                metrics.set_ready(true);
+                if task.is_none() {
+                    tracing::info!(identity = %cfg.identity, "became leader");
+                    leading.store(true, Ordering::SeqCst);
+                    metrics.set_leader(true);
+                    let shared = Shared {
+                        cluster: KubeCluster::new(client.clone(), &cfg.controller_name, Some(cfg.identity.clone())),
+                        fetcher: fetcher.clone(),
+                        trust: TrustPolicy { keys: cfg.trusted_keys.clone(), require_signed: cfg.require_signed_catalog },
+                        namespace: cfg.namespace.clone(),
+                        settings: Settings {
+                            controller_name: cfg.controller_name.clone(),
+                            own_node: cfg.node_name.clone(),
+                            node_soak: cfg.node_soak,
+                            drain_poll: cfg.drain_poll,
+                        },
+                        metrics: metrics.clone(),
+                        leading: leading.clone(),
+                        catalogs: ResolutionCache::new(cfg.catalog_retry),
+                        memory: DrainMemory::default(),
+                        resync: cfg.resync,
+                    };
+                    let (tx, rx) = watch::channel(false);
+                    let handle = tokio::spawn(control((shared, client.clone(), cfg.debounce), rx));
+                    task = Some((handle, tx));
+                }
+            }
+            Ok(false) => {
+                metrics.set_ready(true);
+                if task.is_some() {
+                    tracing::warn!("lost the lease to another replica; stopping");
+                    step_down(&leading, &metrics, &mut task).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lease");
+                if task.is_some() && !last_renew.is_some_and(|t| still_leading(t, Utc::now(), timing.renew_deadline)) {
+                    tracing::warn!("could not renew the lease in time; stopping");
+                    step_down(&leading, &metrics, &mut task).await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(timing.retry) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    step_down(&leading, &metrics, &mut task).await;
+    if let Err(e) = elector.release().await {
+        tracing::warn!(error = %e, "could not release the lease");
+    }
+    if let Some(s) = server {
+        let _ = s.await;
+    }
+    Ok(())
+}
+
+async fn step_down(
+    leading: &AtomicBool,
+    metrics: &Metrics,
+    task: &mut Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
+) {
+    leading.store(false, Ordering::SeqCst);
+    metrics.set_leader(false);
+    if let Some((handle, tx)) = task.take() {
+        let _ = tx.send(true);
+        let abort = handle.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), handle).await.is_err() {
+            abort.abort();
+        }
+    }
+}
