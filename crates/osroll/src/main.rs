@@ -25,6 +25,8 @@ enum Command {
     /// Catalog tools: keygen, sign, verify, lint.
     #[command(subcommand)]
     Catalog(cmd::catalog::CatalogCmd),
+    /// Run the controller (rollout planner, drain, leader election).
+    Controller(cmd::controller::ControllerCmd),
     // Subcommands from other modules are added above this line, one variant each.
 }
 
@@ -34,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crds => cmd::crds::run(),
         Command::Create(c) => cmd::create::run(c),
         Command::Catalog(c) => cmd::catalog::run(c),
+        Command::Controller(c) => cmd::controller::run(c),
         // Dispatch arms for other modules are added above this line.
     }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
 pub mod catalog;
+pub mod controller;
 pub mod crds;
 pub mod create;
