@@ -1,0 +1,93 @@
+//! Boot control: how the agent asks the firmware/bootloader to try the freshly written
+//! slot exactly once, and how it makes that slot the default after a good boot.
+//!
+//! Two variables in the bootloader environment carry the whole protocol:
+//!
+//! * `osroll_default` — the slot booted when nothing else is asked (`A` or `B`);
+//! * `osroll_try` — a one-shot request: the boot script boots this slot and clears the
+//!   variable *before* starting the kernel, so if that boot hangs or panics, the watchdog
+//!   reset lands on `osroll_default` again (the rollback).
+//!
+//! The agent arms a try with [`BootControl::arm_try`], reboots, and after the boot checks
+//! which slot is running: the new one with the target version means
+//! [`BootControl::commit`] (default := new slot); the old one means the try failed.
+//!
+//! GRUB (`grub.cfg` fragment matching [`grubenv`]):
+//!
+//! ```text
+//! load_env osroll_default osroll_try
+//! set osroll_boot="${osroll_default}"
+//! if [ -n "${osroll_try}" ]; then
+//!   set osroll_boot="${osroll_try}"
+//!   set osroll_try=
+//!   save_env osroll_try
+//! fi
+//! # ... menuentry for slot ${osroll_boot}, kernel command line includes osroll.slot=${osroll_boot}
+//! ```
+//!
+//! U-Boot (`bootcmd` fragment matching [`uboot`]):
+//!
+//! ```text
+//! setenv osroll_boot ${osroll_default}
+//! if test -n "${osroll_try}"; then setenv osroll_boot ${osroll_try}; setenv osroll_try; saveenv; fi
+//! # ... load the kernel of slot ${osroll_boot}, bootargs include osroll.slot=${osroll_boot}
+//! ```
+
+pub mod grubenv;
+pub mod uboot;
+
+use crate::slot::Slot;
+
+/// Environment variable holding the default slot.
+pub const VAR_DEFAULT: &str = "osroll_default";
+/// Environment variable holding the one-shot try slot.
+pub const VAR_TRY: &str = "osroll_try";
+
+/// What the bootloader environment currently asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootState {
+    /// The slot booted when no try is armed (`None`: never set, the bootloader's own default).
+    pub default: Option<Slot>,
+    /// The slot the next boot will try once.
+    pub try_next: Option<Slot>,
+}
+
+/// A boot environment that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("boot control ({backend}) failed to {op}: {detail}")]
+pub struct BootError {
+    /// `grubenv /boot/grub/grubenv`, `u-boot`, ...
+    pub backend: String,
+    /// What was attempted.
+    pub op: String,
+    /// Why it failed.
+    pub detail: String,
+}
+
+/// Arms, clears and commits the one-shot boot of a slot.
+pub trait BootControl: Send + Sync {
+    /// Read both variables.
+    fn read(&self) -> Result<BootState, BootError>;
+    /// Ask the next boot (only the next one) to try `slot`. Idempotent.
+    fn arm_try(&self, slot: Slot) -> Result<(), BootError>;
+    /// Withdraw an armed try. Idempotent.
+    fn disarm(&self) -> Result<(), BootError>;
+    /// Make `slot` the default and clear any armed try. Idempotent.
+    fn commit(&self, slot: Slot) -> Result<(), BootError>;
+}
+
+/// Parse a slot variable; empty or missing means unset, anything else must be `A`/`B`.
+pub(crate) fn parse_slot_var(
+    backend: &str,
+    name: &str,
+    value: Option<&str>,
+) -> Result<Option<Slot>, BootError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|e| BootError {
+            backend: backend.to_string(),
+            op: format!("read {name}"),
+            detail: format!("{e}"),
+        }),
+    }
+}

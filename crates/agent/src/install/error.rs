@@ -1,0 +1,188 @@
+//! Why an install failed, and whether trying again could help.
+//!
+//! Network trouble (connection refused or reset, a stall, a 5xx answer, a body cut
+//! short) is retryable: the installer resumes with a Range request. Everything that says
+//! the image itself is wrong (checksum, size, format) or that the slot cannot take it is
+//! permanent: retrying would only write the same wrong bytes again.
+
+use std::path::PathBuf;
+
+/// A failed install. `Display` names the offending value; [`InstallError::reason`] is the
+/// machine-readable `failureReason`.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// `spec.image` cannot be used (bad checksum syntax, size larger than the slot).
+    #[error("invalid image spec: {0}")]
+    InvalidSpec(String),
+    /// Network failures outlasted the retry budget.
+    #[error(
+        "network error fetching {url} (gave up after {attempts} consecutive failures at byte {offset}): {detail}"
+    )]
+    Network {
+        /// The image URL.
+        url: String,
+        /// Consecutive failed requests.
+        attempts: u32,
+        /// Download offset reached.
+        offset: u64,
+        /// The last failure.
+        detail: String,
+    },
+    /// The server answered in a way no retry can fix (404, a 416 past its announced
+    /// length, an image that changed size between requests).
+    #[error("HTTP error fetching {url}: {detail}")]
+    Http {
+        /// The image URL.
+        url: String,
+        /// What the server did.
+        detail: String,
+    },
+    /// The downloaded bytes do not hash to `spec.image.checksum`.
+    #[error(
+        "checksum mismatch: the {bytes} downloaded bytes hash to sha256:{actual}, spec.image.checksum is sha256:{expected}"
+    )]
+    ChecksumMismatch {
+        /// Expected hex digest.
+        expected: String,
+        /// Actual hex digest.
+        actual: String,
+        /// Bytes downloaded.
+        bytes: u64,
+    },
+    /// The decoded image would not fit: stopped before writing past `limit`.
+    #[error(
+        "image too large: the decoded image exceeds the {what} of {limit} bytes (stopped before writing past it)"
+    )]
+    TooLarge {
+        /// `slot size of /dev/sda3` or `spec.image.size`.
+        what: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The decoded image is shorter than `spec.image.size`.
+    #[error("size mismatch: the image decoded to {actual} bytes, spec.image.size is {expected}")]
+    SizeMismatch {
+        /// `spec.image.size`.
+        expected: u64,
+        /// Decoded bytes.
+        actual: u64,
+    },
+    /// The download is not a valid zstd stream (or uses an unsupported compression).
+    #[error("invalid image: {0}")]
+    Format(String),
+    /// Reading or writing the slot failed.
+    #[error("I/O error on {}: {op}: {source}", path.display())]
+    Io {
+        /// The slot device or file.
+        path: PathBuf,
+        /// What was attempted.
+        op: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The slot does not read back what was written.
+    #[error("read-back mismatch on {}: wrote {len} bytes hashing {wrote}, read back {read}", path.display())]
+    VerifyMismatch {
+        /// The slot device or file.
+        path: PathBuf,
+        /// Bytes compared.
+        len: u64,
+        /// Hash of the decoded stream.
+        wrote: String,
+        /// Hash read back from the slot.
+        read: String,
+    },
+}
+
+impl InstallError {
+    /// The machine-readable reason written to `status.failureReason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InstallError::InvalidSpec(_) => "InvalidSpec",
+            InstallError::Network { .. } => "NetworkError",
+            InstallError::Http { .. } => "HttpError",
+            InstallError::ChecksumMismatch { .. } => "ChecksumMismatch",
+            InstallError::TooLarge { .. } => "ImageTooLarge",
+            InstallError::SizeMismatch { .. } => "SizeMismatch",
+            InstallError::Format(_) => "InvalidImage",
+            InstallError::Io { .. } => "WriteError",
+            InstallError::VerifyMismatch { .. } => "VerifyMismatch",
+        }
+    }
+
+    /// Whether a later attempt could succeed without a different image.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, InstallError::Network { .. })
+    }
+
+    pub(crate) fn io(
+        path: &std::path::Path,
+        op: impl Into<String>,
+        source: std::io::Error,
+    ) -> Self {
+        InstallError::Io {
+            path: path.to_path_buf(),
+            op: op.into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_network_errors_are_retryable_and_reasons_are_distinct() {
+        let errs = [
+            InstallError::InvalidSpec("x".into()),
+            InstallError::Network {
+                url: "u".into(),
+                attempts: 3,
+                offset: 7,
+                detail: "reset".into(),
+            },
+            InstallError::Http {
+                url: "u".into(),
+                detail: "404".into(),
+            },
+            InstallError::ChecksumMismatch {
+                expected: "a".into(),
+                actual: "b".into(),
+                bytes: 1,
+            },
+            InstallError::TooLarge {
+                what: "slot".into(),
+                limit: 1,
+            },
+            InstallError::SizeMismatch {
+                expected: 2,
+                actual: 1,
+            },
+            InstallError::Format("gzip".into()),
+            InstallError::io(
+                std::path::Path::new("/dev/x"),
+                "write",
+                std::io::Error::other("EIO"),
+            ),
+            InstallError::VerifyMismatch {
+                path: "/dev/x".into(),
+                len: 1,
+                wrote: "a".into(),
+                read: "b".into(),
+            },
+        ];
+        let retryable: Vec<_> = errs
+            .iter()
+            .filter(|e| e.is_retryable())
+            .map(|e| e.reason())
+            .collect();
+        assert_eq!(retryable, ["NetworkError"]);
+        let mut reasons: Vec<_> = errs.iter().map(|e| e.reason()).collect();
+        reasons.sort();
+        reasons.dedup();
+        assert_eq!(reasons.len(), errs.len());
+        assert!(errs[1].to_string().contains("at byte 7"), "{}", errs[1]);
+        assert!(errs[7].to_string().contains("/dev/x"), "{}", errs[7]);
+    }
+}

@@ -1,0 +1,653 @@
+//! The streaming installer: download an image, check it, decode it and write it to a
+//! slot in one pass with bounded memory, then prove the slot holds it.
+//!
+//! Three stages run concurrently, connected by bounded channels:
+//!
+//! 1. **download** (async, this module): HTTP(S) GET through reqwest/rustls; every
+//!    received byte is fed to SHA-256 (checked against `spec.image.checksum` at the end)
+//!    and forwarded in ~1 MiB batches. A dropped connection, a stall longer than
+//!    `stall_timeout`, a 5xx or a body cut short is retried with backoff and jitter as a
+//!    `Range: bytes=<offset>-` request, so the stream continues where it stopped (a server
+//!    that ignores Range is handled by skipping what we already have).
+//! 2. **decode** ([`decode`], a thread): zstd or raw, size limits, XXH3 of the image.
+//! 3. **write** (a thread): large aligned `O_DIRECT` writes ([`slot_io`]) from a small pool
+//!    of 4 MiB buffers, `fsync`, then a read-back of the slot whose XXH3 must equal the
+//!    decoded stream's. (SHA-256 authenticates the download; the read-back only has to
+//!    catch a device that lost or mangled writes, for which a 128-bit non-cryptographic
+//!    hash at memory speed is the right tool.)
+//!
+//! Memory is bounded by the buffer pool, the batch channel and zstd's window (capped by
+//! `window_log_max`): about 30 MiB with the defaults. When network retries are
+//! exhausted the [`Installer`] keeps its pipeline, so a later [`Installer::run`] resumes
+//! the download at the same offset (the agent does this when `retryNonce` changes).
+
+pub mod aligned;
+pub mod decode;
+pub mod error;
+pub mod http;
+pub mod retry;
+pub mod slot_io;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT_ENCODING, CONTENT_RANGE, RANGE};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use aligned::AlignedBuf;
+use decode::{Input, Limit, ToWriter};
+pub use error::InstallError;
+use http::{error_chain, parse_content_range, status_is_retryable};
+pub use retry::RetryPolicy;
+pub use slot_io::Create;
+use slot_io::SlotFile;
+
+/// What to install.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSpec {
+    /// Where to download it.
+    pub url: String,
+    /// SHA-256 of the bytes served at `url`.
+    pub sha256: [u8; 32],
+    /// Expected decoded size, if known.
+    pub size: Option<u64>,
+}
+
+impl ImageSpec {
+    /// Validate a URL, a `sha256:<hex>` checksum and an optional size.
+    pub fn new(url: &str, checksum: &str, size: Option<u64>) -> Result<ImageSpec, InstallError> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| InstallError::InvalidSpec(format!("url {url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(InstallError::InvalidSpec(format!(
+                "url {url:?}: only http and https are supported"
+            )));
+        }
+        let sha256 = http::parse_checksum(checksum).map_err(InstallError::InvalidSpec)?;
+        Ok(ImageSpec {
+            url: url.to_string(),
+            sha256,
+            size,
+        })
+    }
+}
+
+/// Tunables.
+#[derive(Clone, Debug)]
+pub struct InstallOptions {
+    /// Give up on a response that delivers no byte for this long.
+    pub stall_timeout: Duration,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Network retry budget and backoff.
+    pub retry: RetryPolicy,
+    /// Try `O_DIRECT` (falls back to buffered I/O where refused).
+    pub direct_io: bool,
+    /// Size of each write buffer.
+    pub buffer_size: usize,
+    /// Number of write buffers.
+    pub buffers: usize,
+    /// Largest zstd window accepted, as log2 bytes (27 = 128 MiB, zstd's own default).
+    pub window_log_max: u32,
+}
+
+impl Default for InstallOptions {
+    fn default() -> Self {
+        InstallOptions {
+            stall_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            direct_io: true,
+            buffer_size: 4 << 20,
+            buffers: 4,
+            window_log_max: 27,
+        }
+    }
+}
+
+/// Which part of the install is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstallPhase {
+    /// Downloading (decoding and writing alongside).
+    Downloading,
+    /// Download complete: writing the rest and flushing.
+    Writing,
+    /// Reading the slot back.
+    Verifying,
+}
+
+/// Live counters, readable from another task while the install runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    phase: AtomicU8,
+    downloaded: AtomicU64,
+    total: AtomicU64,
+    written: AtomicU64,
+    verified: AtomicU64,
+}
+
+/// A copy of [`Progress`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgressSnapshot {
+    /// Current phase.
+    pub phase: InstallPhase,
+    /// Bytes downloaded.
+    pub downloaded: u64,
+    /// Bytes the server announced, if it did.
+    pub total: Option<u64>,
+    /// Image bytes written to the slot.
+    pub written: u64,
+    /// Image bytes read back.
+    pub verified: u64,
+}
+
+impl Progress {
+    /// Read all counters.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            phase: match self.phase.load(Ordering::Relaxed) {
+                0 => InstallPhase::Downloading,
+                1 => InstallPhase::Writing,
+                _ => InstallPhase::Verifying,
+            },
+            downloaded: self.downloaded.load(Ordering::Relaxed),
+            total: Some(self.total.load(Ordering::Relaxed)).filter(|&t| t > 0),
+            written: self.written.load(Ordering::Relaxed),
+            verified: self.verified.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set_phase(&self, p: InstallPhase) {
+        self.phase.store(p as u8, Ordering::Relaxed);
+    }
+}
+
+/// A successful install.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallReport {
+    /// Bytes downloaded (the compressed size).
+    pub downloaded: u64,
+    /// Bytes written to the slot (the image size).
+    pub image_len: u64,
+    /// `sha256:<hex>` of the download (equal to the spec's).
+    pub sha256: String,
+    /// XXH3-128 of the image as read back from the slot.
+    pub readback_xxh3: u128,
+    /// HTTP requests made.
+    pub requests: u32,
+    /// Offsets at which Range requests resumed the download.
+    pub resumed_at: Vec<u64>,
+    /// Whether the slot was written with `O_DIRECT`.
+    pub direct_io: bool,
+    /// Wall time of all runs.
+    pub elapsed: Duration,
+}
+
+struct WriteOutcome {
+    len: u64,
+    hash: u128,
+    direct: bool,
+}
+
+struct Pipe {
+    tx: mpsc::Sender<Input>,
+    result: oneshot::Receiver<Result<WriteOutcome, InstallError>>,
+    pending: BytesMut,
+}
+
+/// Batches forwarded to the decode stage.
+const BATCH: usize = 1 << 20;
+
+enum Fetch {
+    /// Retrying might help.
+    Retryable(String),
+    /// It will not.
+    Fatal(InstallError),
+    /// The decode/write stages stopped; their result says why.
+    PipelineGone,
+}
+
+/// One image being installed into one slot. See the module doc.
+pub struct Installer {
+    image: ImageSpec,
+    target: PathBuf,
+    create: Create,
+    opts: InstallOptions,
+    client: reqwest::Client,
+    progress: Arc<Progress>,
+    pipe: Option<Pipe>,
+    offset: u64,
+    total: Option<u64>,
+    sha: Sha256,
+    requests: u32,
+    resumed_at: Vec<u64>,
+    finished: bool,
+    elapsed: Duration,
+}
+
+impl Installer {
+    /// Prepare to install `image` into `target` (nothing happens until [`Installer::run`]).
+    pub fn new(
+        image: ImageSpec,
+        target: &Path,
+        create: Create,
+        opts: InstallOptions,
+    ) -> Result<Installer, InstallError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(opts.connect_timeout)
+            .build()
+            .map_err(|e| InstallError::InvalidSpec(format!("HTTP client: {}", error_chain(&e))))?;
+        Ok(Installer {
+            image,
+            target: target.to_path_buf(),
+            create,
+            opts,
+            client,
+            progress: Arc::default(),
+            pipe: None,
+            offset: 0,
+            total: None,
+            sha: Sha256::new(),
+            requests: 0,
+            resumed_at: Vec::new(),
+            finished: false,
+            elapsed: Duration::ZERO,
+        })
+    }
+
+    /// Live counters.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// The image being installed.
+    pub fn image(&self) -> &ImageSpec {
+        &self.image
+    }
+
+    /// The slot being written.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Whether [`Installer::run`] can be called (again): not yet finished, and any
+    /// earlier failure was a retryable network failure.
+    pub fn resumable(&self) -> bool {
+        !self.finished
+    }
+
+    /// Install, or continue a download interrupted by exhausted network retries.
+    pub async fn run(&mut self) -> Result<InstallReport, InstallError> {
+        if self.finished {
+            return Err(InstallError::InvalidSpec(
+                "this install already finished; start a new one".into(),
+            ));
+        }
+        let started = Instant::now();
+        let result = self.run_inner().await;
+        self.elapsed += started.elapsed();
+        match &result {
+            Err(e) if e.is_retryable() => {}
+            _ => {
+                self.finished = true;
+                self.pipe = None;
+            }
+        }
+        result
+    }
+
+    async fn run_inner(&mut self) -> Result<InstallReport, InstallError> {
+        if self.pipe.is_none() {
+            self.pipe = Some(self.start_pipeline()?);
+        }
+        self.progress.set_phase(InstallPhase::Downloading);
+        match self.fetch().await {
+            Ok(()) => {}
+            Err(Fetch::Retryable(e)) => return Err(self.network_error(e)),
+            Err(Fetch::Fatal(e)) => return Err(e),
+            Err(Fetch::PipelineGone) => return Err(self.pipeline_error().await),
+        }
+        let mut pipe = self.pipe.take().expect("pipeline started");
+        let batch = pipe.pending.split().freeze();
+        if (!batch.is_empty() && pipe.tx.send(Input::Data(batch)).await.is_err())
+            || pipe.tx.send(Input::End).await.is_err()
+        {
+            self.pipe = Some(pipe);
+            return Err(self.pipeline_error().await);
+        }
+        self.progress.set_phase(InstallPhase::Writing);
+        let outcome = (&mut pipe.result).await;
+        let actual = self.sha.clone().finalize();
+        if actual[..] != self.image.sha256[..] {
+            return Err(InstallError::ChecksumMismatch {
+                expected: hex::encode(self.image.sha256),
+                actual: hex::encode(actual),
+                bytes: self.offset,
+            });
+        }
+        let outcome = outcome.map_err(|_| self.thread_died())??;
+        if let Some(size) = self.image.size
+            && outcome.len != size
+        {
+            return Err(InstallError::SizeMismatch {
+                expected: size,
+                actual: outcome.len,
+            });
+        }
+        Ok(InstallReport {
+            downloaded: self.offset,
+            image_len: outcome.len,
+            sha256: format!("sha256:{}", hex::encode(actual)),
+            readback_xxh3: outcome.hash,
+            requests: self.requests,
+            resumed_at: self.resumed_at.clone(),
+            direct_io: outcome.direct,
+            elapsed: self.elapsed,
+        })
+    }
+
+    fn network_error(&self, detail: String) -> InstallError {
+        InstallError::Network {
+            url: self.image.url.clone(),
+            attempts: self.opts.retry.max_attempts,
+            offset: self.offset,
+            detail,
+        }
+    }
+
+    fn thread_died(&self) -> InstallError {
+        InstallError::io(
+            &self.target,
+            "install",
+            std::io::Error::other("decode or write stage stopped unexpectedly"),
+        )
+    }
+
+    async fn pipeline_error(&mut self) -> InstallError {
+        match self.pipe.take() {
+            Some(pipe) => match pipe.result.await {
+                Ok(Err(e)) => e,
+                _ => self.thread_died(),
+            },
+            None => self.thread_died(),
+        }
+    }
+
+    fn start_pipeline(&mut self) -> Result<Pipe, InstallError> {
+        let slot = SlotFile::open(&self.target, self.opts.direct_io, self.create)?;
+        let path = self.target.display().to_string();
+        if let (Some(size), Some(cap)) = (self.image.size, slot.capacity())
+            && size > cap
+        {
+            return Err(InstallError::TooLarge {
+                what: format!("size of {path} (spec.image.size is {size})"),
+                limit: cap,
+            });
+        }
+        let limit = match (self.image.size, slot.capacity()) {
+            (Some(s), Some(c)) if c <= s => Some(Limit {
+                bytes: c,
+                what: format!("size of {path}"),
+            }),
+            (Some(s), _) => Some(Limit {
+                bytes: s,
+                what: "spec.image.size".into(),
+            }),
+            (None, Some(c)) => Some(Limit {
+                bytes: c,
+                what: format!("size of {path}"),
+            }),
+            (None, None) => None,
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let (wtx, wrx) = std::sync::mpsc::sync_channel(self.opts.buffers);
+        let (ptx, prx) = std::sync::mpsc::channel();
+        for _ in 0..self.opts.buffers.max(1) {
+            ptx.send(AlignedBuf::new(self.opts.buffer_size))
+                .expect("receiver alive");
+        }
+        let (rtx, rrx) = oneshot::channel();
+        let window = self.opts.window_log_max;
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| InstallError::io(&self.target, format!("start {name} thread"), e))
+        };
+        spawn(
+            "osroll-decode",
+            Box::new(move || decode::run(rx, wtx, prx, limit, window)),
+        )?;
+        let progress = self.progress.clone();
+        let buffer_size = self.opts.buffer_size;
+        spawn(
+            "osroll-write",
+            Box::new(move || write_stage(slot, wrx, ptx, progress, rtx, buffer_size)),
+        )?;
+        Ok(Pipe {
+            tx,
+            result: rrx,
+            pending: BytesMut::with_capacity(BATCH),
+        })
+    }
+
+    /// Download until the end of the resource, retrying network failures.
+    async fn fetch(&mut self) -> Result<(), Fetch> {
+        let mut failures = 0u32;
+        loop {
+            let before = self.offset;
+            let detail = match self.request().await {
+                Ok(()) => return Ok(()),
+                Err(Fetch::Retryable(d)) => d,
+                Err(other) => return Err(other),
+            };
+            if self.offset > before {
+                failures = 0;
+            }
+            failures += 1;
+            tracing::warn!(url = %self.image.url, offset = self.offset, failures, "download interrupted: {detail}");
+            if failures >= self.opts.retry.max_attempts {
+                return Err(Fetch::Retryable(detail));
+            }
+            tokio::time::sleep(self.opts.retry.delay(failures, rand::random::<f64>())).await;
+        }
+    }
+
+    /// One GET (a Range GET after the first bytes), streamed until it ends.
+    async fn request(&mut self) -> Result<(), Fetch> {
+        let url = self.image.url.clone();
+        let stall = self.opts.stall_timeout;
+        let mut req = self.client.get(&url).header(ACCEPT_ENCODING, "identity");
+        if self.offset > 0 {
+            req = req.header(RANGE, format!("bytes={}-", self.offset));
+            self.resumed_at.push(self.offset);
+        }
+        self.requests += 1;
+        let resp = match tokio::time::timeout(stall, req.send()).await {
+            Err(_) => return Err(Fetch::Retryable(format!("no response within {stall:?}"))),
+            Ok(Err(e)) if e.is_builder() => {
+                return Err(Fetch::Fatal(InstallError::Http {
+                    url,
+                    detail: error_chain(&e),
+                }));
+            }
+            Ok(Err(e)) => return Err(Fetch::Retryable(error_chain(&e))),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        let fatal = |detail: String| {
+            Fetch::Fatal(InstallError::Http {
+                url: url.clone(),
+                detail,
+            })
+        };
+        let (mut skip, total) = match status {
+            StatusCode::OK => (self.offset, resp.content_length()),
+            StatusCode::PARTIAL_CONTENT => {
+                let cr = resp
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let range = parse_content_range(cr).ok_or_else(|| {
+                    fatal(format!("206 answer with invalid Content-Range {cr:?}"))
+                })?;
+                if range.start != self.offset {
+                    return Err(fatal(format!(
+                        "asked for bytes={}-, got Content-Range {cr:?}",
+                        self.offset
+                    )));
+                }
+                (0, range.total)
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE if self.total == Some(self.offset) => return Ok(()),
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                return Err(fatal(format!(
+                    "416 Range Not Satisfiable for bytes={}- although the server announced {} bytes",
+                    self.offset,
+                    self.total
+                        .map_or("an unknown number of".into(), |t| t.to_string())
+                )));
+            }
+            s if status_is_retryable(s) => {
+                return Err(Fetch::Retryable(format!("server answered {s}")));
+            }
+            s => return Err(fatal(format!("server answered {s}"))),
+        };
+        if let (Some(old), Some(new)) = (self.total, total)
+            && old != new
+        {
+            return Err(fatal(format!(
+                "the image changed size between requests ({old} then {new} bytes)"
+            )));
+        }
+        if total.is_some() {
+            self.total = total;
+            self.progress
+                .total
+                .store(total.unwrap_or(0), Ordering::Relaxed);
+        }
+        let mut resp = resp;
+        loop {
+            let chunk = match tokio::time::timeout(stall, resp.chunk()).await {
+                Err(_) => {
+                    return Err(Fetch::Retryable(format!(
+                        "stalled: no data for {stall:?} at byte {}",
+                        self.offset
+                    )));
+                }
+                Ok(Err(e)) => {
+                    return Err(Fetch::Retryable(format!(
+                        "connection lost at byte {}: {}",
+                        self.offset,
+                        error_chain(&e)
+                    )));
+                }
+                Ok(Ok(None)) => {
+                    return match self.total {
+                        Some(t) if self.offset < t => Err(Fetch::Retryable(format!(
+                            "connection closed at byte {} of {t}",
+                            self.offset
+                        ))),
+                        _ => Ok(()),
+                    };
+                }
+                Ok(Ok(Some(c))) => c,
+            };
+            let mut data = &chunk[..];
+            if skip > 0 {
+                let n = skip.min(data.len() as u64) as usize;
+                data = &data[n..];
+                skip -= n as u64;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            self.sha.update(data);
+            self.offset += data.len() as u64;
+            self.progress
+                .downloaded
+                .store(self.offset, Ordering::Relaxed);
+            let pipe = self.pipe.as_mut().expect("pipeline started");
+            pipe.pending.extend_from_slice(data);
+            if pipe.pending.len() >= BATCH {
+                let batch = pipe.pending.split().freeze();
+                if pipe.tx.send(Input::Data(batch)).await.is_err() {
+                    return Err(Fetch::PipelineGone);
+                }
+            }
+        }
+    }
+}
+
+/// The write stage: write blocks in order, return buffers to the pool, then fsync and
+/// read back.
+fn write_stage(
+    mut slot: SlotFile,
+    rx: std::sync::mpsc::Receiver<ToWriter>,
+    pool: std::sync::mpsc::Sender<AlignedBuf>,
+    progress: Arc<Progress>,
+    result: oneshot::Sender<Result<WriteOutcome, InstallError>>,
+    buffer_size: usize,
+) {
+    let mut offset = 0u64;
+    let outcome = loop {
+        match rx.recv() {
+            Ok(ToWriter::Block(buf, len)) => {
+                if let Err(e) = slot.write_at(&buf.as_slice()[..len], offset) {
+                    break Err(e);
+                }
+                offset += len as u64;
+                progress.written.store(offset, Ordering::Relaxed);
+                // The decoder may have finished already; then nobody needs the buffer.
+                let _ = pool.send(buf);
+            }
+            Ok(ToWriter::Abort(e)) => break Err(e),
+            Ok(ToWriter::Finish { error: Some(e), .. }) => break Err(e),
+            Ok(ToWriter::Finish {
+                len,
+                hash,
+                error: None,
+            }) => {
+                drop(pool);
+                break finish(&slot, len, hash, &progress, buffer_size);
+            }
+            // The installer was dropped mid-way.
+            Err(_) => return,
+        }
+    };
+    let _ = result.send(outcome);
+}
+
+fn finish(
+    slot: &SlotFile,
+    len: u64,
+    hash: u128,
+    progress: &Progress,
+    buffer_size: usize,
+) -> Result<WriteOutcome, InstallError> {
+    slot.sync()?;
+    progress.set_phase(InstallPhase::Verifying);
+    let mut buf = AlignedBuf::new(buffer_size);
+    let read = slot.read_back(len, &mut buf, |n| {
+        progress.verified.store(n, Ordering::Relaxed)
+    })?;
+    if read != hash {
+        return Err(InstallError::VerifyMismatch {
+            path: slot.path().to_path_buf(),
+            len,
+            wrote: format!("xxh3:{hash:032x}"),
+            read: format!("xxh3:{read:032x}"),
+        });
+    }
+    Ok(WriteOutcome {
+        len,
+        hash,
+        direct: slot.is_direct(),
+    })
+}

@@ -1,0 +1,255 @@
+//! Writing an image to a slot and reading it back.
+//!
+//! Writes go through `O_DIRECT` when the device or filesystem allows it: large aligned
+//! writes straight to the device, no page cache to balloon, and the read-back after
+//! `fsync` then really reads the device rather than the cache. Where `O_DIRECT` is
+//! refused (tmpfs, some overlay filesystems) the same code falls back to buffered I/O,
+//! drops the written range from the page cache after `fsync`, and reads it back.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::aligned::{ALIGN, AlignedBuf};
+use super::error::InstallError;
+
+/// An open slot.
+pub struct SlotFile {
+    path: PathBuf,
+    buffered: File,
+    direct: Option<File>,
+    capacity: Option<u64>,
+}
+
+/// What [`SlotFile::open`] may do when the target does not exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Create {
+    /// The slot must exist (agent: partitions and simulated slot files).
+    No,
+    /// Create a regular file (the `flash` command writing to a new image file).
+    Yes,
+}
+
+fn is_einval(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
+}
+
+impl SlotFile {
+    /// Open `path` for writing without truncating it. The capacity is the size of a block
+    /// device or of an existing non-empty regular file; a new or empty file has none.
+    pub fn open(path: &Path, direct_io: bool, create: Create) -> Result<SlotFile, InstallError> {
+        let exists = path.exists();
+        if !exists && create == Create::No {
+            return Err(InstallError::io(
+                path,
+                "open slot",
+                io::Error::from(io::ErrorKind::NotFound),
+            ));
+        }
+        let mut buffered = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create == Create::Yes)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| InstallError::io(path, "open slot", e))?;
+        let meta = buffered
+            .metadata()
+            .map_err(|e| InstallError::io(path, "stat slot", e))?;
+        let capacity = if meta.file_type().is_block_device() {
+            let end = buffered
+                .seek(SeekFrom::End(0))
+                .map_err(|e| InstallError::io(path, "size block device", e))?;
+            Some(end)
+        } else if meta.len() > 0 {
+            Some(meta.len())
+        } else {
+            None
+        };
+        let direct = if direct_io {
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+                .open(path)
+            {
+                Ok(f) => Some(f),
+                Err(e) if is_einval(&e) => None,
+                Err(e) => return Err(InstallError::io(path, "open slot with O_DIRECT", e)),
+            }
+        } else {
+            None
+        };
+        Ok(SlotFile {
+            path: path.to_path_buf(),
+            buffered,
+            direct,
+            capacity,
+        })
+    }
+
+    /// The slot's size, if it has a fixed one.
+    pub fn capacity(&self) -> Option<u64> {
+        self.capacity
+    }
+
+    /// Whether writes currently bypass the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// The slot's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write `data` (which starts at an [`ALIGN`]ed address) at `offset`: the aligned
+    /// bulk directly, any unaligned tail through the page cache.
+    pub fn write_at(&mut self, data: &[u8], offset: u64) -> Result<(), InstallError> {
+        let mut done = 0usize;
+        if let Some(direct) = &self.direct
+            && offset.is_multiple_of(ALIGN as u64)
+        {
+            let bulk = data.len() / ALIGN * ALIGN;
+            if bulk > 0 {
+                match direct.write_all_at(&data[..bulk], offset) {
+                    Ok(()) => done = bulk,
+                    // Accepted at open, refused at write: continue buffered.
+                    Err(e) if is_einval(&e) => self.direct = None,
+                    Err(e) => {
+                        return Err(InstallError::io(
+                            &self.path,
+                            format!("write at byte {offset}"),
+                            e,
+                        ));
+                    }
+                }
+            }
+        }
+        if done < data.len() {
+            let at = offset + done as u64;
+            self.buffered
+                .write_all_at(&data[done..], at)
+                .map_err(|e| InstallError::io(&self.path, format!("write at byte {at}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// `fsync` everything written (data, device cache, and a grown file's size).
+    pub fn sync(&self) -> Result<(), InstallError> {
+        self.buffered
+            .sync_all()
+            .map_err(|e| InstallError::io(&self.path, "fsync", e))
+    }
+
+    /// XXH3-128 of the first `len` bytes as stored, read after [`SlotFile::sync`].
+    /// `on_progress` gets the bytes read so far.
+    pub fn read_back(
+        &self,
+        len: u64,
+        buf: &mut AlignedBuf,
+        mut on_progress: impl FnMut(u64),
+    ) -> Result<u128, InstallError> {
+        if self.direct.is_none() && len > 0 {
+            // Best effort: make the reads below come from the device, not the cache.
+            let _ = rustix::fs::fadvise(
+                &self.buffered,
+                0,
+                std::num::NonZeroU64::new(len),
+                rustix::fs::Advice::DontNeed,
+            );
+        }
+        let file = self.direct.as_ref().unwrap_or(&self.buffered);
+        let mut hasher = Xxh3::new();
+        let mut off = 0u64;
+        let cap = buf.capacity() as u64;
+        while off < len {
+            let want = (len - off).min(cap);
+            let rounded = (want as usize).div_ceil(ALIGN) * ALIGN;
+            let window = &mut buf.as_mut_slice()[..rounded];
+            let mut got = 0usize;
+            while (got as u64) < want {
+                let n = file
+                    .read_at(&mut window[got..], off + got as u64)
+                    .map_err(|e| {
+                        InstallError::io(
+                            &self.path,
+                            format!("read back at byte {}", off + got as u64),
+                            e,
+                        )
+                    })?;
+                if n == 0 {
+                    return Err(InstallError::io(
+                        &self.path,
+                        format!("read back at byte {}", off + got as u64),
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("slot ends before byte {len}"),
+                        ),
+                    ));
+                }
+                got += n;
+            }
+            hasher.update(&window[..want as usize]);
+            off += want;
+            on_progress(off);
+        }
+        Ok(hasher.digest128())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_aligned_and_unaligned_data_and_reads_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slot");
+        std::fs::write(&path, vec![7u8; 3 * ALIGN]).unwrap();
+        for direct in [true, false] {
+            let mut slot = SlotFile::open(&path, direct, Create::No).unwrap();
+            assert_eq!(slot.capacity(), Some(3 * ALIGN as u64));
+            let mut buf = AlignedBuf::new(2 * ALIGN);
+            let data: Vec<u8> = (0..ALIGN + 100).map(|i| (i % 251) as u8).collect();
+            buf.as_mut_slice()[..data.len()].copy_from_slice(&data);
+            slot.write_at(&buf.as_slice()[..data.len()], 0).unwrap();
+            slot.sync().unwrap();
+            let mut rb = AlignedBuf::new(ALIGN);
+            let mut seen = Vec::new();
+            let h = slot
+                .read_back(data.len() as u64, &mut rb, |n| seen.push(n))
+                .unwrap();
+            assert_eq!(h, xxhash_rust::xxh3::xxh3_128(&data));
+            assert_eq!(seen, [ALIGN as u64, data.len() as u64]);
+            let on_disk = std::fs::read(&path).unwrap();
+            assert_eq!(&on_disk[..data.len()], &data[..]);
+            assert_eq!(on_disk[data.len()], 7, "bytes past the image are untouched");
+        }
+    }
+
+    #[test]
+    fn missing_slot_is_an_error_unless_creating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.img");
+        let e = SlotFile::open(&path, true, Create::No).err().unwrap();
+        assert!(e.to_string().contains("new.img"), "{e}");
+        let slot = SlotFile::open(&path, true, Create::Yes).unwrap();
+        assert_eq!(slot.capacity(), None);
+    }
+
+    #[test]
+    fn read_back_past_the_end_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slot");
+        std::fs::write(&path, vec![1u8; 100]).unwrap();
+        let slot = SlotFile::open(&path, false, Create::No).unwrap();
+        let e = slot
+            .read_back(200, &mut AlignedBuf::new(ALIGN), |_| {})
+            .unwrap_err();
+        assert!(e.to_string().contains("slot ends before byte 200"), "{e}");
+    }
+}
