@@ -1,1 +1,9 @@
-//! placeholder
+//! osroll's test cluster: a Kubernetes-compatible test API server, kubelet-lite nodes and
+//! helpers for cluster tests. It exists so the controller and agents can be exercised end
+//! to end through the real Kubernetes client and `kubectl` where no real cluster exists.
+//! It is a stand-in for tests and demos, never a deployment target; `README.md` lists
+//! exactly what the server implements and what it does not.
+
+pub mod server;
+
+pub use server::{AuditEntry, ServerConfig, TestServer};

@@ -1,0 +1,316 @@
+//! Deletion: preconditions, graceful pod deletion (a bound pod gets a deletionTimestamp
+//! and its kubelet finishes the job), finalizers (the object stays, marked, until they are
+//! gone), propagation policies (Background, Foreground, Orphan) and namespace termination.
+
+use std::sync::Arc;
+
+use chrono::{Duration, SecondsFormat};
+use serde_json::{Value, json};
+
+use super::error::{ApiError, ApiResult};
+use super::resources::ResourceDef;
+use super::store::{Store, meta_str};
+use super::write::Ctx;
+
+/// `DeleteOptions` from the body and query.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOpts {
+    /// `gracePeriodSeconds`.
+    pub grace: Option<i64>,
+    /// `propagationPolicy`: Background (default), Foreground or Orphan.
+    pub propagation: Option<String>,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+}
+
+impl DeleteOpts {
+    /// Merge a JSON `DeleteOptions` body (query values win when both are given).
+    pub fn merge_body(&mut self, body: &Value) {
+        if self.grace.is_none() {
+            self.grace = body.get("gracePeriodSeconds").and_then(Value::as_i64);
+        }
+        if self.propagation.is_none() {
+            self.propagation = body
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(String::from);
+        }
+        if body.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+            && self.propagation.is_none()
+        {
+            self.propagation = Some("Orphan".into());
+        }
+        self.uid = self.uid.take().or_else(|| {
+            body.pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(String::from)
+        });
+        self.resource_version = self.resource_version.take().or_else(|| {
+            body.pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from)
+        });
+    }
+}
+
+/// Label of the finalizer foreground deletion waits on.
+pub const FOREGROUND: &str = "foregroundDeletion";
+
+fn is_pod(rd: &ResourceDef) -> bool {
+    rd.group.is_empty() && rd.plural == "pods"
+}
+
+impl Store {
+    /// Objects whose ownerReferences name `uid`.
+    pub fn dependents_of(&self, uid: &str) -> Vec<(super::store::ObjRef, Arc<Value>)> {
+        self.all_objects()
+            .into_iter()
+            .filter(|(_, o)| {
+                o.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            })
+            .collect()
+    }
+
+    fn mark_deleting(
+        &mut self,
+        rd: &ResourceDef,
+        old: &Arc<Value>,
+        when: String,
+        grace: i64,
+        extra_finalizer: Option<&str>,
+    ) -> Value {
+        let mut obj = (**old).clone();
+        let meta = &mut obj["metadata"];
+        if meta.get("deletionTimestamp").is_none() {
+            let g = meta["generation"].as_i64().unwrap_or(0);
+            meta["generation"] = json!(g + 1);
+        }
+        meta["deletionTimestamp"] = Value::String(when);
+        meta["deletionGracePeriodSeconds"] = json!(grace);
+        if let Some(f) = extra_finalizer {
+            let list = meta["finalizers"].as_array().cloned().unwrap_or_default();
+            if !list.iter().any(|x| x == f) {
+                let mut l = list;
+                l.push(Value::String(f.into()));
+                meta["finalizers"] = Value::Array(l);
+            }
+        }
+        if rd.group.is_empty() && rd.plural == "namespaces" {
+            obj["status"]["phase"] = Value::String("Terminating".into());
+        }
+        (*self.put(rd, obj, Some(old.clone()))).clone()
+    }
+
+    /// DELETE one object.
+    pub fn delete(
+        &mut self,
+        ctx: &mut Ctx,
+        rd: &Arc<ResourceDef>,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> ApiResult<Value> {
+        let old = self
+            .get(&rd.group, &rd.plural, ns, name)
+            .ok_or_else(|| ApiError::not_found(&rd.group, &rd.plural, name))?;
+        if let Some(uid) = &opts.uid
+            && *uid != meta_str(&old, "uid")
+        {
+            return Err(ApiError::conflict(
+                &rd.group,
+                &rd.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&old, "uid")
+                ),
+            ));
+        }
+        if let Some(rv) = &opts.resource_version
+            && *rv != meta_str(&old, "resourceVersion")
+        {
+            return Err(ApiError::conflict(
+                &rd.group,
+                &rd.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta_str(&old, "resourceVersion")
+                ),
+            ));
+        }
+        if ctx.dry_run {
+            return Ok((*old).clone());
+        }
+        let now = ctx.now;
+        let stamp =
+            |secs: i64| (now + Duration::seconds(secs)).to_rfc3339_opts(SecondsFormat::Secs, true);
+        let uid = meta_str(&old, "uid");
+
+        if is_pod(rd) {
+            let bound = !old
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .is_empty();
+            let phase = old
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let terminal = phase == "Succeeded" || phase == "Failed";
+            let grace = opts
+                .grace
+                .or_else(|| {
+                    old.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                })
+                .unwrap_or(30)
+                .max(0);
+            if bound && !terminal && grace > 0 {
+                let current = old
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64);
+                if current.is_some_and(|c| c <= grace) {
+                    return Ok((*old).clone());
+                }
+                return Ok(self.mark_deleting(rd, &old, stamp(grace), grace, None));
+            }
+        }
+
+        if rd.group.is_empty() && rd.plural == "namespaces" {
+            let marked = if old.pointer("/metadata/deletionTimestamp").is_none() {
+                self.mark_deleting(rd, &old, stamp(0), 0, None)
+            } else {
+                (*old).clone()
+            };
+            self.empty_namespace(name);
+            return Ok(self
+                .get("", "namespaces", "", name)
+                .map(|v| (*v).clone())
+                .unwrap_or(marked));
+        }
+
+        let policy = opts.propagation.as_deref().unwrap_or("Background");
+        match policy {
+            "Orphan" => {
+                for (r, dep) in self.dependents_of(&uid) {
+                    self.drop_owner_ref(&r, &dep, &uid);
+                }
+            }
+            "Foreground" => {
+                let deps = self.dependents_of(&uid);
+                if !deps.is_empty() {
+                    let marked = self.mark_deleting(rd, &old, stamp(0), 0, Some(FOREGROUND));
+                    for (r, _) in deps {
+                        self.delete_ref(&r, "Background");
+                    }
+                    return Ok(self
+                        .get(&rd.group, &rd.plural, ns, name)
+                        .map(|v| (*v).clone())
+                        .unwrap_or(marked));
+                }
+            }
+            "Background" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+                )));
+            }
+        }
+
+        let has_finalizers = old
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok((*old).clone());
+            }
+            return Ok(self.mark_deleting(rd, &old, stamp(0), 0, None));
+        }
+        let last = self
+            .remove(&rd.group, &rd.plural, ns, name)
+            .ok_or_else(|| ApiError::not_found(&rd.group, &rd.plural, name))?;
+        Ok((*last).clone())
+    }
+
+    /// Delete the object at `r` on the server's own behalf (garbage collection,
+    /// namespace cleanup); errors are ignored because the object may already be gone.
+    pub fn delete_ref(&mut self, r: &super::store::ObjRef, policy: &str) {
+        let rd = self
+            .table
+            .all()
+            .iter()
+            .find(|d| d.group == r.group && d.plural == r.plural)
+            .cloned();
+        if let Some(rd) = rd {
+            let mut ctx = Ctx::internal("garbage-collector");
+            let opts = DeleteOpts {
+                propagation: Some(policy.into()),
+                ..Default::default()
+            };
+            if let Err(e) = self.delete(&mut ctx, &rd, &r.namespace, &r.name, &opts) {
+                tracing::debug!(error = %e, object = %r.name, "internal delete");
+            }
+        }
+    }
+
+    fn drop_owner_ref(&mut self, r: &super::store::ObjRef, dep: &Arc<Value>, owner_uid: &str) {
+        let Some(rd) = self
+            .table
+            .all()
+            .iter()
+            .find(|d| d.group == r.group && d.plural == r.plural)
+            .cloned()
+        else {
+            return;
+        };
+        let mut obj = (**dep).clone();
+        if let Some(refs) = obj
+            .pointer_mut("/metadata/ownerReferences")
+            .and_then(Value::as_array_mut)
+        {
+            refs.retain(|x| x["uid"] != owner_uid);
+            if refs.is_empty() {
+                obj["metadata"]
+                    .as_object_mut()
+                    .map(|m| m.remove("ownerReferences"));
+            }
+        }
+        self.put(&rd, obj, Some(dep.clone()));
+    }
+
+    /// Delete everything in namespace `ns` (which is terminating) and remove the
+    /// namespace once nothing is left.
+    pub fn empty_namespace(&mut self, ns: &str) {
+        let inside: Vec<_> = self
+            .all_objects()
+            .into_iter()
+            .filter(|(r, _)| r.namespace == ns)
+            .collect();
+        for (r, obj) in inside {
+            if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                self.delete_ref(&r, "Background");
+            }
+        }
+        self.finish_namespace(ns);
+    }
+
+    /// Remove terminating namespace `ns` if it holds no objects any more.
+    pub fn finish_namespace(&mut self, ns: &str) {
+        let Some(nso) = self.get("", "namespaces", "", ns) else {
+            return;
+        };
+        if nso.pointer("/metadata/deletionTimestamp").is_none() {
+            return;
+        }
+        if self.all_objects().iter().any(|(r, _)| r.namespace == ns) {
+            return;
+        }
+        self.remove("", "namespaces", "", ns);
+    }
+}

@@ -1,0 +1,265 @@
+//! The test API server: a stand-in for kube-apiserver in tests and demos, never a
+//! deployment target. It speaks plain HTTP on 127.0.0.1, runs on its own thread (so a
+//! test may block on a `kubectl` child process without starving it), and serves the
+//! subset of the Kubernetes API described in `crates/sim/README.md`.
+
+pub mod apply;
+pub mod audit;
+pub mod crd;
+pub mod delete;
+pub mod discovery;
+pub mod error;
+pub mod eviction;
+pub mod gc;
+pub mod jsonpath;
+pub mod openapi;
+pub mod patch;
+pub mod resources;
+pub mod router;
+pub mod selectors;
+pub mod store;
+pub mod table;
+pub mod validation;
+pub mod watch;
+pub mod write;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::sync::watch as tokio_watch;
+
+pub use audit::AuditEntry;
+use store::Store;
+
+/// Tunables of a [`TestServer`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+    /// How many change events are kept for watches to resume from; older
+    /// resourceVersions get 410 Gone.
+    pub history: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bookmark_interval: Duration::from_secs(5),
+            history: 20_000,
+        }
+    }
+}
+
+/// State shared by all request handlers.
+pub struct App {
+    /// All objects.
+    pub store: Mutex<Store>,
+    /// The latest resourceVersion, for waking watchers.
+    pub head: tokio_watch::Sender<u64>,
+    /// Set to true on shutdown.
+    pub shutdown: tokio_watch::Sender<bool>,
+    /// Tunables.
+    pub config: ServerConfig,
+    /// Identities and the audit log.
+    pub auth: audit::Auth,
+    /// Where the server listens.
+    pub addr: SocketAddr,
+}
+
+/// A running test API server. Dropping it stops the server.
+pub struct TestServer {
+    app: Arc<App>,
+    url: String,
+    dir: tempfile::TempDir,
+    admin: PathBuf,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The user of [`TestServer::kubeconfig`].
+pub const ADMIN: &str = "admin";
+
+impl TestServer {
+    /// Start with default settings.
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(ServerConfig::default())
+    }
+
+    /// Start on a free loopback port; returns once the server accepts connections.
+    pub fn start_with(config: ServerConfig) -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let mut store = Store::new(config.history);
+        seed(&mut store);
+        let (head, _) = tokio_watch::channel(store.current_rv());
+        let (shutdown, _) = tokio_watch::channel(false);
+        let app = Arc::new(App {
+            store: Mutex::new(store),
+            head,
+            shutdown,
+            config,
+            auth: audit::Auth::default(),
+            addr,
+        });
+        let served = app.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let thread = std::thread::Builder::new().name(format!("osroll-sim-api-{}", addr.port())).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let mut stop = served.shutdown.subscribe();
+                let router = axum::Router::new().fallback(router::handle).with_state(served.clone());
+                let _ = ready_tx.send(Ok(()));
+                tokio::select! {
+                    r = axum::serve(listener, router) => if let Err(e) = r { tracing::error!(error = %e, "test API server stopped") },
+                    _ = stop.changed() => {}
+                }
+            });
+            rt.shutdown_timeout(Duration::from_millis(200));
+        })?;
+        ready_rx.recv().context("test API server thread died")??;
+        let dir = tempfile::Builder::new().prefix("osroll-sim-").tempdir()?;
+        let mut s = TestServer {
+            app,
+            url: format!("http://{addr}"),
+            dir,
+            admin: PathBuf::new(),
+            thread: Some(thread),
+        };
+        s.admin = s.kubeconfig_for(ADMIN)?;
+        Ok(s)
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A directory removed with the server (kubeconfigs, kubectl cache).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The admin kubeconfig (user [`ADMIN`]).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.admin
+    }
+
+    /// A fresh bearer token identifying `user`.
+    pub fn token_for(&self, user: &str) -> String {
+        self.app.auth.issue(user)
+    }
+
+    /// Write a kubeconfig whose token identifies `user`; each call issues a new token.
+    pub fn kubeconfig_for(&self, user: &str) -> anyhow::Result<PathBuf> {
+        let token = self.token_for(user);
+        let safe: String = user
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let path = self.dir.path().join(format!(
+            "kubeconfig-{safe}-{}.yaml",
+            &token[token.len() - 6..]
+        ));
+        std::fs::write(&path, kubeconfig_yaml(&self.url, user, &token))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// A kube-rs client as the admin user (call inside a tokio runtime).
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        client_from_kubeconfig(&self.admin).await
+    }
+
+    /// A kube-rs client as `user`.
+    pub async fn client_for(&self, user: &str) -> anyhow::Result<kube::Client> {
+        client_from_kubeconfig(&self.kubeconfig_for(user)?).await
+    }
+
+    /// Every request so far, in order.
+    pub fn audit(&self) -> Vec<AuditEntry> {
+        self.app.auth.entries()
+    }
+
+    /// Forget the audit log.
+    pub fn clear_audit(&self) {
+        self.app.auth.clear()
+    }
+
+    /// Drop all change history: watches from any older resourceVersion get 410 Gone.
+    pub fn compact_history(&self) {
+        self.app.store.lock().expect("store lock").compact();
+    }
+
+    /// The latest resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.app.store.lock().expect("store lock").current_rv()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.app.shutdown.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Kubeconfig text for `user` with `token` against `url`.
+pub fn kubeconfig_yaml(url: &str, user: &str, token: &str) -> String {
+    let v = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "osroll-sim", "cluster": {"server": url}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "osroll-sim", "context": {"cluster": "osroll-sim", "user": user, "namespace": "default"}}],
+        "current-context": "osroll-sim",
+    });
+    serde_yaml::to_string(&v).expect("kubeconfig serializes")
+}
+
+/// A kube-rs client from a kubeconfig file.
+pub async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+fn seed(store: &mut Store) {
+    let ns = store
+        .table
+        .lookup("", "v1", "namespaces")
+        .expect("namespaces are built in");
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let mut ctx = write::Ctx::internal("osroll-sim");
+        store
+            .create(
+                &mut ctx,
+                &ns,
+                "v1",
+                "",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            )
+            .expect("seed namespaces");
+    }
+}

@@ -1,0 +1,717 @@
+//! HTTP front: authenticate, turn the URL into a request description (group, version,
+//! resource, namespace, name, subresource, verb), dispatch it to the store under one
+//! lock, run follow-up work, wake watchers, record the audit entry and encode the answer.
+
+use std::sync::Arc;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::App;
+use super::audit::AuditEntry;
+use super::delete::DeleteOpts;
+use super::error::{ApiError, ApiResult};
+use super::patch::PatchType;
+use super::resources::ResourceDef;
+use super::selectors::{FieldSelector, LabelSelector};
+use super::table::{self, Presentation};
+use super::watch::{self, WatchRequest};
+use super::write::{Ctx, FieldValidation};
+use super::{discovery, openapi};
+
+/// A parsed request path.
+#[derive(Debug, Clone, PartialEq)]
+enum Route {
+    Version,
+    Health,
+    CoreVersions,
+    Groups,
+    Group(String),
+    ResourceList(String, String),
+    OpenApiV3Root,
+    OpenApiV3(String, String),
+    Resource {
+        group: String,
+        version: String,
+        plural: String,
+        ns: Option<String>,
+        name: Option<String>,
+        sub: Option<String>,
+    },
+    Unknown,
+}
+
+fn parse_path(path: &str) -> Route {
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match segs.as_slice() {
+        ["version"] => Route::Version,
+        ["healthz" | "livez" | "readyz", ..] => Route::Health,
+        ["api"] => Route::CoreVersions,
+        ["apis"] => Route::Groups,
+        ["apis", g] => Route::Group(g.to_string()),
+        ["api", v] => Route::ResourceList(String::new(), v.to_string()),
+        ["apis", g, v] => Route::ResourceList(g.to_string(), v.to_string()),
+        ["openapi", "v3"] => Route::OpenApiV3Root,
+        ["openapi", "v3", "api", v] => Route::OpenApiV3(String::new(), v.to_string()),
+        ["openapi", "v3", "apis", g, v] => Route::OpenApiV3(g.to_string(), v.to_string()),
+        ["api", v, rest @ ..] => resource_route("", v, rest),
+        ["apis", g, v, rest @ ..] => resource_route(g, v, rest),
+        _ => Route::Unknown,
+    }
+}
+
+fn resource_route(group: &str, version: &str, rest: &[&str]) -> Route {
+    let (ns, rest) = if rest.len() >= 3
+        && rest[0] == "namespaces"
+        && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"))
+    {
+        (Some(rest[1].to_string()), &rest[2..])
+    } else {
+        (None, rest)
+    };
+    if rest.is_empty() || rest.len() > 3 {
+        return Route::Unknown;
+    }
+    Route::Resource {
+        group: group.into(),
+        version: version.into(),
+        plural: rest[0].into(),
+        ns,
+        name: rest.get(1).map(|s| s.to_string()),
+        sub: rest.get(2).map(|s| s.to_string()),
+    }
+}
+
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+}
+
+fn parse_query(q: Option<&str>) -> Query {
+    let Some(q) = q else { return Query(vec![]) };
+    let pairs = q
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect();
+    Query(pairs)
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
+    let mut resp = Response::new(Body::from(v.to_string()));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    for w in warnings {
+        if let Ok(h) = HeaderValue::from_str(&format!("299 - {:?}", w)) {
+            resp.headers_mut().append("Warning", h);
+        }
+    }
+    resp
+}
+
+/// Entry point for every request.
+pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let method = parts.method.clone();
+    let query = parse_query(parts.uri.query());
+    let mut entry = AuditEntry {
+        seq: 0,
+        user: String::new(),
+        impersonator: None,
+        verb: method.as_str().to_ascii_lowercase(),
+        group: String::new(),
+        version: String::new(),
+        resource: String::new(),
+        subresource: String::new(),
+        namespace: String::new(),
+        name: String::new(),
+        path: path.clone(),
+        code: 0,
+    };
+    let id = match app.auth.identify(&parts.headers) {
+        Ok(id) => id,
+        Err(e) => {
+            entry.code = e.code;
+            app.auth.record(entry);
+            return e.into_response();
+        }
+    };
+    entry.user = id.user.clone();
+    entry.impersonator = id.impersonator.clone();
+    let body = match to_bytes(body, 64 << 20).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
+    };
+    let resp = route(
+        &app,
+        &parts.headers,
+        &method,
+        &path,
+        &query,
+        &body,
+        &mut entry,
+    );
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    entry.code = resp.status().as_u16();
+    app.auth.record(entry);
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    query: &Query,
+    body: &[u8],
+    entry: &mut AuditEntry,
+) -> ApiResult<Response> {
+    let r = parse_path(path);
+    let ok = |v: Value| Ok(json_response(StatusCode::OK, &v, &[]));
+    let not_found = || ApiError::no_route(path);
+    if !matches!(r, Route::Resource { .. }) && method != Method::GET {
+        return Err(ApiError::method_not_allowed(format!(
+            "{method} is not supported on {path}"
+        )));
+    }
+    let store = || app.store.lock().expect("store lock");
+    match r {
+        Route::Version => ok(discovery::version()),
+        Route::Health => Ok((StatusCode::OK, "ok").into_response()),
+        Route::CoreVersions => ok(discovery::core_versions(&app.addr.to_string())),
+        Route::Groups => ok(discovery::groups(&store().table)),
+        Route::Group(g) => {
+            discovery::group(&store().table, &g).map_or_else(|| Err(not_found()), ok)
+        }
+        Route::ResourceList(g, v) => {
+            discovery::resource_list(&store().table, &g, &v).map_or_else(|| Err(not_found()), ok)
+        }
+        Route::OpenApiV3Root => ok(openapi::root(&store().table)),
+        Route::OpenApiV3(g, v) => {
+            openapi::group_version_doc(&store().table, &g, &v).map_or_else(|| Err(not_found()), ok)
+        }
+        Route::Unknown => Err(not_found()),
+        Route::Resource {
+            group,
+            version,
+            plural,
+            ns,
+            name,
+            sub,
+        } => {
+            entry.group = group.clone();
+            entry.version = version.clone();
+            entry.resource = plural.clone();
+            entry.namespace = ns.clone().unwrap_or_default();
+            entry.name = name.clone().unwrap_or_default();
+            entry.subresource = sub.clone().unwrap_or_default();
+            let rd = store()
+                .table
+                .lookup(&group, &version, &plural)
+                .ok_or_else(not_found)?;
+            let req = ResourceRequest {
+                rd,
+                version,
+                ns,
+                name,
+                sub,
+                headers,
+                query,
+                body,
+            };
+            resource(app, method, req, entry)
+        }
+    }
+}
+
+struct ResourceRequest<'a> {
+    rd: Arc<ResourceDef>,
+    version: String,
+    ns: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+    headers: &'a HeaderMap,
+    query: &'a Query,
+    body: &'a [u8],
+}
+
+fn header_str(h: &HeaderMap, k: header::HeaderName) -> &str {
+    h.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+fn decode_body(req: &ResourceRequest<'_>) -> ApiResult<Value> {
+    let ct = header_str(req.headers, header::CONTENT_TYPE);
+    if ct.contains("yaml") {
+        serde_yaml::from_slice(req.body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))
+    } else if ct.contains("protobuf") || ct.contains("cbor") {
+        Err(ApiError::unsupported_media_type(format!(
+            "only JSON and YAML bodies are supported, got {ct:?}"
+        )))
+    } else {
+        serde_json::from_slice(req.body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))
+    }
+}
+
+fn ctx_for(req: &ResourceRequest<'_>) -> ApiResult<Ctx> {
+    let manager = match req.query.get("fieldManager") {
+        Some(m) => m.to_string(),
+        None => {
+            let ua = header_str(req.headers, header::USER_AGENT);
+            let m = ua.split('/').next().unwrap_or_default();
+            if m.is_empty() {
+                "unknown".to_string()
+            } else {
+                m.chars().take(128).collect()
+            }
+        }
+    };
+    let validation = match req.query.get("fieldValidation") {
+        Some("Strict") => FieldValidation::Strict,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some("Warn") | None => FieldValidation::Warn,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation: invalid value {other:?}: must be Ignore, Warn or Strict"
+            )));
+        }
+    };
+    let dry_run = match req.query.get("dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "dryRun: unsupported value {other:?}: supported values: \"All\""
+            )));
+        }
+    };
+    Ok(Ctx {
+        manager,
+        dry_run,
+        validation,
+        warnings: vec![],
+        now: Utc::now(),
+    })
+}
+
+fn present(req: &ResourceRequest<'_>, mut obj: Value, pres: Presentation) -> Value {
+    obj["apiVersion"] = Value::String(req.rd.api_version(&req.version));
+    match pres {
+        Presentation::Full => obj,
+        Presentation::Metadata => table::partial_metadata(&obj),
+        Presentation::Table(inc) => {
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(Value::Null);
+            table::table(
+                &req.rd,
+                &req.version,
+                &[obj],
+                json!({"resourceVersion": rv}),
+                inc,
+                true,
+            )
+        }
+    }
+}
+
+fn resource(
+    app: &Arc<App>,
+    method: &Method,
+    req: ResourceRequest<'_>,
+    entry: &mut AuditEntry,
+) -> ApiResult<Response> {
+    let rd = req.rd.clone();
+    if rd.namespaced != req.ns.is_some()
+        && !(rd.namespaced && req.name.is_none() && *method == Method::GET)
+    {
+        return Err(ApiError::no_route(&format!(
+            "{} {}",
+            rd.group_resource(),
+            if rd.namespaced {
+                "needs a namespace"
+            } else {
+                "is cluster-scoped"
+            }
+        )));
+    }
+    let is_status = match req.sub.as_deref() {
+        None => false,
+        Some("status") if rd.has_status(&req.version) => true,
+        Some("eviction") if rd.extra_subresources.contains(&"eviction") => false,
+        Some(other) => {
+            return Err(ApiError::no_route(&format!(
+                "{}/{other}",
+                rd.group_resource()
+            )));
+        }
+    };
+    let pres = Presentation::from_accept(
+        header_str(req.headers, header::ACCEPT),
+        req.query.get("includeObject"),
+    );
+    let ns = req.ns.clone().unwrap_or_default();
+    let verb = match (method.as_str(), req.name.is_some()) {
+        ("GET", true) => "get",
+        ("GET", false) if req.query.flag("watch") => "watch",
+        ("GET", false) => "list",
+        ("POST", false) => "create",
+        ("POST", true) if req.sub.as_deref() == Some("eviction") => "create",
+        ("PUT", true) => "update",
+        ("PATCH", true) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => {
+            return Err(ApiError::method_not_allowed(format!(
+                "{method} is not supported here"
+            )));
+        }
+    };
+    entry.verb = verb.to_string();
+    if verb == "watch" {
+        return watch_response(app, &req, pres);
+    }
+    let mut ctx = ctx_for(&req)?;
+    let name = req.name.clone().unwrap_or_default();
+    let mut store = app.store.lock().expect("store lock");
+    let result: ApiResult<(StatusCode, Value)> = match verb {
+        "get" => store
+            .get(&rd.group, &rd.plural, &ns, &name)
+            .map(|o| (StatusCode::OK, present(&req, (*o).clone(), pres)))
+            .ok_or_else(|| ApiError::not_found(&rd.group, &rd.plural, &name)),
+        "list" => list(&store, &req, pres).map(|v| (StatusCode::OK, v)),
+        "create" if req.sub.as_deref() == Some("eviction") => {
+            let body = decode_body(&req)?;
+            store
+                .evict(&mut ctx, &ns, &name, &body)
+                .map(|v| (StatusCode::CREATED, v))
+        }
+        "create" => {
+            let body = decode_body(&req)?;
+            store
+                .create(&mut ctx, &rd, &req.version, &ns, body)
+                .map(|o| (StatusCode::CREATED, present(&req, o, pres)))
+        }
+        "update" => {
+            let body = decode_body(&req)?;
+            store
+                .replace(&mut ctx, &rd, &req.version, &ns, &name, is_status, body)
+                .map(|o| (StatusCode::OK, present(&req, o, pres)))
+        }
+        "patch" => {
+            let kind = PatchType::from_content_type(header_str(req.headers, header::CONTENT_TYPE))?;
+            let force = req.query.flag("force");
+            if force && kind != PatchType::Apply {
+                return Err(ApiError::bad_request(
+                    "force is only allowed for apply patches",
+                ));
+            }
+            store
+                .patch(
+                    &mut ctx,
+                    &rd,
+                    &req.version,
+                    &ns,
+                    &name,
+                    is_status,
+                    kind,
+                    req.body,
+                    force,
+                )
+                .map(|o| (StatusCode::OK, present(&req, o, pres)))
+        }
+        "delete" => {
+            let opts = delete_opts(&req)?;
+            store.delete(&mut ctx, &rd, &ns, &name, &opts).map(|o| {
+                let still_there = store.get(&rd.group, &rd.plural, &ns, &name).is_some();
+                let code = if still_there && !ctx.dry_run {
+                    StatusCode::ACCEPTED
+                } else {
+                    StatusCode::OK
+                };
+                (code, present(&req, o, pres))
+            })
+        }
+        "deletecollection" => {
+            let opts = delete_opts(&req)?;
+            let labels = LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default())?;
+            let fields = FieldSelector::parse(req.query.get("fieldSelector").unwrap_or_default())?;
+            let targets: Vec<String> = store
+                .list(&rd.group, &rd.plural, req.ns.as_deref())
+                .into_iter()
+                .filter(|o| labels.matches(o.pointer("/metadata/labels")) && fields.matches(o))
+                .map(|o| super::store::meta_str(&o, "name"))
+                .collect();
+            let mut items = Vec::new();
+            for n in targets {
+                items.push(present(
+                    &req,
+                    store.delete(&mut ctx, &rd, &ns, &n, &opts)?,
+                    Presentation::Full,
+                ));
+            }
+            Ok((
+                StatusCode::OK,
+                json!({"kind": format!("{}List", rd.kind), "apiVersion": rd.api_version(&req.version), "metadata": {}, "items": items}),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed(verb.to_string())),
+    };
+    store.run_hooks();
+    let rv = store.current_rv();
+    drop(store);
+    app.head.send_if_modified(|cur| {
+        let changed = *cur != rv;
+        *cur = rv;
+        changed
+    });
+    let (code, v) = result?;
+    Ok(json_response(code, &v, &ctx.warnings))
+}
+
+fn delete_opts(req: &ResourceRequest<'_>) -> ApiResult<DeleteOpts> {
+    let mut opts = DeleteOpts {
+        grace: req
+            .query
+            .get("gracePeriodSeconds")
+            .and_then(|g| g.parse().ok()),
+        propagation: req.query.get("propagationPolicy").map(String::from),
+        ..Default::default()
+    };
+    if !req.body.is_empty() {
+        let body: Value = serde_json::from_slice(req.body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        opts.merge_body(&body);
+    }
+    Ok(opts)
+}
+
+fn list(
+    store: &super::store::Store,
+    req: &ResourceRequest<'_>,
+    pres: Presentation,
+) -> ApiResult<Value> {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let labels = LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default())?;
+    let fields = FieldSelector::parse(req.query.get("fieldSelector").unwrap_or_default())?;
+    let limit: Option<usize> = req
+        .query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0);
+    let after: Option<(String, String)> = match req.query.get("continue").filter(|c| !c.is_empty())
+    {
+        Some(tok) => {
+            let raw = engine
+                .decode(tok)
+                .map_err(|_| ApiError::bad_request("invalid continue token"))?;
+            let s = String::from_utf8_lossy(&raw).into_owned();
+            let (ns, name) = s
+                .split_once('\n')
+                .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+            Some((ns.to_string(), name.to_string()))
+        }
+        None => None,
+    };
+    let key = |o: &Value| {
+        (
+            super::store::meta_str(o, "namespace"),
+            super::store::meta_str(o, "name"),
+        )
+    };
+    let mut items: Vec<Value> = store
+        .list(&req.rd.group, &req.rd.plural, req.ns.as_deref())
+        .into_iter()
+        .filter(|o| after.as_ref().is_none_or(|a| key(o) > *a))
+        .filter(|o| labels.matches(o.pointer("/metadata/labels")) && fields.matches(o))
+        .map(|o| {
+            let mut v = (*o).clone();
+            v["apiVersion"] = Value::String(req.rd.api_version(&req.version));
+            v
+        })
+        .collect();
+    let mut meta = json!({ "resourceVersion": store.current_rv().to_string() });
+    if let Some(l) = limit
+        && items.len() > l
+    {
+        items.truncate(l);
+        let (ns, name) = key(items.last().expect("limit > 0"));
+        meta["continue"] = Value::String(engine.encode(format!("{ns}\n{name}")));
+        meta["remainingItemCount"] = Value::Null;
+    }
+    Ok(match pres {
+        Presentation::Full => json!({
+            "kind": format!("{}List", req.rd.kind),
+            "apiVersion": req.rd.api_version(&req.version),
+            "metadata": meta,
+            "items": items,
+        }),
+        Presentation::Metadata => table::partial_metadata_list(&items, meta),
+        Presentation::Table(inc) => table::table(&req.rd, &req.version, &items, meta, inc, true),
+    })
+}
+
+fn watch_response(
+    app: &Arc<App>,
+    req: &ResourceRequest<'_>,
+    pres: Presentation,
+) -> ApiResult<Response> {
+    let w = WatchRequest {
+        rd: req.rd.clone(),
+        version: req.version.clone(),
+        namespace: req.ns.clone(),
+        labels: LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default())?,
+        fields: FieldSelector::parse(req.query.get("fieldSelector").unwrap_or_default())?,
+        resource_version: req.query.get("resourceVersion").map(String::from),
+        bookmarks: req.query.flag("allowWatchBookmarks"),
+        send_initial_events: req.query.flag("sendInitialEvents"),
+        timeout: req
+            .query
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .map(std::time::Duration::from_secs),
+        presentation: pres,
+    };
+    let rx = watch::start(app.clone(), w);
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_like_the_api_server() {
+        let res =
+            |g: &str, v: &str, p: &str, ns: Option<&str>, n: Option<&str>, s: Option<&str>| {
+                Route::Resource {
+                    group: g.into(),
+                    version: v.into(),
+                    plural: p.into(),
+                    ns: ns.map(String::from),
+                    name: n.map(String::from),
+                    sub: s.map(String::from),
+                }
+            };
+        assert_eq!(
+            parse_path("/api/v1/namespaces"),
+            res("", "v1", "namespaces", None, None, None)
+        );
+        assert_eq!(
+            parse_path("/api/v1/namespaces/default"),
+            res("", "v1", "namespaces", None, Some("default"), None)
+        );
+        assert_eq!(
+            parse_path("/api/v1/namespaces/x/status"),
+            res("", "v1", "namespaces", None, Some("x"), Some("status"))
+        );
+        assert_eq!(
+            parse_path("/api/v1/namespaces/d/pods"),
+            res("", "v1", "pods", Some("d"), None, None)
+        );
+        assert_eq!(
+            parse_path("/api/v1/namespaces/d/pods/p/eviction"),
+            res("", "v1", "pods", Some("d"), Some("p"), Some("eviction"))
+        );
+        assert_eq!(
+            parse_path("/api/v1/pods"),
+            res("", "v1", "pods", None, None, None)
+        );
+        assert_eq!(
+            parse_path("/apis/osroll.io/v1alpha1/osupgrades/u/status"),
+            res(
+                "osroll.io",
+                "v1alpha1",
+                "osupgrades",
+                None,
+                Some("u"),
+                Some("status")
+            )
+        );
+        assert_eq!(parse_path("/apis/apps"), Route::Group("apps".into()));
+        assert_eq!(
+            parse_path("/openapi/v3/apis/osroll.io/v1alpha1"),
+            Route::OpenApiV3("osroll.io".into(), "v1alpha1".into())
+        );
+    }
+
+    #[test]
+    fn query_strings_decode() {
+        let q = parse_query(Some(
+            "labelSelector=osroll.io%2Fnode%3Dn1&fieldSelector=metadata.name%3Dx&watch=1&a+b=c",
+        ));
+        assert_eq!(q.get("labelSelector"), Some("osroll.io/node=n1"));
+        assert_eq!(q.get("fieldSelector"), Some("metadata.name=x"));
+        assert!(q.flag("watch"));
+        assert_eq!(q.get("a b"), Some("c"));
+    }
+}

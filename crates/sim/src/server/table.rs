@@ -1,0 +1,462 @@
+//! Server-side printing: `meta.k8s.io/v1 Table` responses for `kubectl get`, with a CRD's
+//! `additionalPrinterColumns` or a handful of built-in column sets (pods, nodes,
+//! namespaces, deployments, PDBs, leases, events, CRDs; `NAME AGE` otherwise), and
+//! `PartialObjectMetadata` for metadata-only clients.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::jsonpath;
+use super::resources::{PrinterColumn, ResourceDef};
+
+/// How a response body should present objects (from the `Accept` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presentation {
+    /// The objects themselves.
+    Full,
+    /// A Table; the row object is included per `includeObject`.
+    Table(IncludeObject),
+    /// `PartialObjectMetadata(List)`.
+    Metadata,
+}
+
+/// `includeObject` query parameter of Table requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncludeObject {
+    /// No object per row.
+    None,
+    /// `PartialObjectMetadata` per row (the default).
+    Metadata,
+    /// The whole object per row.
+    Object,
+}
+
+impl Presentation {
+    /// Read the `Accept` header and `includeObject` query parameter.
+    pub fn from_accept(accept: &str, include: Option<&str>) -> Self {
+        let first = accept.split(',').next().unwrap_or_default();
+        if first.contains("as=Table") {
+            let inc = match include {
+                Some("None") => IncludeObject::None,
+                Some("Object") => IncludeObject::Object,
+                _ => IncludeObject::Metadata,
+            };
+            Presentation::Table(inc)
+        } else if first.contains("as=PartialObjectMetadata") {
+            Presentation::Metadata
+        } else {
+            Presentation::Full
+        }
+    }
+}
+
+/// `metadata` of `obj` as a `PartialObjectMetadata`.
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// A list of `PartialObjectMetadata`.
+pub fn partial_metadata_list(items: &[Value], list_meta: Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadataList",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "items": items.iter().map(partial_metadata).collect::<Vec<_>>(),
+    })
+}
+
+/// Human-readable age the way kubectl prints it (`45s`, `3m2s`, `5h`, `12d`).
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86400);
+    if s < 120 {
+        format!("{s}s")
+    } else if m < 10 {
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
+    } else if h < 48 {
+        format!("{h}h")
+    } else if d < 8 {
+        if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        }
+    } else if d < 365 * 2 {
+        format!("{d}d")
+    } else {
+        format!("{}y", d / 365)
+    }
+}
+
+fn age_of(ts: Option<&Value>, now: DateTime<Utc>) -> Value {
+    match ts
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+    {
+        Some(t) => Value::String(human_duration((now - t.with_timezone(&Utc)).num_seconds())),
+        None => Value::String("<unknown>".into()),
+    }
+}
+
+fn col(name: &str, type_: &str, priority: i64, path: &str) -> PrinterColumn {
+    PrinterColumn {
+        name: name.into(),
+        type_: type_.into(),
+        format: String::new(),
+        description: String::new(),
+        priority,
+        json_path: path.into(),
+    }
+}
+
+/// Built-in computed cells; `json_path` starting with `@` names one of these.
+fn computed(name: &str, obj: &Value, now: DateTime<Utc>) -> Value {
+    let s = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let n = |p: &str| obj.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    match name {
+        "@age" => age_of(obj.pointer("/metadata/creationTimestamp"), now),
+        "@node-status" => {
+            let ready = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"] == "True");
+            let mut st = match ready {
+                Some(true) => "Ready".to_string(),
+                Some(false) => "NotReady".to_string(),
+                None => "Unknown".to_string(),
+            };
+            if obj.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+                st.push_str(",SchedulingDisabled");
+            }
+            Value::String(st)
+        }
+        "@node-roles" => {
+            let roles: Vec<&str> = obj
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|l| {
+                    l.keys()
+                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Value::String(if roles.is_empty() {
+                "<none>".into()
+            } else {
+                roles.join(",")
+            })
+        }
+        "@pod-ready" => {
+            let total = obj
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let ready = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .map_or(0, |cs| cs.iter().filter(|c| c["ready"] == true).count());
+            Value::String(format!("{ready}/{total}"))
+        }
+        "@pod-status" => {
+            if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                Value::String("Terminating".into())
+            } else {
+                let phase = s("/status/phase");
+                Value::String(if phase.is_empty() {
+                    "Pending".into()
+                } else {
+                    phase
+                })
+            }
+        }
+        "@pod-restarts" => {
+            let r: i64 = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .map_or(0, |cs| {
+                    cs.iter().filter_map(|c| c["restartCount"].as_i64()).sum()
+                });
+            Value::from(r)
+        }
+        "@deploy-ready" => Value::String(format!(
+            "{}/{}",
+            n("/status/readyReplicas"),
+            n("/spec/replicas")
+        )),
+        "@pdb-min" => cell_or_na(obj.pointer("/spec/minAvailable")),
+        "@pdb-max" => cell_or_na(obj.pointer("/spec/maxUnavailable")),
+        "@event-object" => Value::String(format!(
+            "{}/{}",
+            s("/involvedObject/kind").to_ascii_lowercase(),
+            s("/involvedObject/name")
+        )),
+        "@event-last-seen" => {
+            let ts = obj
+                .pointer("/lastTimestamp")
+                .filter(|v| !v.is_null())
+                .or(obj.pointer("/eventTime"));
+            age_of(ts, now)
+        }
+        _ => Value::Null,
+    }
+}
+
+fn cell_or_na(v: Option<&Value>) -> Value {
+    match v {
+        Some(Value::Null) | None => Value::String("N/A".into()),
+        Some(Value::String(s)) => Value::String(s.clone()),
+        Some(other) => Value::String(other.to_string()),
+    }
+}
+
+/// The columns (after `Name`) for `rd` at `version`.
+pub fn columns(rd: &ResourceDef, version: &str) -> Vec<PrinterColumn> {
+    if let Some(c) = &rd.custom {
+        let cols = c
+            .versions
+            .get(version)
+            .map(|v| v.columns.clone())
+            .unwrap_or_default();
+        if cols.is_empty() {
+            return vec![col("Age", "date", 0, ".metadata.creationTimestamp")];
+        }
+        return cols;
+    }
+    match (rd.group.as_str(), rd.plural.as_str()) {
+        ("", "pods") => vec![
+            col("Ready", "string", 0, "@pod-ready"),
+            col("Status", "string", 0, "@pod-status"),
+            col("Restarts", "integer", 0, "@pod-restarts"),
+            col("Age", "string", 0, "@age"),
+            col("IP", "string", 1, ".status.podIP"),
+            col("Node", "string", 1, ".spec.nodeName"),
+        ],
+        ("", "nodes") => vec![
+            col("Status", "string", 0, "@node-status"),
+            col("Roles", "string", 0, "@node-roles"),
+            col("Age", "string", 0, "@age"),
+            col("Version", "string", 0, ".status.nodeInfo.kubeletVersion"),
+            col("OS-Image", "string", 1, ".status.nodeInfo.osImage"),
+        ],
+        ("", "namespaces") => vec![
+            col("Status", "string", 0, ".status.phase"),
+            col("Age", "string", 0, "@age"),
+        ],
+        ("", "events") => vec![
+            col("Last Seen", "string", 0, "@event-last-seen"),
+            col("Type", "string", 0, ".type"),
+            col("Reason", "string", 0, ".reason"),
+            col("Object", "string", 0, "@event-object"),
+            col("Message", "string", 0, ".message"),
+        ],
+        ("apps", "deployments") => vec![
+            col("Ready", "string", 0, "@deploy-ready"),
+            col("Up-to-date", "integer", 0, ".status.updatedReplicas"),
+            col("Available", "integer", 0, ".status.availableReplicas"),
+            col("Age", "string", 0, "@age"),
+        ],
+        ("apps", "daemonsets") => vec![
+            col("Desired", "integer", 0, ".status.desiredNumberScheduled"),
+            col("Current", "integer", 0, ".status.currentNumberScheduled"),
+            col("Ready", "integer", 0, ".status.numberReady"),
+            col("Age", "string", 0, "@age"),
+        ],
+        ("policy", "poddisruptionbudgets") => vec![
+            col("Min Available", "string", 0, "@pdb-min"),
+            col("Max Unavailable", "string", 0, "@pdb-max"),
+            col(
+                "Allowed Disruptions",
+                "integer",
+                0,
+                ".status.disruptionsAllowed",
+            ),
+            col("Age", "string", 0, "@age"),
+        ],
+        ("coordination.k8s.io", "leases") => {
+            vec![
+                col("Holder", "string", 0, ".spec.holderIdentity"),
+                col("Age", "string", 0, "@age"),
+            ]
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            vec![col(
+                "Created At",
+                "string",
+                0,
+                ".metadata.creationTimestamp",
+            )]
+        }
+        _ => vec![col("Age", "string", 0, "@age")],
+    }
+}
+
+fn cell(c: &PrinterColumn, obj: &Value, now: DateTime<Utc>) -> Value {
+    if c.json_path.starts_with('@') {
+        return computed(&c.json_path, obj, now);
+    }
+    match jsonpath::first(obj, &c.json_path) {
+        None => Value::Null,
+        Some(v) if c.type_ == "date" => age_of(Some(&v), now),
+        Some(Value::Array(a)) => Value::String(
+            a.iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        Some(Value::Object(o)) => Value::String(Value::Object(o).to_string()),
+        Some(v) => v,
+    }
+}
+
+/// The column definitions of a Table for `rd`.
+pub fn column_definitions(rd: &ResourceDef, version: &str) -> Vec<Value> {
+    let mut defs = vec![json!({
+        "name": "Name", "type": "string", "format": "name", "priority": 0,
+        "description": "Name must be unique within a namespace.",
+    })];
+    for c in columns(rd, version) {
+        let type_ = if c.json_path.starts_with('@') || c.type_ == "date" {
+            "string"
+        } else {
+            c.type_.as_str()
+        };
+        defs.push(json!({
+            "name": c.name, "type": type_, "format": c.format, "description": c.description, "priority": c.priority,
+        }));
+    }
+    defs
+}
+
+/// One Table row for `obj`.
+pub fn row(
+    rd: &ResourceDef,
+    version: &str,
+    obj: &Value,
+    include: IncludeObject,
+    now: DateTime<Utc>,
+) -> Value {
+    let mut cells = vec![
+        obj.pointer("/metadata/name")
+            .cloned()
+            .unwrap_or(Value::Null),
+    ];
+    cells.extend(columns(rd, version).iter().map(|c| cell(c, obj, now)));
+    let mut r = json!({ "cells": cells });
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => r["object"] = partial_metadata(obj),
+        IncludeObject::Object => r["object"] = obj.clone(),
+    }
+    r
+}
+
+/// A Table of `items`; column definitions are left out when `with_columns` is false
+/// (watch events after the first).
+pub fn table(
+    rd: &ResourceDef,
+    version: &str,
+    items: &[Value],
+    list_meta: Value,
+    include: IncludeObject,
+    with_columns: bool,
+) -> Value {
+    let now = Utc::now();
+    let cols = if with_columns {
+        column_definitions(rd, version)
+    } else {
+        vec![]
+    };
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": cols,
+        "rows": items.iter().map(|o| row(rd, version, o, include, now)).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::resources::ResourceTable;
+
+    #[test]
+    fn human_durations_match_kubectl() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(119), "119s");
+        assert_eq!(human_duration(125), "2m5s");
+        assert_eq!(human_duration(60 * 30), "30m");
+        assert_eq!(human_duration(3600 * 5 + 60 * 7), "5h7m");
+        assert_eq!(human_duration(3600 * 30), "30h");
+        assert_eq!(human_duration(86400 * 3), "3d");
+        assert_eq!(human_duration(86400 * 800), "2y");
+    }
+
+    #[test]
+    fn node_and_pod_rows() {
+        let t = ResourceTable::default();
+        let node = t.lookup("", "v1", "nodes").unwrap();
+        let obj = json!({"metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/worker": ""}},
+            "spec": {"unschedulable": true},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}], "nodeInfo": {"kubeletVersion": "v1.33.0"}}});
+        let r = row(&node, "v1", &obj, IncludeObject::None, Utc::now());
+        assert_eq!(r["cells"][0], "n1");
+        assert_eq!(r["cells"][1], "NotReady,SchedulingDisabled");
+        assert_eq!(r["cells"][2], "worker");
+        assert_eq!(r["cells"][4], "v1.33.0");
+        let pod = t.lookup("", "v1", "pods").unwrap();
+        let p = json!({"metadata": {"name": "p", "deletionTimestamp": "x"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"phase": "Running", "containerStatuses": [{"ready": true, "restartCount": 2}, {"ready": false, "restartCount": 1}]}});
+        let r = row(&pod, "v1", &p, IncludeObject::Metadata, Utc::now());
+        assert_eq!(r["cells"][1], "1/2");
+        assert_eq!(r["cells"][2], "Terminating");
+        assert_eq!(r["cells"][3], 3);
+        assert_eq!(r["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn accept_header_parsing() {
+        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+        assert_eq!(
+            Presentation::from_accept(kubectl, None),
+            Presentation::Table(IncludeObject::Metadata)
+        );
+        assert_eq!(
+            Presentation::from_accept("application/json", None),
+            Presentation::Full
+        );
+        assert_eq!(
+            Presentation::from_accept(
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+                None
+            ),
+            Presentation::Metadata
+        );
+    }
+}

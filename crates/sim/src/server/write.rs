@@ -1,0 +1,775 @@
+//! Create, update and patch: one admission path for every write. It enforces identity
+//! and immutable metadata, the status subresource split, CRD schemas (pruning, defaults,
+//! validation, strict field validation), finalizers on objects being deleted, generation
+//! bumps, field ownership, optimistic concurrency (409 on a stale resourceVersion) and
+//! no-op detection (an unchanged object keeps its resourceVersion and emits no event).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::Rng;
+use serde_json::{Value, json};
+
+use super::apply::{self, Scope, Shape, Writer};
+use super::crd;
+use super::error::{ApiError, ApiResult, FieldError};
+use super::patch::{self, PatchType};
+use super::resources::ResourceDef;
+use super::store::{Store, meta_str};
+use super::validation;
+
+/// `fieldValidation` directive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop unknown fields silently.
+    Ignore,
+    /// Drop them and warn.
+    Warn,
+    /// Reject the request.
+    Strict,
+}
+
+/// Per-request facts every write needs.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Field manager for ownership.
+    pub manager: String,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+    /// Unknown-field handling.
+    pub validation: FieldValidation,
+    /// Warnings for the `Warning` response header.
+    pub warnings: Vec<String>,
+    /// Request time.
+    pub now: DateTime<Utc>,
+}
+
+impl Ctx {
+    /// A context for an internal write by the server itself.
+    pub fn internal(manager: &str) -> Self {
+        Ctx {
+            manager: manager.into(),
+            dry_run: false,
+            validation: FieldValidation::Ignore,
+            warnings: vec![],
+            now: Utc::now(),
+        }
+    }
+    /// `now` as RFC 3339 with seconds.
+    pub fn now_str(&self) -> String {
+        self.now.to_rfc3339_opts(SecondsFormat::Secs, true)
+    }
+}
+
+/// Which part of the object a request addresses.
+pub fn scope(rd: &ResourceDef, version: &str, status: bool) -> Scope {
+    match (status, rd.has_status(version)) {
+        (true, _) => Scope::Status,
+        (false, true) => Scope::Main,
+        (false, false) => Scope::All,
+    }
+}
+
+fn shape<'a>(rd: &'a ResourceDef, version: &str) -> Shape<'a> {
+    if rd.custom.is_some() {
+        Shape::custom(rd.schema(version))
+    } else {
+        Shape::builtin()
+    }
+}
+
+fn is_crd(rd: &ResourceDef) -> bool {
+    rd.group == "apiextensions.k8s.io" && rd.plural == "customresourcedefinitions"
+}
+
+/// A fresh uid in the UUID v4 text form.
+pub fn new_uid() -> String {
+    let b: [u8; 16] = rand::rng().random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut r = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[r.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Check a DNS-1123 subdomain (most names) or label (namespaces).
+pub fn check_name(name: &str, label: bool) -> Option<FieldError> {
+    let max = if label { 63 } else { 253 };
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (!label && c == '.'));
+    let ends_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok_chars && ends_ok && name.len() <= max {
+        return None;
+    }
+    let what = if label {
+        "RFC 1123 label"
+    } else {
+        "RFC 1123 subdomain"
+    };
+    Some(FieldError::invalid(
+        "metadata.name",
+        Value::String(name.into()),
+        format!(
+            "a lowercase {what} must consist of lower case alphanumeric characters, '-'{} and must start and end \
+             with an alphanumeric character (at most {max} characters)",
+            if label { "" } else { " or '.'," }
+        ),
+    ))
+}
+
+fn strip_meta(v: &Value) -> Value {
+    let mut c = v.clone();
+    if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        m.remove("managedFields");
+    }
+    c
+}
+
+fn spec_part(v: &Value, status_separate: bool) -> Value {
+    let mut c = v.clone();
+    if let Some(m) = c.as_object_mut() {
+        m.remove("metadata");
+        m.remove("apiVersion");
+        m.remove("kind");
+        if status_separate {
+            m.remove("status");
+        }
+    }
+    c
+}
+
+/// Defaults and status resets a real API server applies on create.
+fn on_create(rd: &ResourceDef, obj: &mut Value) {
+    let resets_status = rd.custom.is_some()
+        || matches!(
+            (rd.group.as_str(), rd.plural.as_str()),
+            ("", "pods" | "namespaces" | "services") | ("apps", _) | ("policy", _)
+        );
+    if resets_status
+        && rd.has_status(rd.storage_version())
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
+    }
+    match (rd.group.as_str(), rd.plural.as_str()) {
+        ("", "pods") => {
+            let spec = &mut obj["spec"];
+            if spec.get("terminationGracePeriodSeconds").is_none() {
+                spec["terminationGracePeriodSeconds"] = json!(30);
+            }
+            if spec.get("restartPolicy").is_none() {
+                spec["restartPolicy"] = json!("Always");
+            }
+            obj["status"] = json!({"phase": "Pending"});
+        }
+        ("", "namespaces") => {
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+        }
+        ("apps", "deployments" | "replicasets" | "statefulsets")
+            if obj.pointer("/spec/replicas").is_none() =>
+        {
+            obj["spec"]["replicas"] = json!(1);
+        }
+        _ => {}
+    }
+}
+
+fn builtin_checks(rd: &ResourceDef, obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if rd.group.is_empty() && rd.plural == "pods" {
+        let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
+        if containers.is_none_or(|c| c.is_empty()) {
+            errs.push(FieldError::required("spec.containers", ""));
+        }
+    }
+    if rd.group == "coordination.k8s.io"
+        && let Some(d) = obj.pointer("/spec/leaseDurationSeconds")
+        && d.as_i64().is_none_or(|d| d <= 0)
+    {
+        errs.push(FieldError::invalid(
+            "spec.leaseDurationSeconds",
+            d.clone(),
+            "must be greater than 0",
+        ));
+    }
+    errs
+}
+
+/// How field ownership of a write is recorded.
+pub enum Managed {
+    /// Give the writer what it changed.
+    Record,
+    /// Already computed (server-side apply).
+    Done,
+}
+
+impl Store {
+    fn validate_custom(
+        &self,
+        ctx: &mut Ctx,
+        rd: &ResourceDef,
+        version: &str,
+        obj: &mut Value,
+    ) -> ApiResult<()> {
+        let Some(schema) = rd.schema(version) else {
+            return Ok(());
+        };
+        let unknown = validation::prune_and_default(obj, schema);
+        if !unknown.is_empty() {
+            match ctx.validation {
+                FieldValidation::Strict => {
+                    let list: Vec<String> = unknown
+                        .iter()
+                        .map(|u| format!("unknown field {u:?}"))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+                        rd.kind,
+                        version,
+                        rd.kind,
+                        list.join(", ")
+                    )));
+                }
+                FieldValidation::Warn => ctx
+                    .warnings
+                    .extend(unknown.iter().map(|u| format!("unknown field {u:?}"))),
+                FieldValidation::Ignore => {}
+            }
+        }
+        let errs = validation::validate(obj, schema);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(
+                &rd.group,
+                &rd.kind,
+                &meta_str(obj, "name"),
+                &errs,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The common tail of every write to an existing object (`old`) or a new one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn admit(
+        &mut self,
+        ctx: &mut Ctx,
+        rd: &Arc<ResourceDef>,
+        version: &str,
+        old: Option<Arc<Value>>,
+        mut new: Value,
+        sc: Scope,
+        managed: Managed,
+    ) -> ApiResult<Value> {
+        let storage_av = rd.api_version(rd.storage_version());
+        if let Some(k) = new.get("kind").and_then(Value::as_str)
+            && k != rd.kind
+        {
+            return Err(ApiError::bad_request(format!(
+                "the kind {k:?} does not match the resource {:?} (kind {:?})",
+                rd.plural, rd.kind
+            )));
+        }
+        if !new.get("metadata").is_some_and(Value::is_object) {
+            new["metadata"] = json!({});
+        }
+        new["apiVersion"] = Value::String(storage_av);
+        new["kind"] = Value::String(rd.kind.clone());
+        let name = meta_str(&new, "name");
+        if let Some(old) = &old {
+            if rd.has_status(version) {
+                match sc {
+                    Scope::Main => match old.get("status") {
+                        Some(s) => new["status"] = s.clone(),
+                        None => {
+                            new.as_object_mut().map(|m| m.remove("status"));
+                        }
+                    },
+                    Scope::Status => {
+                        let mut base = (**old).clone();
+                        match new.get("status") {
+                            Some(s) => base["status"] = s.clone(),
+                            None => {
+                                base.as_object_mut().map(|m| m.remove("status"));
+                            }
+                        }
+                        match new["metadata"].get("managedFields") {
+                            Some(mf) => base["metadata"]["managedFields"] = mf.clone(),
+                            None => {
+                                base["metadata"]
+                                    .as_object_mut()
+                                    .map(|m| m.remove("managedFields"));
+                            }
+                        }
+                        new = base;
+                    }
+                    Scope::All => {}
+                }
+            }
+            for k in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
+                match old["metadata"].get(k) {
+                    Some(v) => new["metadata"][k] = v.clone(),
+                    None => {
+                        new["metadata"].as_object_mut().map(|m| m.remove(k));
+                    }
+                }
+            }
+            if matches!(managed, Managed::Record) {
+                match old["metadata"].get("managedFields") {
+                    Some(mf) => new["metadata"]["managedFields"] = mf.clone(),
+                    None => {
+                        new["metadata"]
+                            .as_object_mut()
+                            .map(|m| m.remove("managedFields"));
+                    }
+                }
+            }
+            if old["metadata"].get("deletionTimestamp").is_some() {
+                let before: Vec<&Value> = old["metadata"]["finalizers"]
+                    .as_array()
+                    .map(|a| a.iter().collect())
+                    .unwrap_or_default();
+                let added = new["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|f| !before.contains(&f)));
+                if added {
+                    return Err(ApiError::invalid(
+                        &rd.group,
+                        &rd.kind,
+                        &name,
+                        &[FieldError::forbidden(
+                            "metadata.finalizers",
+                            "no new finalizers can be added if the object is being deleted",
+                        )],
+                    ));
+                }
+            }
+        }
+        if is_crd(rd) {
+            let def = crd::to_resource(&new)
+                .map_err(|errs| ApiError::invalid(&rd.group, &rd.kind, &name, &errs))?;
+            crd::set_status(&mut new, &def, old.as_deref(), &ctx.now_str());
+        }
+        self.validate_custom(ctx, rd, version, &mut new)?;
+        let errs = builtin_checks(rd, &new);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(&rd.group, &rd.kind, &name, &errs));
+        }
+        let status_separate = rd.has_status(version);
+        if let Some(old) = &old
+            && spec_part(old, status_separate) != spec_part(&new, status_separate)
+        {
+            let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
+            new["metadata"]["generation"] = json!(g + 1);
+        }
+        if matches!(managed, Managed::Record) {
+            let now = ctx.now_str();
+            let av = rd.api_version(version);
+            let w = Writer {
+                manager: &ctx.manager,
+                api_version: &av,
+                now: &now,
+                scope: sc,
+            };
+            apply::record_update(old.as_deref(), &mut new, shape(rd, version), &w);
+        }
+        if let Some(old) = &old {
+            new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+            if strip_meta(old) == strip_meta(&new) {
+                return Ok((**old).clone());
+            }
+        }
+        if ctx.dry_run {
+            return Ok(new);
+        }
+        let deleting = new["metadata"].get("deletionTimestamp").is_some();
+        let no_finalizers = new["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|a| a.is_empty());
+        if deleting && no_finalizers {
+            let ns = meta_str(&new, "namespace");
+            let mut last = new;
+            let removed = self.remove(&rd.group, &rd.plural, &ns, &name);
+            if let Some(r) = removed {
+                last["metadata"]["resourceVersion"] = r["metadata"]["resourceVersion"].clone();
+            }
+            return Ok(last);
+        }
+        let stored = self.put(rd, new, old);
+        if is_crd(rd)
+            && let Ok(def) = crd::to_resource(&stored)
+        {
+            self.table.register(def);
+        }
+        Ok((*stored).clone())
+    }
+
+    /// POST: create a new object in `ns` ("" for cluster-scoped resources).
+    pub fn create(
+        &mut self,
+        ctx: &mut Ctx,
+        rd: &Arc<ResourceDef>,
+        version: &str,
+        ns: &str,
+        obj: Value,
+    ) -> ApiResult<Value> {
+        self.create_with(ctx, rd, version, ns, obj, Managed::Record)
+    }
+
+    fn create_with(
+        &mut self,
+        ctx: &mut Ctx,
+        rd: &Arc<ResourceDef>,
+        version: &str,
+        ns: &str,
+        mut obj: Value,
+        managed: Managed,
+    ) -> ApiResult<Value> {
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        if let Some(av) = obj.get("apiVersion").and_then(Value::as_str)
+            && av != rd.api_version(version)
+        {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                rd.api_version(version)
+            )));
+        }
+        let mut name = meta_str(&obj, "name");
+        if name.is_empty() {
+            let gen_name = meta_str(&obj, "generateName");
+            if gen_name.is_empty() {
+                return Err(ApiError::invalid(
+                    &rd.group,
+                    &rd.kind,
+                    "",
+                    &[FieldError::required(
+                        "metadata.name",
+                        "name or generateName is required",
+                    )],
+                ));
+            }
+            name = format!("{gen_name}{}", random_suffix());
+            obj["metadata"]["name"] = Value::String(name.clone());
+        }
+        let is_ns = rd.group.is_empty() && rd.plural == "namespaces";
+        if let Some(e) = check_name(&name, is_ns) {
+            return Err(ApiError::invalid(&rd.group, &rd.kind, &name, &[e]));
+        }
+        if rd.namespaced {
+            let body_ns = meta_str(&obj, "namespace");
+            if !body_ns.is_empty() && body_ns != ns {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            let Some(nso) = self.get("", "namespaces", "", ns) else {
+                return Err(ApiError::not_found("", "namespaces", ns));
+            };
+            if nso["metadata"].get("deletionTimestamp").is_some() {
+                return Err(ApiError::forbidden(format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    rd.group_resource()
+                )));
+            }
+            obj["metadata"]["namespace"] = Value::String(ns.into());
+        } else if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("namespace");
+        }
+        if self.get(&rd.group, &rd.plural, ns, &name).is_some() {
+            return Err(ApiError::already_exists(&rd.group, &rd.plural, &name));
+        }
+        let m = obj["metadata"]
+            .as_object_mut()
+            .expect("metadata is an object");
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
+            m.remove(k);
+        }
+        if matches!(managed, Managed::Record) {
+            m.remove("managedFields");
+        }
+        m.insert("uid".into(), Value::String(new_uid()));
+        m.insert("creationTimestamp".into(), Value::String(ctx.now_str()));
+        m.insert("generation".into(), json!(1));
+        on_create(rd, &mut obj);
+        self.admit(
+            ctx,
+            rd,
+            version,
+            None,
+            obj,
+            scope(rd, version, false),
+            managed,
+        )
+    }
+
+    fn existing(&self, rd: &ResourceDef, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
+        self.get(&rd.group, &rd.plural, ns, name)
+            .ok_or_else(|| ApiError::not_found(&rd.group, &rd.plural, name))
+    }
+
+    /// PUT: replace an object (or its status).
+    #[allow(clippy::too_many_arguments)]
+    pub fn replace(
+        &mut self,
+        ctx: &mut Ctx,
+        rd: &Arc<ResourceDef>,
+        version: &str,
+        ns: &str,
+        name: &str,
+        status: bool,
+        obj: Value,
+    ) -> ApiResult<Value> {
+        let old = self.existing(rd, ns, name)?;
+        let body_name = meta_str(&obj, "name");
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let rv = meta_str(&obj, "resourceVersion");
+        if rv.is_empty() {
+            if rd.custom.is_some() {
+                return Err(ApiError::invalid(
+                    &rd.group,
+                    &rd.kind,
+                    name,
+                    &[FieldError::invalid(
+                        "metadata.resourceVersion",
+                        json!(0),
+                        "must be specified for an update",
+                    )],
+                ));
+            }
+        } else if rv != meta_str(&old, "resourceVersion") {
+            return Err(ApiError::conflict(
+                &rd.group,
+                &rd.plural,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        self.admit(
+            ctx,
+            rd,
+            version,
+            Some(old),
+            obj,
+            scope(rd, version, status),
+            Managed::Record,
+        )
+    }
+
+    /// PATCH: merge, JSON, strategic merge or server-side apply. Apply creates a missing
+    /// object; the others answer 404.
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &mut self,
+        ctx: &mut Ctx,
+        rd: &Arc<ResourceDef>,
+        version: &str,
+        ns: &str,
+        name: &str,
+        status: bool,
+        kind: PatchType,
+        body: &[u8],
+        force: bool,
+    ) -> ApiResult<Value> {
+        let sc = scope(rd, version, status);
+        if kind == PatchType::Apply {
+            return self.server_side_apply(ctx, rd, version, ns, name, sc, body, force);
+        }
+        if kind == PatchType::Strategic && rd.custom.is_some() {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: \
+                 application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml \
+                 (strategic merge patch is not supported for custom resource {})",
+                rd.group_resource()
+            )));
+        }
+        let old = self.existing(rd, ns, name)?;
+        let mut current = (*old).clone();
+        let out_version = rd.api_version(version);
+        current["apiVersion"] = Value::String(out_version);
+        let patched = patch::apply_classic(&current, kind, body)?;
+        if meta_str(&patched, "resourceVersion") != meta_str(&old, "resourceVersion")
+            && !meta_str(&patched, "resourceVersion").is_empty()
+        {
+            return Err(ApiError::conflict(
+                &rd.group,
+                &rd.plural,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        if meta_str(&patched, "name") != name {
+            return Err(ApiError::bad_request(
+                "metadata.name may not be changed by a patch",
+            ));
+        }
+        self.admit(ctx, rd, version, Some(old), patched, sc, Managed::Record)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn server_side_apply(
+        &mut self,
+        ctx: &mut Ctx,
+        rd: &Arc<ResourceDef>,
+        version: &str,
+        ns: &str,
+        name: &str,
+        sc: Scope,
+        body: &[u8],
+        force: bool,
+    ) -> ApiResult<Value> {
+        let applied: Value = serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        if !applied.is_object() {
+            return Err(ApiError::bad_request(
+                "apply configuration must be an object",
+            ));
+        }
+        let av = applied
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kd = applied
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if av.is_empty() || kd.is_empty() {
+            return Err(ApiError::bad_request(
+                "apply configuration must set apiVersion and kind",
+            ));
+        }
+        if av != rd.api_version(version) || kd != rd.kind {
+            return Err(ApiError::bad_request(format!(
+                "apply configuration {av}/{kd} does not match {}/{}",
+                rd.api_version(version),
+                rd.kind
+            )));
+        }
+        let body_name = meta_str(&applied, "name");
+        if body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if ctx.manager.is_empty() {
+            return Err(ApiError::unprocessable(
+                "PATCH requests of type application/apply-patch+yaml require fieldManager",
+            ));
+        }
+        let now = ctx.now_str();
+        let out_av = rd.api_version(version);
+        let w = Writer {
+            manager: &ctx.manager.clone(),
+            api_version: &out_av,
+            now: &now,
+            scope: sc,
+        };
+        match self.get(&rd.group, &rd.plural, ns, name) {
+            Some(old) => {
+                let rv = meta_str(&applied, "resourceVersion");
+                if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
+                    return Err(ApiError::conflict(
+                        &rd.group,
+                        &rd.plural,
+                        name,
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    ));
+                }
+                let merged = apply::apply(&old, &applied, shape(rd, version), &w, force).map_err(
+                    |mut e| {
+                        e.details.get_or_insert_with(|| json!({}))["name"] =
+                            Value::String(name.into());
+                        e
+                    },
+                )?;
+                self.admit(ctx, rd, version, Some(old), merged, sc, Managed::Done)
+            }
+            None => {
+                if sc == Scope::Status {
+                    return Err(ApiError::not_found(&rd.group, &rd.plural, name));
+                }
+                let mut skeleton =
+                    json!({"apiVersion": out_av, "kind": rd.kind, "metadata": {"name": name}});
+                if let Some(meta) = applied.get("metadata") {
+                    for k in [
+                        "labels",
+                        "annotations",
+                        "finalizers",
+                        "ownerReferences",
+                        "generateName",
+                    ] {
+                        if let Some(v) = meta.get(k) {
+                            skeleton["metadata"][k] = v.clone();
+                        }
+                    }
+                }
+                let create_scope = if sc == Scope::Main {
+                    Scope::Main
+                } else {
+                    Scope::All
+                };
+                let w = Writer {
+                    scope: create_scope,
+                    ..w
+                };
+                let merged = apply::apply(&skeleton, &applied, shape(rd, version), &w, force)?;
+                self.create_with(ctx, rd, version, ns, merged, Managed::Done)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("osupgrade-1.a", false).is_none());
+        assert!(check_name("Bad_Name", false).is_some());
+        assert!(check_name("a.b", true).is_some());
+        assert!(check_name("-a", false).is_some());
+        let uid = new_uid();
+        assert_eq!(uid.len(), 36);
+        assert_ne!(uid, new_uid());
+    }
+}
