@@ -4,6 +4,9 @@
 //! It is a stand-in for tests and demos, never a deployment target; `README.md` lists
 //! exactly what the server implements and what it does not.
 
+pub mod kubelet;
 pub mod server;
+pub mod testing;
 
+pub use kubelet::{Kubelet, KubeletConfig};
 pub use server::{AuditEntry, ServerConfig, TestServer};

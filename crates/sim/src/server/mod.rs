@@ -1,7 +1,7 @@
 //! The test API server: a stand-in for kube-apiserver in tests and demos, never a
-//! deployment target. It speaks plain HTTP on 127.0.0.1, runs on its own thread (so a
-//! test may block on a `kubectl` child process without starving it), and serves the
-//! subset of the Kubernetes API described in `crates/sim/README.md`.
+//! deployment target. It speaks HTTPS on 127.0.0.1 with a throwaway CA, runs on its own
+//! thread (so a test may block on a `kubectl` child process without starving it), and
+//! serves the subset of the Kubernetes API described in `crates/sim/README.md`.
 
 pub mod apply;
 pub mod audit;
@@ -19,6 +19,7 @@ pub mod router;
 pub mod selectors;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod validation;
 pub mod watch;
 pub mod write;
@@ -75,6 +76,7 @@ pub struct App {
 pub struct TestServer {
     app: Arc<App>,
     url: String,
+    ca_pem: String,
     dir: tempfile::TempDir,
     admin: PathBuf,
     thread: Option<JoinHandle<()>>,
@@ -107,6 +109,9 @@ impl TestServer {
             addr,
         });
         let served = app.clone();
+        let tls = tls::generate()?;
+        let ca_pem = tls.ca_pem.clone();
+        let acceptor = tls.acceptor;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let thread = std::thread::Builder::new().name(format!("osroll-sim-api-{}", addr.port())).spawn(move || {
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -127,9 +132,16 @@ impl TestServer {
                 let mut stop = served.shutdown.subscribe();
                 let router = axum::Router::new().fallback(router::handle).with_state(served.clone());
                 let _ = ready_tx.send(Ok(()));
-                tokio::select! {
-                    r = axum::serve(listener, router) => if let Err(e) = r { tracing::error!(error = %e, "test API server stopped") },
-                    _ = stop.changed() => {}
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok((tcp, _)) => {
+                                tokio::spawn(serve_connection(tcp, acceptor.clone(), router.clone()));
+                            }
+                            Err(e) => tracing::warn!(error = %e, "accepting a connection"),
+                        },
+                        _ = stop.changed() => break,
+                    }
                 }
             });
             rt.shutdown_timeout(Duration::from_millis(200));
@@ -138,7 +150,8 @@ impl TestServer {
         let dir = tempfile::Builder::new().prefix("osroll-sim-").tempdir()?;
         let mut s = TestServer {
             app,
-            url: format!("http://{addr}"),
+            url: format!("https://{addr}"),
+            ca_pem,
             dir,
             admin: PathBuf::new(),
             thread: Some(thread),
@@ -147,9 +160,14 @@ impl TestServer {
         Ok(s)
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// PEM of the CA that signed the server certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     /// A directory removed with the server (kubeconfigs, kubectl cache).
@@ -178,8 +196,11 @@ impl TestServer {
             "kubeconfig-{safe}-{}.yaml",
             &token[token.len() - 6..]
         ));
-        std::fs::write(&path, kubeconfig_yaml(&self.url, user, &token))
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(
+            &path,
+            kubeconfig_yaml(&self.url, &self.ca_pem, user, &token),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
 
@@ -223,12 +244,14 @@ impl Drop for TestServer {
     }
 }
 
-/// Kubeconfig text for `user` with `token` against `url`.
-pub fn kubeconfig_yaml(url: &str, user: &str, token: &str) -> String {
+/// Kubeconfig text for `user` with `token` against `url`, trusting `ca_pem`.
+pub fn kubeconfig_yaml(url: &str, ca_pem: &str, user: &str, token: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let v = json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "osroll-sim", "cluster": {"server": url}}],
+        "clusters": [{"name": "osroll-sim", "cluster": {"server": url, "certificate-authority-data": ca}}],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "osroll-sim", "context": {"cluster": "osroll-sim", "user": user, "namespace": "default"}}],
         "current-context": "osroll-sim",
@@ -243,6 +266,27 @@ pub async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client>
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await?;
     Ok(kube::Client::try_from(cfg)?)
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: axum::Router,
+) {
+    let stream = match acceptor.accept(tcp).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "TLS handshake");
+            return;
+        }
+    };
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
+        tracing::debug!(error = %e, "connection");
+    }
 }
 
 fn seed(store: &mut Store) {
