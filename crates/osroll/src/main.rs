@@ -27,6 +27,10 @@ enum Command {
     Catalog(cmd::catalog::CatalogCmd),
     /// Run the controller (rollout planner, drain, leader election).
     Controller(cmd::controller::ControllerCmd),
+    /// Run the node agent (stage, switch and commit A/B image upgrades).
+    Agent(Box<cmd::agent::AgentCmd>),
+    /// Flash an image to a device or file: checked, resumable, read back.
+    Flash(cmd::flash::FlashCmd),
     // Subcommands from other modules are added above this line, one variant each.
 }
 
@@ -37,6 +41,8 @@ fn main() -> anyhow::Result<()> {
         Command::Create(c) => cmd::create::run(c),
         Command::Catalog(c) => cmd::catalog::run(c),
         Command::Controller(c) => cmd::controller::run(c),
+        Command::Agent(c) => cmd::agent::run(*c),
+        Command::Flash(c) => cmd::flash::run(c),
         // Dispatch arms for other modules are added above this line.
     }
 }

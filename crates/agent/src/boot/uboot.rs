@@ -14,6 +14,7 @@ pub struct UBoot {
     printenv: OsString,
     setenv: OsString,
     path: Option<OsString>,
+    config: Option<OsString>,
 }
 
 impl Default for UBoot {
@@ -22,6 +23,7 @@ impl Default for UBoot {
             printenv: "fw_printenv".into(),
             setenv: "fw_setenv".into(),
             path: None,
+            config: None,
         }
     }
 }
@@ -33,12 +35,19 @@ impl UBoot {
             printenv: printenv.into(),
             setenv: setenv.into(),
             path: None,
+            config: None,
         }
     }
 
     /// Run the tools with this `PATH` (for hosts whose tools live under `/host/usr/bin`).
     pub fn with_path(mut self, path: impl Into<OsString>) -> Self {
         self.path = Some(path.into());
+        self
+    }
+
+    /// Pass `-c <config>` to both tools (the host's `/etc/fw_env.config` as mounted in the pod).
+    pub fn with_config(mut self, config: impl Into<OsString>) -> Self {
+        self.config = Some(config.into());
         self
     }
 
@@ -52,6 +61,9 @@ impl UBoot {
 
     fn run(&self, op: &str, program: &OsString, args: &[&str]) -> Result<String, BootError> {
         let mut cmd = Command::new(program);
+        if let Some(c) = &self.config {
+            cmd.arg("-c").arg(c);
+        }
         cmd.args(args);
         if let Some(p) = &self.path {
             cmd.env("PATH", p);
@@ -140,7 +152,7 @@ mod tests {
             env = env.display()
         );
         let setenv = format!(
-            "#!/bin/sh\necho \"fw_setenv $*\" >> {log}\ngrep -v \"^$1=\" {env} > {env}.new\nif [ $# -gt 1 ]; then echo \"$1=$2\" >> {env}.new; fi\nmv {env}.new {env}\n",
+            "#!/bin/sh\necho \"fw_setenv $*\" >> {log}\nif [ \"$1\" = -c ]; then shift 2; fi\ngrep -v \"^$1=\" {env} > {env}.new\nif [ $# -gt 1 ]; then echo \"$1=$2\" >> {env}.new; fi\nmv {env}.new {env}\n",
             log = log.display(),
             env = env.display()
         );
@@ -195,6 +207,22 @@ mod tests {
         assert!(
             env.contains("bootdelay=3\n"),
             "unrelated variables are kept: {env}"
+        );
+    }
+
+    #[test]
+    fn config_file_is_passed_to_both_tools() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = fake_tools(dir.path()).with_config("/host/etc/fw_env.config");
+        boot.arm_try(Slot::A).unwrap();
+        boot.read().unwrap();
+        let calls = log(dir.path());
+        assert_eq!(
+            calls,
+            [
+                "fw_setenv -c /host/etc/fw_env.config osroll_try A",
+                "fw_printenv -c /host/etc/fw_env.config"
+            ]
         );
     }
 

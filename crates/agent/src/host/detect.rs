@@ -123,6 +123,47 @@ pub fn root_device_from_mountinfo(mountinfo: &str) -> Option<(u32, u32)> {
         })
 }
 
+/// Every `(major:minor, mount point)` in a mountinfo table.
+pub fn mounted_devices(mountinfo: &str) -> Vec<((u32, u32), String)> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_ascii_whitespace().take(5).collect();
+            let (maj, min) = f.get(2)?.split_once(':')?;
+            Some((
+                (maj.parse().ok()?, min.parse().ok()?),
+                f.get(4)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Refuse to write a block device that is mounted (per `mountinfo`): it is a running
+/// system's disk, never a free slot. Regular files are always allowed.
+pub fn ensure_not_mounted(target: &Path, mountinfo: &str) -> Result<(), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(meta) = std::fs::metadata(target) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_block_device() {
+        return Ok(());
+    }
+    let dev = (
+        rustix::fs::major(meta.rdev()),
+        rustix::fs::minor(meta.rdev()),
+    );
+    match mounted_devices(mountinfo)
+        .into_iter()
+        .find(|(d, _)| *d == dev)
+    {
+        Some((_, at)) => Err(format!(
+            "refusing to write {}: it is mounted at {at}",
+            target.display()
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The value of `key` in an os-release file (quotes removed).
 pub fn os_release_value(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|l| {
@@ -189,6 +230,48 @@ mod tests {
             root_device_from_mountinfo("30 22 0:25 / /proc rw - proc proc rw\n"),
             None
         );
+    }
+
+    #[test]
+    fn mounted_devices_and_the_mount_guard() {
+        let mi =
+            "22 1 259:2 / / rw - ext4 /dev/nvme0n1p2 rw\n30 22 0:25 / /proc rw - proc proc rw\n";
+        assert_eq!(
+            mounted_devices(mi),
+            [((259, 2), "/".to_string()), ((0, 25), "/proc".to_string())]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("img");
+        std::fs::write(&f, b"x").unwrap();
+        assert_eq!(ensure_not_mounted(&f, mi), Ok(()), "regular files are fine");
+        // /dev/null is a character device, not a block device: allowed too.
+        assert_eq!(ensure_not_mounted(Path::new("/dev/null"), mi), Ok(()));
+        // A mounted block device: find its node under /dev, if this system has one.
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let own = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mounted = mounted_devices(&own);
+        let node = std::fs::read_dir("/dev")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|e| {
+                let m = e.metadata().ok()?;
+                let dev = (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev()));
+                (m.file_type().is_block_device() && mounted.iter().any(|(d, _)| *d == dev))
+                    .then(|| e.path())
+            });
+        match node {
+            Some(node) => {
+                let e = ensure_not_mounted(&node, &own).unwrap_err();
+                assert!(
+                    e.contains("refusing") && e.contains(&node.display().to_string()),
+                    "{e}"
+                );
+            }
+            None => eprintln!(
+                "no mounted block device node under /dev: mounted-device refusal not exercised"
+            ),
+        }
     }
 
     #[test]

@@ -4,3 +4,5 @@ pub mod catalog;
 pub mod controller;
 pub mod crds;
 pub mod create;
+pub mod agent;
+pub mod flash;
