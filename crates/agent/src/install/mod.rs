@@ -542,9 +542,12 @@ impl Installer {
                     )));
                 }
                 Ok(Err(e)) => {
+                    let at = match self.total {
+                        Some(t) => format!("byte {} of {t} announced", self.offset),
+                        None => format!("byte {}", self.offset),
+                    };
                     return Err(Fetch::Retryable(format!(
-                        "connection lost at byte {}: {}",
-                        self.offset,
+                        "connection lost at {at}: {}",
                         error_chain(&e)
                     )));
                 }

@@ -1,0 +1,186 @@
+//! A deliberately misbehaving HTTP/1.1 image server for tests: it serves one body on
+//! 127.0.0.1, honours (or ignores) `Range`, records every request's `Range` header, and
+//! applies scripted faults to successive responses: cut the body short, reset the
+//! connection, stall, answer an error status. It can also announce a wrong length.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What to do to one response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Send this many body bytes, then close cleanly (Content-Length promised more).
+    Truncate(usize),
+    /// Send this many body bytes, then reset the connection (RST).
+    Reset(usize),
+    /// Send this many body bytes, then send nothing until the client gives up.
+    Stall(usize),
+    /// Answer with this status and no body.
+    Status(u16),
+}
+
+/// Everything the server does, changeable while it runs.
+#[derive(Default)]
+pub struct Script {
+    /// The body served.
+    pub body: Arc<Vec<u8>>,
+    /// Faults for the next responses, in order; none left: serve normally.
+    pub faults: VecDeque<Fault>,
+    /// Applied to every response once `faults` is empty.
+    pub always: Option<Fault>,
+    /// Serve 200 with the whole body even for Range requests.
+    pub ignore_range: bool,
+    /// Announce this many bytes more than exist.
+    pub extra_length: u64,
+    /// `Range` header of every request (None: no Range).
+    pub requests: Vec<Option<String>>,
+}
+
+/// A running server.
+pub struct ImageServer {
+    pub addr: SocketAddr,
+    pub script: Arc<Mutex<Script>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ImageServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ImageServer {
+    /// Serve `body` at any path.
+    pub async fn start(body: Vec<u8>) -> ImageServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let script = Arc::new(Mutex::new(Script {
+            body: Arc::new(body),
+            ..Default::default()
+        }));
+        let s = script.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(handle(sock, s.clone()));
+            }
+        });
+        ImageServer { addr, script, task }
+    }
+
+    /// URL of the image.
+    pub fn url(&self) -> String {
+        format!("http://{}/image", self.addr)
+    }
+
+    /// Edit the script.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Script) -> R) -> R {
+        f(&mut self.script.lock().unwrap())
+    }
+
+    /// `Range` headers seen so far.
+    pub fn requests(&self) -> Vec<Option<String>> {
+        self.with(|s| s.requests.clone())
+    }
+}
+
+async fn handle(mut sock: TcpStream, script: Arc<Mutex<Script>>) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match sock.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 16 * 1024 {
+            return;
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let range = text.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case("range"))
+            .map(|(_, v)| v.trim().to_string())
+    });
+    let (body, fault, ignore_range, extra) = {
+        let mut s = script.lock().unwrap();
+        s.requests.push(range.clone());
+        let fault = s.faults.pop_front().or(s.always);
+        (s.body.clone(), fault, s.ignore_range, s.extra_length)
+    };
+    if let Some(Fault::Status(code)) = fault {
+        let msg =
+            format!("HTTP/1.1 {code} Scripted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = sock.write_all(msg.as_bytes()).await;
+        return;
+    }
+    let total = body.len() as u64 + extra;
+    let start = range
+        .as_deref()
+        .filter(|_| !ignore_range)
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<u64>().ok());
+    let (status_line, from) = match start {
+        Some(n) if n >= total => {
+            let msg = format!(
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{total}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = sock.write_all(msg.as_bytes()).await;
+            return;
+        }
+        Some(n) => (
+            format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{}/{total}\r\n",
+                total - 1
+            ),
+            n,
+        ),
+        None => ("HTTP/1.1 200 OK\r\nAccept-Ranges: bytes\r\n".to_string(), 0),
+    };
+    let from = (from as usize).min(body.len());
+    let header = format!(
+        "{status_line}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        total - from as u64
+    );
+    if sock.write_all(header.as_bytes()).await.is_err() {
+        return;
+    }
+    let data = &body[from..];
+    let limit = match fault {
+        Some(Fault::Truncate(n) | Fault::Reset(n) | Fault::Stall(n)) => n.min(data.len()),
+        _ => data.len(),
+    };
+    for chunk in data[..limit].chunks(64 * 1024) {
+        if sock.write_all(chunk).await.is_err() {
+            return;
+        }
+    }
+    let _ = sock.flush().await;
+    match fault {
+        Some(Fault::Reset(_)) => {
+            let _ = sock.set_zero_linger();
+            drop(sock);
+        }
+        Some(Fault::Stall(_)) => {
+            // Hold the connection open without sending until the client hangs up.
+            let mut sink = [0u8; 256];
+            while let Ok(n) = sock.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        _ => {
+            let _ = sock.shutdown().await;
+        }
+    }
+}
