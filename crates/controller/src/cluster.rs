@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use osroll_api::{OSUpgrade, OSUpgradeProgress};
 use serde_json::Value;
 
@@ -74,6 +75,9 @@ pub struct Note {
     pub related: Option<ObjectReference>,
 }
 
+/// How long one eviction call may take, retries of the client included.
+pub const EVICTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Result type of [`Cluster`] calls.
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -134,6 +138,7 @@ pub trait Cluster: Send + Sync + 'static {
 pub struct KubeCluster {
     client: kube::Client,
     recorder: Recorder,
+    pdb_cache: Option<Store<PodDisruptionBudget>>,
 }
 
 impl KubeCluster {
@@ -146,7 +151,14 @@ impl KubeCluster {
         KubeCluster {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            pdb_cache: None,
         }
+    }
+
+    /// Serve [`Cluster::pdbs`] from a watch cache instead of listing each time.
+    pub fn with_pdb_cache(mut self, store: Store<PodDisruptionBudget>) -> Self {
+        self.pdb_cache = Some(store);
+        self
     }
 
     fn pods(&self, ns: &str) -> Api<Pod> {
@@ -207,8 +219,15 @@ impl Cluster for KubeCluster {
             }),
             post_options: PostParams::default(),
         };
-        self.pods(ns).evict(name, &ep).await?;
-        Ok(())
+        // kube's default client retries 429 with a long backoff; a refused eviction is
+        // better reported now and tried again on the next drain step.
+        match tokio::time::timeout(EVICTION_TIMEOUT, self.pods(ns).evict(name, &ep)).await {
+            Ok(r) => r.map(|_| ()).map_err(ApiError::from),
+            Err(_) => Err(ApiError::TooManyRequests(format!(
+                "eviction of {ns}/{name} still refused after {}s of retries",
+                EVICTION_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     async fn delete_pod(&self, ns: &str, name: &str, grace_s: Option<i64>) -> ApiResult<()> {
@@ -221,6 +240,14 @@ impl Cluster for KubeCluster {
     }
 
     async fn pdbs(&self, ns: &str) -> ApiResult<Vec<PodDisruptionBudget>> {
+        if let Some(cache) = &self.pdb_cache {
+            return Ok(cache
+                .state()
+                .iter()
+                .filter(|b| b.metadata.namespace.as_deref() == Some(ns))
+                .map(|b| (**b).clone())
+                .collect());
+        }
         let api: Api<PodDisruptionBudget> = Api::namespaced(self.client.clone(), ns);
         Ok(api.list(&ListParams::default()).await?.items)
     }

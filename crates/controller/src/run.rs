@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action as Requeue, Controller};
@@ -105,7 +106,11 @@ async fn reconcile(up: Arc<OSUpgrade>, ctx: Arc<Ctx>) -> Result<Requeue, Reconci
     let nodes = ctx.nodes.state();
     let progresses = ctx.progresses.state();
     let upgrades = ctx.upgrades.state();
-    let world = World { nodes: &nodes, progresses: &progresses, upgrades: &upgrades };
+    let world = World {
+        nodes: &nodes,
+        progresses: &progresses,
+        upgrades: &upgrades,
+    };
     let after = ctx.shared.reconcile(&up, &world, Utc::now()).await?;
     Ok(Requeue::requeue(after))
 }
@@ -113,7 +118,11 @@ async fn reconcile(up: Arc<OSUpgrade>, ctx: Arc<Ctx>) -> Result<Requeue, Reconci
 fn error_policy(up: Arc<OSUpgrade>, err: &ReconcileError, ctx: Arc<Ctx>) -> Requeue {
     tracing::warn!(upgrade = %up.name_any(), error = %err, "reconcile failed");
     let ReconcileError::Api(e) = err;
-    let kind = if matches!(e, crate::cluster::ApiError::Conflict(_)) { ErrorKind::Conflict } else { ErrorKind::Api };
+    let kind = if matches!(e, crate::cluster::ApiError::Conflict(_)) {
+        ErrorKind::Conflict
+    } else {
+        ErrorKind::Api
+    };
     ctx.shared.metrics.reconcile_error(kind);
     Requeue::requeue(Duration::from_secs(2))
 }
@@ -129,27 +138,59 @@ fn slim_node(n: &mut Node) {
 }
 
 /// Watch caches and the kube-runtime controller, until `stop` fires.
-async fn control(ctx_parts: (Shared<KubeCluster>, kube::Client, Duration), mut stop: watch::Receiver<bool>) {
-    let (shared, client, debounce) = ctx_parts;
+async fn control(
+    ctx_parts: (Shared<KubeCluster>, kube::Client, Duration),
+    mut stop: watch::Receiver<bool>,
+) {
+    let (mut shared, client, debounce) = ctx_parts;
     let wc = watcher::Config::default().any_semantic();
     let (nodes, node_writer) = reflector::store();
     let (progresses, progress_writer) = reflector::store();
+    let (pdbs, pdb_writer) = reflector::store();
+    shared.cluster = shared.cluster.with_pdb_cache(pdbs);
     let node_events = watcher(Api::<Node>::all(client.clone()), wc.clone())
         .default_backoff()
         .modify(slim_node)
         .reflect(node_writer)
         .touched_objects()
-        .filter_map(|r| async move { r.map_err(|e| tracing::warn!(error = %e, "node watch")).ok().map(|_| ()) });
+        .filter_map(|r| async move {
+            r.map_err(|e| tracing::warn!(error = %e, "node watch"))
+                .ok()
+                .map(|_| ())
+        });
     let progress_events = watcher(Api::<OSUpgradeProgress>::all(client.clone()), wc.clone())
         .default_backoff()
         .modify(|p| p.managed_fields_mut().clear())
         .reflect(progress_writer)
         .touched_objects()
-        .filter_map(|r| async move { r.map_err(|e| tracing::warn!(error = %e, "progress watch")).ok().map(|_| ()) });
-    let trigger = futures::stream::select(node_events, progress_events);
+        .filter_map(|r| async move {
+            r.map_err(|e| tracing::warn!(error = %e, "progress watch"))
+                .ok()
+                .map(|_| ())
+        });
+    // A budget that changes may unblock a drain.
+    let pdb_events = watcher(Api::<PodDisruptionBudget>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .modify(|b| b.managed_fields_mut().clear())
+        .reflect(pdb_writer)
+        .touched_objects()
+        .filter_map(|r| async move {
+            r.map_err(|e| tracing::warn!(error = %e, "budget watch"))
+                .ok()
+                .map(|_| ())
+        });
+    let trigger = futures::stream::select(
+        futures::stream::select(node_events, progress_events),
+        pdb_events,
+    );
     let controller = Controller::new(Api::<OSUpgrade>::all(client.clone()), wc)
         .with_config(controller::Config::default().debounce(debounce));
-    let ctx = Arc::new(Ctx { shared, nodes: nodes.clone(), progresses: progresses.clone(), upgrades: controller.store() });
+    let ctx = Arc::new(Ctx {
+        shared,
+        nodes: nodes.clone(),
+        progresses: progresses.clone(),
+        upgrades: controller.store(),
+    });
     let mut stop2 = stop.clone();
     let run = controller
         .reconcile_all_on(trigger)
@@ -176,10 +217,11 @@ pub async fn run(cfg: ControllerConfig, client: kube::Client) -> anyhow::Result<
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -227,7 +269,13 @@ pub async fn run_until(
     );
     let leading = Arc::new(AtomicBool::new(false));
     let timing = Timing::from_duration(cfg.lease_duration);
-    let mut elector = Elector::new(client.clone(), &cfg.namespace, &cfg.lease_name, &cfg.identity, timing);
+    let mut elector = Elector::new(
+        client.clone(),
+        &cfg.namespace,
+        &cfg.lease_name,
+        &cfg.identity,
+        timing,
+    );
     let mut stop = stop_rx.clone();
     let mut task: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)> = None;
     let mut last_renew = None;
@@ -242,9 +290,16 @@ pub async fn run_until(
                     leading.store(true, Ordering::SeqCst);
                     metrics.set_leader(true);
                     let shared = Shared {
-                        cluster: KubeCluster::new(client.clone(), &cfg.controller_name, Some(cfg.identity.clone())),
+                        cluster: KubeCluster::new(
+                            client.clone(),
+                            &cfg.controller_name,
+                            Some(cfg.identity.clone()),
+                        ),
                         fetcher: fetcher.clone(),
-                        trust: TrustPolicy { keys: cfg.trusted_keys.clone(), require_signed: cfg.require_signed_catalog },
+                        trust: TrustPolicy {
+                            keys: cfg.trusted_keys.clone(),
+                            require_signed: cfg.require_signed_catalog,
+                        },
                         namespace: cfg.namespace.clone(),
                         settings: Settings {
                             controller_name: cfg.controller_name.clone(),
@@ -272,7 +327,10 @@ pub async fn run_until(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "lease");
-                if task.is_some() && !last_renew.is_some_and(|t| still_leading(t, Utc::now(), timing.renew_deadline)) {
+                if task.is_some()
+                    && !last_renew
+                        .is_some_and(|t| still_leading(t, Utc::now(), timing.renew_deadline))
+                {
                     tracing::warn!("could not renew the lease in time; stopping");
                     step_down(&leading, &metrics, &mut task).await;
                 }
@@ -303,7 +361,10 @@ async fn step_down(
     if let Some((handle, tx)) = task.take() {
         let _ = tx.send(true);
         let abort = handle.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), handle).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .is_err()
+        {
             abort.abort();
         }
     }

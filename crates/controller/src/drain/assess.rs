@@ -152,6 +152,52 @@ pub fn matching_pdbs(pod: &Pod, pdbs: &[PodDisruptionBudget]) -> Vec<String> {
         .collect()
 }
 
+/// Split the pods to evict (keys) into those whose budgets allow an eviction now and
+/// those a budget blocks, naming the budget (`namespace/name`). A budget's
+/// `status.disruptionsAllowed` is used up as pods are let through, so two pods under a
+/// budget that allows one disruption are not both tried. A budget without status yet
+/// is left for the Eviction API to judge.
+pub fn split_by_budget(
+    keys: &[String],
+    pods: &[Pod],
+    pdbs: &[PodDisruptionBudget],
+) -> (Vec<String>, Vec<(String, String)>) {
+    let mut allowed: std::collections::HashMap<String, i32> = pdbs
+        .iter()
+        .filter_map(|b| {
+            let key = format!(
+                "{}/{}",
+                b.metadata.namespace.as_deref().unwrap_or("default"),
+                b.metadata.name.as_deref()?
+            );
+            Some((key, b.status.as_ref()?.disruptions_allowed))
+        })
+        .collect();
+    let mut go = Vec::new();
+    let mut blocked = Vec::new();
+    for key in keys {
+        let Some(pod) = pods.iter().find(|p| pod_key(p) == *key) else {
+            continue;
+        };
+        let budgets = matching_pdbs(pod, pdbs);
+        match budgets
+            .iter()
+            .find(|b| allowed.get(*b).is_some_and(|n| *n <= 0))
+        {
+            Some(b) => blocked.push((key.clone(), b.clone())),
+            None => {
+                for b in &budgets {
+                    if let Some(n) = allowed.get_mut(b) {
+                        *n -= 1;
+                    }
+                }
+                go.push(key.clone());
+            }
+        }
+    }
+    (go, blocked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +314,52 @@ mod tests {
             matching_pdbs(&pod("web-1", &[("app", "web")]), &pdbs),
             ["apps/web-pdb", "apps/all"]
         );
+    }
+
+    #[test]
+    fn budgets_are_used_up_as_pods_are_let_through() {
+        use k8s_openapi::api::policy::v1::PodDisruptionBudgetStatus;
+        let pdb = |name: &str, app: &str, allowed: Option<i32>| PodDisruptionBudget {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("apps".into()),
+                ..Default::default()
+            },
+            spec: Some(PodDisruptionBudgetSpec {
+                selector: Some(LabelSelector {
+                    match_labels: Some([("app".to_string(), app.to_string())].into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: allowed.map(|n| PodDisruptionBudgetStatus {
+                disruptions_allowed: n,
+                ..Default::default()
+            }),
+        };
+        let pods = [
+            pod("web-1", &[("app", "web")]),
+            pod("web-2", &[("app", "web")]),
+            pod("db-1", &[("app", "db")]),
+            pod("x", &[]),
+        ];
+        let keys: Vec<String> = pods.iter().map(pod_key).collect();
+        let pdbs = [pdb("web", "web", Some(1)), pdb("db", "db", Some(0))];
+        let (go, blocked) = split_by_budget(&keys, &pods, &pdbs);
+        assert_eq!(go, ["apps/web-1", "apps/x"]);
+        assert_eq!(
+            blocked,
+            [
+                ("apps/web-2".to_string(), "apps/web".to_string()),
+                ("apps/db-1".to_string(), "apps/db".to_string())
+            ]
+        );
+        let (go, blocked) = split_by_budget(&keys, &pods, &[pdb("web", "web", None)]);
+        assert_eq!(
+            go.len(),
+            4,
+            "a budget without status is left to the Eviction API"
+        );
+        assert!(blocked.is_empty());
     }
 }

@@ -5,11 +5,11 @@
 mod assess;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::Pod;
 use osroll_api::DrainTimeoutPolicy;
 
 pub use assess::{
     Assessment, MIRROR_ANNOTATION, PodAction, assess, classify, matching_pdbs, pod_key,
+    split_by_budget,
 };
 
 use crate::cluster::{ApiError, Cluster};
@@ -58,20 +58,52 @@ pub async fn step<C: Cluster>(
     match assess(&pods, policy, started, now) {
         Assessment::Drained => Ok(DrainStatus::Drained),
         Assessment::InProgress { evict, waiting } => {
-            let mut blocked: Vec<(&String, String)> = Vec::new();
-            for key in &evict {
+            let mut namespaces: Vec<&str> = evict.iter().map(|k| split_key(k).0).collect();
+            namespaces.sort_unstable();
+            namespaces.dedup();
+            let mut pdbs = Vec::new();
+            for ns in namespaces {
+                pdbs.extend(cluster.pdbs(ns).await?);
+            }
+            // Budgets that allow no disruption are not even tried: the Eviction API
+            // would refuse, and a retrying client would sit on the 429.
+            let (go, mut blocked) = split_by_budget(&evict, &pods, &pdbs);
+            let mut refused: Vec<(String, String)> = Vec::new();
+            for key in &go {
                 let (ns, name) = split_key(key);
                 match cluster.evict(ns, name, policy.grace_period_seconds).await {
                     Ok(()) | Err(ApiError::NotFound(_)) => {}
-                    Err(ApiError::TooManyRequests(msg)) => blocked.push((key, msg)),
-                    Err(e) => blocked.push((key, format!("eviction failed: {e}"))),
+                    Err(ApiError::TooManyRequests(msg)) => {
+                        let budgets = pods
+                            .iter()
+                            .find(|p| pod_key(p) == *key)
+                            .map(|p| matching_pdbs(p, &pdbs));
+                        match budgets.as_deref() {
+                            Some([b, ..]) => blocked.push((key.clone(), b.clone())),
+                            _ => refused.push((key.clone(), msg.clone())),
+                        }
+                    }
+                    Err(e) => refused.push((key.clone(), format!("eviction failed: {e}"))),
                 }
             }
-            let blocked_msg = match blocked.first() {
-                None => None,
-                Some((key, why)) => {
-                    Some(describe_block(cluster, &pods, key, why, blocked.len()).await)
+            let stuck = blocked.len() + refused.len();
+            let more = |n: usize| {
+                if n > 1 {
+                    format!(" (and {} more pod(s))", n - 1)
+                } else {
+                    String::new()
                 }
+            };
+            let blocked_msg = match (blocked.first(), refused.first()) {
+                (Some((pod, pdb)), _) => Some(format!(
+                    "evicting pod {pod} is blocked by PodDisruptionBudget {pdb}{}",
+                    more(stuck)
+                )),
+                (None, Some((pod, why))) => Some(format!(
+                    "evicting pod {pod} was refused{}: {why}",
+                    more(stuck)
+                )),
+                (None, None) => None,
             };
             Ok(DrainStatus::Draining {
                 remaining: evict.len() + waiting.len(),
@@ -105,33 +137,5 @@ pub async fn step<C: Cluster>(
                 }),
             }
         }
-    }
-}
-
-/// Name the pod and the budget(s) that refused its eviction.
-async fn describe_block<C: Cluster>(
-    cluster: &C,
-    pods: &[Pod],
-    key: &str,
-    why: &str,
-    count: usize,
-) -> String {
-    let (ns, _) = split_key(key);
-    let pod = pods.iter().find(|p| pod_key(p) == key);
-    let budgets = match (pod, cluster.pdbs(ns).await) {
-        (Some(p), Ok(pdbs)) => matching_pdbs(p, &pdbs),
-        _ => Vec::new(),
-    };
-    let more = if count > 1 {
-        format!(" (and {} more pod(s))", count - 1)
-    } else {
-        String::new()
-    };
-    match budgets.as_slice() {
-        [] => format!("evicting pod {key} was refused{more}: {why}"),
-        b => format!(
-            "evicting pod {key} is blocked by PodDisruptionBudget {}{more}",
-            b.join(", ")
-        ),
     }
 }
