@@ -91,6 +91,13 @@ impl Cluster {
         self.client.clone()
     }
 
+    /// Admin client settings, to build a client with different options. Note that
+    /// kube-rs retries 429 answers (e.g. evictions a budget refuses) with backoff for
+    /// minutes unless `default_retry` is turned off.
+    pub async fn config(&self) -> anyhow::Result<kube::Config> {
+        crate::server::config_from_kubeconfig(&self.kubeconfig).await
+    }
+
     /// The admin kubeconfig, for `kubectl` and the `osroll` binaries (`KUBECONFIG`).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig

@@ -284,12 +284,7 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (code, axum::Json(self.to_status())).into_response();
-        if self.code == 429 {
-            resp.headers_mut()
-                .insert("Retry-After", axum::http::HeaderValue::from_static("1"));
-        }
-        resp
+        (code, axum::Json(self.to_status())).into_response()
     }
 }
 

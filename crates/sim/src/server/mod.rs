@@ -259,13 +259,19 @@ pub fn kubeconfig_yaml(url: &str, ca_pem: &str, user: &str, token: &str) -> Stri
     serde_yaml::to_string(&v).expect("kubeconfig serializes")
 }
 
-/// A kube-rs client from a kubeconfig file.
-pub async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client> {
+/// kube-rs client settings from a kubeconfig file (to adjust, e.g. `default_retry`).
+pub async fn config_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Config> {
     let kc = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading {}", path.display()))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await?;
-    Ok(kube::Client::try_from(cfg)?)
+    Ok(
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?,
+    )
+}
+
+/// A kube-rs client from a kubeconfig file.
+pub async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(config_from_kubeconfig(path).await?)?)
 }
 
 async fn serve_connection(

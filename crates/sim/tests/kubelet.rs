@@ -1,0 +1,225 @@
+//! Kubelet-lite nodes: registration, heartbeats, running pods, graceful deletion, reboots,
+//! and `kubectl drain` against them with a PodDisruptionBudget in the way.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, PostParams};
+use osroll_sim::KubeletConfig;
+use osroll_sim::testing::{Cluster, wait_for};
+use serde_json::json;
+
+fn fast(name: &str) -> KubeletConfig {
+    let mut cfg = KubeletConfig::new(name).label("osroll.io/managed", "true");
+    cfg.heartbeat = Duration::from_millis(100);
+    cfg
+}
+
+fn ready(n: &Node) -> Option<bool> {
+    let c = n
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some(c.status == "True")
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn restarts(p: &Pod) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum())
+}
+
+async fn bound_pod(c: &Cluster, name: &str, node: &str, labels: serde_json::Value) {
+    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let p: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.example/app:1"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+}
+
+async fn wait_pod<F: Fn(&Pod) -> bool>(c: &Cluster, name: &str, what: &str, f: F) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    wait_for(what, Duration::from_secs(10), || {
+        let pods = pods.clone();
+        let f = &f;
+        async move { pods.get_opt(name).await.ok().flatten().filter(|p| f(p)) }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_registers_keeps_its_lease_and_runs_pods() {
+    let c = Cluster::start().await.unwrap();
+    let node = c.add_node(fast("node-1")).await.unwrap();
+    let nodes: Api<Node> = Api::all(c.client());
+    let n = nodes.get("node-1").await.unwrap();
+    assert_eq!(ready(&n), Some(true));
+    let labels = n.metadata.labels.unwrap();
+    assert_eq!(labels["osroll.io/managed"], "true");
+    assert_eq!(labels["kubernetes.io/hostname"], "node-1");
+    assert_eq!(n.status.unwrap().node_info.unwrap().boot_id, node.boot_id());
+
+    let leases: Api<Lease> = Api::namespaced(c.client(), "kube-node-lease");
+    let first = leases.get("node-1").await.unwrap().spec.unwrap();
+    assert_eq!(first.holder_identity.as_deref(), Some("node-1"));
+    wait_for("the lease to be renewed", Duration::from_secs(5), || {
+        let leases = leases.clone();
+        let before = first.renew_time.clone();
+        async move { (leases.get("node-1").await.ok()?.spec?.renew_time != before).then_some(()) }
+    })
+    .await
+    .unwrap();
+
+    bound_pod(&c, "web", "node-1", json!({"app": "web"})).await;
+    let p = wait_pod(&c, "web", "pod running", pod_ready).await;
+    let st = p.status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    assert_eq!(st.host_ip.as_deref(), Some("127.0.0.1"));
+
+    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    pods.delete("web", &DeleteParams::default()).await.unwrap();
+    wait_for(
+        "graceful deletion to finish",
+        Duration::from_secs(10),
+        || {
+            let pods = pods.clone();
+            async move { pods.get_opt("web").await.ok()?.is_none().then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reboot_makes_the_node_not_ready_then_restarts_its_pods() {
+    let c = Cluster::start().await.unwrap();
+    let node = std::sync::Arc::new(c.add_node(fast("node-1")).await.unwrap());
+    bound_pod(&c, "app", "node-1", json!({"app": "a"})).await;
+    wait_pod(&c, "app", "pod running", pod_ready).await;
+    let before = node.boot_id();
+    node.set_os_image_after_reboot("osroll SimOS v2");
+    let n2 = node.clone();
+    let reboot = tokio::spawn(async move { n2.reboot(Duration::from_millis(500)).await });
+    let nodes: Api<Node> = Api::all(c.client());
+    wait_for("node NotReady", Duration::from_secs(5), || {
+        let nodes = nodes.clone();
+        async move { (ready(&nodes.get("node-1").await.ok()?) == Some(false)).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let down = wait_pod(&c, "app", "pod not ready while the node is down", |p| {
+        !pod_ready(p)
+    })
+    .await;
+    assert_eq!(restarts(&down), 0);
+    reboot.await.unwrap().unwrap();
+    let n = nodes.get("node-1").await.unwrap();
+    assert_eq!(ready(&n), Some(true));
+    let info = n.status.unwrap().node_info.unwrap();
+    assert_ne!(info.boot_id, before);
+    assert_eq!(info.os_image, "osroll SimOS v2");
+    let up = wait_pod(&c, "app", "pod restarted", |p| {
+        pod_ready(p) && restarts(p) == 1
+    })
+    .await;
+    let running = up.status.unwrap().container_statuses.unwrap()[0].clone();
+    assert!(running.last_state.unwrap().terminated.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drain_respects_budgets_and_completes_evictions() {
+    let c = Cluster::start().await.unwrap();
+    let _n1 = c.add_node(fast("node-1")).await.unwrap();
+    for p in ["web-1", "web-2"] {
+        bound_pod(&c, p, "node-1", json!({"app": "web"})).await;
+        wait_pod(&c, p, "pod running", pod_ready).await;
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.client(), "default");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "web"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}
+    }))
+    .unwrap();
+    pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+
+    // Bare pods need --force; one eviction is allowed, the second is refused until timeout.
+    let out = c
+        .kubectl_run(&["drain", "node-1", "--force", "--timeout=3s"], None)
+        .await
+        .unwrap();
+    assert!(!out.success(), "{out:?}");
+    assert!(out.stderr.contains("disruption budget"), "{out:?}");
+    let nodes: Api<Node> = Api::all(c.client());
+    assert_eq!(
+        nodes
+            .get("node-1")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .unschedulable,
+        Some(true)
+    );
+    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let left: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+
+    // With the budget relaxed the drain finishes: the kubelet completes the deletion.
+    let relax = json!({"spec": {"minAvailable": 0}});
+    pdbs.patch("web", &Default::default(), &kube::api::Patch::Merge(&relax))
+        .await
+        .unwrap();
+    let out = c
+        .kubectl_run(&["drain", "node-1", "--force", "--timeout=10s"], None)
+        .await
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.contains("node/node-1 drained"), "{out:?}");
+    assert!(
+        pods.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let out = c.kubectl_run(&["uncordon", "node-1"], None).await.unwrap();
+    assert!(out.success(), "{out:?}");
+    assert_ne!(
+        nodes
+            .get("node-1")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .unschedulable,
+        Some(true)
+    );
+    let out = c.kubectl_run(&["get", "nodes"], None).await.unwrap();
+    assert!(
+        out.stdout.lines().nth(1).unwrap().split_whitespace().nth(1) == Some("Ready"),
+        "{}",
+        out.stdout
+    );
+}

@@ -1,0 +1,657 @@
+//! API semantics through kube-rs: watch resume, bookmarks, 410 Gone, 409 conflicts,
+//! PDB-guarded eviction (429), cascade deletion, the status subresource, finalizers,
+//! server-side apply and selectors.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{
+    Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
+use osroll_api::OSUpgrade;
+use osroll_sim::testing::{Cluster, wait_for};
+use osroll_sim::{ServerConfig, TestServer};
+use serde_json::{Value, json};
+
+fn cm(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>()},
+        "data": {"k": "v"},
+    }))
+    .unwrap()
+}
+
+fn api_code(e: kube::Error) -> u16 {
+    match e {
+        kube::Error::Api(s) => s.code,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+async fn next_event<S>(s: &mut S) -> WatchEvent<ConfigMap>
+where
+    S: futures::Stream<Item = kube::Result<WatchEvent<ConfigMap>>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .expect("an event in time")
+        .expect("stream open")
+        .unwrap()
+}
+
+fn name_of(e: &WatchEvent<ConfigMap>) -> (&'static str, String) {
+    match e {
+        WatchEvent::Added(o) => ("ADDED", o.metadata.name.clone().unwrap()),
+        WatchEvent::Modified(o) => ("MODIFIED", o.metadata.name.clone().unwrap()),
+        WatchEvent::Deleted(o) => ("DELETED", o.metadata.name.clone().unwrap()),
+        WatchEvent::Bookmark(_) => ("BOOKMARK", String::new()),
+        WatchEvent::Error(e) => ("ERROR", e.code.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn watch_resumes_from_a_resource_version() {
+    let c = Cluster::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(c.client(), "default");
+    let a = api
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    let from = a.metadata.resource_version.clone().unwrap();
+    api.create(&PostParams::default(), &cm("b", &[]))
+        .await
+        .unwrap();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "w"}})),
+    )
+    .await
+    .unwrap();
+    api.delete("b", &DeleteParams::default()).await.unwrap();
+    let mut w = api
+        .watch(&WatchParams::default().disable_bookmarks(), &from)
+        .await
+        .unwrap()
+        .boxed();
+    let got: Vec<_> = [
+        next_event(&mut w).await,
+        next_event(&mut w).await,
+        next_event(&mut w).await,
+    ]
+    .iter()
+    .map(name_of)
+    .collect();
+    assert_eq!(
+        got,
+        [
+            ("ADDED", "b".into()),
+            ("MODIFIED", "a".into()),
+            ("DELETED", "b".into())
+        ]
+    );
+    // Versions only grow.
+    let list = api.list(&ListParams::default()).await.unwrap();
+    let rv: u64 = list.metadata.resource_version.unwrap().parse().unwrap();
+    assert!(rv > from.parse::<u64>().unwrap());
+}
+
+#[tokio::test]
+async fn watch_sends_bookmarks_and_initial_events_end() {
+    let s = TestServer::start_with(ServerConfig {
+        bookmark_interval: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(s.client().await.unwrap(), "default");
+    api.create(&PostParams::default(), &cm("x", &[]))
+        .await
+        .unwrap();
+    let rv = s.resource_version().to_string();
+    let mut w = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match next_event(&mut w).await {
+        WatchEvent::Bookmark(b) => assert_eq!(b.metadata.resource_version, rv),
+        other => panic!("expected a bookmark, got {other:?}"),
+    }
+    let mut w = api
+        .watch(&WatchParams::streaming_lists(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(name_of(&next_event(&mut w).await), ("ADDED", "x".into()));
+    match next_event(&mut w).await {
+        WatchEvent::Bookmark(b) => assert!(
+            b.metadata
+                .annotations
+                .contains_key("k8s.io/initial-events-end")
+        ),
+        other => panic!("expected the initial-events-end bookmark, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn too_old_resource_versions_are_gone() {
+    let s = TestServer::start_with(ServerConfig {
+        history: 3,
+        ..Default::default()
+    })
+    .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(s.client().await.unwrap(), "default");
+    let first = api
+        .create(&PostParams::default(), &cm("c0", &[]))
+        .await
+        .unwrap();
+    for i in 1..6 {
+        api.create(&PostParams::default(), &cm(&format!("c{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    let old = first.metadata.resource_version.unwrap();
+    let mut w = api
+        .watch(&WatchParams::default(), &old)
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(name_of(&next_event(&mut w).await), ("ERROR", "410".into()));
+    // After a compaction, even a recent version is gone; a watcher re-lists and recovers.
+    let recent = s.resource_version().to_string();
+    api.create(&PostParams::default(), &cm("late", &[]))
+        .await
+        .unwrap();
+    s.compact_history();
+    let mut w = api
+        .watch(&WatchParams::default(), &recent)
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(name_of(&next_event(&mut w).await), ("ERROR", "410".into()));
+    let cfg = kube::runtime::watcher::Config::default();
+    let names: Vec<String> = kube::runtime::watcher(api.clone(), cfg)
+        .try_filter_map(|e| async move {
+            Ok(match e {
+                kube::runtime::watcher::Event::InitApply(o) => o.metadata.name,
+                _ => None,
+            })
+        })
+        .take(7)
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        names.contains(&"late".to_string()) && names.contains(&"c0".to_string()),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn stale_updates_conflict() {
+    let c = Cluster::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(c.client(), "default");
+    let v1 = api
+        .create(&PostParams::default(), &cm("c", &[]))
+        .await
+        .unwrap();
+    let mut v2 = v1.clone();
+    v2.data = Some(BTreeMap::from([("k".into(), "2".into())]));
+    let stored = api.replace("c", &PostParams::default(), &v2).await.unwrap();
+    assert_ne!(
+        stored.metadata.resource_version,
+        v1.metadata.resource_version
+    );
+    let mut stale = v1.clone();
+    stale.data = Some(BTreeMap::from([("k".into(), "3".into())]));
+    assert_eq!(
+        api_code(
+            api.replace("c", &PostParams::default(), &stale)
+                .await
+                .unwrap_err()
+        ),
+        409
+    );
+    // A patch carrying a stale resourceVersion is a precondition that fails too.
+    let p =
+        json!({"metadata": {"resourceVersion": v1.metadata.resource_version}, "data": {"k": "4"}});
+    assert_eq!(
+        api_code(
+            api.patch("c", &PatchParams::default(), &Patch::Merge(&p))
+                .await
+                .unwrap_err()
+        ),
+        409
+    );
+    assert_eq!(
+        api_code(
+            api.create(&PostParams::default(), &cm("c", &[]))
+                .await
+                .unwrap_err()
+        ),
+        409
+    );
+    // An update that changes nothing keeps the version.
+    let same = api
+        .replace("c", &PostParams::default(), &stored)
+        .await
+        .unwrap();
+    assert_eq!(
+        same.metadata.resource_version,
+        stored.metadata.resource_version
+    );
+}
+
+fn pod(name: &str, node: &str, labels: Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap()
+}
+
+async fn make_ready(api: &Api<Pod>, name: &str) {
+    let st = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&st))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn eviction_honours_disruption_budgets() {
+    let c = Cluster::start().await.unwrap();
+    // Without this, kube-rs retries the 429 with backoff for minutes.
+    let mut cfg = c.config().await.unwrap();
+    cfg.default_retry = false;
+    let client = kube::Client::try_from(cfg).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client, "default");
+    for n in ["web-1", "web-2"] {
+        pods.create(
+            &PostParams::default(),
+            &pod(n, "node-1", json!({"app": "web"})),
+        )
+        .await
+        .unwrap();
+        make_ready(&pods, n).await;
+    }
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "web"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}
+    }))
+    .unwrap();
+    pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+    let st = pdbs.get("web").await.unwrap().status.unwrap();
+    assert_eq!(
+        (
+            st.current_healthy,
+            st.desired_healthy,
+            st.disruptions_allowed,
+            st.expected_pods
+        ),
+        (2, 1, 1, 2)
+    );
+    pods.evict("web-1", &EvictParams::default()).await.unwrap();
+    // Bound to a node, the pod terminates gracefully: it is marked, not yet gone.
+    let evicted = pods.get("web-1").await.unwrap();
+    assert!(evicted.metadata.deletion_timestamp.is_some());
+    let err = pods
+        .evict("web-2", &EvictParams::default())
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(e) => {
+            assert_eq!(e.code, 429);
+            assert!(e.message.contains("disruption budget"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        pdbs.get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .disruptions_allowed,
+        0
+    );
+    // An unrelated pod is not guarded.
+    pods.create(
+        &PostParams::default(),
+        &pod("other", "node-1", json!({"app": "db"})),
+    )
+    .await
+    .unwrap();
+    make_ready(&pods, "other").await;
+    pods.evict("other", &EvictParams::default()).await.unwrap();
+}
+
+fn owned(kind: &str, name: &str, uid: &str) -> Value {
+    json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}])
+}
+
+async fn deployment_with_dependents(c: &Cluster, name: &str) -> String {
+    let deps: Api<Deployment> = Api::namespaced(c.client(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+    }))
+    .unwrap();
+    let d = deps.create(&PostParams::default(), &d).await.unwrap();
+    let uid = d.metadata.uid.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(c.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let mut m = cm(&format!("{name}-cm"), &[]);
+    m.metadata.owner_references = serde_json::from_value(owned("Deployment", name, &uid)).unwrap();
+    cms.create(&PostParams::default(), &m).await.unwrap();
+    let mut p = pod(&format!("{name}-pod"), "", json!({"app": name}));
+    p.spec.as_mut().unwrap().node_name = None;
+    p.metadata.owner_references = serde_json::from_value(owned("Deployment", name, &uid)).unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    uid
+}
+
+#[tokio::test]
+async fn deleting_an_owner_cascades_per_propagation_policy() {
+    let c = Cluster::start().await.unwrap();
+    let deps: Api<Deployment> = Api::namespaced(c.client(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(c.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+
+    deployment_with_dependents(&c, "bg").await;
+    deps.delete("bg", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert_eq!(api_code(cms.get("bg-cm").await.unwrap_err()), 404);
+    assert_eq!(api_code(pods.get("bg-pod").await.unwrap_err()), 404);
+
+    deployment_with_dependents(&c, "orphan").await;
+    deps.delete("orphan", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    let left = cms.get("orphan-cm").await.unwrap();
+    assert!(left.metadata.owner_references.is_none_or(|r| r.is_empty()));
+
+    deployment_with_dependents(&c, "fg").await;
+    deps.delete("fg", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    assert_eq!(
+        api_code(deps.get("fg").await.unwrap_err()),
+        404,
+        "owner goes once dependents are gone"
+    );
+    assert_eq!(api_code(cms.get("fg-cm").await.unwrap_err()), 404);
+
+    // A dependent with a finalizer holds a foreground owner back.
+    let uid = deployment_with_dependents(&c, "held").await;
+    cms.patch(
+        "held-cm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": ["test/hold"]}})),
+    )
+    .await
+    .unwrap();
+    deps.delete("held", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let owner = deps.get("held").await.unwrap();
+    assert_eq!(owner.metadata.uid.as_deref(), Some(uid.as_str()));
+    assert!(
+        owner
+            .metadata
+            .finalizers
+            .unwrap()
+            .contains(&"foregroundDeletion".to_string())
+    );
+    cms.patch(
+        "held-cm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_code(deps.get("held").await.unwrap_err()), 404);
+}
+
+#[tokio::test]
+async fn status_is_a_separate_subresource() {
+    let c = Cluster::start().await.unwrap();
+    c.install_crds().await.unwrap();
+    let api: Api<OSUpgrade> = Api::all(c.client());
+    let u: OSUpgrade = serde_json::from_value(json!({
+        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade", "metadata": {"name": "u"},
+        "spec": {"version": "v2", "catalog": {"inline": "stable: v2"}},
+        "status": {"phase": "Completed"},
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &u).await.unwrap();
+    assert!(created.status.is_none(), "status is dropped on create");
+    assert_eq!(created.metadata.generation, Some(1));
+    let st = api
+        .patch_status(
+            "u",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Progressing"}, "spec": {"version": "v9"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.spec.version, "v2", "a status write leaves spec alone");
+    assert_eq!(
+        st.metadata.generation,
+        Some(1),
+        "status writes do not bump generation"
+    );
+    let main = api
+        .patch(
+            "u",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"version": "v3"}, "status": {"phase": "Failed"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(main.spec.version, "v3");
+    assert_eq!(
+        main.status.unwrap().phase,
+        Some(osroll_api::UpgradePhase::Progressing),
+        "a main write leaves status alone"
+    );
+    assert_eq!(main.metadata.generation, Some(2));
+    let labelled = api
+        .patch(
+            "u",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        labelled.metadata.generation,
+        Some(2),
+        "metadata changes do not bump generation"
+    );
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    let c = Cluster::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(c.client(), "default");
+    let mut m = cm("f", &[]);
+    m.metadata.finalizers = Some(vec!["osroll.io/uncordon".into()]);
+    api.create(&PostParams::default(), &m).await.unwrap();
+    api.delete("f", &DeleteParams::default()).await.unwrap();
+    let marked = api.get("f").await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    let add = json!({"metadata": {"finalizers": ["osroll.io/uncordon", "other/new"]}});
+    assert_eq!(
+        api_code(
+            api.patch("f", &PatchParams::default(), &Patch::Merge(&add))
+                .await
+                .unwrap_err()
+        ),
+        422
+    );
+    let rv = marked.metadata.resource_version.unwrap();
+    let mut w = api
+        .watch(&WatchParams::default().disable_bookmarks(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    api.patch(
+        "f",
+        &PatchParams::default(),
+        &Patch::Json::<()>(
+            serde_json::from_value(json!([{"op": "remove", "path": "/metadata/finalizers"}]))
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(name_of(&next_event(&mut w).await), ("DELETED", "f".into()));
+    assert_eq!(api_code(api.get("f").await.unwrap_err()), 404);
+}
+
+#[tokio::test]
+async fn server_side_apply_tracks_managers() {
+    let c = Cluster::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(c.client(), "default");
+    let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"x": "1", "y": "2"}});
+    api.patch("s", &PatchParams::apply("alice"), &Patch::Apply(&a))
+        .await
+        .unwrap();
+    let b = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"x": "9"}});
+    let err = api
+        .patch("s", &PatchParams::apply("bob"), &Patch::Apply(&b))
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(e) => {
+            assert_eq!(e.code, 409);
+            assert!(
+                e.message.contains("conflict with \"alice\""),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let forced = api
+        .patch("s", &PatchParams::apply("bob").force(), &Patch::Apply(&b))
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap()["x"], "9");
+    // alice no longer applies y: it goes; x is bob's now and stays.
+    let a2 =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {}});
+    let after = api
+        .patch("s", &PatchParams::apply("alice"), &Patch::Apply(&a2))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.data.unwrap(),
+        BTreeMap::from([("x".to_string(), "9".to_string())])
+    );
+    let managers: Vec<String> = after
+        .metadata
+        .managed_fields
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(managers.contains(&"bob".to_string()), "{managers:?}");
+}
+
+#[tokio::test]
+async fn selectors_filter_lists_and_watches() {
+    let c = Cluster::start().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    pods.create(
+        &PostParams::default(),
+        &pod("p1", "n1", json!({"osroll.io/node": "n1"})),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("p2", "n2", json!({"osroll.io/node": "n2"})),
+    )
+    .await
+    .unwrap();
+    let all: Api<Pod> = Api::all(c.client());
+    let on_n1 = all
+        .list(&ListParams::default().fields("spec.nodeName=n1"))
+        .await
+        .unwrap();
+    assert_eq!(on_n1.items.len(), 1);
+    let by_label = all
+        .list(&ListParams::default().labels("osroll.io/node in (n2, n3)"))
+        .await
+        .unwrap();
+    assert_eq!(by_label.items[0].metadata.name.as_deref(), Some("p2"));
+    let by_name = pods
+        .list(&ListParams::default().fields("metadata.name=p1,metadata.namespace=default"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.items.len(), 1);
+    // A pod leaving a label selector's view is DELETED for that watcher.
+    let rv = on_n1.metadata.resource_version.unwrap();
+    let mut w = pods
+        .watch(
+            &WatchParams::default()
+                .labels("osroll.io/node=n1")
+                .disable_bookmarks(),
+            &rv,
+        )
+        .await
+        .unwrap()
+        .boxed();
+    pods.patch(
+        "p1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"osroll.io/node": "moved"}}})),
+    )
+    .await
+    .unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(ev, WatchEvent::Deleted(ref p) if p.metadata.name.as_deref() == Some("p1")),
+        "{ev:?}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_contents() {
+    let c = Cluster::start().await.unwrap();
+    c.ensure_namespace("work").await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(c.client(), "work");
+    cms.create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    let nss: Api<Namespace> = Api::all(c.client());
+    nss.delete("work", &DeleteParams::default()).await.unwrap();
+    wait_for("namespace work to go", Duration::from_secs(10), || {
+        let nss = nss.clone();
+        async move { nss.get_opt("work").await.unwrap().is_none().then_some(()) }
+    })
+    .await
+    .unwrap();
+    let missing: Api<ConfigMap> = Api::namespaced(c.client(), "nowhere");
+    assert_eq!(
+        api_code(
+            missing
+                .create(&PostParams::default(), &cm("a", &[]))
+                .await
+                .unwrap_err()
+        ),
+        404
+    );
+}
