@@ -1,0 +1,317 @@
+//! Cluster tests of the issue, with the real controller and the real node agents:
+//! 10 kubelet-lite nodes on the test API server (or the real cluster named by
+//! `OSROLL_E2E_KUBECONFIG`), each with the agent driving a simulated A/B host; images
+//! served over HTTP on loopback; maxUnavailable 2; a PodDisruptionBudget that blocks one
+//! pod until it is relaxed; one node whose new slot fails to boot. The rollout must end
+//! with 9 nodes Completed and 1 RolledBack, say so in status and Events, leave no node
+//! cordoned, and never have more than 2 nodes disrupted at once as recorded from watch
+//! events. The second test kills the controller midway (dropped without releasing its
+//! Lease, as a crash) and lets a new replica finish.
+
+mod common;
+
+use std::time::Duration;
+
+use common::nodes::{ImageServer, NodeTiming, SimNode};
+use common::{CONTROLLER_USER, DisruptionRecorder, NS};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use osroll_api::{OSUpgrade, OSUpgradeProgress, ProgressPhase, UpgradePhase, labels};
+use osroll_controller::ControllerConfig;
+use osroll_sim::testing::{Cluster, wait_for};
+use serde_json::json;
+
+const NODES: usize = 10;
+const BAD_NODE: &str = "node-07";
+
+fn upgrade(image_url: &str, image: &[u8]) -> anyhow::Result<OSUpgrade> {
+    let catalog = format!(
+        "stable: \"2.0\"\nimages:\n  - version: \"2.0\"\n    url: {image_url}\n    checksum: {}\n    size: {}\n",
+        osroll_api::catalog::digest(image),
+        image.len()
+    );
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
+        "metadata": {"name": "fleet"},
+        "spec": {
+            "version": "stable",
+            "catalog": {"inline": catalog},
+            "allowHttpImages": true,
+            "strategy": {"maxUnavailable": 2, "maxFailures": 2},
+            "drain": {"timeoutSeconds": 300},
+        },
+    }))?)
+}
+
+struct Controller {
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_controller(cluster: &Cluster, identity: &str) -> anyhow::Result<Controller> {
+    let client = cluster.client_for(CONTROLLER_USER).await?;
+    let cfg = ControllerConfig {
+        namespace: NS.into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(3),
+        drain_poll: Duration::from_millis(300),
+        ..ControllerConfig::default()
+    };
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(osroll_controller::run_until(cfg, client, async move {
+        let _ = rx.await;
+    }));
+    Ok(Controller { task, stop })
+}
+
+async fn status(admin: &kube::Client) -> Option<osroll_api::OSUpgradeStatus> {
+    Api::<OSUpgrade>::all(admin.clone())
+        .get("fleet")
+        .await
+        .ok()?
+        .status
+}
+
+async fn events(admin: &kube::Client) -> Vec<Event> {
+    Api::<Event>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+fn pod(name: &str, node: &str, app: &str) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.example/app:1"}]},
+    }))?)
+}
+
+async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
+    let cluster = Cluster::start().await?;
+    cluster.install_crds().await?;
+    cluster.ensure_namespace(NS).await?;
+    let admin = cluster.client();
+    let image = osroll_agent::simhost::image_bytes("2.0", 256 * 1024);
+    let images = ImageServer::start(vec![("2.0".into(), image.clone())]).await?;
+    let dir = tempfile::tempdir()?;
+    let timing = NodeTiming {
+        downtime: Duration::from_millis(300),
+    };
+    let mut nodes = Vec::new();
+    for i in 0..NODES {
+        let name = format!("node-{i:02}");
+        nodes.push(
+            SimNode::start(&cluster, dir.path(), &name, "1.0", name == BAD_NODE, timing).await?,
+        );
+    }
+    let node_api: Api<Node> = Api::all(admin.clone());
+    wait_for(
+        "every agent to label its node managed",
+        Duration::from_secs(30),
+        || async {
+            let list = node_api
+                .list(&ListParams::default().labels(&format!("{}=true", labels::MANAGED)))
+                .await
+                .ok()?;
+            (list.items.len() == NODES).then_some(())
+        },
+    )
+    .await?;
+
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    pods.create(&PostParams::default(), &pod("web-0", "node-00", "web")?)
+        .await?;
+    pods.create(&PostParams::default(), &pod("db-0", "node-01", "db")?)
+        .await?;
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), "default");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web-pdb", "namespace": "default"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+    }))?;
+    pdbs.create(&PostParams::default(), &pdb).await?;
+
+    let recorder = DisruptionRecorder::default();
+    let rec_task = tokio::spawn(recorder.clone().run(admin.clone()));
+    let url = format!("{}/2.0.img", images.base);
+    Api::<OSUpgrade>::all(admin.clone())
+        .create(&PostParams::default(), &upgrade(&url, &image)?)
+        .await?;
+    let mut ctrl = start_controller(&cluster, "replica-a").await?;
+
+    // The budget holds web-0 on node-00: an Event and the status name pod and budget.
+    let note = wait_for("a DrainBlocked event", Duration::from_secs(60), || async {
+        events(&admin)
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("DrainBlocked"))
+            .and_then(|e| e.note)
+    })
+    .await?;
+    assert!(
+        note.contains("default/web-0") && note.contains("default/web-pdb"),
+        "{note}"
+    );
+    wait_for(
+        "the status to name the budget",
+        Duration::from_secs(10),
+        || async {
+            status(&admin)
+                .await?
+                .message?
+                .contains("default/web-pdb")
+                .then_some(())
+        },
+    )
+    .await?;
+
+    if kill_midway {
+        wait_for("three nodes completed", Duration::from_secs(60), || async {
+            (status(&admin).await?.nodes?.completed >= 3).then_some(())
+        })
+        .await?;
+        // A crash: the controller is dropped mid-flight and its Lease is not released.
+        ctrl.task.abort();
+        let _ = (&mut ctrl.task).await;
+        ctrl = start_controller(&cluster, "replica-b").await?;
+    }
+
+    pdbs.patch(
+        "web-pdb",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"minAvailable": 0}})),
+    )
+    .await?;
+
+    let st = wait_for(
+        "the rollout to finish",
+        Duration::from_secs(120),
+        || async {
+            let st = status(&admin).await?;
+            matches!(
+                st.phase,
+                Some(UpgradePhase::Completed | UpgradePhase::Failed)
+            )
+            .then_some(st)
+        },
+    )
+    .await?;
+    assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
+    let counts = st.nodes.clone().expect("node counts");
+    assert_eq!(
+        (counts.total, counts.completed, counts.rolled_back),
+        (10, 9, 1),
+        "{counts:?}"
+    );
+    let degraded = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded");
+    assert!(
+        degraded.is_true() && degraded.message.contains(BAD_NODE),
+        "{degraded:?}"
+    );
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("1 rolled back (node-07)"),
+        "{:?}",
+        st.message
+    );
+
+    // Each node where the agent says: the bad one back on slot A at 1.0, the rest on 2.0.
+    let progresses = Api::<OSUpgradeProgress>::all(admin.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    for n in &nodes {
+        let p = progresses
+            .iter()
+            .find(|p| p.spec.node_name == n.name)
+            .expect("a progress per node");
+        let phase = p.status.as_ref().and_then(|s| s.phase);
+        let booted = n.host.booted_slot()?;
+        let version = n.host.slot_version(booted)?;
+        if n.name == BAD_NODE {
+            assert_eq!(phase, Some(ProgressPhase::RolledBack));
+            assert_eq!(
+                (booted, version.as_deref()),
+                (osroll_agent::Slot::A, Some("1.0"))
+            );
+        } else {
+            assert_eq!(phase, Some(ProgressPhase::Completed), "{}", n.name);
+            assert_eq!(version.as_deref(), Some("2.0"), "{}", n.name);
+        }
+    }
+
+    let evs = events(&admin).await;
+    let has = |reason: &str, node: Option<&str>| {
+        evs.iter().any(|e| {
+            e.reason.as_deref() == Some(reason)
+                && node
+                    .is_none_or(|n| e.related.as_ref().and_then(|r| r.name.as_deref()) == Some(n))
+        })
+    };
+    assert!(
+        has("NodeRolledBack", Some(BAD_NODE)),
+        "no NodeRolledBack event for {BAD_NODE}"
+    );
+    assert!(has("NodeCompleted", Some("node-00")));
+    assert!(has("RolloutCompleted", None));
+    for n in node_api.list(&ListParams::default()).await?.items {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        assert!(
+            !n.spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false),
+            "node {name} left cordoned"
+        );
+        assert!(
+            !n.metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key(labels::CORDONED_BY),
+            "{name}"
+        );
+    }
+    assert!(
+        recorder.max() <= 2,
+        "{} nodes were disrupted at once",
+        recorder.max()
+    );
+    assert!(
+        recorder.max() == 2,
+        "with 10 nodes and maxUnavailable 2 the budget is used: saw {}",
+        recorder.max()
+    );
+    if kill_midway {
+        assert!(
+            evs.iter()
+                .any(|e| e.reporting_instance.as_deref() == Some("replica-b")),
+            "replica-b never acted"
+        );
+    }
+
+    let _ = ctrl.stop.send(());
+    ctrl.task.await??;
+    rec_task.abort();
+    drop(nodes);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_nodes_a_blocking_budget_and_a_failed_boot() -> anyhow::Result<()> {
+    rollout(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_with_the_controller_killed_and_restarted_midway() -> anyhow::Result<()> {
+    rollout(true).await
+}
