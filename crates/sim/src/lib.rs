@@ -5,6 +5,7 @@
 //! exactly what the server implements and what it does not.
 
 pub mod kubelet;
+pub mod rbac;
 pub mod server;
 pub mod testing;
 

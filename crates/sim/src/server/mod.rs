@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// How many change events are kept for watches to resume from; older
     /// resourceVersions get 410 Gone.
     pub history: usize,
+    /// Answer 403 to requests the stored RBAC objects do not allow (the admin user of
+    /// [`TestServer::kubeconfig`] is exempt), as a real cluster would.
+    pub enforce_rbac: bool,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
         ServerConfig {
             bookmark_interval: Duration::from_secs(5),
             history: 20_000,
+            enforce_rbac: false,
         }
     }
 }

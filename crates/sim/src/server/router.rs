@@ -424,6 +424,7 @@ fn resource(
         }
     };
     entry.verb = verb.to_string();
+    authorize(app, entry)?;
     if verb == "watch" {
         return watch_response(app, &req, pres);
     }
@@ -523,6 +524,53 @@ fn resource(
     });
     let (code, v) = result?;
     Ok(json_response(code, &v, &ctx.warnings))
+}
+
+/// Under `enforce_rbac`, refuse what the stored RBAC objects do not allow.
+fn authorize(app: &Arc<App>, entry: &AuditEntry) -> ApiResult<()> {
+    if !app.config.enforce_rbac || entry.user == super::ADMIN {
+        return Ok(());
+    }
+    let authz = {
+        let store = app.store.lock().expect("store lock");
+        let objs: Vec<Value> = [
+            "clusterroles",
+            "clusterrolebindings",
+            "roles",
+            "rolebindings",
+        ]
+        .iter()
+        .flat_map(|p| store.list("rbac.authorization.k8s.io", p, None))
+        .map(|o| (*o).clone())
+        .collect();
+        crate::rbac::Authorizer::from_objects(&objs)
+    };
+    if authz.allows(entry) {
+        return Ok(());
+    }
+    let resource = if entry.subresource.is_empty() {
+        entry.resource.clone()
+    } else {
+        format!("{}/{}", entry.resource, entry.subresource)
+    };
+    let scope = if entry.namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace \"{}\"", entry.namespace)
+    };
+    let what = if entry.name.is_empty() {
+        super::error::gr(&entry.group, &entry.resource)
+    } else {
+        format!(
+            "{} \"{}\"",
+            super::error::gr(&entry.group, &entry.resource),
+            entry.name
+        )
+    };
+    Err(ApiError::forbidden(format!(
+        "{what} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+        entry.user, entry.verb, entry.group
+    )))
 }
 
 fn delete_opts(req: &ResourceRequest<'_>) -> ApiResult<DeleteOpts> {
