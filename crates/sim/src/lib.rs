@@ -8,6 +8,7 @@ pub mod kubelet;
 pub mod rbac;
 pub mod server;
 pub mod testing;
+pub mod workloads;
 
 pub use kubelet::{Kubelet, KubeletConfig};
 pub use server::{AuditEntry, ServerConfig, TestServer};

@@ -246,6 +246,14 @@ impl Cluster {
         Ok(())
     }
 
+    /// Start the Deployment/DaemonSet controllers of [`crate::workloads`] on the test
+    /// API server (None on a real cluster, which has its own).
+    pub fn start_workloads(&self) -> Option<crate::workloads::Workloads> {
+        self.server
+            .as_ref()
+            .map(|_| crate::workloads::Workloads::start(self.client.clone()))
+    }
+
     /// Start a kubelet-lite node.
     pub async fn add_node(&self, cfg: KubeletConfig) -> anyhow::Result<Kubelet> {
         Kubelet::start(self.client.clone(), cfg).await

@@ -223,3 +223,101 @@ async fn kubectl_drain_respects_budgets_and_completes_evictions() {
         out.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_reschedule_evicted_pods_and_daemonsets_cover_nodes() {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+    use kube::api::{EvictParams, ListParams, Patch, PatchParams};
+    let c = Cluster::start().await.unwrap();
+    let _a = c.add_node(fast("node-a")).await.unwrap();
+    let _b = c.add_node(fast("node-b")).await.unwrap();
+    let _w = c.start_workloads().unwrap();
+    let deps: Api<Deployment> = Api::namespaced(c.client(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+    }))
+    .unwrap();
+    deps.create(&PostParams::default(), &d).await.unwrap();
+    let dss: Api<DaemonSet> = Api::namespaced(c.client(), "default");
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+            "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+    }))
+    .unwrap();
+    dss.create(&PostParams::default(), &ds).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let placed = |app: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let l = pods
+                .list(&ListParams::default().labels(&format!("app={app}")))
+                .await
+                .ok()?;
+            let mut nodes: Vec<String> = l
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
+                .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+                .collect();
+            nodes.sort();
+            Some(nodes)
+        }
+    };
+    wait_for(
+        "web spread over both nodes",
+        Duration::from_secs(10),
+        || async { (placed("web").await? == ["node-a", "node-b"]).then_some(()) },
+    )
+    .await
+    .unwrap();
+    wait_for(
+        "one agent pod per node",
+        Duration::from_secs(10),
+        || async { (placed("agent").await? == ["node-a", "node-b"]).then_some(()) },
+    )
+    .await
+    .unwrap();
+    wait_for("deployment status", Duration::from_secs(10), || async {
+        (deps.get("web").await.ok()?.status?.ready_replicas == Some(2)).then_some(())
+    })
+    .await
+    .unwrap();
+    // Cordon node-a and evict its web pod: the replacement lands on node-b.
+    let nodes: Api<Node> = Api::all(c.client());
+    nodes
+        .patch(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
+    let on_a = pods
+        .list(
+            &ListParams::default()
+                .labels("app=web")
+                .fields("spec.nodeName=node-a"),
+        )
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    pods.evict(&on_a.metadata.name.unwrap(), &EvictParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "web rescheduled onto node-b",
+        Duration::from_secs(10),
+        || async { (placed("web").await? == ["node-b", "node-b"]).then_some(()) },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        placed("agent").await.unwrap(),
+        ["node-a", "node-b"],
+        "DaemonSet pods stay on cordoned nodes"
+    );
+}
