@@ -188,6 +188,7 @@ impl<C: Cluster> Act<'_, C> {
     pub async fn run(&self, actions: &[Action]) -> Report {
         let mut report = Report::default();
         let mut failed_nodes: Vec<String> = Vec::new();
+        let mut released: Vec<&str> = Vec::new();
         for a in actions {
             if !self.leading.load(Ordering::SeqCst) {
                 report
@@ -199,14 +200,29 @@ impl<C: Cluster> Act<'_, C> {
             if failed_nodes.iter().any(|n| n == node) {
                 continue;
             }
-            if let Err(e) = self.one(a, &mut report).await {
-                tracing::warn!(node, action = ?a, error = %e, "action failed");
-                if matches!(e, ApiError::Conflict(_)) {
-                    report.conflicts += 1;
-                } else {
-                    report.errors.push(format!("{node}: {e}"));
-                }
+            // A start that takes the slot of a node released in this pass waits for the
+            // next pass if that release did not go through.
+            if let Some(f) = a.after()
+                && !released.contains(&f)
+            {
                 failed_nodes.push(node.to_string());
+                continue;
+            }
+            match self.one(a, &mut report).await {
+                Ok(()) => {
+                    if matches!(a, Action::Uncordon { .. }) {
+                        released.push(node);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node, action = ?a, error = %e, "action failed");
+                    if matches!(e, ApiError::Conflict(_)) {
+                        report.conflicts += 1;
+                    } else {
+                        report.errors.push(format!("{node}: {e}"));
+                    }
+                    failed_nodes.push(node.to_string());
+                }
             }
         }
         report
@@ -229,7 +245,7 @@ impl<C: Cluster> Act<'_, C> {
                 self.event(node, Severity::Normal, "NodeStaging", "CreateProgress", msg)
                     .await;
             }
-            Action::Cordon { node, canary } => {
+            Action::Cordon { node, canary, .. } => {
                 if *canary {
                     let patch = json!({"metadata": {"annotations": {marks::CANARY: "true"}}});
                     c.patch_progress(&self.progress_name(node), &patch).await?;
@@ -251,7 +267,7 @@ impl<C: Cluster> Act<'_, C> {
                     .await;
             }
             Action::Drain { node } => self.drain(node, report).await?,
-            Action::ApproveLive { node, canary } => {
+            Action::ApproveLive { node, canary, .. } => {
                 let mut patch = json!({"spec": {"rebootApproved": true}});
                 if *canary {
                     patch["metadata"] = json!({"annotations": {marks::CANARY: "true"}});

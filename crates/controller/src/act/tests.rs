@@ -202,6 +202,7 @@ async fn cordon_marks_canary_then_records_who_and_when() {
         &[Action::Cordon {
             node: "n1".into(),
             canary: true,
+            after: None,
         }],
     )
     .await;
@@ -386,6 +387,7 @@ async fn a_conflict_stops_that_node_only() {
         Action::Cordon {
             node: "n1".into(),
             canary: false,
+            after: None,
         },
         Action::Drain { node: "n1".into() },
         Action::CreateProgress { node: "n2".into() },
@@ -481,4 +483,48 @@ async fn uncordon_removes_our_marks_conditionally() {
     );
     assert_eq!(patch["metadata"]["resourceVersion"], json!("41"));
     assert_eq!(c.reasons(), ["NodeUncordoned"]);
+}
+
+#[tokio::test]
+async fn a_start_on_a_freed_slot_waits_if_the_release_failed() {
+    let w = World::new(vec![node("a", None), node("b", None)]);
+    let actions = [
+        Action::Uncordon {
+            node: "a".into(),
+            why: UncordonReason::Completed,
+        },
+        Action::Cordon {
+            node: "b".into(),
+            canary: false,
+            after: Some("a".into()),
+        },
+        Action::Drain { node: "b".into() },
+    ];
+    let c = FakeCluster {
+        conflict_nodes: true,
+        ..Default::default()
+    };
+    let r = w.run(&c, t("2024-01-01T00:00:00Z"), &actions).await;
+    assert_eq!(r.conflicts, 1);
+    assert_eq!(
+        c.calls().len(),
+        1,
+        "only the failed uncordon: {:?}",
+        c.calls()
+    );
+    let c = FakeCluster::default();
+    w.run(&c, t("2024-01-01T00:00:00Z"), &actions).await;
+    let nodes: Vec<String> = c
+        .calls()
+        .into_iter()
+        .filter_map(|c| {
+            if let Call::PatchNode(n, _) = c {
+                Some(n)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(nodes, ["a", "b"]);
+    assert!(c.calls().contains(&Call::ListPods("b".into())));
 }

@@ -229,6 +229,9 @@ pub enum Action {
         node: String,
         /// Part of the canary batch.
         canary: bool,
+        /// Takes the slot this node frees: only if its uncordon, earlier in the same
+        /// plan, succeeded.
+        after: Option<String>,
     },
     /// Evict the node's pods; once none is left, approve its reboot. On timeout the
     /// drain policy applies.
@@ -242,6 +245,8 @@ pub enum Action {
         node: String,
         /// Part of the canary batch.
         canary: bool,
+        /// As for [`Action::Cordon`].
+        after: Option<String>,
     },
     /// Withdraw `rebootApproved` from a failed attempt so a retry waits for its turn.
     RevokeApproval {
@@ -281,6 +286,14 @@ impl Action {
     /// Whether the action begins a node's disruption.
     pub fn starts_disruption(&self) -> bool {
         matches!(self, Action::Cordon { .. } | Action::ApproveLive { .. })
+    }
+
+    /// For a start that reuses a slot freed in the same plan: the node that frees it.
+    pub fn after(&self) -> Option<&str> {
+        match self {
+            Action::Cordon { after, .. } | Action::ApproveLive { after, .. } => after.as_deref(),
+            _ => None,
+        }
     }
 }
 
@@ -467,41 +480,69 @@ pub fn plan(obs: &Observed, now: DateTime<Utc>) -> Plan {
             (CanaryState::Soaking(_) | CanaryState::AwaitingApproval, _) => (true, 0),
             _ => (false, 0),
         };
+        // Nodes released above stop counting once their uncordon succeeds: a start may
+        // take such a slot, on the condition that that release went through. Only when
+        // within budget: over it (disruption from elsewhere), one release frees nothing.
+        let freed: Vec<String> = if disrupted <= max_unavailable {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Uncordon { node, .. } => nodes.iter().find(|n| n.name == *node),
+                    _ => None,
+                })
+                .filter(|n| {
+                    n.ready
+                        && !n
+                            .progress
+                            .as_ref()
+                            .is_some_and(|p| p.reboot_approved && p.outcome().is_none())
+                })
+                .map(|n| n.name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut freed = freed.into_iter();
         for n in &nodes {
-            if busy >= max_unavailable {
-                break;
-            }
             if !n.startable() {
                 continue;
             }
             let p = n.progress.as_ref().expect("startable nodes have progress");
-            let canary_node = if only_canaries {
-                if p.canary {
-                    true
-                } else if canary_slots > 0 {
-                    canary_slots -= 1;
-                    true
-                } else {
-                    continue;
-                }
+            let new_canary = only_canaries && !p.canary;
+            if new_canary && canary_slots == 0 {
+                continue;
+            }
+            let after = if busy < max_unavailable {
+                None
             } else {
-                p.canary
+                match freed.next() {
+                    Some(f) => Some(f),
+                    None => break,
+                }
             };
+            if new_canary {
+                canary_slots -= 1;
+            }
+            let canary_node = p.canary || new_canary;
             let node = n.name.clone();
             if p.reboot_required == Some(false) {
                 actions.push(Action::ApproveLive {
                     node,
                     canary: canary_node,
+                    after: after.clone(),
                 });
             } else {
                 actions.push(Action::Cordon {
                     node: node.clone(),
                     canary: canary_node,
+                    after: after.clone(),
                 });
                 actions.push(Action::Drain { node });
                 requeue = earliest(requeue, obs.drain_poll);
             }
-            busy += 1;
+            if after.is_none() {
+                busy += 1;
+            }
         }
     } else if !in_window && !stop_new && pending_work {
         requeue = earliest(

@@ -138,7 +138,8 @@ fn live_updates_are_approved_without_cordon() {
         p.actions,
         [Action::ApproveLive {
             node: "a".into(),
-            canary: false
+            canary: false,
+            after: None,
         }]
     );
 }
@@ -355,7 +356,8 @@ fn canary_batch_goes_first_then_soaks() {
         [
             Action::Cordon {
                 node: "a".into(),
-                canary: true
+                canary: true,
+                after: None,
             },
             Action::Drain { node: "a".into() }
         ]
@@ -380,7 +382,8 @@ fn canary_batch_goes_first_then_soaks() {
     assert_eq!(started(&p), ["b", "c"]);
     assert!(p.actions.contains(&Action::Cordon {
         node: "b".into(),
-        canary: false
+        canary: false,
+        after: None,
     }));
 }
 
@@ -420,7 +423,8 @@ fn a_failed_canary_is_replaced_when_failures_are_tolerated() {
     assert_eq!(started(&p), ["b"]);
     assert!(p.actions.contains(&Action::Cordon {
         node: "b".into(),
-        canary: true
+        canary: true,
+        after: None,
     }));
 }
 
@@ -494,4 +498,46 @@ fn control_plane_and_own_node_go_last() {
     let mut o = obs(nodes, strategy(Budget::Count(3)));
     o.own_node = Some("own".into());
     assert_eq!(started(&plan(&o, now())), ["w", "cp", "own"]);
+}
+
+#[test]
+fn a_slot_freed_in_this_plan_is_reused_on_condition() {
+    let mut a = completed_canary("a", now());
+    a.progress.as_mut().unwrap().canary = false;
+    a.cordoned_by_us = true;
+    a.unschedulable = true;
+    let p = plan(
+        &obs(
+            vec![a.clone(), staged("b"), staged("c")],
+            Strategy::default(),
+        ),
+        now(),
+    );
+    assert_eq!(
+        p.actions,
+        [
+            Action::Uncordon {
+                node: "a".into(),
+                why: UncordonReason::Completed
+            },
+            Action::Cordon {
+                node: "b".into(),
+                canary: false,
+                after: Some("a".into())
+            },
+            Action::Drain { node: "b".into() },
+        ]
+    );
+    // A released node that is not Ready stays disrupted and frees nothing.
+    let mut f = with_phase(node("f"), ProgressPhase::Failed);
+    f.cordoned_by_us = true;
+    f.unschedulable = true;
+    f.ready = false;
+    f.progress.as_mut().unwrap().reported = Some(Outcome::Failed);
+    let s = Strategy {
+        max_failures: 5,
+        ..Default::default()
+    };
+    let p = plan(&obs(vec![f, staged("b")], s), now());
+    assert!(started(&p).is_empty(), "{:?}", p.actions);
 }
