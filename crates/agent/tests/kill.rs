@@ -1,0 +1,307 @@
+//! The kill test: the agent, as a separate process, is SIGKILLed at 20 random instants
+//! spread over staging and switching, restarted each time (and the simulated node
+//! "powered on" whenever the agent had asked for a reboot), and must always reach the
+//! same final state: Completed on slot B with the new version, exactly one reboot, the
+//! old slot untouched.
+//!
+//! A custom harness (`harness = false`): the same binary is the test and, with
+//! `OSROLL_KILL_CHILD` set, the agent process under test.
+
+#[path = "common/server.rs"]
+mod server;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use osroll_agent::install::{InstallOptions, RetryPolicy};
+use osroll_agent::simhost::image_bytes;
+use osroll_agent::source::file::FileSource;
+use osroll_agent::{AgentConfig, AgentExit, SimHost, Slot};
+use osroll_api::{
+    ImageRef, OSUpgradeProgress, OSUpgradeProgressSpec, OSUpgradeProgressStatus, ProgressPhase,
+};
+use sha2::{Digest, Sha256};
+
+const NODE: &str = "node-1";
+const NAME: &str = "osupgrade-kill";
+const SLOT: u64 = 8 << 20;
+const KILLS: usize = 20;
+
+fn main() {
+    if let Ok(dir) = std::env::var("OSROLL_KILL_CHILD") {
+        std::process::exit(child(std::path::Path::new(&dir)));
+    }
+    // Honour a name filter from `cargo test <filter>`: run only if it could mean us.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if std::env::args().any(|a| a == "--list") {
+        println!("kill_at_random_points_always_converges: test");
+        return;
+    }
+    if !filters.is_empty()
+        && !filters
+            .iter()
+            .any(|f| "kill_at_random_points_always_converges".contains(f.as_str()))
+    {
+        return;
+    }
+    parent();
+    println!("test kill_at_random_points_always_converges ... ok");
+}
+
+/// The agent process: one node in `dir` (host/, progress/, state/).
+fn child(dir: &std::path::Path) -> i32 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let host = SimHost::open(&dir.join("host")).expect("simulated node");
+    let mut cfg = AgentConfig::new(NODE, dir.join("state"));
+    cfg.install = InstallOptions {
+        stall_timeout: Duration::from_secs(2),
+        retry: RetryPolicy {
+            max_attempts: 20,
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+        },
+        buffer_size: 256 * 1024,
+        ..InstallOptions::default()
+    };
+    cfg.resync = Duration::from_millis(100);
+    cfg.error_backoff = Duration::from_millis(20);
+    cfg.progress_interval = Duration::from_millis(5);
+    let source = FileSource::new(&dir.join("progress"), NODE, Duration::from_millis(5));
+    match rt.block_on(osroll_agent::run_with_source(cfg, source, Arc::new(host))) {
+        Ok(AgentExit::Rebooted) => 0,
+        Err(e) => {
+            eprintln!("agent failed: {e:#}");
+            1
+        }
+    }
+}
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// What must be identical after every run (timestamps excluded).
+#[derive(Debug, PartialEq)]
+struct Final {
+    phase: Option<ProgressPhase>,
+    current: Option<String>,
+    target: Option<String>,
+    retry_count: u32,
+    inactive: Option<String>,
+    failure: Option<String>,
+    conditions: Vec<(String, String)>,
+    booted: Slot,
+    default: Option<Slot>,
+    armed: Option<Slot>,
+    boots: u64,
+    slot_a: String,
+    slot_b_image: String,
+}
+
+/// An agent process, killed if the test ends early (a panic must not leave it running).
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    host: SimHost,
+}
+
+impl World {
+    fn new(url: &str, checksum: &str, size: u64) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let host = SimHost::create(&dir.path().join("host"), SLOT, "v1").unwrap();
+        std::fs::create_dir_all(dir.path().join("progress")).unwrap();
+        let spec = OSUpgradeProgressSpec {
+            node_name: NODE.into(),
+            image: Some(ImageRef {
+                version: "v2".into(),
+                url: url.into(),
+                checksum: checksum.into(),
+                size: Some(size),
+            }),
+            reboot_approved: true,
+            ..Default::default()
+        };
+        FileSource::write_progress(
+            &dir.path().join("progress"),
+            &OSUpgradeProgress::new(NAME, spec),
+        )
+        .unwrap();
+        World { dir, host }
+    }
+
+    fn spawn(&self) -> Agent {
+        Agent(
+            Command::new(std::env::current_exe().unwrap())
+                .env("OSROLL_KILL_CHILD", self.dir.path())
+                .env("RUST_LOG", "off")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn status(&self) -> Option<OSUpgradeProgressStatus> {
+        FileSource::read_status(&self.dir.path().join("progress"), NAME)
+    }
+
+    fn finished(&self) -> bool {
+        self.status()
+            .is_some_and(|s| s.phase.is_some_and(ProgressPhase::is_terminal))
+    }
+
+    fn snapshot(&self, image_len: usize) -> Final {
+        let s = self.status().unwrap_or_default();
+        let env = osroll_agent::boot::BootControl::read(self.host.boot_env()).unwrap();
+        let b = std::fs::read(self.host.slot_file(Slot::B)).unwrap();
+        Final {
+            phase: s.phase,
+            current: s.current_version,
+            target: s.target_version,
+            retry_count: s.retry_count,
+            inactive: s.inactive_partition,
+            failure: s.failure_reason,
+            conditions: s
+                .conditions
+                .into_iter()
+                .map(|c| (c.type_, c.status))
+                .collect(),
+            booted: self.host.booted_slot().unwrap(),
+            default: env.default,
+            armed: env.try_next,
+            boots: self.host.boot_count().unwrap(),
+            slot_a: sha(&std::fs::read(self.host.slot_file(Slot::A)).unwrap()),
+            slot_b_image: sha(&b[..image_len]),
+        }
+    }
+
+    /// Run agents until the progress is finished, killing the agent once at `kill_at`
+    /// after the start. Returns the phase the kill interrupted (None: no kill happened).
+    fn run(&self, kill_at: Option<Duration>) -> (Duration, Option<String>) {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(60);
+        let mut killed = None;
+        let mut pending_kill = kill_at;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no convergence: {:#?}",
+                self.status()
+            );
+            let mut agent = self.spawn();
+            let child = &mut agent.0;
+            let status = loop {
+                if let Some(st) = child.try_wait().unwrap() {
+                    break Some(st);
+                }
+                if self.finished() {
+                    // The agent idles after the end; it has nothing left to do.
+                    return (
+                        start.elapsed(),
+                        killed.or(pending_kill.map(|_| "after the end".to_string())),
+                    );
+                }
+                if let Some(at) = pending_kill
+                    && start.elapsed() >= at
+                {
+                    pending_kill = None;
+                    let phase = self.status().and_then(|s| s.phase);
+                    let reboot = if self.host.reboot_requested() {
+                        " (reboot requested)"
+                    } else {
+                        ""
+                    };
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    killed = Some(format!(
+                        "{phase:?}{reboot} boot {}",
+                        self.host.boot_count().unwrap()
+                    ));
+                    break None;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "agent did not finish: {:#?}",
+                    self.status()
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            if let Some(st) = status {
+                assert!(st.success(), "agent exited with {st}");
+            }
+            if self.host.reboot_requested() {
+                self.host.boot().unwrap();
+            }
+        }
+    }
+}
+
+fn parent() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let img = image_bytes("v2", 1 << 20);
+    let z = zstd::encode_all(&img[..], 3).unwrap();
+    let checksum = format!("sha256:{}", sha(&z));
+    let srv = rt.block_on(server::ImageServer::start(z));
+    let url = srv.url();
+
+    // A run without kills defines the expected final state and the time span to kill in.
+    let reference = World::new(&url, &checksum, img.len() as u64);
+    let a_before = sha(&std::fs::read(reference.host.slot_file(Slot::A)).unwrap());
+    let (span, _) = reference.run(None);
+    let expected = reference.snapshot(img.len());
+    assert_eq!(
+        expected.phase,
+        Some(ProgressPhase::Completed),
+        "{expected:#?}"
+    );
+    assert_eq!(
+        (expected.booted, expected.default, expected.armed),
+        (Slot::B, Some(Slot::B), None)
+    );
+    assert_eq!(expected.boots, 2);
+    assert_eq!(expected.slot_a, a_before);
+    assert_eq!(expected.slot_b_image, sha(&img));
+    eprintln!("kill test: an uninterrupted upgrade takes {span:?}");
+
+    let mut hits = Vec::new();
+    for i in 0..KILLS {
+        // Stratified: the i-th kill lands somewhere in the i-th twentieth of the span.
+        let at = span.mul_f64((i as f64 + rand::random::<f64>()) / KILLS as f64);
+        let world = World::new(&url, &checksum, img.len() as u64);
+        let (took, hit) = world.run(Some(at));
+        eprintln!("kill #{i} at {at:?}: {hit:?}, converged after {took:?}");
+        let got = world.snapshot(img.len());
+        assert_eq!(
+            got, expected,
+            "kill #{i} at {at:?} ({hit:?}) ended differently"
+        );
+        hits.push(hit.unwrap_or_else(|| "no kill".into()));
+    }
+    eprintln!("kill test: {KILLS} kills hit {hits:#?}");
+    let before_reboot = hits.iter().filter(|h| h.ends_with("boot 1")).count();
+    let after_reboot = hits.iter().filter(|h| h.ends_with("boot 2")).count();
+    assert!(
+        before_reboot > 0 && after_reboot > 0,
+        "kills should land on both sides of the reboot: {hits:?}"
+    );
+}
