@@ -21,5 +21,6 @@ pub mod reconcile;
 mod run;
 pub mod select;
 pub mod status;
+pub mod trigger;
 
 pub use run::{ControllerConfig, run, run_until};

@@ -2,8 +2,8 @@
 //! controller that calls [`Shared::reconcile`] for each OSUpgrade.
 //!
 //! The watch caches of Nodes and OSUpgradeProgresses are reflectors of our own; any
-//! change in them re-queues every OSUpgrade (kube-runtime de-duplicates and debounces),
-//! and each reconcile reads the caches instead of the API server. The controller runs
+//! change the planner can see re-queues every OSUpgrade (filtered and rate-limited in
+//! [`crate::trigger`]), and each reconcile reads the caches instead of the API server. The controller runs
 //! only while this replica holds the Lease; losing it clears the `leading` flag (which
 //! every write checks) and stops the controller task.
 
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
@@ -34,6 +34,7 @@ use crate::leader::{Elector, Timing, still_leading};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::observe::Settings;
 use crate::reconcile::{ReconcileError, Shared, World};
+use crate::trigger;
 
 /// Everything the controller is configured with.
 #[derive(Clone, Debug)]
@@ -58,8 +59,9 @@ pub struct ControllerConfig {
     pub drain_poll: Duration,
     /// Requeue interval when nothing is in flight.
     pub resync: Duration,
-    /// Coalesce bursts of watch events into one reconcile.
-    pub debounce: Duration,
+    /// Least time between two reconciles while watch events keep coming (the first
+    /// change after a quiet period is handled at once).
+    pub reconcile_interval: Duration,
     /// Retry interval of rejected catalog resolutions.
     pub catalog_retry: Duration,
     /// Allow `http://` catalog URLs (tests and local mirrors only).
@@ -85,7 +87,7 @@ impl Default for ControllerConfig {
             node_soak: Duration::ZERO,
             drain_poll: Duration::from_secs(2),
             resync: Duration::from_secs(300),
-            debounce: Duration::from_millis(100),
+            reconcile_interval: Duration::from_millis(100),
             catalog_retry: Duration::from_secs(30),
             allow_http_catalog: false,
             catalog_ca: None,
@@ -137,54 +139,92 @@ fn slim_node(n: &mut Node) {
     }
 }
 
+fn pdb_digest(b: &PodDisruptionBudget) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    serde_json::to_string(&b.spec)
+        .unwrap_or_default()
+        .hash(&mut h);
+    b.status
+        .as_ref()
+        .map(|s| s.disruptions_allowed)
+        .hash(&mut h);
+    h.finish()
+}
+
+/// The watch events (after they updated the cache) that change what the planner sees.
+fn relevant<K, S>(
+    events: S,
+    what: &'static str,
+    digest: fn(&K) -> u64,
+) -> impl Stream<Item = ()> + Send + 'static
+where
+    K: kube::Resource + Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let mut seen = trigger::Relevant::default();
+    events.filter_map(move |ev| {
+        let pass = match ev {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                seen.changed(&o.name_any(), digest(&o))
+            }
+            Ok(watcher::Event::Delete(o)) => seen.deleted(&o.name_any()),
+            Ok(watcher::Event::InitDone) => true,
+            Ok(watcher::Event::Init) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} watch");
+                false
+            }
+        };
+        futures::future::ready(pass.then_some(()))
+    })
+}
+
 /// Watch caches and the kube-runtime controller, until `stop` fires.
 async fn control(
     ctx_parts: (Shared<KubeCluster>, kube::Client, Duration),
     mut stop: watch::Receiver<bool>,
 ) {
-    let (mut shared, client, debounce) = ctx_parts;
+    let (mut shared, client, interval) = ctx_parts;
     let wc = watcher::Config::default().any_semantic();
     let (nodes, node_writer) = reflector::store();
     let (progresses, progress_writer) = reflector::store();
     let (pdbs, pdb_writer) = reflector::store();
     shared.cluster = shared.cluster.with_pdb_cache(pdbs);
-    let node_events = watcher(Api::<Node>::all(client.clone()), wc.clone())
-        .default_backoff()
-        .modify(slim_node)
-        .reflect(node_writer)
-        .touched_objects()
-        .filter_map(|r| async move {
-            r.map_err(|e| tracing::warn!(error = %e, "node watch"))
-                .ok()
-                .map(|_| ())
-        });
-    let progress_events = watcher(Api::<OSUpgradeProgress>::all(client.clone()), wc.clone())
-        .default_backoff()
-        .modify(|p| p.managed_fields_mut().clear())
-        .reflect(progress_writer)
-        .touched_objects()
-        .filter_map(|r| async move {
-            r.map_err(|e| tracing::warn!(error = %e, "progress watch"))
-                .ok()
-                .map(|_| ())
-        });
+    let node_events = relevant(
+        watcher(Api::<Node>::all(client.clone()), wc.clone())
+            .default_backoff()
+            .modify(slim_node)
+            .reflect(node_writer),
+        "node",
+        trigger::node_digest,
+    );
+    let progress_events = relevant(
+        watcher(Api::<OSUpgradeProgress>::all(client.clone()), wc.clone())
+            .default_backoff()
+            .modify(|p| p.managed_fields_mut().clear())
+            .reflect(progress_writer),
+        "progress",
+        trigger::progress_digest,
+    );
     // A budget that changes may unblock a drain.
-    let pdb_events = watcher(Api::<PodDisruptionBudget>::all(client.clone()), wc.clone())
-        .default_backoff()
-        .modify(|b| b.managed_fields_mut().clear())
-        .reflect(pdb_writer)
-        .touched_objects()
-        .filter_map(|r| async move {
-            r.map_err(|e| tracing::warn!(error = %e, "budget watch"))
-                .ok()
-                .map(|_| ())
-        });
-    let trigger = futures::stream::select(
-        futures::stream::select(node_events, progress_events),
-        pdb_events,
+    let pdb_events = relevant(
+        watcher(Api::<PodDisruptionBudget>::all(client.clone()), wc.clone())
+            .default_backoff()
+            .modify(|b| b.managed_fields_mut().clear())
+            .reflect(pdb_writer),
+        "budget",
+        pdb_digest,
+    );
+    let trigger = trigger::throttle(
+        futures::stream::select(
+            futures::stream::select(node_events, progress_events),
+            pdb_events,
+        ),
+        interval,
     );
     let controller = Controller::new(Api::<OSUpgrade>::all(client.clone()), wc)
-        .with_config(controller::Config::default().debounce(debounce));
+        .with_config(controller::Config::default());
     let ctx = Arc::new(Ctx {
         shared,
         nodes: nodes.clone(),
@@ -314,7 +354,10 @@ pub async fn run_until(
                         resync: cfg.resync,
                     };
                     let (tx, rx) = watch::channel(false);
-                    let handle = tokio::spawn(control((shared, client.clone(), cfg.debounce), rx));
+                    let handle = tokio::spawn(control(
+                        (shared, client.clone(), cfg.reconcile_interval),
+                        rx,
+                    ));
                     task = Some((handle, tx));
                 }
             }

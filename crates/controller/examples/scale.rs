@@ -1,0 +1,383 @@
+//! Scale benchmark (prints figures, asserts nothing): N simulated nodes (kubelet-lite +
+//! the real agent on a simulated A/B host) on the test API server, one OSUpgrade with
+//! `maxUnavailable` M, and the controller in a child process so its memory is its own.
+//!
+//! ```text
+//! cargo run --release -p osroll-controller --example scale -- --nodes 1000 --max-unavailable 10%
+//! ```
+//!
+//! Reports the rollout's wall time against the ideal schedule (batches x the mean time a
+//! node is disrupted, from watch events), the controller's peak RSS (VmHWM) and CPU time,
+//! and its API requests per node (from the test API server's audit log).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use osroll_agent::{AgentConfig, AgentExit, SimHost};
+use osroll_api::{OSUpgrade, UpgradePhase, labels};
+use osroll_sim::testing::Cluster;
+use osroll_sim::{Kubelet, KubeletConfig};
+use serde_json::json;
+
+const CONTROLLER_USER: &str = "system:serviceaccount:osroll-system:osroll-controller";
+const NS: &str = "osroll-system";
+
+struct Args {
+    nodes: usize,
+    max_unavailable: String,
+    downtime: Duration,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        nodes: 1000,
+        max_unavailable: "10%".into(),
+        downtime: Duration::from_secs(2),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().with_context(|| format!("{k} needs a value"));
+        match k.as_str() {
+            "--nodes" => a.nodes = v()?.parse().context("--nodes")?,
+            "--max-unavailable" => a.max_unavailable = v()?,
+            "--downtime-ms" => {
+                a.downtime = Duration::from_millis(v()?.parse().context("--downtime-ms")?)
+            }
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+/// Child mode: the controller alone, until killed.
+async fn controller_child(kubeconfig: PathBuf) -> anyhow::Result<()> {
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let client = kube::Client::try_from(config)?;
+    let cfg = osroll_controller::ControllerConfig {
+        namespace: NS.into(),
+        identity: "bench".into(),
+        drain_poll: Duration::from_millis(500),
+        ..Default::default()
+    };
+    osroll_controller::run(cfg, client).await
+}
+
+fn proc_field(pid: u32, file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+async fn agent_loop(
+    cfg: AgentConfig,
+    client: kube::Client,
+    host: SimHost,
+    kubelet: Arc<Kubelet>,
+    downtime: Duration,
+) {
+    loop {
+        match osroll_agent::run(cfg.clone(), client.clone(), Arc::new(host.clone())).await {
+            Ok(AgentExit::Rebooted) => {
+                let _ = kubelet.go_down("rebooting").await;
+                tokio::time::sleep(downtime).await;
+                if let Err(e) = host.boot() {
+                    eprintln!("{}: boot: {e}", cfg.node_name);
+                }
+                let _ = kubelet.come_up().await;
+            }
+            Err(e) => {
+                eprintln!("{}: agent: {e:#}", cfg.node_name);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Disruption {
+    cordoned: HashMap<String, Instant>,
+    spans: Vec<Duration>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    concurrent: usize,
+    max_concurrent: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if argv.get(1).map(String::as_str) == Some("--controller-child") {
+        return rt.block_on(controller_child(PathBuf::from(&argv[2])));
+    }
+    rt.block_on(bench(args()?))
+}
+
+async fn bench(a: Args) -> anyhow::Result<()> {
+    let t_setup = Instant::now();
+    let cluster = Cluster::start().await?;
+    anyhow::ensure!(
+        !cluster.is_real(),
+        "the benchmark needs the test API server (unset OSROLL_E2E_KUBECONFIG)"
+    );
+    cluster.install_crds().await?;
+    cluster.ensure_namespace(NS).await?;
+    let admin = cluster.client();
+    let image = osroll_agent::simhost::image_bytes("2.0", 64 * 1024);
+    let img = image.clone();
+    let app = axum::Router::new().route(
+        "/2.0.img",
+        axum::routing::get(move || async move { img.clone() }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let image_url = format!("http://{}/2.0.img", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir()?;
+    let nodes_client = cluster.client_for("system:nodes").await?;
+    let mut tasks = Vec::new();
+    let mut kubelets = Vec::new();
+    for i in 0..a.nodes {
+        let name = format!("node-{i:04}");
+        let host = SimHost::create(&dir.path().join(&name), 128 * 1024, "1.0")?;
+        let mut kc = KubeletConfig::new(&name);
+        kc.heartbeat = Duration::from_secs(10);
+        kc.status_refresh = Duration::from_secs(60);
+        let kubelet = Arc::new(Kubelet::start(nodes_client.clone(), kc).await?);
+        let mut cfg = AgentConfig::new(&name, dir.path().join(&name).join("state"));
+        cfg.install.direct_io = false;
+        cfg.install.buffer_size = 64 * 1024;
+        cfg.install.buffers = 2;
+        cfg.progress_interval = Duration::from_secs(5);
+        tasks.push(tokio::spawn(agent_loop(
+            cfg,
+            nodes_client.clone(),
+            host,
+            kubelet.clone(),
+            a.downtime,
+        )));
+        kubelets.push(kubelet);
+    }
+    let node_api: Api<Node> = Api::all(admin.clone());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let lp = ListParams::default().labels(&format!("{}=true", labels::MANAGED));
+        if node_api.list(&lp).await?.items.len() == a.nodes {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "agents did not label their nodes in time"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "{} nodes up in {:.1}s",
+        a.nodes,
+        t_setup.elapsed().as_secs_f64()
+    );
+
+    // Disruption from watch events: cordon -> uncordon per node.
+    let disruption = Arc::new(std::sync::Mutex::new(Disruption::default()));
+    {
+        let d = disruption.clone();
+        let api = node_api.clone();
+        tokio::spawn(async move {
+            let mut s = watcher(api, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(n)) = s.next().await {
+                let name = n.metadata.name.clone().unwrap_or_default();
+                let cordoned = n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.unschedulable)
+                    .unwrap_or(false);
+                let mut d = d.lock().unwrap();
+                let now = Instant::now();
+                match (cordoned, d.cordoned.contains_key(&name)) {
+                    (true, false) => {
+                        d.cordoned.insert(name, now);
+                        d.first.get_or_insert(now);
+                        d.concurrent += 1;
+                        d.max_concurrent = d.max_concurrent.max(d.concurrent);
+                    }
+                    (false, true) => {
+                        let t0 = d.cordoned.remove(&name).unwrap();
+                        d.spans.push(now - t0);
+                        d.last = Some(now);
+                        d.concurrent -= 1;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    let catalog = format!(
+        "images:\n  - version: \"2.0\"\n    url: {image_url}\n    checksum: {}\n    size: {}\n",
+        osroll_api::catalog::digest(&image),
+        image.len()
+    );
+    let mu: serde_json::Value = match a.max_unavailable.parse::<i64>() {
+        Ok(n) => json!(n),
+        Err(_) => json!(a.max_unavailable),
+    };
+    let up: OSUpgrade = serde_json::from_value(json!({
+        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
+        "metadata": {"name": "scale"},
+        "spec": {"version": "2.0", "catalog": {"inline": catalog}, "allowHttpImages": true,
+                 "strategy": {"maxUnavailable": mu}},
+    }))?;
+    if let Some(s) = cluster.server() {
+        s.clear_audit();
+    }
+    let kubeconfig = cluster.kubeconfig_for(CONTROLLER_USER)?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--controller-child")
+        .arg(&kubeconfig)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .context("starting the controller process")?;
+    let pid = child.id();
+    let t0 = Instant::now();
+    Api::<OSUpgrade>::all(admin.clone())
+        .create(&PostParams::default(), &up)
+        .await?;
+    let ups: Api<OSUpgrade> = Api::all(admin.clone());
+    let mut peak_kib = 0;
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let phase = loop {
+        peak_kib = peak_kib.max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
+        let st = ups.get("scale").await?.status.unwrap_or_default();
+        if let Some(p @ (UpgradePhase::Completed | UpgradePhase::Failed)) = st.phase {
+            break (p, st);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "rollout did not finish within an hour"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let wall = t0.elapsed();
+    peak_kib = peak_kib.max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
+    let cpu = cpu_seconds(pid).unwrap_or(0.0);
+    let audit = cluster.server().map(|s| s.audit()).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mine: Vec<_> = audit.iter().filter(|e| e.user == CONTROLLER_USER).collect();
+    let mut by_kind: HashMap<String, usize> = HashMap::new();
+    for e in &mine {
+        let sub = if e.subresource.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", e.subresource)
+        };
+        *by_kind
+            .entry(format!("{} {}{sub}", e.verb, e.resource))
+            .or_default() += 1;
+    }
+    let mut by_kind: Vec<(String, usize)> = by_kind.into_iter().collect();
+    by_kind.sort_by_key(|k| std::cmp::Reverse(k.1));
+
+    let d = disruption.lock().unwrap();
+    let n = d.spans.len().max(1);
+    let mean = d.spans.iter().sum::<Duration>() / n as u32;
+    let mut sorted = d.spans.clone();
+    sorted.sort();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    let max_unavailable = osroll_controller::planner::Budget::parse(
+        &match a.max_unavailable.parse::<i32>() {
+            Ok(n) => k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n),
+            Err(_) => k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                a.max_unavailable.clone(),
+            ),
+        },
+        "--max-unavailable",
+    )?
+    .resolve(a.nodes);
+    let batches = a.nodes.div_ceil(max_unavailable);
+    let ideal = mean * batches as u32;
+    let disrupting = match (d.first, d.last) {
+        (Some(f), Some(l)) => l - f,
+        _ => Duration::ZERO,
+    };
+    let counts = phase.1.nodes.clone().unwrap_or_default();
+    println!("osroll scale benchmark");
+    println!("  nodes                      {}", a.nodes);
+    println!(
+        "  maxUnavailable             {} -> {max_unavailable} nodes, {batches} batches",
+        a.max_unavailable
+    );
+    println!(
+        "  simulated reboot downtime  {:.1}s",
+        a.downtime.as_secs_f64()
+    );
+    println!(
+        "  outcome                    {:?}: {} completed, {} failed, {} rolled back",
+        phase.0, counts.completed, counts.failed, counts.rolled_back
+    );
+    println!(
+        "  wall time (create->done)   {:.1}s (includes staging every node)",
+        wall.as_secs_f64()
+    );
+    println!(
+        "  disruption phase           {:.1}s (first cordon -> last uncordon)",
+        disrupting.as_secs_f64()
+    );
+    println!(
+        "  per-node disruption        mean {:.2}s, median {:.2}s (cordon -> uncordon)",
+        mean.as_secs_f64(),
+        median.as_secs_f64()
+    );
+    println!(
+        "  ideal schedule             {:.1}s ({batches} x {:.2}s)",
+        ideal.as_secs_f64(),
+        mean.as_secs_f64()
+    );
+    println!(
+        "  disruption phase / ideal   {:.3}",
+        disrupting.as_secs_f64() / ideal.as_secs_f64().max(1e-9)
+    );
+    println!("  max nodes cordoned at once {}", d.max_concurrent);
+    println!(
+        "  controller peak RSS        {:.1} MiB",
+        peak_kib as f64 / 1024.0
+    );
+    println!("  controller CPU time        {cpu:.1}s");
+    println!(
+        "  controller API requests    {} ({:.1} per node)",
+        mine.len(),
+        mine.len() as f64 / a.nodes as f64
+    );
+    for (k, v) in by_kind.iter().take(12) {
+        println!("    {v:>7}  {k}");
+    }
+    for t in tasks {
+        t.abort();
+    }
+    drop(kubelets);
+    Ok(())
+}
