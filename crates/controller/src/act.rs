@@ -3,13 +3,15 @@
 //! turns an action into API calls, and a drain step into approval or the timeout policy.
 //!
 //! A failed call stops further actions for that node in this pass (the next reconcile
-//! retries from fresh state), and nothing is written once leadership is lost.
+//! retries from fresh state), and nothing is written once leadership is lost. Different
+//! nodes' actions run concurrently; one node's run in order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::{Resource, ResourceExt};
 use osroll_api::{
@@ -24,6 +26,9 @@ use crate::marks;
 use crate::metrics::{DrainEnd, Metrics};
 use crate::observe::cordoned_at;
 use crate::planner::{Action, DrainOutcome, DrainPolicy, Outcome, UncordonReason};
+
+/// Nodes whose actions run at the same time.
+pub const PARALLEL_NODES: usize = 16;
 
 /// What every progress object of one OSUpgrade carries, from its resolved catalog.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -184,34 +189,50 @@ impl<C: Cluster> Act<'_, C> {
             .and_then(|n| n.metadata.resource_version.clone())
     }
 
-    /// Run `actions` in order.
+    /// Run `actions`: each node's actions in order, different nodes concurrently. Starts
+    /// that take a slot freed in this pass run after every release, and only if theirs
+    /// went through.
     pub async fn run(&self, actions: &[Action]) -> Report {
-        let mut report = Report::default();
-        let mut failed_nodes: Vec<String> = Vec::new();
-        let mut released: Vec<&str> = Vec::new();
+        let mut chains: Vec<(&str, Vec<&Action>)> = Vec::new();
         for a in actions {
+            match chains.iter_mut().find(|(n, _)| *n == a.node()) {
+                Some((_, c)) => c.push(a),
+                None => chains.push((a.node(), vec![a])),
+            }
+        }
+        let (dependent, independent): (Vec<_>, Vec<_>) =
+            chains.into_iter().partition(|(_, c)| c.iter().any(|a| a.after().is_some()));
+        let released = Mutex::new(Vec::<String>::new());
+        let mut report = Report::default();
+        for phase in [independent, dependent] {
+            let futs: Vec<_> = phase.into_iter().map(|(node, chain)| self.chain(node, chain, &released)).collect();
+            let reports: Vec<Report> =
+                futures::stream::iter(futs).buffer_unordered(PARALLEL_NODES).collect().await;
+            for r in reports {
+                report.drain_notes.extend(r.drain_notes);
+                report.errors.extend(r.errors);
+                report.conflicts += r.conflicts;
+            }
+        }
+        report
+    }
+
+    async fn chain(&self, node: &str, chain: Vec<&Action>, released: &Mutex<Vec<String>>) -> Report {
+        let mut report = Report::default();
+        for a in chain {
             if !self.leading.load(Ordering::SeqCst) {
-                report
-                    .errors
-                    .push("leadership lost; remaining actions dropped".into());
+                report.errors.push("leadership lost; remaining actions dropped".into());
                 break;
             }
-            let node = a.node();
-            if failed_nodes.iter().any(|n| n == node) {
-                continue;
-            }
-            // A start that takes the slot of a node released in this pass waits for the
-            // next pass if that release did not go through.
             if let Some(f) = a.after()
-                && !released.contains(&f)
+                && !released.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|r| r == f)
             {
-                failed_nodes.push(node.to_string());
-                continue;
+                break;
             }
             match self.one(a, &mut report).await {
                 Ok(()) => {
                     if matches!(a, Action::Uncordon { .. }) {
-                        released.push(node);
+                        released.lock().unwrap_or_else(|e| e.into_inner()).push(node.to_string());
                     }
                 }
                 Err(e) => {
@@ -221,7 +242,7 @@ impl<C: Cluster> Act<'_, C> {
                     } else {
                         report.errors.push(format!("{node}: {e}"));
                     }
-                    failed_nodes.push(node.to_string());
+                    break;
                 }
             }
         }

@@ -133,23 +133,39 @@ pub trait Cluster: Send + Sync + 'static {
     fn publish(&self, note: &Note) -> impl Future<Output = ApiResult<()>> + Send;
 }
 
+/// Events waiting to be published before new ones are dropped (with a warning).
+pub const EVENT_QUEUE: usize = 4096;
+
 /// [`Cluster`] on a real (or test) API server.
+///
+/// Events are handed to a background task that publishes them in order, so a reconcile
+/// never waits for them: they are a record for people, not part of any decision.
 #[derive(Clone)]
 pub struct KubeCluster {
     client: kube::Client,
-    recorder: Recorder,
+    events: tokio::sync::mpsc::Sender<Note>,
     pdb_cache: Option<Store<PodDisruptionBudget>>,
 }
 
 impl KubeCluster {
-    /// Events are reported as `controller`, instance `instance` (the pod name).
+    /// Events are reported as `controller`, instance `instance` (the pod name). Call
+    /// within a tokio runtime; the event task ends when the last clone is dropped.
     pub fn new(client: kube::Client, controller: &str, instance: Option<String>) -> Self {
         let reporter = Reporter {
             controller: controller.to_string(),
             instance,
         };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let (events, mut rx) = tokio::sync::mpsc::channel::<Note>(EVENT_QUEUE);
+        tokio::spawn(async move {
+            while let Some(note) = rx.recv().await {
+                if let Err(e) = recorder.publish(&to_event(&note), &note.regarding).await {
+                    tracing::warn!(reason = %note.reason, error = %e, "could not publish event");
+                }
+            }
+        });
         KubeCluster {
-            recorder: Recorder::new(client.clone(), reporter),
+            events,
             client,
             pdb_cache: None,
         }
@@ -258,18 +274,22 @@ impl Cluster for KubeCluster {
     }
 
     async fn publish(&self, note: &Note) -> ApiResult<()> {
-        let ev = Event {
-            type_: match note.severity {
-                Severity::Normal => EventType::Normal,
-                Severity::Warning => EventType::Warning,
-            },
-            reason: note.reason.clone(),
-            note: Some(truncate(&note.message, 1000)),
-            action: note.action.clone(),
-            secondary: note.related.clone(),
-        };
-        self.recorder.publish(&ev, &note.regarding).await?;
-        Ok(())
+        self.events
+            .try_send(note.clone())
+            .map_err(|e| ApiError::Other(format!("event queue: {e}")))
+    }
+}
+
+fn to_event(note: &Note) -> Event {
+    Event {
+        type_: match note.severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
+        },
+        reason: note.reason.clone(),
+        note: Some(truncate(&note.message, 1000)),
+        action: note.action.clone(),
+        secondary: note.related.clone(),
     }
 }
 
