@@ -31,6 +31,10 @@ enum Command {
     Agent(Box<cmd::agent::AgentCmd>),
     /// Flash an image to a device or file: checked, resumable, read back.
     Flash(cmd::flash::FlashCmd),
+    /// Show a rollout: progress bars per node and totals (`--watch` to follow it).
+    Status(cmd::status::StatusCmd),
+    /// Run a whole rollout on an embedded test cluster (a demo, not a deployment).
+    Demo(cmd::demo::DemoCmd),
     // Subcommands from other modules are added above this line, one variant each.
 }
 
@@ -43,6 +47,8 @@ fn main() -> anyhow::Result<()> {
         Command::Controller(c) => cmd::controller::run(c),
         Command::Agent(c) => cmd::agent::run(*c),
         Command::Flash(c) => cmd::flash::run(c),
+        Command::Status(c) => cmd::status::run(c),
+        Command::Demo(c) => cmd::demo::run(c),
         // Dispatch arms for other modules are added above this line.
     }
 }

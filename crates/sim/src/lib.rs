@@ -4,10 +4,12 @@
 //! It is a stand-in for tests and demos, never a deployment target; `README.md` lists
 //! exactly what the server implements and what it does not.
 
+pub mod demo;
 pub mod kubelet;
 pub mod rbac;
 pub mod server;
 pub mod testing;
+pub mod view;
 pub mod workloads;
 
 pub use kubelet::{Kubelet, KubeletConfig};

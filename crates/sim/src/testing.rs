@@ -81,6 +81,23 @@ impl Cluster {
         })
     }
 
+    /// Always the in-process test API server, whatever `OSROLL_E2E_KUBECONFIG` says
+    /// (the demo).
+    pub async fn sim(config: ServerConfig) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("osroll-cluster-")
+            .tempdir()?;
+        let server = TestServer::start_with(config)?;
+        let kubeconfig = server.kubeconfig().to_path_buf();
+        let client = server.client().await?;
+        Ok(Cluster {
+            client,
+            kubeconfig,
+            server: Some(server),
+            dir,
+        })
+    }
+
     /// Whether this is a real cluster (`OSROLL_E2E_KUBECONFIG`).
     pub fn is_real(&self) -> bool {
         self.server.is_none()

@@ -6,3 +6,5 @@ pub mod crds;
 pub mod create;
 pub mod agent;
 pub mod flash;
+pub mod status;
+pub mod demo;

@@ -1,0 +1,141 @@
+//! `osroll demo` and `osroll status` as a user runs them: the real binary, its exit code
+//! and its output.
+
+use std::process::Command;
+
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use osroll_api::{OSUpgrade, OSUpgradeProgress};
+use osroll_sim::testing::Cluster;
+use serde_json::json;
+
+fn osroll() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_osroll"))
+}
+
+#[test]
+fn demo_with_five_nodes_completes_every_node() {
+    let out = osroll().args(["demo", "--nodes", "5"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("rollout Completed in"), "{stdout}");
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("NODE "))
+        .collect();
+    assert_eq!(table.len(), 6, "a header and one row per node:\n{stdout}");
+    for (i, row) in table[1..].iter().enumerate() {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            &cols[..7],
+            [
+                format!("node-{}", i + 1).as_str(),
+                "1.0",
+                "2.0",
+                "A",
+                "->",
+                "B",
+                "Completed"
+            ],
+            "{row}"
+        );
+        assert!(
+            row.contains("Rebooting") && row.ends_with("Completed"),
+            "{row}"
+        );
+    }
+}
+
+#[test]
+fn demo_rejects_a_bad_max_unavailable() {
+    let out = osroll()
+        .args(["demo", "--max-unavailable", "0%"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-unavailable \"0%\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_bars_per_node_and_totals() {
+    let c = Cluster::start().await.unwrap();
+    c.install_crds().await.unwrap();
+    let ups: Api<OSUpgrade> = Api::all(c.client());
+    let up: OSUpgrade = serde_json::from_value(json!({
+        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade", "metadata": {"name": "fleet"},
+        "spec": {"version": "stable", "catalog": {"inline": "stable: \"2.0\""}},
+    }))
+    .unwrap();
+    ups.create(&PostParams::default(), &up).await.unwrap();
+    let st = json!({"status": {"phase": "Progressing", "resolvedVersion": "2.0"}});
+    ups.patch_status("fleet", &PatchParams::default(), &Patch::Merge(&st))
+        .await
+        .unwrap();
+    let ps: Api<OSUpgradeProgress> = Api::all(c.client());
+    for (node, phase, done) in [
+        ("node-1", "Completed", 2048),
+        ("node-2", "Downloading", 512),
+    ] {
+        let p: OSUpgradeProgress = serde_json::from_value(json!({
+            "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgradeProgress",
+            "metadata": {"name": format!("p-{node}"), "labels": {"osroll.io/source": "fleet", "osroll.io/node": node}},
+            "spec": {"nodeName": node, "sourceRef": {"name": "fleet"}},
+        }))
+        .unwrap();
+        ps.create(&PostParams::default(), &p).await.unwrap();
+        let st = json!({"status": {"phase": phase, "bytesDone": done, "bytesTotal": 2048, "currentVersion": "1.0", "targetVersion": "2.0"}});
+        ps.patch_status(
+            &format!("p-{node}"),
+            &PatchParams::default(),
+            &Patch::Merge(&st),
+        )
+        .await
+        .unwrap();
+    }
+    let run = |args: Vec<&'static str>| {
+        let kc = c.kubeconfig().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            osroll().args(args).env("KUBECONFIG", kc).output().unwrap()
+        })
+    };
+    let out = run(vec!["status", "fleet"]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("fleet: stable -> 2.0  Progressing  (1/2 completed, 1 staging)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("node-2         Downloading [########----------------------]  25%"),
+        "{stdout}"
+    );
+    let out = run(vec!["status", "nope"]).await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OSUpgrade \"nope\" not found"));
+
+    // --watch follows until the rollout ends (stdout is not a terminal: one line per change).
+    let watcher = run(vec!["status", "--watch", "fleet"]);
+    let st = json!({"status": {"phase": "Completed", "bytesDone": 2048}});
+    ps.patch_status("p-node-2", &PatchParams::default(), &Patch::Merge(&st))
+        .await
+        .unwrap();
+    let done = json!({"status": {"phase": "Completed"}});
+    ups.patch_status("fleet", &PatchParams::default(), &Patch::Merge(&done))
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("Completed  (2/2 completed)"), "{stdout}");
+}
