@@ -200,14 +200,20 @@ impl<C: Cluster> Act<'_, C> {
                 None => chains.push((a.node(), vec![a])),
             }
         }
-        let (dependent, independent): (Vec<_>, Vec<_>) =
-            chains.into_iter().partition(|(_, c)| c.iter().any(|a| a.after().is_some()));
+        let (dependent, independent): (Vec<_>, Vec<_>) = chains
+            .into_iter()
+            .partition(|(_, c)| c.iter().any(|a| a.after().is_some()));
         let released = Mutex::new(Vec::<String>::new());
         let mut report = Report::default();
         for phase in [independent, dependent] {
-            let futs: Vec<_> = phase.into_iter().map(|(node, chain)| self.chain(node, chain, &released)).collect();
-            let reports: Vec<Report> =
-                futures::stream::iter(futs).buffer_unordered(PARALLEL_NODES).collect().await;
+            let futs: Vec<_> = phase
+                .into_iter()
+                .map(|(node, chain)| self.chain(node, chain, &released))
+                .collect();
+            let reports: Vec<Report> = futures::stream::iter(futs)
+                .buffer_unordered(PARALLEL_NODES)
+                .collect()
+                .await;
             for r in reports {
                 report.drain_notes.extend(r.drain_notes);
                 report.errors.extend(r.errors);
@@ -217,22 +223,36 @@ impl<C: Cluster> Act<'_, C> {
         report
     }
 
-    async fn chain(&self, node: &str, chain: Vec<&Action>, released: &Mutex<Vec<String>>) -> Report {
+    async fn chain(
+        &self,
+        node: &str,
+        chain: Vec<&Action>,
+        released: &Mutex<Vec<String>>,
+    ) -> Report {
         let mut report = Report::default();
         for a in chain {
             if !self.leading.load(Ordering::SeqCst) {
-                report.errors.push("leadership lost; remaining actions dropped".into());
+                report
+                    .errors
+                    .push("leadership lost; remaining actions dropped".into());
                 break;
             }
             if let Some(f) = a.after()
-                && !released.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|r| r == f)
+                && !released
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .any(|r| r == f)
             {
                 break;
             }
             match self.one(a, &mut report).await {
                 Ok(()) => {
                     if matches!(a, Action::Uncordon { .. }) {
-                        released.lock().unwrap_or_else(|e| e.into_inner()).push(node.to_string());
+                        released
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(node.to_string());
                     }
                 }
                 Err(e) => {

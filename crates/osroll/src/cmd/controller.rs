@@ -54,7 +54,10 @@ impl ControllerCmd {
     fn config(&self) -> anyhow::Result<ControllerConfig> {
         let metrics_addr = match self.metrics_addr.as_str() {
             "none" | "" => None,
-            a => Some(a.parse::<SocketAddr>().with_context(|| format!("--metrics-addr {a:?} is not host:port"))?),
+            a => Some(
+                a.parse::<SocketAddr>()
+                    .with_context(|| format!("--metrics-addr {a:?} is not host:port"))?,
+            ),
         };
         let identity = match &self.identity {
             Some(i) => i.clone(),
@@ -64,14 +67,17 @@ impl ControllerCmd {
         };
         let trusted_keys = match &self.trusted_keys_file {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("--trusted-keys-file {}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("--trusted-keys-file {}", p.display()))?;
                 osroll_api::signing::parse_public_keys(&text)
                     .map_err(|e| anyhow::anyhow!("--trusted-keys-file {}: {e}", p.display()))?
             }
             None => Vec::new(),
         };
         let catalog_ca = match &self.catalog_ca_file {
-            Some(p) => Some(std::fs::read(p).with_context(|| format!("--catalog-ca-file {}", p.display()))?),
+            Some(p) => Some(
+                std::fs::read(p).with_context(|| format!("--catalog-ca-file {}", p.display()))?,
+            ),
             None => None,
         };
         Ok(ControllerConfig {
@@ -101,9 +107,13 @@ pub fn run(cmd: ControllerCmd) -> anyhow::Result<()> {
         )
         .try_init();
     let cfg = cmd.config()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
-        let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API")?;
         osroll_controller::run(cfg, client).await
     })
 }

@@ -1,10 +1,10 @@
 //! One module per subcommand.
 
+pub mod agent;
 pub mod catalog;
 pub mod controller;
 pub mod crds;
 pub mod create;
-pub mod agent;
+pub mod demo;
 pub mod flash;
 pub mod status;
-pub mod demo;
