@@ -655,3 +655,71 @@ async fn deleting_a_namespace_deletes_its_contents() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_one_store_in_two_shapes() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    use kube::runtime::events::{Event as RecEvent, EventType, Recorder, Reporter};
+    let c = Cluster::start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(c.client(), "default");
+    let target = cms
+        .create(&PostParams::default(), &cm("target", &[]))
+        .await
+        .unwrap();
+    let reporter = Reporter {
+        controller: "osroll-test".into(),
+        instance: Some("i-1".into()),
+    };
+    let recorder = Recorder::new(c.client(), reporter);
+    let oref = kube::Resource::object_ref(&target, &());
+    let ev = RecEvent {
+        type_: EventType::Normal,
+        reason: "Drained".into(),
+        note: Some("node-1 drained".into()),
+        action: "Drain".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &oref).await.unwrap();
+    recorder.publish(&ev, &oref).await.unwrap();
+    let core: Api<CoreEvent> = Api::namespaced(c.client(), "default");
+    let listed = core
+        .list(&ListParams::default().fields("involvedObject.name=target"))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.items.len(),
+        1,
+        "the second publish is a series update of the same Event"
+    );
+    let e = &listed.items[0];
+    assert_eq!(e.message.as_deref(), Some("node-1 drained"));
+    assert_eq!(e.reporting_component.as_deref(), Some("osroll-test"));
+    let v1: Api<Event> = Api::namespaced(c.client(), "default");
+    let listed = v1
+        .list(&ListParams::default().fields("regarding.name=target"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items[0].note.as_deref(), Some("node-1 drained"));
+    assert!(
+        listed.items[0]
+            .series
+            .as_ref()
+            .is_some_and(|s| s.count >= 2),
+        "{:?}",
+        listed.items[0].series
+    );
+    let out = c
+        .kubectl_run(&["describe", "configmap", "target"], None)
+        .await
+        .unwrap();
+    assert!(
+        out.stdout.contains("Drained") && out.stdout.contains("node-1 drained"),
+        "{out:?}"
+    );
+    let out = c.kubectl_run(&["get", "events"], None).await.unwrap();
+    assert!(
+        out.stdout.contains("configmap/target") && out.stdout.contains("node-1 drained"),
+        "{out:?}"
+    );
+}

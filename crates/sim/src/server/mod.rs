@@ -9,6 +9,7 @@ pub mod crd;
 pub mod delete;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod eviction;
 pub mod gc;
 pub mod jsonpath;

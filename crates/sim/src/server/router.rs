@@ -21,7 +21,7 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::table::{self, Presentation};
 use super::watch::{self, WatchRequest};
 use super::write::{Ctx, FieldValidation};
-use super::{discovery, openapi};
+use super::{discovery, events, openapi};
 
 /// A parsed request path.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,8 +263,20 @@ fn route(
                 .table
                 .lookup(&group, &version, &plural)
                 .ok_or_else(not_found)?;
+            // events.k8s.io Events live in the core Events store (see `events`).
+            let events_v1 = events::is_events_v1(&group, &plural);
+            let (rd, version) = if events_v1 {
+                let core = store()
+                    .table
+                    .lookup("", "v1", "events")
+                    .ok_or_else(not_found)?;
+                (core, "v1".to_string())
+            } else {
+                (rd, version)
+            };
             let req = ResourceRequest {
                 rd,
+                events_v1,
                 version,
                 ns,
                 name,
@@ -280,6 +292,7 @@ fn route(
 
 struct ResourceRequest<'a> {
     rd: Arc<ResourceDef>,
+    events_v1: bool,
     version: String,
     ns: Option<String>,
     name: Option<String>,
@@ -293,7 +306,7 @@ fn header_str(h: &HeaderMap, k: header::HeaderName) -> &str {
     h.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default()
 }
 
-fn decode_body(req: &ResourceRequest<'_>) -> ApiResult<Value> {
+fn decode_raw(req: &ResourceRequest<'_>) -> ApiResult<Value> {
     let ct = header_str(req.headers, header::CONTENT_TYPE);
     if ct.contains("yaml") {
         serde_yaml::from_slice(req.body)
@@ -305,6 +318,40 @@ fn decode_body(req: &ResourceRequest<'_>) -> ApiResult<Value> {
     } else {
         serde_json::from_slice(req.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))
+    }
+}
+
+fn decode_body(req: &ResourceRequest<'_>) -> ApiResult<Value> {
+    let v = decode_raw(req)?;
+    Ok(if req.events_v1 { events::to_core(v) } else { v })
+}
+
+impl ResourceRequest<'_> {
+    /// apiVersion the client speaks.
+    fn api_version(&self) -> String {
+        if self.events_v1 {
+            "events.k8s.io/v1".into()
+        } else {
+            self.rd.api_version(&self.version)
+        }
+    }
+    /// Stored object in the client's shape.
+    fn out(&self, mut obj: Value) -> Value {
+        obj["apiVersion"] = Value::String(self.rd.api_version(&self.version));
+        if self.events_v1 {
+            events::from_core(obj)
+        } else {
+            obj
+        }
+    }
+    /// The request's field selector, in the stored shape.
+    fn fields(&self) -> ApiResult<FieldSelector> {
+        let f = FieldSelector::parse(self.query.get("fieldSelector").unwrap_or_default())?;
+        Ok(if self.events_v1 {
+            f.map_paths(events::core_path)
+        } else {
+            f
+        })
     }
 }
 
@@ -352,8 +399,8 @@ fn ctx_for(req: &ResourceRequest<'_>) -> ApiResult<Ctx> {
 fn present(req: &ResourceRequest<'_>, mut obj: Value, pres: Presentation) -> Value {
     obj["apiVersion"] = Value::String(req.rd.api_version(&req.version));
     match pres {
-        Presentation::Full => obj,
-        Presentation::Metadata => table::partial_metadata(&obj),
+        Presentation::Full => req.out(obj),
+        Presentation::Metadata => table::partial_metadata(&req.out(obj)),
         Presentation::Table(inc) => {
             let rv = obj
                 .pointer("/metadata/resourceVersion")
@@ -464,7 +511,7 @@ fn resource(
                 ));
             }
             store
-                .patch(
+                .patch_viewed(
                     &mut ctx,
                     &rd,
                     &req.version,
@@ -474,6 +521,10 @@ fn resource(
                     kind,
                     req.body,
                     force,
+                    req.events_v1.then_some((
+                        events::from_core as fn(Value) -> Value,
+                        events::to_core as fn(Value) -> Value,
+                    )),
                 )
                 .map(|o| (StatusCode::OK, present(&req, o, pres)))
         }
@@ -492,7 +543,7 @@ fn resource(
         "deletecollection" => {
             let opts = delete_opts(&req)?;
             let labels = LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default())?;
-            let fields = FieldSelector::parse(req.query.get("fieldSelector").unwrap_or_default())?;
+            let fields = req.fields()?;
             let targets: Vec<String> = store
                 .list(&rd.group, &rd.plural, req.ns.as_deref())
                 .into_iter()
@@ -509,7 +560,7 @@ fn resource(
             }
             Ok((
                 StatusCode::OK,
-                json!({"kind": format!("{}List", rd.kind), "apiVersion": rd.api_version(&req.version), "metadata": {}, "items": items}),
+                json!({"kind": format!("{}List", rd.kind), "apiVersion": req.api_version(), "metadata": {}, "items": items}),
             ))
         }
         _ => Err(ApiError::method_not_allowed(verb.to_string())),
@@ -602,7 +653,7 @@ fn list(
     use base64::Engine;
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let labels = LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default())?;
-    let fields = FieldSelector::parse(req.query.get("fieldSelector").unwrap_or_default())?;
+    let fields = req.fields()?;
     let limit: Option<usize> = req
         .query
         .get("limit")
@@ -648,10 +699,13 @@ fn list(
         meta["continue"] = Value::String(engine.encode(format!("{ns}\n{name}")));
         meta["remainingItemCount"] = Value::Null;
     }
+    if !matches!(pres, Presentation::Table(_)) {
+        items = items.into_iter().map(|o| req.out(o)).collect();
+    }
     Ok(match pres {
         Presentation::Full => json!({
             "kind": format!("{}List", req.rd.kind),
-            "apiVersion": req.rd.api_version(&req.version),
+            "apiVersion": req.api_version(),
             "metadata": meta,
             "items": items,
         }),
@@ -670,7 +724,7 @@ fn watch_response(
         version: req.version.clone(),
         namespace: req.ns.clone(),
         labels: LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default())?,
-        fields: FieldSelector::parse(req.query.get("fieldSelector").unwrap_or_default())?,
+        fields: req.fields()?,
         resource_version: req.query.get("resourceVersion").map(String::from),
         bookmarks: req.query.flag("allowWatchBookmarks"),
         send_initial_events: req.query.flag("sendInitialEvents"),
@@ -680,6 +734,9 @@ fn watch_response(
             .and_then(|t| t.parse().ok())
             .map(std::time::Duration::from_secs),
         presentation: pres,
+        convert: req
+            .events_v1
+            .then_some(events::from_core as fn(Value) -> Value),
     };
     let rx = watch::start(app.clone(), w);
     let stream = futures::stream::unfold(rx, |mut rx| async move {

@@ -148,6 +148,16 @@ impl FieldSelector {
         })
     }
 
+    /// The same selector with every path rewritten by `f`.
+    pub fn map_paths(self, f: impl Fn(&str) -> String) -> Self {
+        FieldSelector(
+            self.0
+                .into_iter()
+                .map(|(p, eq, v)| (f(&p), eq, v))
+                .collect(),
+        )
+    }
+
     /// The value an equality term pins `path` to, if any (e.g. `metadata.name`).
     pub fn pinned(&self, path: &str) -> Option<&str> {
         self.0

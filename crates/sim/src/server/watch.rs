@@ -43,6 +43,8 @@ pub struct WatchRequest {
     pub timeout: Option<Duration>,
     /// Object, Table or metadata-only events.
     pub presentation: Presentation,
+    /// Shape conversion of stored objects for this client (events.k8s.io Events).
+    pub convert: Option<fn(Value) -> Value>,
 }
 
 impl WatchRequest {
@@ -82,9 +84,13 @@ impl WatchRequest {
 
     fn present(&self, mut obj: Value, first: &mut bool) -> Value {
         obj["apiVersion"] = Value::String(self.rd.api_version(&self.version));
+        let shaped = |o: Value| match self.convert {
+            Some(c) => c(o),
+            None => o,
+        };
         match self.presentation {
-            Presentation::Full => obj,
-            Presentation::Metadata => table::partial_metadata(&obj),
+            Presentation::Full => shaped(obj),
+            Presentation::Metadata => table::partial_metadata(&shaped(obj)),
             Presentation::Table(inc) => {
                 let t = table::table(&self.rd, &self.version, &[obj], json!({}), inc, *first);
                 *first = false;
@@ -98,10 +104,11 @@ impl WatchRequest {
         if initial_end {
             meta["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
         }
-        line(json!({
-            "type": "BOOKMARK",
-            "object": { "kind": self.rd.kind, "apiVersion": self.rd.api_version(&self.version), "metadata": meta },
-        }))
+        let mut obj = json!({ "kind": self.rd.kind, "apiVersion": self.rd.api_version(&self.version), "metadata": meta });
+        if let Some(c) = self.convert {
+            obj = c(obj);
+        }
+        line(json!({ "type": "BOOKMARK", "object": obj }))
     }
 }
 

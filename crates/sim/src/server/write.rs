@@ -217,6 +217,10 @@ fn builtin_checks(rd: &ResourceDef, obj: &Value) -> Vec<FieldError> {
     errs
 }
 
+/// Conversions between a stored shape and the shape a client patches: (stored ->
+/// client, client -> stored).
+pub type ShapeView = (fn(Value) -> Value, fn(Value) -> Value);
+
 /// How field ownership of a write is recorded.
 pub enum Managed {
     /// Give the writer what it changed.
@@ -610,7 +614,32 @@ impl Store {
         body: &[u8],
         force: bool,
     ) -> ApiResult<Value> {
+        self.patch_viewed(ctx, rd, version, ns, name, status, kind, body, force, None)
+    }
+
+    /// [`Store::patch`] of an object stored in one shape and patched in another
+    /// (`view`: stored -> patched shape, patched -> stored shape; Events).
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch_viewed(
+        &mut self,
+        ctx: &mut Ctx,
+        rd: &Arc<ResourceDef>,
+        version: &str,
+        ns: &str,
+        name: &str,
+        status: bool,
+        kind: PatchType,
+        body: &[u8],
+        force: bool,
+        view: Option<ShapeView>,
+    ) -> ApiResult<Value> {
         let sc = scope(rd, version, status);
+        if kind == PatchType::Apply && view.is_some() {
+            return Err(ApiError::unsupported_media_type(format!(
+                "server-side apply is not supported for {} in this test server",
+                rd.group_resource()
+            )));
+        }
         if kind == PatchType::Apply {
             return self.server_side_apply(ctx, rd, version, ns, name, sc, body, force);
         }
@@ -626,7 +655,13 @@ impl Store {
         let mut current = (*old).clone();
         let out_version = rd.api_version(version);
         current["apiVersion"] = Value::String(out_version);
-        let patched = patch::apply_classic(&current, kind, body)?;
+        if let Some((to_view, _)) = view {
+            current = to_view(current);
+        }
+        let mut patched = patch::apply_classic(&current, kind, body)?;
+        if let Some((_, from_view)) = view {
+            patched = from_view(patched);
+        }
         if meta_str(&patched, "resourceVersion") != meta_str(&old, "resourceVersion")
             && !meta_str(&patched, "resourceVersion").is_empty()
         {
