@@ -187,7 +187,8 @@ impl Store {
             } else {
                 (*old).clone()
             };
-            self.empty_namespace(name);
+            // Like the namespace controller, the contents go a moment later.
+            self.terminating_namespaces.insert(name.to_string());
             return Ok(self
                 .get("", "namespaces", "", name)
                 .map(|v| (*v).clone())
@@ -298,6 +299,20 @@ impl Store {
             }
         }
         self.finish_namespace(ns);
+    }
+
+    /// Empty the namespaces whose deletion started since the last call.
+    pub fn process_terminating_namespaces(&mut self) -> bool {
+        let pending = std::mem::take(&mut self.terminating_namespaces);
+        for ns in &pending {
+            let terminating = self
+                .get("", "namespaces", "", ns)
+                .is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_some());
+            if terminating {
+                self.empty_namespace(ns);
+            }
+        }
+        !pending.is_empty()
     }
 
     /// Remove terminating namespace `ns` if it holds no objects any more.

@@ -137,6 +137,7 @@ impl TestServer {
                 let mut stop = served.shutdown.subscribe();
                 let router = axum::Router::new().fallback(router::handle).with_state(served.clone());
                 let _ = ready_tx.send(Ok(()));
+                tokio::spawn(namespace_controller(served.clone()));
                 loop {
                     tokio::select! {
                         accepted = listener.accept() => match accepted {
@@ -277,6 +278,38 @@ pub async fn config_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Config>
 /// A kube-rs client from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(config_from_kubeconfig(path).await?)?)
+}
+
+/// Deletes the contents of terminating namespaces shortly after their deletion started,
+/// as the namespace controller of a real cluster does.
+async fn namespace_controller(app: Arc<App>) {
+    let mut head = app.head.subscribe();
+    while head.changed().await.is_ok() {
+        if app
+            .store
+            .lock()
+            .expect("store lock")
+            .terminating_namespaces
+            .is_empty()
+        {
+            continue;
+        }
+        // The controller reacts a moment after the deletion, not within the request.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let rv = {
+            let mut store = app.store.lock().expect("store lock");
+            if !store.process_terminating_namespaces() {
+                continue;
+            }
+            store.run_hooks();
+            store.current_rv()
+        };
+        app.head.send_if_modified(|cur| {
+            let changed = *cur != rv;
+            *cur = rv;
+            changed
+        });
+    }
 }
 
 async fn serve_connection(

@@ -87,6 +87,8 @@ pub struct Store {
     compacted: u64,
     /// Work queued by writes.
     pub hooks: VecDeque<Hook>,
+    /// Namespaces whose deletion started and whose contents are still to be deleted.
+    pub terminating_namespaces: std::collections::BTreeSet<String>,
 }
 
 /// A resourceVersion older than the retained history.
@@ -108,6 +110,7 @@ impl Store {
             capacity: capacity.max(1),
             compacted: 1,
             hooks: VecDeque::new(),
+            terminating_namespaces: Default::default(),
         }
     }
 
