@@ -1,0 +1,241 @@
+//! Tests of the plugin protocol with small shell-script plugins.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::backends::runner::ProcessRunner;
+use crate::backends::testutil::{recorded_args, script};
+
+/// A plugin that saves its request to `<dir>/request.json` and runs `body`.
+fn plugin(dir: &Path, body: &str) -> (PathBuf, Plugin<ProcessRunner>) {
+    let exe = script(
+        dir,
+        "os-plugin",
+        &format!("cat > '{}/request.json'\n{body}", dir.display()),
+    );
+    let p = Plugin::new(&exe, Duration::from_secs(20), ProcessRunner);
+    (exe, p)
+}
+
+fn request() -> PluginRequest {
+    PluginRequest::new(PluginAction::Stage, "node-1", "24.09.400")
+        .with_current_version(Some("24.09.300"))
+        .with_os_version_management(Some(&json!({
+            "osVersion": {"imageUri": "oci://registry.local/os:24.09.400", "debug": false}
+        })))
+}
+
+fn saved_request(dir: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(dir.join("request.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn stage_reply_announcing_a_reboot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, p) = plugin(
+        dir.path(),
+        r#"echo 'pulling image' >&2
+echo '{"apiVersion":"osroll.io/plugin/v1","ok":true,"rebootRequired":true,"currentVersion":"24.09.300","message":"image pulled"}'"#,
+    );
+    let reply = p.stage(&request()).unwrap();
+    assert_eq!(
+        reply,
+        StageReply {
+            reboot_required: true,
+            current_version: Some("24.09.300".into()),
+            message: Some("image pulled".into()),
+        }
+    );
+    assert_eq!(recorded_args(dir.path(), "os-plugin"), vec![vec!["stage"]]);
+    assert_eq!(
+        saved_request(dir.path()),
+        json!({
+            "apiVersion": "osroll.io/plugin/v1",
+            "action": "stage",
+            "node": "node-1",
+            "targetVersion": "24.09.400",
+            "currentVersion": "24.09.300",
+            "osVersionManagement": {
+                "osVersion": {"imageUri": "oci://registry.local/os:24.09.400", "debug": false}
+            }
+        })
+    );
+}
+
+#[test]
+fn live_update_apply_then_verify_without_reboot() {
+    let dir = tempfile::tempdir().unwrap();
+    // One plugin for every action, answering by the action in argv[1].
+    let (_, p) = plugin(
+        dir.path(),
+        r#"case "$1" in
+  apply) echo '{"apiVersion":"osroll.io/plugin/v1","ok":true,"rebootRequired":false,"currentVersion":"24.09.400"}' ;;
+  verify) printf '\n  {"apiVersion":"osroll.io/plugin/v1","ok":true,"currentVersion":"24.09.400"}\n\n' ;;
+  *) exit 9 ;;
+esac"#,
+    );
+    let req = request();
+    let applied = p.apply(&req).unwrap();
+    assert!(!applied.reboot_required);
+    assert_eq!(applied.current_version, "24.09.400");
+    assert_eq!(saved_request(dir.path())["action"], "apply");
+    let verified = p.verify(&req).unwrap();
+    assert_eq!(verified.current_version, "24.09.400");
+    assert_eq!(saved_request(dir.path())["action"], "verify");
+    assert_eq!(
+        recorded_args(dir.path(), "os-plugin"),
+        vec![vec!["apply"], vec!["verify"]]
+    );
+}
+
+#[test]
+fn a_crashing_plugin_fails_naming_itself_and_its_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exe, p) = plugin(
+        dir.path(),
+        "echo 'panic: cannot open /var/lib/patches' >&2; exit 3",
+    );
+    let err = p.stage(&request()).unwrap_err();
+    assert_eq!(err.reason(), "PluginCrashed");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "plugin {} stage: exited with code 3: panic: cannot open /var/lib/patches",
+            exe.display()
+        )
+    );
+}
+
+#[test]
+fn a_plugin_killed_by_a_signal_is_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exe, p) = plugin(dir.path(), "kill -SEGV $$");
+    let err = p.apply(&request()).unwrap_err();
+    assert_eq!(err.reason(), "PluginCrashed");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("plugin {} apply:", exe.display())),
+        "{msg}"
+    );
+    assert!(msg.contains("killed by signal 11"), "{msg}");
+}
+
+#[test]
+fn garbage_on_stdout_is_a_protocol_error_naming_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exe, p) = plugin(dir.path(), "echo 'Updating... done!'");
+    let err = p.stage(&request()).unwrap_err();
+    assert_eq!(err.reason(), "PluginProtocolError");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("plugin {} stage: invalid reply:", exe.display())),
+        "{msg}"
+    );
+    assert!(msg.contains("not one JSON value"), "{msg}");
+    assert!(msg.contains("Updating... done!"), "{msg}");
+}
+
+#[test]
+fn replies_are_checked_strictly() {
+    let cases = [
+        ("", "printed nothing"),
+        ("[1,2]", "expected a JSON object"),
+        (
+            r#"{"ok":true,"rebootRequired":true}"#,
+            "missing field `apiVersion`",
+        ),
+        (
+            r#"{"apiVersion":"osroll.io/plugin/v0","ok":true,"rebootRequired":true}"#,
+            r#"apiVersion "osroll.io/plugin/v0" is not "osroll.io/plugin/v1""#,
+        ),
+        (
+            r#"{"apiVersion":"osroll.io/plugin/v1","ok":true}"#,
+            "`rebootRequired` is required in a successful stage reply",
+        ),
+        (
+            r#"{"apiVersion":"osroll.io/plugin/v1","ok":true,"rebootRequired":"yes"}"#,
+            "invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            r#"{"apiVersion":"osroll.io/plugin/v1","ok":true,"rebootRequired":true,"reboot":false}"#,
+            "unknown field `reboot`",
+        ),
+        (
+            r#"{"apiVersion":"osroll.io/plugin/v1","ok":true,"rebootRequired":true} {"ok":true}"#,
+            "trailing characters",
+        ),
+        (
+            r#"{"apiVersion":"osroll.io/plugin/v1","ok":true,"rebootRequired":true,"currentVersion":" "}"#,
+            "`currentVersion` is empty",
+        ),
+        (
+            r#"{"apiVersion":"osroll.io/plugin/v1","ok":false}"#,
+            "`ok` is false but `error` says nothing",
+        ),
+    ];
+    for (stdout, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, p) = plugin(dir.path(), &format!("printf '%s' '{stdout}'"));
+        let err = p.stage(&request()).unwrap_err();
+        assert_eq!(err.reason(), "PluginProtocolError", "{stdout}: {err}");
+        assert!(err.to_string().contains(want), "{stdout}: {err}");
+    }
+}
+
+#[test]
+fn an_error_reply_is_a_refusal_with_the_plugins_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exe, p) = plugin(
+        dir.path(),
+        r#"echo '{"apiVersion":"osroll.io/plugin/v1","ok":false,"error":"patch 24.09.400 is not in the repository"}'"#,
+    );
+    let err = p.verify(&request()).unwrap_err();
+    assert_eq!(err.reason(), "PluginRefused");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "plugin {} verify failed: patch 24.09.400 is not in the repository",
+            exe.display()
+        )
+    );
+}
+
+#[test]
+fn an_error_reply_with_a_non_zero_exit_keeps_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, p) = plugin(
+        dir.path(),
+        r#"echo '{"apiVersion":"osroll.io/plugin/v1","ok":false,"error":"disk full"}'; echo 'write failed' >&2; exit 1"#,
+    );
+    let msg = p.stage(&request()).unwrap_err().to_string();
+    assert!(
+        msg.contains("exited with code 1: write failed (its reply said: disk full)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_missing_plugin_is_not_runnable() {
+    let p = Plugin::new(
+        "/nonexistent/os-plugin",
+        Duration::from_secs(5),
+        ProcessRunner,
+    );
+    let err = p.stage(&request()).unwrap_err();
+    assert_eq!(err.reason(), "PluginNotRunnable");
+    assert!(err.to_string().contains("/nonexistent/os-plugin"), "{err}");
+}
+
+#[test]
+fn a_hanging_plugin_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = script(dir.path(), "slow-plugin", "sleep 600");
+    let p = Plugin::new(&exe, Duration::from_millis(300), ProcessRunner);
+    let err = p.apply(&request()).unwrap_err();
+    assert_eq!(err.reason(), "PluginCrashed");
+    assert!(err.to_string().contains("timed out after 300ms"), "{err}");
+}
