@@ -8,14 +8,19 @@
 //! * [`install`]: the streaming installer (also behind `osroll flash`);
 //! * [`boot`]: GRUB grubenv and U-Boot boot control;
 //! * [`host`]: the real host; [`simhost`]: the simulated one used by tests and the demo;
-//! * [`state`]: the crash-safe local state file; [`status`]: status transitions.
+//! * [`state`]: the crash-safe local state file; [`status`]: status transitions;
+//! * [`backends`], [`hooks`], [`mounts`]: OSTree and plugin backends, install hooks and
+//!   stale-mount restarts, tested on their own and not yet driven by the executor.
 
 pub mod agent;
+pub mod backends;
 pub mod boot;
 pub mod fsutil;
+pub mod hooks;
 pub mod host;
 pub mod install;
 pub mod machine;
+pub mod mounts;
 pub mod simhost;
 pub mod slot;
 pub mod source;

@@ -116,6 +116,31 @@ async fn clean_zstd_image_is_staged_and_status_is_complete() {
     assert!(r.node.state_dir().join("agent-state.json").exists());
 }
 
+/// Without O_DIRECT the slot is written through the page cache, fsynced, dropped from
+/// the cache and read back in one pass after the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_writes_are_read_back_after_fsync() {
+    let img = image();
+    let z = zstd(&img);
+    let srv = ImageServer::start(z.clone()).await;
+    let node = Node::new(SLOT, "v1");
+    node.put(spec(
+        "v2",
+        &srv.url(),
+        &checksum(&z),
+        Some(img.len() as u64),
+    ));
+    let mut cfg = node.config();
+    cfg.install.direct_io = false;
+    let agent = node.spawn_agent_with(cfg);
+    let st = node
+        .wait_phase(&[ProgressPhase::Staged, ProgressPhase::Failed], T)
+        .await;
+    agent.abort();
+    assert_eq!(st.phase, Some(ProgressPhase::Staged), "{st:#?}");
+    assert_eq!(&node.slot_bytes(Slot::B)[..img.len()], &img[..]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_image_is_staged() {
     let img = image();

@@ -94,6 +94,9 @@ pub struct InstallOptions {
     pub buffers: usize,
     /// Largest zstd window accepted, as log2 bytes (27 = 128 MiB, zstd's own default).
     pub window_log_max: u32,
+    /// With `O_DIRECT`: `fdatasync` and read back every this many bytes while writing
+    /// continues (0: read everything back only after the final fsync).
+    pub verify_interval: u64,
 }
 
 impl Default for InstallOptions {
@@ -106,6 +109,7 @@ impl Default for InstallOptions {
             buffer_size: 4 << 20,
             buffers: 4,
             window_log_max: 27,
+            verify_interval: 64 << 20,
         }
     }
 }
@@ -425,9 +429,12 @@ impl Installer {
         )?;
         let progress = self.progress.clone();
         let buffer_size = self.opts.buffer_size;
+        let verify_interval = self.opts.verify_interval;
         spawn(
             "osroll-write",
-            Box::new(move || write_stage(slot, wrx, ptx, progress, rtx, buffer_size)),
+            Box::new(move || {
+                write_stage(slot, wrx, ptx, progress, rtx, buffer_size, verify_interval)
+            }),
         )?;
         Ok(Pipe {
             tx,
@@ -588,8 +595,36 @@ impl Installer {
     }
 }
 
-/// The write stage: write blocks in order, return buffers to the pool, then fsync and
-/// read back.
+/// The read-back thread that follows the writer when writes bypass the page cache:
+/// each region is `fdatasync`ed, then read back and hashed while later regions are
+/// being written, so verification costs almost no extra time.
+struct Follower {
+    tx: std::sync::mpsc::Sender<u64>,
+    handle: std::thread::JoinHandle<Result<u128, InstallError>>,
+}
+
+fn spawn_follower(
+    slot: &SlotFile,
+    buffer_size: usize,
+    progress: Arc<Progress>,
+) -> Result<Follower, InstallError> {
+    let mut reader = slot.reader(AlignedBuf::new(buffer_size))?;
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let handle = std::thread::Builder::new()
+        .name("osroll-verify".into())
+        .spawn(move || {
+            let mut on_progress = |n| progress.verified.store(n, Ordering::Relaxed);
+            for to in rx {
+                reader.advance(to, &mut on_progress)?;
+            }
+            Ok(reader.digest())
+        })
+        .map_err(|e| InstallError::io(slot.path(), "start read-back thread", e))?;
+    Ok(Follower { tx, handle })
+}
+
+/// The write stage: write blocks in order, return buffers to the pool, fsync, and read
+/// everything back (overlapped with writing when `O_DIRECT` is in use).
 fn write_stage(
     mut slot: SlotFile,
     rx: std::sync::mpsc::Receiver<ToWriter>,
@@ -597,8 +632,20 @@ fn write_stage(
     progress: Arc<Progress>,
     result: oneshot::Sender<Result<WriteOutcome, InstallError>>,
     buffer_size: usize,
+    verify_interval: u64,
 ) {
     let mut offset = 0u64;
+    let mut synced = 0u64;
+    let mut follower = None;
+    if verify_interval > 0 && slot.is_direct() {
+        match spawn_follower(&slot, buffer_size, progress.clone()) {
+            Ok(f) => follower = Some(f),
+            Err(e) => {
+                let _ = result.send(Err(e));
+                return;
+            }
+        }
+    }
     let outcome = loop {
         match rx.recv() {
             Ok(ToWriter::Block(buf, len)) => {
@@ -609,6 +656,15 @@ fn write_stage(
                 progress.written.store(offset, Ordering::Relaxed);
                 // The decoder may have finished already; then nobody needs the buffer.
                 let _ = pool.send(buf);
+                if let Some(f) = &follower
+                    && offset - synced >= verify_interval
+                {
+                    if let Err(e) = slot.sync_data() {
+                        break Err(e);
+                    }
+                    synced = offset;
+                    let _ = f.tx.send(offset);
+                }
             }
             Ok(ToWriter::Abort(e)) => break Err(e),
             Ok(ToWriter::Finish { error: Some(e), .. }) => break Err(e),
@@ -618,7 +674,7 @@ fn write_stage(
                 error: None,
             }) => {
                 drop(pool);
-                break finish(&slot, len, hash, &progress, buffer_size);
+                break finish(&slot, len, hash, &progress, buffer_size, follower.take());
             }
             // The installer was dropped mid-way.
             Err(_) => return,
@@ -633,13 +689,26 @@ fn finish(
     hash: u128,
     progress: &Progress,
     buffer_size: usize,
+    follower: Option<Follower>,
 ) -> Result<WriteOutcome, InstallError> {
     slot.sync()?;
     progress.set_phase(InstallPhase::Verifying);
-    let mut buf = AlignedBuf::new(buffer_size);
-    let read = slot.read_back(len, &mut buf, |n| {
-        progress.verified.store(n, Ordering::Relaxed)
-    })?;
+    let read = match follower {
+        Some(Follower { tx, handle }) => {
+            let _ = tx.send(len);
+            drop(tx);
+            handle.join().map_err(|_| {
+                InstallError::io(
+                    slot.path(),
+                    "read back",
+                    std::io::Error::other("read-back thread panicked"),
+                )
+            })??
+        }
+        None => slot.read_back(len, AlignedBuf::new(buffer_size), |n| {
+            progress.verified.store(n, Ordering::Relaxed)
+        })?,
+    };
     if read != hash {
         return Err(InstallError::VerifyMismatch {
             path: slot.path().to_path_buf(),

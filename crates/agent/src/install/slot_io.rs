@@ -145,12 +145,36 @@ impl SlotFile {
             .map_err(|e| InstallError::io(&self.path, "fsync", e))
     }
 
-    /// XXH3-128 of the first `len` bytes as stored, read after [`SlotFile::sync`].
-    /// `on_progress` gets the bytes read so far.
+    /// `fdatasync`: the data written so far is on stable storage.
+    pub fn sync_data(&self) -> Result<(), InstallError> {
+        self.buffered
+            .sync_data()
+            .map_err(|e| InstallError::io(&self.path, "fdatasync", e))
+    }
+
+    /// A reader that hashes the slot from byte 0 as it advances, through its own file
+    /// descriptor (`O_DIRECT` when the slot was opened so), so it can run in another
+    /// thread while writing continues.
+    pub fn reader(&self, buf: AlignedBuf) -> Result<ReadBack, InstallError> {
+        let file = self.direct.as_ref().unwrap_or(&self.buffered);
+        let file = file
+            .try_clone()
+            .map_err(|e| InstallError::io(&self.path, "open for read-back", e))?;
+        Ok(ReadBack {
+            path: self.path.clone(),
+            file,
+            hasher: Xxh3::new(),
+            done: 0,
+            buf,
+        })
+    }
+
+    /// XXH3-128 of the first `len` bytes as stored, read after [`SlotFile::sync`] (after
+    /// dropping them from the page cache when writes went through it).
     pub fn read_back(
         &self,
         len: u64,
-        buf: &mut AlignedBuf,
+        buf: AlignedBuf,
         mut on_progress: impl FnMut(u64),
     ) -> Result<u128, InstallError> {
         if self.direct.is_none() && len > 0 {
@@ -162,42 +186,63 @@ impl SlotFile {
                 rustix::fs::Advice::DontNeed,
             );
         }
-        let file = self.direct.as_ref().unwrap_or(&self.buffered);
-        let mut hasher = Xxh3::new();
-        let mut off = 0u64;
-        let cap = buf.capacity() as u64;
-        while off < len {
-            let want = (len - off).min(cap);
+        let mut r = self.reader(buf)?;
+        r.advance(len, &mut on_progress)?;
+        Ok(r.digest())
+    }
+}
+
+/// Incremental read-back of a slot (see [`SlotFile::reader`]).
+pub struct ReadBack {
+    path: PathBuf,
+    file: File,
+    hasher: Xxh3,
+    done: u64,
+    buf: AlignedBuf,
+}
+
+impl ReadBack {
+    /// Read and hash bytes up to `to`, in buffer-sized aligned reads.
+    pub fn advance(
+        &mut self,
+        to: u64,
+        on_progress: &mut impl FnMut(u64),
+    ) -> Result<(), InstallError> {
+        let cap = self.buf.capacity() as u64;
+        while self.done < to {
+            let off = self.done;
+            let want = (to - off).min(cap);
             let rounded = (want as usize).div_ceil(ALIGN) * ALIGN;
-            let window = &mut buf.as_mut_slice()[..rounded];
+            let window = &mut self.buf.as_mut_slice()[..rounded];
             let mut got = 0usize;
             while (got as u64) < want {
-                let n = file
-                    .read_at(&mut window[got..], off + got as u64)
-                    .map_err(|e| {
-                        InstallError::io(
-                            &self.path,
-                            format!("read back at byte {}", off + got as u64),
-                            e,
-                        )
-                    })?;
+                let at = off + got as u64;
+                let n = self.file.read_at(&mut window[got..], at).map_err(|e| {
+                    InstallError::io(&self.path, format!("read back at byte {at}"), e)
+                })?;
                 if n == 0 {
+                    let eof = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("slot ends before byte {to}"),
+                    );
                     return Err(InstallError::io(
                         &self.path,
-                        format!("read back at byte {}", off + got as u64),
-                        io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("slot ends before byte {len}"),
-                        ),
+                        format!("read back at byte {at}"),
+                        eof,
                     ));
                 }
                 got += n;
             }
-            hasher.update(&window[..want as usize]);
-            off += want;
-            on_progress(off);
+            self.hasher.update(&window[..want as usize]);
+            self.done += want;
+            on_progress(self.done);
         }
-        Ok(hasher.digest128())
+        Ok(())
+    }
+
+    /// XXH3-128 of everything read.
+    pub fn digest(&self) -> u128 {
+        self.hasher.digest128()
     }
 }
 
@@ -218,10 +263,10 @@ mod tests {
             buf.as_mut_slice()[..data.len()].copy_from_slice(&data);
             slot.write_at(&buf.as_slice()[..data.len()], 0).unwrap();
             slot.sync().unwrap();
-            let mut rb = AlignedBuf::new(ALIGN);
+            let rb = AlignedBuf::new(ALIGN);
             let mut seen = Vec::new();
             let h = slot
-                .read_back(data.len() as u64, &mut rb, |n| seen.push(n))
+                .read_back(data.len() as u64, rb, |n| seen.push(n))
                 .unwrap();
             assert_eq!(h, xxhash_rust::xxh3::xxh3_128(&data));
             assert_eq!(seen, [ALIGN as u64, data.len() as u64]);
@@ -248,7 +293,7 @@ mod tests {
         std::fs::write(&path, vec![1u8; 100]).unwrap();
         let slot = SlotFile::open(&path, false, Create::No).unwrap();
         let e = slot
-            .read_back(200, &mut AlignedBuf::new(ALIGN), |_| {})
+            .read_back(200, AlignedBuf::new(ALIGN), |_| {})
             .unwrap_err();
         assert!(e.to_string().contains("slot ends before byte 200"), "{e}");
     }

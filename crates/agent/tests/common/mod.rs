@@ -82,6 +82,8 @@ impl Node {
                 max: Duration::from_millis(200),
             },
             buffer_size: 256 * 1024,
+            // Read back in 256 KiB regions while writing continues.
+            verify_interval: 256 * 1024,
             ..InstallOptions::default()
         };
         cfg.resync = Duration::from_millis(200);
@@ -114,9 +116,17 @@ impl Node {
 
     /// Start an in-process agent.
     pub fn spawn_agent(&self) -> tokio::task::JoinHandle<anyhow::Result<AgentExit>> {
+        self.spawn_agent_with(self.config())
+    }
+
+    /// Start an in-process agent with `cfg`.
+    pub fn spawn_agent_with(
+        &self,
+        cfg: AgentConfig,
+    ) -> tokio::task::JoinHandle<anyhow::Result<AgentExit>> {
         let source = FileSource::new(&self.progress_dir(), NODE, Duration::from_millis(10));
         let host: Arc<dyn osroll_agent::Host> = Arc::new(self.host.clone());
-        tokio::spawn(osroll_agent::run_with_source(self.config(), source, host))
+        tokio::spawn(osroll_agent::run_with_source(cfg, source, host))
     }
 
     /// Wait until the status reaches one of `phases`.
