@@ -161,6 +161,27 @@ impl<S: ProgressSource> Agent<S> {
             };
             key(a).cmp(&key(b))
         });
+        let tracked_gone = self.state.tracked.as_ref().is_some_and(|t| {
+            !list
+                .iter()
+                .any(|p| p.metadata.name.as_deref() == Some(t.name.as_str()))
+        });
+        if tracked_gone {
+            self.forget_deleted(&facts)?;
+        }
+        // The API server may have missed our last write (the agent died between saving
+        // the local state and publishing, or the API was down): repeat it, whether or
+        // not that progress has anything left to do.
+        if let Some(t) = &self.state.tracked
+            && let Some(obj) = list.iter().find(|p| {
+                p.metadata.name.as_deref() == Some(t.name.as_str())
+                    && (t.uid.is_none() || p.metadata.uid.is_none() || p.metadata.uid == t.uid)
+            })
+            && obj.status.as_ref() != Some(&t.status)
+            && self.published.get(&t.name) != Some(&t.status)
+        {
+            self.publish().await;
+        }
         let Some((obj, d)) = self.choose(&list, &facts) else {
             return Ok(Tick::Idle);
         };
@@ -178,13 +199,39 @@ impl<S: ProgressSource> Agent<S> {
                 reboot_boot_id: None,
             });
         }
-        // The API server may have missed our last write (crash, outage): repeat it.
-        if obj.status.as_ref() != Some(&d.status) && self.published.get(&d.name) != Some(&d.status)
-        {
-            self.publish().await;
-        }
         tracing::debug!(progress = %d.name, step = ?d.step, "next step");
         self.execute(obj, d.step, &facts).await
+    }
+
+    /// The tracked progress was deleted. Settle what it left on the host, then forget
+    /// it: an armed try whose reboot has not happened is withdrawn; a node that already
+    /// booted the new slot and runs the target version keeps it (committed), rather
+    /// than silently returning to the old OS at its next reboot.
+    fn forget_deleted(&mut self, facts: &HostFacts) -> anyhow::Result<()> {
+        let Some(t) = self.state.tracked.take() else {
+            return Ok(());
+        };
+        if t.status.phase == Some(ProgressPhase::Rebooting) {
+            let slot = t
+                .status
+                .inactive_partition
+                .as_deref()
+                .and_then(|s| s.parse::<Slot>().ok());
+            if t.reboot_boot_id.as_deref() == Some(facts.boot_id.as_str()) {
+                self.host.boot_control().disarm()?;
+                tracing::info!(progress = %t.name, "progress deleted before the reboot: try disarmed");
+            } else if let Some(slot) = slot
+                && facts.booted_slot == slot
+                && t.status.target_version.is_some()
+                && facts.os_version == t.status.target_version
+            {
+                self.host.boot_control().commit(slot)?;
+                tracing::info!(progress = %t.name, %slot, "progress deleted during the reboot: the running slot is committed");
+            }
+        }
+        self.store.save(&self.state)?;
+        self.published.remove(&t.name);
+        Ok(())
     }
 
     fn decide(&self, obj: &OSUpgradeProgress, facts: &HostFacts) -> Decision {

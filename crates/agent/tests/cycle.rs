@@ -252,3 +252,71 @@ async fn changed_target_while_staged_restages() {
     assert_eq!(st.retry_count, 0);
     assert_eq!(&node.slot_bytes(Slot::B)[..img3.len()], &img3[..]);
 }
+
+/// The progress is deleted while the node reboots into the new slot: the agent does not
+/// leave the node on an uncommitted slot that the next reboot would silently undo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_deleted_during_the_reboot_still_commits_the_running_slot() {
+    let (node, _srv, _) = staged_node("v2").await;
+    node.edit(|s| s.reboot_approved = true);
+    exits_rebooted(node.spawn_agent()).await;
+    std::fs::remove_file(node.progress_dir().join(format!("{PROGRESS}.json"))).unwrap();
+    assert_eq!(node.host.boot().unwrap().slot, Slot::B);
+    let agent = node.spawn_agent();
+    eventually(T, "slot B committed", || {
+        (node.host.boot_env().read().unwrap()
+            == BootState {
+                default: Some(Slot::B),
+                try_next: None,
+            })
+        .then_some(())
+    })
+    .await;
+    agent.abort();
+}
+
+/// Deleted after the try was armed but before the reboot happened: the try is withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_deleted_before_the_reboot_disarms_the_try() {
+    let (node, _srv, _) = staged_node("v2").await;
+    node.edit(|s| s.reboot_approved = true);
+    exits_rebooted(node.spawn_agent()).await;
+    assert_eq!(node.host.boot_env().read().unwrap().try_next, Some(Slot::B));
+    // The reboot has not happened (no SimHost::boot): same boot id.
+    std::fs::remove_file(node.progress_dir().join(format!("{PROGRESS}.json"))).unwrap();
+    let agent = node.spawn_agent();
+    eventually(T, "try disarmed", || {
+        (node.host.boot_env().read().unwrap().try_next.is_none()).then_some(())
+    })
+    .await;
+    agent.abort();
+    assert_eq!(node.host.boot_env().read().unwrap().default, Some(Slot::A));
+}
+
+/// Same after the last transition: a Completed the API never heard of is published even
+/// though nothing is left to do (found by the kill test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_status_lost_by_the_api_is_republished() {
+    let node = Node::new(SLOT, "v2");
+    node.put(spec(
+        "v2",
+        "http://127.0.0.1:1/unused",
+        &checksum(b"x"),
+        None,
+    ));
+    let agent = node.spawn_agent();
+    let done = node.wait_phase(&[ProgressPhase::Completed], T).await;
+    agent.abort();
+    let _ = agent.await;
+    let mut stale = done.clone();
+    stale.phase = Some(ProgressPhase::Rebooting);
+    std::fs::write(
+        FileSource::status_path(&node.progress_dir(), PROGRESS),
+        serde_json::to_vec(&stale).unwrap(),
+    )
+    .unwrap();
+    let agent = node.spawn_agent();
+    let st = node.wait_phase(&[ProgressPhase::Completed], T).await;
+    agent.abort();
+    assert_eq!(st, done);
+}

@@ -54,6 +54,18 @@ fn main() {
 
 /// The agent process: one node in `dir` (host/, progress/, state/).
 fn child(dir: &std::path::Path) -> i32 {
+    // Each agent appends its log to <dir>/agent.log, shown if the test fails.
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("agent.log"))
+    {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("osroll_agent=debug"))
+            .with_writer(std::sync::Mutex::new(log))
+            .with_ansi(false)
+            .try_init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -149,7 +161,6 @@ impl World {
         Agent(
             Command::new(std::env::current_exe().unwrap())
                 .env("OSROLL_KILL_CHILD", self.dir.path())
-                .env("RUST_LOG", "off")
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -159,6 +170,10 @@ impl World {
 
     fn status(&self) -> Option<OSUpgradeProgressStatus> {
         FileSource::read_status(&self.dir.path().join("progress"), NAME)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
     fn finished(&self) -> bool {
@@ -191,13 +206,18 @@ impl World {
         }
     }
 
-    /// Run agents until the progress is finished, killing the agent once at `kill_at`
-    /// after the start. Returns the phase the kill interrupted (None: no kill happened).
-    fn run(&self, kill_at: Option<Duration>) -> (Duration, Option<String>) {
+    /// Run agents until the progress is finished, killing the agent once, `kill.1` after
+    /// `kill.0` (the start, or the moment staging completed). Returns the time to
+    /// converge, when staging completed, and what the kill interrupted.
+    fn run(
+        &self,
+        kill: Option<(Anchor, Duration)>,
+    ) -> (Duration, Option<Duration>, Option<String>) {
         let start = Instant::now();
         let deadline = start + Duration::from_secs(60);
+        let mut staged_at = None;
         let mut killed = None;
-        let mut pending_kill = kill_at;
+        let mut pending_kill = kill;
         loop {
             assert!(
                 Instant::now() < deadline,
@@ -210,18 +230,33 @@ impl World {
                 if let Some(st) = child.try_wait().unwrap() {
                     break Some(st);
                 }
-                if self.finished() {
-                    // The agent idles after the end; it has nothing left to do.
-                    return (
-                        start.elapsed(),
-                        killed.or(pending_kill.map(|_| "after the end".to_string())),
-                    );
-                }
-                if let Some(at) = pending_kill
-                    && start.elapsed() >= at
+                let phase = self.status().and_then(|s| s.phase);
+                if staged_at.is_none()
+                    && matches!(
+                        phase,
+                        Some(
+                            ProgressPhase::Staged
+                                | ProgressPhase::Rebooting
+                                | ProgressPhase::Completed
+                        )
+                    )
                 {
+                    staged_at = Some(start.elapsed());
+                }
+                if phase.is_some_and(ProgressPhase::is_terminal) {
+                    // The agent idles after the end; it has nothing left to do.
+                    let missed = pending_kill.map(|_| "after the end".to_string());
+                    return (start.elapsed(), staged_at, killed.or(missed));
+                }
+                let due = match pending_kill {
+                    Some((Anchor::Start, d)) => start.elapsed() >= d,
+                    Some((Anchor::Staged, d)) => {
+                        staged_at.is_some_and(|t| start.elapsed() >= t + d)
+                    }
+                    None => false,
+                };
+                if due {
                     pending_kill = None;
-                    let phase = self.status().and_then(|s| s.phase);
                     let reboot = if self.host.reboot_requested() {
                         " (reboot requested)"
                     } else {
@@ -237,10 +272,11 @@ impl World {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "agent did not finish: {:#?}",
-                    self.status()
+                    "agent did not finish: {:#?}\nagent log:\n{}",
+                    self.status(),
+                    self.log()
                 );
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(1));
             };
             if let Some(st) = status {
                 assert!(st.success(), "agent exited with {st}");
@@ -250,6 +286,15 @@ impl World {
             }
         }
     }
+}
+
+/// What a kill time is measured from.
+#[derive(Clone, Copy, Debug)]
+enum Anchor {
+    /// The start of the upgrade.
+    Start,
+    /// The moment the image was staged (the switching half).
+    Staged,
 }
 
 fn parent() {
@@ -267,7 +312,8 @@ fn parent() {
     // A run without kills defines the expected final state and the time span to kill in.
     let reference = World::new(&url, &checksum, img.len() as u64);
     let a_before = sha(&std::fs::read(reference.host.slot_file(Slot::A)).unwrap());
-    let (span, _) = reference.run(None);
+    let (span, staged, _) = reference.run(None);
+    let staged = staged.expect("reference run staged");
     let expected = reference.snapshot(img.len());
     assert_eq!(
         expected.phase,
@@ -281,27 +327,43 @@ fn parent() {
     assert_eq!(expected.boots, 2);
     assert_eq!(expected.slot_a, a_before);
     assert_eq!(expected.slot_b_image, sha(&img));
-    eprintln!("kill test: an uninterrupted upgrade takes {span:?}");
+    eprintln!("kill test: an uninterrupted upgrade stages in {staged:?} and completes in {span:?}");
 
+    // Half the kills land in staging, half in switching; each at a random instant of its
+    // twentieth of the half (stratified, so they spread over the whole half).
+    let half = KILLS / 2;
     let mut hits = Vec::new();
     for i in 0..KILLS {
-        // Stratified: the i-th kill lands somewhere in the i-th twentieth of the span.
-        let at = span.mul_f64((i as f64 + rand::random::<f64>()) / KILLS as f64);
+        let (anchor, len, j) = if i < half {
+            (Anchor::Start, staged, i)
+        } else {
+            (Anchor::Staged, (span - staged).mul_f64(0.9), i - half)
+        };
+        let at = len.mul_f64((j as f64 + rand::random::<f64>()) / half as f64);
         let world = World::new(&url, &checksum, img.len() as u64);
-        let (took, hit) = world.run(Some(at));
-        eprintln!("kill #{i} at {at:?}: {hit:?}, converged after {took:?}");
+        let (took, _, hit) = world.run(Some((anchor, at)));
+        eprintln!("kill #{i} at {anchor:?}+{at:?}: {hit:?}, converged after {took:?}");
         let got = world.snapshot(img.len());
         assert_eq!(
             got, expected,
-            "kill #{i} at {at:?} ({hit:?}) ended differently"
+            "kill #{i} at {anchor:?}+{at:?} ({hit:?}) ended differently"
         );
         hits.push(hit.unwrap_or_else(|| "no kill".into()));
     }
-    eprintln!("kill test: {KILLS} kills hit {hits:#?}");
-    let before_reboot = hits.iter().filter(|h| h.ends_with("boot 1")).count();
-    let after_reboot = hits.iter().filter(|h| h.ends_with("boot 2")).count();
+    let staging = ["None", "Pending", "Downloading", "Writing", "Verifying"];
+    let in_staging = hits
+        .iter()
+        .filter(|h| staging.iter().any(|p| h.contains(p)))
+        .count();
+    let in_switching = hits
+        .iter()
+        .filter(|h| h.contains("Staged") || h.contains("Rebooting"))
+        .count();
+    eprintln!(
+        "kill test: {in_staging} kills during staging, {in_switching} during switching: {hits:#?}"
+    );
     assert!(
-        before_reboot > 0 && after_reboot > 0,
-        "kills should land on both sides of the reboot: {hits:?}"
+        in_staging > 0 && in_switching > 0,
+        "kills should hit both staging and switching: {hits:?}"
     );
 }
