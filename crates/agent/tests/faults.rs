@@ -413,3 +413,35 @@ async fn retry_nonce_resumes_an_exhausted_download_with_range() {
     assert_eq!(&node.slot_bytes(Slot::B)[..img.len()], &img[..]);
     assert_eq!(node.slot_hash(Slot::A), a);
 }
+
+/// The installer on its own (as `osroll flash` uses it): the report accounts for what
+/// happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installer_report_accounts_for_requests_and_resumes() {
+    use osroll_agent::install::{Create, ImageSpec, Installer};
+    let img = image();
+    let z = zstd(&img);
+    let srv = ImageServer::start(z.clone()).await;
+    srv.with(|s| s.faults.push_back(Fault::Reset(100_000)));
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("new.img");
+    let spec = ImageSpec::new(&srv.url(), &checksum(&z), None).unwrap();
+    let node = Node::new(SLOT, "v1");
+    let mut inst = Installer::new(spec, &target, Create::Yes, node.config().install).unwrap();
+    let r = inst.run().await.unwrap();
+    assert_eq!(
+        (r.downloaded, r.image_len),
+        (z.len() as u64, img.len() as u64)
+    );
+    assert_eq!(r.sha256, checksum(&z));
+    assert_eq!(r.requests, 2);
+    assert_eq!(r.resumed_at.len(), 1);
+    assert!(r.elapsed > Duration::ZERO);
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        img,
+        "a new file is created with exactly the image"
+    );
+    assert!(!inst.resumable(), "a finished install cannot run again");
+    assert_eq!(inst.run().await.unwrap_err().reason(), "InvalidSpec");
+}

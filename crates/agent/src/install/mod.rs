@@ -293,8 +293,11 @@ impl Installer {
             ));
         }
         let started = Instant::now();
-        let result = self.run_inner().await;
+        let mut result = self.run_inner().await;
         self.elapsed += started.elapsed();
+        if let Ok(report) = &mut result {
+            report.elapsed = self.elapsed;
+        }
         match &result {
             Err(e) if e.is_retryable() => {}
             _ => {
