@@ -121,6 +121,12 @@ struct Disruption {
     last: Option<Instant>,
     concurrent: usize,
     max_concurrent: usize,
+    /// Times of cordons, in order.
+    cordons: Vec<Instant>,
+    /// Uncordons not yet followed by a cordon that took their slot.
+    free: std::collections::VecDeque<Instant>,
+    /// From a slot freeing to the next cordon, once the budget was full.
+    gaps: Vec<Duration>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -222,12 +228,17 @@ async fn bench(a: Args) -> anyhow::Result<()> {
                         d.first.get_or_insert(now);
                         d.concurrent += 1;
                         d.max_concurrent = d.max_concurrent.max(d.concurrent);
+                        d.cordons.push(now);
+                        if let Some(freed) = d.free.pop_front() {
+                            d.gaps.push(now - freed);
+                        }
                     }
                     (false, true) => {
                         let t0 = d.cordoned.remove(&name).unwrap();
                         d.spans.push(now - t0);
                         d.last = Some(now);
                         d.concurrent -= 1;
+                        d.free.push_back(now);
                     }
                     _ => {}
                 }
@@ -281,6 +292,18 @@ async fn bench(a: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let wall = t0.elapsed();
+    // Events are published from a queue behind the decisions: let it drain so the
+    // request count includes them.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(admin.clone());
+    let (mut last, mut stable) = (0, 0);
+    let drain_deadline = Instant::now() + Duration::from_secs(300);
+    while stable < 3 && Instant::now() < drain_deadline {
+        peak_kib = peak_kib.max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
+        let n = events.list(&ListParams::default()).await?.items.len();
+        stable = if n == last { stable + 1 } else { 0 };
+        last = n;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     peak_kib = peak_kib.max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
     let cpu = cpu_seconds(pid).unwrap_or(0.0);
     let audit = cluster.server().map(|s| s.audit()).unwrap_or_default();
@@ -361,7 +384,38 @@ async fn bench(a: Args) -> anyhow::Result<()> {
         "  disruption phase / ideal   {:.3}",
         disrupting.as_secs_f64() / ideal.as_secs_f64().max(1e-9)
     );
+    let busy: Duration = d.spans.iter().sum();
+    println!(
+        "  slot utilization           {:.3} (node-seconds disrupted / (maxUnavailable x disruption phase))",
+        busy.as_secs_f64() / (max_unavailable as f64 * disrupting.as_secs_f64()).max(1e-9)
+    );
     println!("  max nodes cordoned at once {}", d.max_concurrent);
+    let full = d
+        .cordons
+        .get(max_unavailable.saturating_sub(1))
+        .zip(d.first)
+        .map(|(t, f)| *t - f);
+    let tail = d.cordons.last().zip(d.last).map(|(c, l)| l - *c);
+    let mut gaps = d.gaps.clone();
+    gaps.sort();
+    let pct = |p: usize| {
+        gaps.get(gaps.len() * p / 100)
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    println!(
+        "  ramp / tail                {:.1}s to fill every slot (nodes still staging), {:.1}s after the last cordon",
+        full.unwrap_or_default().as_secs_f64(),
+        tail.unwrap_or_default().as_secs_f64()
+    );
+    println!(
+        "  slot reuse delay           median {:.3}s, p90 {:.3}s (uncordon -> next cordon, {} reuses)",
+        pct(50),
+        pct(90),
+        gaps.len()
+    );
+    println!("  events published           {last}");
     println!(
         "  controller peak RSS        {:.1} MiB",
         peak_kib as f64 / 1024.0

@@ -189,9 +189,9 @@ impl<C: Cluster> Act<'_, C> {
             .and_then(|n| n.metadata.resource_version.clone())
     }
 
-    /// Run `actions`: each node's actions in order, different nodes concurrently. Starts
-    /// that take a slot freed in this pass run after every release, and only if theirs
-    /// went through.
+    /// Run `actions`: each node's actions in order, different nodes concurrently. Every
+    /// release (uncordon) runs first; starts that take a slot freed in this pass run
+    /// after them, and only if theirs went through.
     pub async fn run(&self, actions: &[Action]) -> Report {
         let mut chains: Vec<(&str, Vec<&Action>)> = Vec::new();
         for a in actions {
@@ -200,12 +200,26 @@ impl<C: Cluster> Act<'_, C> {
                 None => chains.push((a.node(), vec![a])),
             }
         }
-        let (dependent, independent): (Vec<_>, Vec<_>) = chains
-            .into_iter()
-            .partition(|(_, c)| c.iter().any(|a| a.after().is_some()));
+        // Releases go first, alone: the starts that take their slots wait for them, and
+        // a node's other actions (Report, RevokeApproval) do not depend on its release.
+        let mut releases = Vec::new();
+        let mut rest = Vec::new();
+        for (node, chain) in chains {
+            let (release, others): (Vec<&Action>, Vec<&Action>) = chain
+                .into_iter()
+                .partition(|a| matches!(a, Action::Uncordon { .. }));
+            if !release.is_empty() {
+                releases.push((node, release));
+            }
+            if !others.is_empty() {
+                rest.push((node, others));
+            }
+        }
+        // Starts on freed slots first in the queue, then everything else.
+        rest.sort_by_key(|(_, c)| c.iter().all(|a| a.after().is_none()));
         let released = Mutex::new(Vec::<String>::new());
         let mut report = Report::default();
-        for phase in [independent, dependent] {
+        for phase in [releases, rest] {
             let futs: Vec<_> = phase
                 .into_iter()
                 .map(|(node, chain)| self.chain(node, chain, &released))

@@ -5,6 +5,7 @@
 //! test double only has to record what was sent.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -135,15 +136,17 @@ pub trait Cluster: Send + Sync + 'static {
 
 /// Events waiting to be published before new ones are dropped (with a warning).
 pub const EVENT_QUEUE: usize = 4096;
+/// Events published at the same time.
+pub const EVENT_PUBLISHERS: usize = 4;
 
 /// [`Cluster`] on a real (or test) API server.
 ///
-/// Events are handed to a background task that publishes them in order, so a reconcile
-/// never waits for them: they are a record for people, not part of any decision.
+/// Events are handed to background tasks that publish them (in order per node), so a
+/// reconcile never waits for them: they are a record for people, not part of any decision.
 #[derive(Clone)]
 pub struct KubeCluster {
     client: kube::Client,
-    events: tokio::sync::mpsc::Sender<Note>,
+    events: Arc<Vec<tokio::sync::mpsc::Sender<Note>>>,
     pdb_cache: Option<Store<PodDisruptionBudget>>,
 }
 
@@ -156,14 +159,20 @@ impl KubeCluster {
             instance,
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        let (events, mut rx) = tokio::sync::mpsc::channel::<Note>(EVENT_QUEUE);
-        tokio::spawn(async move {
-            while let Some(note) = rx.recv().await {
-                if let Err(e) = recorder.publish(&to_event(&note), &note.regarding).await {
-                    tracing::warn!(reason = %note.reason, error = %e, "could not publish event");
+        let mut shards = Vec::new();
+        for _ in 0..EVENT_PUBLISHERS {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Note>(EVENT_QUEUE / EVENT_PUBLISHERS);
+            let recorder = recorder.clone();
+            tokio::spawn(async move {
+                while let Some(note) = rx.recv().await {
+                    if let Err(e) = recorder.publish(&to_event(&note), &note.regarding).await {
+                        tracing::warn!(reason = %note.reason, error = %e, "could not publish event");
+                    }
                 }
-            }
-        });
+            });
+            shards.push(tx);
+        }
+        let events = Arc::new(shards);
         KubeCluster {
             events,
             client,
@@ -274,7 +283,17 @@ impl Cluster for KubeCluster {
     }
 
     async fn publish(&self, note: &Note) -> ApiResult<()> {
-        self.events
+        // Events about one node stay in order: they share a publisher.
+        let key = note
+            .related
+            .as_ref()
+            .and_then(|r| r.name.as_deref())
+            .unwrap_or("");
+        let shard = key
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+            % self.events.len();
+        self.events[shard]
             .try_send(note.clone())
             .map_err(|e| ApiError::Other(format!("event queue: {e}")))
     }

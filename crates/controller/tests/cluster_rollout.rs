@@ -250,6 +250,23 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
         }
     }
 
+    // Events are published behind the decisions: wait for the last one.
+    wait_for("the rollout's Events", Duration::from_secs(10), || async {
+        let evs = events(&admin).await;
+        let seen = |r: &str, node: Option<&str>| {
+            evs.iter().any(|e| {
+                e.reason.as_deref() == Some(r)
+                    && node.is_none_or(|n| {
+                        e.related.as_ref().and_then(|x| x.name.as_deref()) == Some(n)
+                    })
+            })
+        };
+        (seen("RolloutCompleted", None)
+            && seen("NodeRolledBack", Some("node-07"))
+            && seen("NodeCompleted", Some("node-00")))
+        .then_some(())
+    })
+    .await?;
     let evs = events(&admin).await;
     let has = |reason: &str, node: Option<&str>| {
         evs.iter().any(|e| {

@@ -177,6 +177,22 @@ async fn scenario(kill_midway: bool) -> anyhow::Result<()> {
             .all(|c| c.observed_generation == up.metadata.generation)
     );
 
+    // Events are published behind the decisions: wait for the last one.
+    wait_for("the rollout's Events", Duration::from_secs(10), || async {
+        let evs = c.events().await?;
+        let seen = |r: &str, node: Option<&str>| {
+            evs.iter().any(|e| {
+                e.reason.as_deref() == Some(r)
+                    && node.is_none_or(|n| {
+                        e.related.as_ref().and_then(|x| x.name.as_deref()) == Some(n)
+                    })
+            })
+        };
+        Ok(seen("RolloutCompleted", None)
+            && seen("NodeRolledBack", Some("node-07"))
+            && seen("NodeCompleted", Some("node-00")))
+    })
+    .await?;
     let events = c.events().await?;
     let has = |reason: &str, node: Option<&str>| {
         events.iter().any(|e| {
