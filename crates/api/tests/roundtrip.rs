@@ -88,7 +88,7 @@ status:
   message: 2 of 5 nodes done
   catalogDigest: sha256:0000000000000000000000000000000000000000000000000000000000000000
   conditions: [{type: Ready, status: "False", reason: Rolling, message: m, lastTransitionTime: "2026-01-01T00:00:00Z", observedGeneration: 3}]
-  nodes: {total: 5, pending: 1, staging: 1, staged: 0, updating: 1, completed: 2, failed: 0, rolledBack: 0}
+  nodes: {total: 5, pending: 1, staging: 1, staged: 0, updating: 1, completed: 2, failed: 0, rolledBack: 0, skipped: 0}
 "#;
     let (_u, original, back): (OSUpgrade, _, _) = roundtrip(yaml);
     assert_eq!(original, back);
