@@ -14,13 +14,20 @@ use std::time::Duration;
 use anyhow::Context;
 use osroll_api::{ImageRef, OSUpgradeProgress, OSUpgradeProgressStatus, ProgressPhase, labels};
 
+use crate::backends::driver::{BackendConfig, DeployBackend};
+use crate::backends::runner::ProcessRunner;
+use crate::hooks::{HookContext, HookKind, Hooks};
 use crate::host::{Host, HostFacts, RebootKind};
 use crate::install::{Create, ImageSpec, InstallOptions, InstallPhase, Installer};
 use crate::machine::{Input, RolledBackRecord, Step, next_step};
+use crate::mounts::restart::LiveRestarter;
 use crate::slot::Slot;
 use crate::source::ProgressSource;
 use crate::state::{LocalState, StateStore, Tracked};
 use crate::status;
+
+mod deploy;
+mod hookrun;
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -39,6 +46,14 @@ pub struct AgentConfig {
     pub progress_interval: Duration,
     /// After requesting a real reboot, wait this long before concluding it did not happen.
     pub reboot_timeout: Duration,
+    /// How this node is updated: A/B image (default), OSTree or an OS plugin.
+    pub backend: BackendConfig,
+    /// Install hooks directory (`<dir>/<version>/pre-install`, ...); none when unset.
+    pub hooks_dir: Option<PathBuf>,
+    /// Limit for one hook.
+    pub hook_timeout: Duration,
+    /// The host's `/proc` (mount tables of pods, for restarts after a live update).
+    pub proc_root: PathBuf,
 }
 
 impl AgentConfig {
@@ -52,6 +67,10 @@ impl AgentConfig {
             error_backoff: Duration::from_secs(5),
             progress_interval: Duration::from_secs(2),
             reboot_timeout: Duration::from_secs(600),
+            backend: BackendConfig::AbImage,
+            hooks_dir: None,
+            hook_timeout: Duration::from_secs(300),
+            proc_root: PathBuf::from("/proc"),
         }
     }
 }
@@ -89,6 +108,9 @@ pub struct Agent<S: ProgressSource> {
     published: HashMap<String, OSUpgradeProgressStatus>,
     paused: Option<Installer>,
     labels: Option<BTreeMap<String, String>>,
+    deploy: Option<Arc<dyn DeployBackend>>,
+    hooks: Option<Arc<Hooks<ProcessRunner>>>,
+    restarter: Option<Arc<dyn LiveRestarter>>,
 }
 
 fn now() -> String {
@@ -117,6 +139,11 @@ impl<S: ProgressSource> Agent<S> {
     pub fn new(cfg: AgentConfig, source: S, host: Arc<dyn Host>) -> anyhow::Result<Self> {
         let store = StateStore::in_dir(&cfg.state_dir);
         let state = store.load()?;
+        let deploy = cfg.backend.build();
+        let hooks = cfg
+            .hooks_dir
+            .as_ref()
+            .map(|d| Arc::new(Hooks::new(d, cfg.hook_timeout, ProcessRunner)));
         Ok(Agent {
             cfg,
             source,
@@ -126,7 +153,16 @@ impl<S: ProgressSource> Agent<S> {
             published: HashMap::new(),
             paused: None,
             labels: None,
+            deploy,
+            hooks,
+            restarter: None,
         })
+    }
+
+    /// Restart pods through `r` after a live update (without one, none are restarted).
+    pub fn with_live_restarter(mut self, r: Arc<dyn LiveRestarter>) -> Self {
+        self.restarter = Some(r);
+        self
     }
 
     /// Run until a simulated reboot (a real reboot ends the process).
@@ -145,7 +181,37 @@ impl<S: ProgressSource> Agent<S> {
         }
     }
 
+    /// Run until the progress `name` is finished, or a simulated reboot (first boot).
+    pub(crate) async fn run_until_finished(
+        mut self,
+        name: &str,
+    ) -> anyhow::Result<crate::firstboot::FirstBootExit> {
+        use crate::firstboot::FirstBootExit;
+        loop {
+            match self.tick().await {
+                Ok(Tick::Rebooted) => return Ok(FirstBootExit::Rebooted),
+                Ok(Tick::Busy) => {}
+                Ok(Tick::Idle) => {
+                    if let Some(t) = &self.state.tracked
+                        && t.name == name
+                        && t.status.phase.is_some_and(ProgressPhase::is_terminal)
+                    {
+                        return Ok(FirstBootExit::Finished(Box::new(t.status.clone())));
+                    }
+                    self.source.changed(self.cfg.resync).await
+                }
+                Err(e) => {
+                    tracing::warn!("{e:#}");
+                    tokio::time::sleep(self.cfg.error_backoff).await;
+                }
+            }
+        }
+    }
+
     async fn tick(&mut self) -> anyhow::Result<Tick> {
+        if let Some(b) = self.deploy.clone() {
+            return self.tick_deploy(b).await;
+        }
         let host = self.host.clone();
         let facts = tokio::task::spawn_blocking(move || host.facts())
             .await?
@@ -197,6 +263,7 @@ impl<S: ProgressSource> Agent<S> {
                 image,
                 status: d.status.clone(),
                 reboot_boot_id: None,
+                live_applied_at: None,
             });
         }
         tracing::debug!(progress = %d.name, step = ?d.step, "next step");
@@ -382,7 +449,27 @@ impl<S: ProgressSource> Agent<S> {
                 Ok(Tick::Busy)
             }
             Step::Install { slot } => self.install(obj, slot, facts).await,
-            Step::Reboot { slot } => self.reboot(slot, facts).await,
+            Step::Reboot { slot } => {
+                if prev.phase == Some(ProgressPhase::Staged) {
+                    let ctx = self.ab_hook_context(&prev, facts);
+                    match self.run_hook(HookKind::PreInstall, &ctx).await {
+                        Ok(Some(tail)) => {
+                            let next = status::phase(
+                                &prev,
+                                ProgressPhase::Staged,
+                                format!("pre-install hook: {tail}"),
+                                &now(),
+                            );
+                            self.transition(next).await?;
+                        }
+                        Ok(None) => {}
+                        Err((reason, msg)) => {
+                            return self.fail(ProgressPhase::Failed, reason, msg).await;
+                        }
+                    }
+                }
+                self.reboot(slot, facts).await
+            }
             Step::Disarm => {
                 self.host.boot_control().disarm()?;
                 self.tracked().reboot_boot_id = None;
@@ -399,8 +486,14 @@ impl<S: ProgressSource> Agent<S> {
                 self.host.boot_control().commit(slot)?;
                 self.tracked().reboot_boot_id = None;
                 let v = facts.os_version.clone().unwrap_or_default();
-                let msg =
+                let mut msg =
                     format!("booted slot {slot} running {v}; slot {slot} committed as the default");
+                let ctx = self.ab_hook_context(&prev, facts);
+                match self.run_hook(HookKind::PostInstall, &ctx).await {
+                    Ok(Some(tail)) => msg += &format!("; post-install hook: {tail}"),
+                    Ok(None) => {}
+                    Err((reason, m)) => return self.fail(ProgressPhase::Failed, reason, m).await,
+                }
                 self.transition(status::completed(&prev, facts, msg, &now()))
                     .await?;
                 Ok(Tick::Busy)
@@ -435,6 +528,19 @@ impl<S: ProgressSource> Agent<S> {
                 reason,
                 message,
             } => self.fail(phase, reason, message).await,
+        }
+    }
+
+    fn ab_hook_context(&self, prev: &OSUpgradeProgressStatus, facts: &HostFacts) -> HookContext {
+        HookContext {
+            from_version: prev.current_version.clone(),
+            to_version: prev
+                .target_version
+                .clone()
+                .or_else(|| facts.os_version.clone())
+                .unwrap_or_default(),
+            reboot: true,
+            node: Some(self.cfg.node_name.clone()),
         }
     }
 

@@ -9,12 +9,18 @@
 //! * [`boot`]: GRUB grubenv and U-Boot boot control;
 //! * [`host`]: the real host; [`simhost`]: the simulated one used by tests and the demo;
 //! * [`state`]: the crash-safe local state file; [`status`]: status transitions;
-//! * [`backends`], [`hooks`], [`mounts`]: OSTree and plugin backends, install hooks and
-//!   stale-mount restarts, tested on their own and not yet driven by the executor.
+//! * [`backends`]: OSTree and OS-plugin backends behind the same phases
+//!   ([`backends::driver::BackendConfig`] picks one; A/B images are the default);
+//! * [`hooks`]: pre- and post-install hooks run by the executor;
+//! * [`mounts`]: after an update applied without a reboot, restart the pods whose mounts
+//!   still point into the previous version (and those `restartOnLiveUpdate` selects);
+//! * [`firstboot`]: `osroll agent --firstboot`, bringing a fresh node to the wanted
+//!   version before the kubelet starts.
 
 pub mod agent;
 pub mod backends;
 pub mod boot;
+pub mod firstboot;
 pub mod fsutil;
 pub mod hooks;
 pub mod host;
@@ -43,8 +49,14 @@ pub async fn run(
     client: kube::Client,
     host: Arc<dyn Host>,
 ) -> anyhow::Result<AgentExit> {
+    let ledger = cfg.state_dir.join("live-restarts.json");
+    let restarter =
+        mounts::restart::Restarter::new(mounts::restart::KubePods::new(client.clone()), ledger);
     let source = source::kube::KubeSource::new(client, &cfg.node_name);
-    run_with_source(cfg, source, host).await
+    Agent::new(cfg, source, host)?
+        .with_live_restarter(Arc::new(restarter))
+        .run()
+        .await
 }
 
 /// Run the agent with any progress source (see [`source::file::FileSource`]).

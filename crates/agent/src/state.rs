@@ -29,6 +29,10 @@ pub struct Tracked {
     /// Boot id when the agent armed the try and rebooted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot_boot_id: Option<String>,
+    /// When a live update was applied (RFC 3339): pods created before it are the ones
+    /// a `restartOnLiveUpdate` selector restarts, also after an agent restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_applied_at: Option<String>,
 }
 
 /// The whole file.
@@ -131,6 +135,7 @@ mod tests {
                     ..Default::default()
                 },
                 reboot_boot_id: Some("b".into()),
+                live_applied_at: None,
             }),
             rolled_back: vec![RolledBackRecord {
                 version: "v2".into(),

@@ -47,6 +47,11 @@ pub struct OSUpgradeProgressSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::opaque_object")]
     pub os_version_management: Option<serde_json::Value>,
+    /// Pods to restart after a live (no-reboot) update, copied from the OSUpgrade's
+    /// `restartOnLiveUpdate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_on_live_update:
+        Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
     /// sha256 of the verified catalog the image came from (stamped by the controller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog_digest: Option<String>,

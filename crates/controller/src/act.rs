@@ -53,6 +53,7 @@ pub fn new_progress(up: &OSUpgrade, node: &str, t: &ProgressTemplate) -> OSUpgra
             retry_nonce: None,
             reboot_approved: false,
             os_version_management: up.spec.os_version_management.clone(),
+            restart_on_live_update: up.spec.restart_on_live_update.clone(),
             catalog_digest: t.catalog_digest.clone(),
             signed_catalog: t.signed_catalog.clone(),
             allow_http_images: up.spec.allow_http_images,

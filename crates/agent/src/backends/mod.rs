@@ -5,6 +5,8 @@
 //! Each backend only stages, applies and verifies; the agent's state machine decides
 //! when, and the executor reports the outcome in the progress status.
 
+pub mod deploy;
+pub mod driver;
 pub mod ostree;
 pub mod plugin;
 pub mod runner;

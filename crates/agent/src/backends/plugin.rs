@@ -114,6 +114,8 @@ struct RawReply {
     message: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    stale_paths: Vec<String>,
 }
 
 /// The plugin's answer to `stage`.
@@ -137,6 +139,9 @@ pub struct ApplyReply {
     pub current_version: String,
     /// Free text for the progress message.
     pub message: Option<String>,
+    /// Directories of the previous OS version: after a live update, pods with a mount
+    /// into one of them are restarted.
+    pub stale_paths: Vec<String>,
 }
 
 /// The plugin's answer to `verify`.
@@ -245,6 +250,7 @@ impl<R: CommandRunner> Plugin<R> {
             reboot_required: self.need(PluginAction::Apply, "rebootRequired", r.reboot_required)?,
             current_version: self.need(PluginAction::Apply, "currentVersion", r.current_version)?,
             message: r.message,
+            stale_paths: r.stale_paths,
         })
     }
 
@@ -363,6 +369,9 @@ fn parse_reply(stdout: &[u8]) -> Result<RawReply, String> {
         if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
             return Err(format!("`{field}` is empty"));
         }
+    }
+    if let Some(p) = reply.stale_paths.iter().find(|p| !p.starts_with('/')) {
+        return Err(format!("`stalePaths` entry {p:?} is not an absolute path"));
     }
     match (reply.ok, &reply.error) {
         (true, Some(_)) => Err("`error` is set although `ok` is true".into()),

@@ -239,3 +239,21 @@ fn a_hanging_plugin_times_out() {
     assert_eq!(err.reason(), "PluginCrashed");
     assert!(err.to_string().contains("timed out after 300ms"), "{err}");
 }
+
+#[test]
+fn apply_reply_names_the_previous_version_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, p) = plugin(
+        dir.path(),
+        r#"echo '{"apiVersion":"osroll.io/plugin/v1","ok":true,"rebootRequired":false,"currentVersion":"24.09.400","stalePaths":["/usr/lib/os/24.09.300"]}'"#,
+    );
+    let applied = p.apply(&request()).unwrap();
+    assert_eq!(applied.stale_paths, vec!["/usr/lib/os/24.09.300"]);
+    let (_, p) = plugin(
+        dir.path(),
+        r#"echo '{"apiVersion":"osroll.io/plugin/v1","ok":true,"rebootRequired":false,"currentVersion":"24.09.400","stalePaths":["relative/dir"]}'"#,
+    );
+    let err = p.apply(&request()).unwrap_err();
+    assert_eq!(err.reason(), "PluginProtocolError");
+    assert!(err.to_string().contains("\"relative/dir\""), "{err}");
+}

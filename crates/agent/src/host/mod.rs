@@ -62,4 +62,8 @@ pub trait Host: Send + Sync {
     fn boot_control(&self) -> &dyn BootControl;
     /// Reboot the node (only ever called after `spec.rebootApproved`).
     fn reboot(&self) -> Result<RebootKind, HostError>;
+    /// This boot's id alone: deployment backends (OSTree, plugin) need no slot.
+    fn boot_id(&self) -> Result<String, HostError> {
+        self.facts().map(|f| f.boot_id)
+    }
 }

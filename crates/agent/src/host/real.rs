@@ -119,6 +119,10 @@ impl RealHost {
 }
 
 impl Host for RealHost {
+    fn boot_id(&self) -> Result<String, HostError> {
+        Ok(self.read(&self.cfg.boot_id)?.trim().to_string())
+    }
+
     fn facts(&self) -> Result<HostFacts, HostError> {
         let booted_slot = self.booted_slot()?;
         let os_version = os_release_value(&self.read(&self.cfg.os_release)?, &self.cfg.version_key);

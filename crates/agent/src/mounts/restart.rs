@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -355,3 +356,43 @@ pub async fn restart_after_live_update<P: PodApi, L: RestartLedger>(
 #[cfg(test)]
 #[path = "restart_tests.rs"]
 mod tests;
+
+/// [`restart_after_live_update`] behind an object the executor can hold: a pod API and a
+/// ledger file per update.
+pub trait LiveRestarter: Send + Sync {
+    /// Restart what `job` calls for, recording deletions under `key` (one per update).
+    fn restart<'a>(
+        &'a self,
+        job: &'a LiveRestartJob,
+        key: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<LiveRestartReport, MountsError>> + Send + 'a>>;
+}
+
+/// A [`LiveRestarter`] over any [`PodApi`], with its ledger in one file.
+pub struct Restarter<P> {
+    api: P,
+    ledger: PathBuf,
+}
+
+impl<P: PodApi> Restarter<P> {
+    /// Delete pods through `api`; remember deletions in the file `ledger`.
+    pub fn new(api: P, ledger: impl Into<PathBuf>) -> Self {
+        Restarter {
+            api,
+            ledger: ledger.into(),
+        }
+    }
+}
+
+impl<P: PodApi> LiveRestarter for Restarter<P> {
+    fn restart<'a>(
+        &'a self,
+        job: &'a LiveRestartJob,
+        key: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<LiveRestartReport, MountsError>> + Send + 'a>> {
+        Box::pin(async move {
+            let ledger = FileLedger::new(&self.ledger, key);
+            restart_after_live_update(job, &self.api, &ledger).await
+        })
+    }
+}

@@ -23,6 +23,8 @@ fn upgrade() -> OSUpgrade {
     );
     up.metadata.uid = Some("uid-1".into());
     up.spec.os_version_management = Some(json!({"plugin": "x"}));
+    up.spec.restart_on_live_update =
+        Some(serde_json::from_value(json!({"matchLabels": {"app": "cni"}})).unwrap());
     up
 }
 
@@ -172,6 +174,10 @@ fn new_progress_carries_name_labels_owner_and_image() {
     assert_eq!(p.spec.image.as_ref().unwrap().url, "https://img/2.0");
     assert_eq!(p.spec.catalog_digest.as_deref(), Some("sha256:cat"));
     assert_eq!(p.spec.os_version_management, Some(json!({"plugin": "x"})));
+    assert_eq!(
+        p.spec.restart_on_live_update, up.spec.restart_on_live_update,
+        "restartOnLiveUpdate is copied for the agent"
+    );
     assert!(!p.spec.reboot_approved);
 }
 

@@ -1,0 +1,304 @@
+//! The agent's choice of backend, and one interface over the deployment backends so the
+//! executor drives OSTree and an OS plugin the same way: stage, apply (live or by
+//! reboot), confirm after the boot.
+//!
+//! The A/B image backend is not behind this trait: it is the slot-based path of
+//! [`crate::machine`] and [`crate::install`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use osroll_api::ImageRef;
+
+use super::ostree::{BootCheck, OstreeBackend, OstreeConfig, OstreeTarget, StageOutcome};
+use super::plugin::{Plugin, PluginRequest};
+use super::runner::{CommandRunner, ProcessRunner};
+use crate::mounts::decide::StaleRef;
+
+/// How this node is updated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BackendConfig {
+    /// Write the image into the inactive A/B slot and switch with a one-shot boot.
+    #[default]
+    AbImage,
+    /// Stage an OSTree deployment with the host's tool.
+    Ostree(OstreeConfig),
+    /// Ask an OS plugin executable.
+    Plugin {
+        /// The executable.
+        path: PathBuf,
+        /// Limit for one action.
+        timeout: Duration,
+    },
+}
+
+impl BackendConfig {
+    /// The deployment backend for this configuration; `None` for A/B images.
+    pub fn build(&self) -> Option<Arc<dyn DeployBackend>> {
+        match self {
+            BackendConfig::AbImage => None,
+            BackendConfig::Ostree(c) => {
+                Some(Arc::new(OstreeBackend::new(c.clone(), ProcessRunner)))
+            }
+            BackendConfig::Plugin { path, timeout } => {
+                Some(Arc::new(Plugin::new(path, *timeout, ProcessRunner)))
+            }
+        }
+    }
+}
+
+/// What the node should reach, as the backend is told.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    /// This node.
+    pub node: String,
+    /// The catalog image (its version is the target).
+    pub image: ImageRef,
+    /// What ran when the attempt started, if known.
+    pub current_version: Option<String>,
+    /// `spec.osVersionManagement`, unchanged.
+    pub os_version_management: Option<serde_json::Value>,
+}
+
+/// A backend call that failed, ready for the progress status.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    /// Machine-readable cause.
+    pub reason: &'static str,
+    /// What failed, naming the command or plugin.
+    pub message: String,
+}
+
+/// The outcome of staging.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Staging {
+    /// The node already runs the target.
+    AlreadyCurrent {
+        /// For the progress message.
+        message: String,
+    },
+    /// The target is ready to apply.
+    Staged {
+        /// Applying needs a reboot (false: live update, no drain).
+        reboot_required: bool,
+        /// What runs now, when the backend said.
+        current_version: Option<String>,
+        /// For the progress message.
+        message: String,
+    },
+}
+
+/// The outcome of applying.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// A reboot finishes the update (the agent reboots, then confirms).
+    pub reboot_required: bool,
+    /// What runs now, when the backend says.
+    pub current_version: Option<String>,
+    /// For the progress message.
+    pub message: String,
+    /// How mounts into the previous version look (for restarting pods after a live update).
+    pub stale: Vec<StaleRef>,
+}
+
+/// What the node runs after the reboot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Confirmed {
+    /// The target: Completed.
+    OnTarget {
+        /// The version it reports.
+        version: Option<String>,
+        /// For the progress message.
+        message: String,
+    },
+    /// Something else: RolledBack.
+    Elsewhere {
+        /// What it runs instead, and why that is not the target.
+        message: String,
+    },
+}
+
+/// A way of moving a node to a new OS version other than an A/B slot. Calls block
+/// (they run host commands); the executor runs them off the async runtime.
+pub trait DeployBackend: Send + Sync {
+    /// `ostree` or `plugin`, for messages.
+    fn kind(&self) -> &'static str;
+    /// The running version when it can be read without a target (for the Node label).
+    fn running_version(&self) -> Result<Option<String>, BackendError>;
+    /// Prepare `target` without disturbing the running system.
+    fn stage(&self, target: &Target) -> Result<Staging, BackendError>;
+    /// Switch to the staged target, or say a reboot will.
+    fn apply(&self, target: &Target) -> Result<Applied, BackendError>;
+    /// After the reboot: is the node on `target`?
+    fn confirm(&self, target: &Target) -> Result<Confirmed, BackendError>;
+}
+
+fn ostree_err(e: super::ostree::OstreeError) -> BackendError {
+    BackendError {
+        reason: e.reason(),
+        message: e.to_string(),
+    }
+}
+
+impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
+    fn kind(&self) -> &'static str {
+        "ostree"
+    }
+
+    fn running_version(&self) -> Result<Option<String>, BackendError> {
+        let st = self.status().map_err(ostree_err)?;
+        Ok(st.booted().and_then(|b| b.version.clone()))
+    }
+
+    fn stage(&self, target: &Target) -> Result<Staging, BackendError> {
+        let t = OstreeTarget::from_progress(&target.image, target.os_version_management.as_ref())
+            .map_err(ostree_err)?;
+        Ok(match OstreeBackend::stage(self, &t).map_err(ostree_err)? {
+            StageOutcome::AlreadyBooted(d) => Staging::AlreadyCurrent {
+                message: format!("node already runs deployment {}", d.describe()),
+            },
+            StageOutcome::AlreadyStaged(d) => Staging::Staged {
+                reboot_required: true,
+                current_version: None,
+                message: format!(
+                    "deployment {} was already staged; waiting for reboot approval",
+                    d.describe()
+                ),
+            },
+            StageOutcome::Staged(d) => Staging::Staged {
+                reboot_required: true,
+                current_version: None,
+                message: format!(
+                    "deployment {} staged with {}; waiting for reboot approval",
+                    d.describe(),
+                    self.config().tool
+                ),
+            },
+        })
+    }
+
+    fn apply(&self, _target: &Target) -> Result<Applied, BackendError> {
+        // A staged OSTree deployment is switched to by the next boot.
+        Ok(Applied {
+            reboot_required: true,
+            current_version: None,
+            message: "the staged deployment is booted by the reboot".into(),
+            stale: vec![],
+        })
+    }
+
+    fn confirm(&self, target: &Target) -> Result<Confirmed, BackendError> {
+        let t = OstreeTarget::from_progress(&target.image, target.os_version_management.as_ref())
+            .map_err(ostree_err)?;
+        Ok(
+            match OstreeBackend::confirm(self, &t).map_err(ostree_err)? {
+                BootCheck::OnTarget(d) => Confirmed::OnTarget {
+                    version: d
+                        .version
+                        .clone()
+                        .or_else(|| Some(target.image.version.clone())),
+                    message: format!("booted deployment {}", d.describe()),
+                },
+                BootCheck::RolledBack { message, .. } => Confirmed::Elsewhere { message },
+            },
+        )
+    }
+}
+
+fn plugin_err(e: super::plugin::PluginError) -> BackendError {
+    BackendError {
+        reason: e.reason(),
+        message: e.to_string(),
+    }
+}
+
+fn request(action: super::plugin::PluginAction, t: &Target) -> PluginRequest {
+    PluginRequest::new(action, &t.node, &t.image.version)
+        .with_current_version(t.current_version.as_deref())
+        .with_os_version_management(t.os_version_management.as_ref())
+        .with_image(Some(&t.image))
+}
+
+fn with_message(base: String, plugin_message: Option<String>) -> String {
+    match plugin_message {
+        Some(m) => format!("{base} ({m})"),
+        None => base,
+    }
+}
+
+impl<R: CommandRunner> DeployBackend for Plugin<R> {
+    fn kind(&self) -> &'static str {
+        "plugin"
+    }
+
+    fn running_version(&self) -> Result<Option<String>, BackendError> {
+        // The protocol asks about a target; without one there is nothing to ask.
+        Ok(None)
+    }
+
+    fn stage(&self, t: &Target) -> Result<Staging, BackendError> {
+        use super::plugin::PluginAction;
+        let r = Plugin::stage(self, &request(PluginAction::Stage, t)).map_err(plugin_err)?;
+        if r.current_version.as_deref() == Some(t.image.version.as_str()) {
+            return Ok(Staging::AlreadyCurrent {
+                message: with_message(
+                    format!("plugin reports {} already running", t.image.version),
+                    r.message,
+                ),
+            });
+        }
+        let how = if r.reboot_required {
+            "applying needs a reboot; waiting for reboot approval"
+        } else {
+            "it can be applied live; waiting for approval"
+        };
+        Ok(Staging::Staged {
+            reboot_required: r.reboot_required,
+            current_version: r.current_version,
+            message: with_message(
+                format!("plugin staged {}; {how}", t.image.version),
+                r.message,
+            ),
+        })
+    }
+
+    fn apply(&self, t: &Target) -> Result<Applied, BackendError> {
+        use super::plugin::PluginAction;
+        let r = Plugin::apply(self, &request(PluginAction::Apply, t)).map_err(plugin_err)?;
+        Ok(Applied {
+            reboot_required: r.reboot_required,
+            message: with_message(
+                format!("plugin applied {}", t.image.version),
+                r.message.clone(),
+            ),
+            current_version: Some(r.current_version),
+            stale: r.stale_paths.into_iter().map(StaleRef::Path).collect(),
+        })
+    }
+
+    fn confirm(&self, t: &Target) -> Result<Confirmed, BackendError> {
+        use super::plugin::PluginAction;
+        let r = Plugin::verify(self, &request(PluginAction::Verify, t)).map_err(plugin_err)?;
+        Ok(if r.current_version == t.image.version {
+            Confirmed::OnTarget {
+                version: Some(r.current_version.clone()),
+                message: with_message(
+                    format!("plugin reports {} running", r.current_version),
+                    r.message,
+                ),
+            }
+        } else {
+            Confirmed::Elsewhere {
+                message: with_message(
+                    format!(
+                        "after the reboot the plugin reports {} running, not the target {}",
+                        r.current_version, t.image.version
+                    ),
+                    r.message,
+                ),
+            }
+        })
+    }
+}
