@@ -198,8 +198,8 @@ async fn agent_on_a_real_host_stages_into_the_inactive_partition() {
     std::fs::write(dir.path().join("os-release"), "ID=test\nVERSION_ID=v1\n").unwrap();
     std::fs::write(dir.path().join("mountinfo"), "").unwrap();
     let host = RealHost::new(RealHostConfig {
-        slot_a: disk.part(1).parse().unwrap(),
-        slot_b: disk.part(2).parse().unwrap(),
+        slot_a: Some(disk.part(1).parse().unwrap()),
+        slot_b: Some(disk.part(2).parse().unwrap()),
         dev_dir: "/dev".into(),
         cmdline: dir.path().join("cmdline"),
         mountinfo: dir.path().join("mountinfo"),

@@ -256,6 +256,12 @@ pub fn controller(image: &str, ns: &str) -> Vec<Value> {
     ]
 }
 
+/// The ConfigMap of install hooks the agent mounts (optional: no hooks without it).
+/// Keys use the flat layout, e.g. `default__pre-install`, `2.1.0__post-install`.
+pub const HOOKS_CONFIG_MAP: &str = "osroll-hooks";
+/// Where the agent finds its hooks (the default of `osroll agent --hooks-dir`).
+pub const HOOKS_DIR: &str = "/etc/osroll/hooks";
+
 /// Everything the node agents need, in apply order.
 pub fn agent(image: &str, ns: &str) -> Vec<Value> {
     let name = AGENT_SA;
@@ -290,6 +296,7 @@ pub fn agent(image: &str, ns: &str) -> Vec<Value> {
                             { "name": "host-run-systemd", "mountPath": "/run/systemd" },
                             { "name": "host-dbus", "mountPath": "/run/dbus" },
                             { "name": "state", "mountPath": "/var/lib/osroll" },
+                            { "name": "hooks", "mountPath": HOOKS_DIR, "readOnly": true },
                         ],
                     }],
                     "volumes": [
@@ -299,6 +306,8 @@ pub fn agent(image: &str, ns: &str) -> Vec<Value> {
                         host_path("host-run-systemd", "/run/systemd", "DirectoryOrCreate"),
                         host_path("host-dbus", "/run/dbus", "DirectoryOrCreate"),
                         host_path("state", "/var/lib/osroll", "DirectoryOrCreate"),
+                        // Executable, and optional: an agent without hooks still runs.
+                        { "name": "hooks", "configMap": { "name": HOOKS_CONFIG_MAP, "optional": true, "defaultMode": 0o755 } },
                     ],
                 },
             },

@@ -170,3 +170,25 @@ fn admission_policy_is_opt_in_and_names_the_agent() {
         assert!(rules.contains(needle), "{needle} not confined");
     }
 }
+
+#[test]
+fn agent_mounts_the_optional_executable_hooks_config_map() {
+    let objs = docs(&osroll(&["create", "agent"]));
+    let ds = objs.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
+    let pod = &ds["spec"]["template"]["spec"];
+    let vol = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["configMap"]["name"] == osroll_api::manifests::HOOKS_CONFIG_MAP)
+        .expect("a hooks volume");
+    assert_eq!(vol["configMap"]["optional"], true);
+    assert_eq!(vol["configMap"]["defaultMode"], 0o755);
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == vol["name"])
+        .expect("the hooks volume is mounted");
+    assert_eq!(mount["mountPath"], osroll_api::manifests::HOOKS_DIR);
+}

@@ -38,9 +38,9 @@ impl std::str::FromStr for RebootMethod {
 /// Where a real host keeps what the agent needs.
 pub struct RealHostConfig {
     /// Slot A's partition.
-    pub slot_a: SlotDevice,
+    pub slot_a: Option<SlotDevice>,
     /// Slot B's partition.
-    pub slot_b: SlotDevice,
+    pub slot_b: Option<SlotDevice>,
     /// Directory holding `disk/by-partlabel` and `disk/by-partuuid` (normally `/dev`).
     pub dev_dir: PathBuf,
     /// Kernel command line (normally `/proc/cmdline`).
@@ -70,11 +70,18 @@ impl RealHost {
         RealHost { cfg }
     }
 
-    fn device(&self, slot: Slot) -> &SlotDevice {
+    /// Slot `slot`'s partition; a node updated by a deployment backend has none.
+    fn device(&self, slot: Slot) -> Result<&SlotDevice, HostError> {
         match slot {
-            Slot::A => &self.cfg.slot_a,
-            Slot::B => &self.cfg.slot_b,
+            Slot::A => self.cfg.slot_a.as_ref(),
+            Slot::B => self.cfg.slot_b.as_ref(),
         }
+        .ok_or_else(|| {
+            HostError(format!(
+                "no partition configured for slot {slot} (--slot-{})",
+                slot.to_string().to_lowercase()
+            ))
+        })
     }
 
     fn read(&self, path: &std::path::Path) -> Result<String, HostError> {
@@ -86,8 +93,8 @@ impl RealHost {
     pub fn booted_slot(&self) -> Result<Slot, HostError> {
         let cmdline = self.read(&self.cfg.cmdline)?;
         let devices = [
-            (Slot::A, self.cfg.slot_a.clone()),
-            (Slot::B, self.cfg.slot_b.clone()),
+            (Slot::A, self.device(Slot::A)?.clone()),
+            (Slot::B, self.device(Slot::B)?.clone()),
         ];
         if let Some(s) = slot_from_cmdline(&cmdline, &devices) {
             return Ok(s);
@@ -110,8 +117,8 @@ impl RealHost {
         Err(HostError(format!(
             "cannot tell the booted slot: the kernel command line ({}) has no osroll.slot= and its root= names neither {} nor {}, and / is on device {}:{} which is neither",
             cmdline.trim(),
-            self.cfg.slot_a,
-            self.cfg.slot_b,
+            devices[0].1,
+            devices[1].1,
             root.0,
             root.1
         )))
@@ -135,7 +142,7 @@ impl Host for RealHost {
     }
 
     fn slot_path(&self, slot: Slot) -> Result<PathBuf, HostError> {
-        let path = self.device(slot).path_under(&self.cfg.dev_dir);
+        let path = self.device(slot)?.path_under(&self.cfg.dev_dir);
         std::fs::canonicalize(&path).map_err(|e| {
             HostError::with(
                 format!("resolving slot {slot} device {}", path.display()),
@@ -196,8 +203,8 @@ mod tests {
         )
         .unwrap();
         RealHost::new(RealHostConfig {
-            slot_a: "PARTLABEL=rootfs-a".parse().unwrap(),
-            slot_b: "PARTLABEL=rootfs-b".parse().unwrap(),
+            slot_a: Some("PARTLABEL=rootfs-a".parse().unwrap()),
+            slot_b: Some("PARTLABEL=rootfs-b".parse().unwrap()),
             dev_dir: dir.join("dev"),
             cmdline: dir.join("cmdline"),
             mountinfo: dir.join("mountinfo"),

@@ -3,7 +3,9 @@
 //! progress source (the cluster, or a directory with `--progress-dir`).
 //!
 //! Defaults match the DaemonSet from `osroll create agent` (hostPID, host `/dev`,
-//! `/boot` at `/host/boot`, state in `/var/lib/osroll`).
+//! `/boot` at `/host/boot`, state in `/var/lib/osroll`, hooks ConfigMap at
+//! `/etc/osroll/hooks`). `--backend` picks A/B images (default), OSTree or an OS plugin;
+//! `--firstboot` runs the first-boot update from `deploy/osroll-firstboot.service`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,9 +13,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use osroll_agent::backends::driver::BackendConfig;
+use osroll_agent::backends::ostree::{OstreeConfig, OstreeTool};
 use osroll_agent::boot::BootControl;
 use osroll_agent::boot::grubenv::GrubBoot;
 use osroll_agent::boot::uboot::UBoot;
+use osroll_agent::firstboot::{self, FirstBootExit};
 use osroll_agent::host::real::{RealHost, RealHostConfig};
 use osroll_agent::install::{InstallOptions, RetryPolicy};
 use osroll_agent::source::file::FileSource;
@@ -28,20 +33,86 @@ enum BootKind {
     Uboot,
 }
 
+/// How the node's OS is updated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    /// Write the image into the inactive A/B slot.
+    Ab,
+    /// Stage an OSTree deployment (`--ostree-tool`).
+    Ostree,
+    /// Ask an OS plugin executable (`--plugin`).
+    Plugin,
+}
+
 /// Node agent options; each has an environment fallback for the DaemonSet.
 #[derive(Args, Debug)]
 pub struct AgentCmd {
-    /// This node's name (downward API spec.nodeName).
+    /// This node's name (downward API spec.nodeName; with --firstboot, the host name
+    /// when unset).
     #[arg(long, env = "NODE_NAME")]
-    node_name: String,
+    node_name: Option<String>,
+    /// How the OS is updated.
+    #[arg(long, env = "OSROLL_BACKEND", value_enum, default_value = "ab")]
+    backend: BackendKind,
+    /// With --backend ostree: rpm-ostree-rebase, rpm-ostree-deploy, bootc-switch or
+    /// ostree-admin-deploy.
+    #[arg(long, env = "OSROLL_OSTREE_TOOL", default_value = "rpm-ostree-rebase")]
+    ostree_tool: String,
+    /// With --backend ostree: the tool's executable (default: its usual name on PATH).
+    #[arg(long, env = "OSROLL_OSTREE_PROGRAM")]
+    ostree_program: Option<PathBuf>,
+    /// Words put before every OSTree command to run it in the host's namespaces.
+    #[arg(
+        long,
+        env = "OSROLL_HOST_PREFIX",
+        default_value = "nsenter --target 1 --mount --"
+    )]
+    host_prefix: String,
+    /// With --backend plugin: the plugin executable (see docs/plugin-protocol.md).
+    #[arg(long, env = "OSROLL_PLUGIN", required_if_eq("backend", "plugin"))]
+    plugin: Option<PathBuf>,
+    /// Seconds one plugin action may take.
+    #[arg(long, env = "OSROLL_PLUGIN_TIMEOUT", default_value_t = 1800.0)]
+    plugin_timeout: f64,
+    /// Install hooks directory (`<version>/pre-install`, `default/post-install`, ...).
+    #[arg(long, env = "OSROLL_HOOKS_DIR", default_value = "/etc/osroll/hooks")]
+    hooks_dir: PathBuf,
+    /// Seconds one hook may take.
+    #[arg(long, env = "OSROLL_HOOK_TIMEOUT", default_value_t = 300.0)]
+    hook_timeout: f64,
+    /// The host's /proc (pod mount tables, for restarts after a live update).
+    #[arg(long, env = "OSROLL_PROC_ROOT", default_value = "/proc")]
+    proc_root: PathBuf,
+    /// First boot: bring this node to the wanted version before the kubelet starts,
+    /// then exit (see deploy/osroll-firstboot.service).
+    #[arg(long)]
+    firstboot: bool,
+    /// With --firstboot: file naming the wanted version (else the cluster's active
+    /// OSUpgrade is asked).
+    #[arg(
+        long,
+        env = "OSROLL_FIRSTBOOT_VERSION_FILE",
+        default_value = "/etc/osroll/firstboot-version"
+    )]
+    firstboot_version_file: PathBuf,
+    /// With --firstboot: written once the node runs the wanted version.
+    #[arg(
+        long,
+        env = "OSROLL_FIRSTBOOT_DONE",
+        default_value = "/var/lib/osroll/firstboot.done"
+    )]
+    firstboot_done: PathBuf,
+    /// Kubeconfig for reaching the cluster from the host (first boot runs outside a pod).
+    #[arg(long, env = "OSROLL_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
     /// Directory of the agent's local state file.
     #[arg(long, env = "OSROLL_STATE_DIR", default_value = "/var/lib/osroll")]
     state_dir: PathBuf,
     /// Slot A's partition: a path, PARTLABEL=<label> or PARTUUID=<uuid>.
-    #[arg(long, env = "OSROLL_SLOT_A", required_unless_present = "sim_host")]
+    #[arg(long, env = "OSROLL_SLOT_A")]
     slot_a: Option<String>,
     /// Slot B's partition: a path, PARTLABEL=<label> or PARTUUID=<uuid>.
-    #[arg(long, env = "OSROLL_SLOT_B", required_unless_present = "sim_host")]
+    #[arg(long, env = "OSROLL_SLOT_B")]
     slot_b: Option<String>,
     /// Bootloader.
     #[arg(long, env = "OSROLL_BOOT_CONTROL", value_enum, default_value = "grub")]
@@ -117,8 +188,49 @@ fn secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
 }
 
 impl AgentCmd {
+    fn node_name(&self) -> anyhow::Result<String> {
+        if let Some(n) = &self.node_name {
+            return Ok(n.clone());
+        }
+        anyhow::ensure!(self.firstboot, "--node-name (or NODE_NAME) is required");
+        let h = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("--node-name is unset and the host name cannot be read")?;
+        Ok(h.trim().to_string())
+    }
+
+    fn backend(&self) -> anyhow::Result<BackendConfig> {
+        Ok(match self.backend {
+            BackendKind::Ab => BackendConfig::AbImage,
+            BackendKind::Ostree => {
+                let tool: OstreeTool = self
+                    .ostree_tool
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("--ostree-tool: {e}"))?;
+                let mut c = OstreeConfig::new(tool);
+                c.program = self.ostree_program.clone();
+                c.host_prefix = self
+                    .host_prefix
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect();
+                BackendConfig::Ostree(c)
+            }
+            BackendKind::Plugin => BackendConfig::Plugin {
+                path: self
+                    .plugin
+                    .clone()
+                    .context("--plugin is required with --backend plugin")?,
+                timeout: secs("plugin-timeout", self.plugin_timeout)?,
+            },
+        })
+    }
+
     fn config(&self) -> anyhow::Result<AgentConfig> {
-        let mut cfg = AgentConfig::new(&self.node_name, &self.state_dir);
+        let mut cfg = AgentConfig::new(self.node_name()?, &self.state_dir);
+        cfg.backend = self.backend()?;
+        cfg.hooks_dir = Some(self.hooks_dir.clone());
+        cfg.hook_timeout = secs("hook-timeout", self.hook_timeout)?;
+        cfg.proc_root = self.proc_root.clone();
         cfg.install = InstallOptions {
             stall_timeout: secs("stall-timeout", self.stall_timeout)?,
             retry: RetryPolicy {
@@ -150,12 +262,16 @@ impl AgentCmd {
             }
             return Ok(Arc::new(host));
         }
+        let ab = self.backend == BackendKind::Ab;
         let parse = |flag: &str, v: &Option<String>| -> anyhow::Result<_> {
-            let v = v
-                .as_deref()
-                .with_context(|| format!("--{flag} is required"))?;
-            v.parse()
-                .map_err(|e: String| anyhow::anyhow!("--{flag}: {e}"))
+            match v.as_deref() {
+                Some(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|e: String| anyhow::anyhow!("--{flag}: {e}")),
+                None if ab => anyhow::bail!("--{flag} is required with --backend ab"),
+                None => Ok(None),
+            }
         };
         let boot: Box<dyn BootControl> = match self.boot_control {
             BootKind::Grub => Box::new(GrubBoot::new(&self.grubenv)),
@@ -203,6 +319,9 @@ pub fn run(cmd: AgentCmd) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if cmd.firstboot {
+        return rt.block_on(run_firstboot(&cmd, cfg, host));
+    }
     let exit = rt.block_on(async move {
         match &cmd.progress_dir {
             Some(dir) => {
@@ -210,9 +329,7 @@ pub fn run(cmd: AgentCmd) -> anyhow::Result<()> {
                 osroll_agent::run_with_source(cfg, source, host).await
             }
             None => {
-                let client = kube::Client::try_default()
-                    .await
-                    .context("connecting to the Kubernetes API")?;
+                let client = client(&cmd).await?;
                 osroll_agent::run(cfg, client, host).await
             }
         }
@@ -223,6 +340,70 @@ pub fn run(cmd: AgentCmd) -> anyhow::Result<()> {
                 "simulated reboot requested: power the node on (SimHost::boot, or --sim-boot) and start the agent again"
             );
             Ok(())
+        }
+    }
+}
+
+async fn client(cmd: &AgentCmd) -> anyhow::Result<kube::Client> {
+    match &cmd.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            let conf = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            Ok(kube::Client::try_from(conf)?)
+        }
+        None => kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API"),
+    }
+}
+
+/// `--firstboot`: the wanted version from the local file, else from the cluster; run
+/// the update; exit 0 once the node runs it (a real reboot ends the process first).
+async fn run_firstboot(
+    cmd: &AgentCmd,
+    cfg: AgentConfig,
+    host: Arc<dyn Host>,
+) -> anyhow::Result<()> {
+    let file = &cmd.firstboot_version_file;
+    let wanted = match std::fs::read_to_string(file) {
+        Ok(text) => firstboot::parse_version_file(&text, &file.display().to_string())
+            .map_err(anyhow::Error::msg)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let c = client(cmd).await?;
+            let ups = kube::Api::<osroll_api::OSUpgrade>::all(c.clone())
+                .list(&Default::default())
+                .await
+                .context("listing OSUpgrades")?
+                .items;
+            let progress = kube::Api::<osroll_api::OSUpgradeProgress>::all(c)
+                .list(&Default::default())
+                .await
+                .context("listing OSUpgradeProgresses")?
+                .items;
+            firstboot::wanted_from_cluster(&ups, &progress).map_err(anyhow::Error::msg)?
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    match firstboot::run_firstboot(cfg, &wanted, host, &cmd.firstboot_done).await? {
+        FirstBootExit::Rebooted => {
+            println!("simulated reboot requested: boot the node and run --firstboot again");
+            Ok(())
+        }
+        FirstBootExit::Finished(st) => {
+            let phase = st.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+            let msg = st.message.clone().unwrap_or_default();
+            if st.phase == Some(osroll_api::ProgressPhase::Completed) {
+                println!("first boot: {phase}: {msg}");
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "first boot: {phase} ({}): {msg}",
+                    st.failure_reason.as_deref().unwrap_or("")
+                )
+            }
         }
     }
 }
