@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod drain;
 #[cfg(test)]
 mod fake;
+pub mod inplace;
 pub mod leader;
 pub mod marks;
 pub mod metrics;

@@ -19,6 +19,7 @@ use serde_json::json;
 use crate::act::{Act, DrainMemory, ProgressTemplate, Report};
 use crate::catalog::{self, ResolutionCache, Resolved, TrustPolicy, UrlFetcher};
 use crate::cluster::{ApiError, Cluster, Note, Severity};
+use crate::inplace;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::observe::{self, Settings, cordoned_by};
 use crate::planner::{DrainPolicy, Plan, Strategy, plan};
@@ -94,12 +95,30 @@ struct Spec {
     selection: NodeSelection,
 }
 
-fn validate(up: &OSUpgrade) -> Result<Spec, crate::planner::SpecError> {
+fn validate(up: &OSUpgrade, in_place: bool) -> Result<Spec, crate::planner::SpecError> {
     Ok(Spec {
         strategy: Strategy::from_spec(up.spec.strategy.as_ref())?,
         drain: DrainPolicy::from_spec(up.spec.drain.as_ref())?,
-        selection: NodeSelection::from_spec(up.spec.node_selector.as_ref())?,
+        selection: NodeSelection::from_spec(up.spec.node_selector.as_ref())?
+            .with_in_place(in_place),
     })
+}
+
+fn in_place_candidate(u: &OSUpgrade) -> inplace::Candidate {
+    inplace::Candidate {
+        name: u.name_any(),
+        created: u
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(observe::to_chrono),
+        deleting: u.metadata.deletion_timestamp.is_some(),
+        rejected: u
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p == UpgradePhase::Rejected),
+    }
 }
 
 impl<C: Cluster> Shared<C> {
@@ -288,6 +307,35 @@ impl<C: Cluster> Shared<C> {
         Ok(self.resync)
     }
 
+    /// Answer in-place requests whose progress of `up` has ended: the node's
+    /// `osroll.io/in-place-update` label becomes `done` or `failed`.
+    async fn answer_in_place(&self, up: &OSUpgrade, world: &World<'_>, report: &mut Report) {
+        let name = up.name_any();
+        for p in self.ours(&name, world) {
+            let node = p.spec.node_name.as_str();
+            let Some(n) = world.nodes.iter().find(|n| n.name_any() == node) else {
+                continue;
+            };
+            let label = n.labels().get(labels::IN_PLACE_UPDATE).map(String::as_str);
+            let phase = p.status.as_ref().and_then(|s| s.phase);
+            let Some(value) = inplace::answer(label, phase) else {
+                continue;
+            };
+            if !self.leading.load(Ordering::SeqCst) {
+                return;
+            }
+            let patch = json!({"metadata": {"labels": {labels::IN_PLACE_UPDATE: value}}});
+            match self.cluster.patch_node(node, &patch).await {
+                Ok(()) => {
+                    let msg = format!("node {node}: in-place update {value}");
+                    self.upgrade_event(up, Severity::Normal, "InPlaceUpdateAnswered", msg)
+                        .await;
+                }
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+    }
+
     /// Reconcile `up` against `world` at `now`; returns when to look again.
     pub async fn reconcile(
         &self,
@@ -306,7 +354,12 @@ impl<C: Cluster> Shared<C> {
         let generation = up.metadata.generation;
         let old = up.status.as_ref();
         let now_s = rfc3339(now);
-        let spec = validate(up);
+        let candidates: Vec<inplace::Candidate> = world
+            .upgrades
+            .iter()
+            .map(|u| in_place_candidate(u))
+            .collect();
+        let spec = validate(up, inplace::takes_requests(&up.name_any(), &candidates));
         let (new_status, report, requeue, plan_info) = match spec {
             Err(e) => {
                 let report = self.wind_down(up, None, world, now).await;
@@ -353,8 +406,9 @@ impl<C: Cluster> Shared<C> {
                                 catalog_digest: Some(resolved.digest.clone()),
                                 signed_catalog: resolved.signed.clone(),
                             };
-                            let (plan, report) =
+                            let (plan, mut report) =
                                 self.plan_and_act(up, &spec, &template, world, now).await;
+                            self.answer_in_place(up, world, &mut report).await;
                             let notes: Vec<&str> =
                                 report.drain_notes.values().map(String::as_str).collect();
                             let st = status::build(

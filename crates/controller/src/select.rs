@@ -88,6 +88,7 @@ impl Selector {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeSelection {
     selector: Selector,
+    in_place: bool,
 }
 
 impl NodeSelection {
@@ -97,12 +98,27 @@ impl NodeSelection {
             Some(s) => Selector::from_label_selector(s, "spec.nodeSelector")?,
             None => Selector::default(),
         };
-        Ok(NodeSelection { selector })
+        Ok(NodeSelection {
+            selector,
+            in_place: false,
+        })
+    }
+
+    /// Also select managed nodes labelled `osroll.io/in-place-update=pending` (for the
+    /// OSUpgrade that takes in-place requests, see [`crate::inplace`]).
+    pub fn with_in_place(mut self, yes: bool) -> Self {
+        self.in_place = yes;
+        self
     }
 
     /// Whether a node with `labels` is selected.
     pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
-        labels.get(labels::MANAGED).is_some_and(|v| v == "true") && self.selector.matches(labels)
+        let managed = labels.get(labels::MANAGED).is_some_and(|v| v == "true");
+        let requested = self.in_place
+            && labels
+                .get(labels::IN_PLACE_UPDATE)
+                .is_some_and(|v| v == crate::inplace::PENDING);
+        managed && (requested || self.selector.matches(labels))
     }
 }
 

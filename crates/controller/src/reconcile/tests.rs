@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use osroll_api::conditions::find;
-use osroll_api::{CatalogSource, OSUpgradeSpec, OSUpgradeStatus, RolloutStrategy};
+use osroll_api::{CatalogSource, OSUpgradeSpec, OSUpgradeStatus, ProgressPhase, RolloutStrategy};
 
 use super::*;
 use crate::fake::{Call, FakeCluster};
@@ -345,4 +345,123 @@ async fn a_rejected_upgrade_releases_nodes_it_was_draining() {
         "{:?}",
         sh.cluster.calls()
     );
+}
+
+fn with_label(n: &Arc<Node>, k: &str, v: &str) -> Arc<Node> {
+    let mut n = (**n).clone();
+    n.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(k.into(), v.into());
+    Arc::new(n)
+}
+
+#[tokio::test]
+async fn an_in_place_request_pulls_an_excluded_node_in_and_is_answered() {
+    let mut up = upgrade("fleet", 0, "stable");
+    up.spec.node_selector = Some(LabelSelector {
+        match_labels: Some([("pool".to_string(), "web".to_string())].into()),
+        ..Default::default()
+    });
+    let mut older = upgrade("older", -10, "stable");
+    older.spec.node_selector = Some(LabelSelector {
+        match_labels: Some([("pool".to_string(), "none".to_string())].into()),
+        ..Default::default()
+    });
+    let web = with_label(&node("web-1", true), "pool", "web");
+    let db = with_label(&node("db-1", true), "pool", "db");
+    let asked = with_label(&db, labels::IN_PLACE_UPDATE, inplace::PENDING);
+    let created = |sh: &Shared<FakeCluster>| -> Vec<String> {
+        sh.cluster
+            .created
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| p.spec.node_name.clone())
+            .collect()
+    };
+
+    // Without the label the selector keeps db-1 out.
+    let sh = shared();
+    let ups = [Arc::new(up.clone())];
+    let nodes = [web.clone(), db.clone()];
+    let world = World {
+        nodes: &nodes,
+        progresses: &[],
+        upgrades: &ups,
+    };
+    sh.reconcile(&up, &world, now()).await.unwrap();
+    assert_eq!(created(&sh), ["web-1"]);
+
+    // With it, the newest OSUpgrade takes db-1 too; an older one does not.
+    let sh = shared();
+    let ups = [Arc::new(up.clone()), Arc::new(older.clone())];
+    let nodes = [web.clone(), asked.clone()];
+    let world = World {
+        nodes: &nodes,
+        progresses: &[],
+        upgrades: &ups,
+    };
+    sh.reconcile(&up, &world, now()).await.unwrap();
+    let mut got = created(&sh);
+    got.sort();
+    assert_eq!(got, ["db-1", "web-1"]);
+    let sh2 = shared();
+    let mut older_sel = older.clone();
+    older_sel.spec.node_selector = up.spec.node_selector.clone();
+    let ups2 = [Arc::new(up.clone()), Arc::new(older_sel.clone())];
+    sh2.reconcile(
+        &older_sel,
+        &World {
+            nodes: &nodes,
+            progresses: &[],
+            upgrades: &ups2,
+        },
+        now(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !created(&sh2).contains(&"db-1".to_string()),
+        "{:?}",
+        created(&sh2)
+    );
+
+    // Once db-1's progress ends, the label says how.
+    for (phase, want) in [
+        (ProgressPhase::Staged, None),
+        (ProgressPhase::Completed, Some(inplace::DONE)),
+        (ProgressPhase::RolledBack, Some(inplace::FAILED)),
+    ] {
+        let sh = shared();
+        let mut p = crate::act::new_progress(&up, "db-1", &Default::default());
+        p.status = Some(osroll_api::OSUpgradeProgressStatus {
+            phase: Some(phase),
+            ..Default::default()
+        });
+        let progresses = [Arc::new(p)];
+        let world = World {
+            nodes: &nodes,
+            progresses: &progresses,
+            upgrades: &ups,
+        };
+        sh.reconcile(&up, &world, now()).await.unwrap();
+        let label_patches: Vec<String> = sh
+            .cluster
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::PatchNode(n, v) if n == "db-1" => v["metadata"]["labels"]
+                    [labels::IN_PLACE_UPDATE]
+                    .as_str()
+                    .map(String::from),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            label_patches,
+            want.map(|w| vec![w.to_string()]).unwrap_or_default(),
+            "{phase:?}"
+        );
+    }
 }
