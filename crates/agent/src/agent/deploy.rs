@@ -338,7 +338,8 @@ impl<S: ProgressSource> Agent<S> {
         let applied_at = match self.tracked().live_applied_at.clone() {
             Some(at) => at,
             None => {
-                let at = now();
+                // Sub-second: pods created in the same second as the apply are old.
+                let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
                 self.tracked().live_applied_at = Some(at.clone());
                 self.store.save(&self.state)?;
                 at
