@@ -44,12 +44,26 @@ impl SimNode {
         bad_new_slot: bool,
         timing: NodeTiming,
     ) -> anyhow::Result<SimNode> {
+        let client = cluster.client_for(&format!("system:node:{name}")).await?;
+        Self::start_with_client(cluster, dir, name, version, bad_new_slot, timing, client).await
+    }
+
+    /// Like [`SimNode::start`], with the agent calling the API through `client` (e.g. as
+    /// the agent's service account with a token bound to this node).
+    pub async fn start_with_client(
+        cluster: &osroll_sim::testing::Cluster,
+        dir: &std::path::Path,
+        name: &str,
+        version: &str,
+        bad_new_slot: bool,
+        timing: NodeTiming,
+        client: kube::Client,
+    ) -> anyhow::Result<SimNode> {
         let host = SimHost::create(&dir.join(name), SLOT_SIZE, version)?;
         if bad_new_slot {
             host.fail_next_boot(Slot::B)?;
         }
         let kubelet = Arc::new(cluster.add_node(KubeletConfig::new(name)).await?);
-        let client = cluster.client_for(&format!("system:node:{name}")).await?;
         let mut cfg = AgentConfig::new(name, dir.join(name).join("state"));
         cfg.resync = Duration::from_secs(2);
         cfg.error_backoff = Duration::from_millis(300);
