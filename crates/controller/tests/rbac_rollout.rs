@@ -17,7 +17,6 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::nodes::{ImageServer, NodeTiming, SimNode};
 use common::{CONTROLLER_USER, NS};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, PostParams};
@@ -26,6 +25,8 @@ use osroll_api::{OSUpgrade, OSUpgradeProgress, UpgradePhase, labels};
 use osroll_controller::ControllerConfig;
 use osroll_sim::AuditEntry;
 use osroll_sim::ServerConfig;
+use osroll_sim::demo::images::ImageServer;
+use osroll_sim::demo::node::{MachineOptions, SimNode};
 use osroll_sim::rbac::Authorizer;
 use osroll_sim::testing::{Cluster, wait_for};
 use serde_json::{Value, json};
@@ -175,12 +176,7 @@ fn manifests_allow(
     })
 }
 
-fn upgrade(url: &str, image: &[u8]) -> anyhow::Result<OSUpgrade> {
-    let catalog = format!(
-        "stable: \"2.0\"\nimages:\n  - version: \"2.0\"\n    url: {url}\n    checksum: {}\n    size: {}\n",
-        osroll_api::catalog::digest(image),
-        image.len()
-    );
+fn upgrade(catalog: String) -> anyhow::Result<OSUpgrade> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
         "metadata": {"name": "rbac-fleet"},
@@ -238,19 +234,28 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
     }
 
     let admin = cluster.client();
-    let image = osroll_agent::simhost::image_bytes("2.0", 128 * 1024);
-    let images = ImageServer::start(vec![("2.0".into(), image.clone())]).await?;
+    let images = ImageServer::start(&["2.0"], 128 * 1024).await?;
     let dir = tempfile::tempdir()?;
-    let timing = NodeTiming {
+    let opts = MachineOptions {
+        slot_size: 512 * 1024,
         downtime: Duration::from_millis(100),
+        bad_slot_b: false,
     };
     let mut nodes = Vec::new();
     for i in 0..NODES {
         let name = format!("rbac-node-{i}");
-        let client = cluster.client_for_node(&agent_user(), &name).await?;
+        // The agent as its service account, with a token bound to its node.
+        let agent_client = cluster.client_for_node(&agent_user(), &name).await?;
         nodes.push(
-            SimNode::start_with_client(&cluster, dir.path(), &name, "1.0", false, timing, client)
-                .await?,
+            SimNode::start(
+                cluster.client(),
+                agent_client,
+                dir.path(),
+                &name,
+                "1.0",
+                &opts,
+            )
+            .await?,
         );
     }
     let node_api: Api<Node> = Api::all(admin.clone());
@@ -268,10 +273,7 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
     .await?;
 
     Api::<OSUpgrade>::all(admin.clone())
-        .create(
-            &PostParams::default(),
-            &upgrade(&format!("{}/2.0.img", images.base), &image)?,
-        )
+        .create(&PostParams::default(), &upgrade(images.catalog("2.0"))?)
         .await?;
     let cfg = ControllerConfig {
         namespace: NS.into(),
