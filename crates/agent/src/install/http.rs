@@ -14,7 +14,7 @@ pub fn client(opts: &InstallOptions) -> Result<reqwest::Client, InstallError> {
         .redirect(redirect_policy())
         .tls_built_in_root_certs(opts.builtin_roots);
     if let Some(pem) = &opts.extra_ca_pem {
-        for cert in parse_ca_bundle(pem)? {
+        for cert in parse_ca_bundle(pem).map_err(InstallError::InvalidSpec)? {
             b = b.add_root_certificate(cert);
         }
     } else if !opts.builtin_roots {
@@ -27,13 +27,11 @@ pub fn client(opts: &InstallOptions) -> Result<reqwest::Client, InstallError> {
 }
 
 /// The certificates of a PEM bundle; an empty or unreadable bundle is an error.
-pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, InstallError> {
+pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
     let certs = reqwest::Certificate::from_pem_bundle(pem)
-        .map_err(|e| InstallError::InvalidSpec(format!("CA bundle: {}", error_chain(&e))))?;
+        .map_err(|e| format!("CA bundle: {}", error_chain(&e)))?;
     if certs.is_empty() {
-        return Err(InstallError::InvalidSpec(
-            "CA bundle holds no PEM certificate".into(),
-        ));
+        return Err("CA bundle holds no PEM certificate".into());
     }
     Ok(certs)
 }
