@@ -54,6 +54,8 @@ pub struct AgentConfig {
     pub hook_timeout: Duration,
     /// The host's `/proc` (mount tables of pods, for restarts after a live update).
     pub proc_root: PathBuf,
+    /// Catalog signature keys and whether a signed catalog is required.
+    pub trust: crate::trust::TrustConfig,
 }
 
 impl AgentConfig {
@@ -71,6 +73,7 @@ impl AgentConfig {
             hooks_dir: None,
             hook_timeout: Duration::from_secs(300),
             proc_root: PathBuf::from("/proc"),
+            trust: Default::default(),
         }
     }
 }
@@ -599,6 +602,9 @@ impl<S: ProgressSource> Agent<S> {
                 )
                 .await;
         };
+        if let Err(r) = crate::trust::check(&obj.spec, &img, &self.cfg.trust) {
+            return self.fail(ProgressPhase::Failed, r.reason, r.message).await;
+        }
         let path = match self.host.slot_path(slot) {
             Ok(p) => p,
             Err(e) => {

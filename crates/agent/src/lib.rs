@@ -9,6 +9,7 @@
 //! * [`boot`]: GRUB grubenv and U-Boot boot control;
 //! * [`host`]: the real host; [`simhost`]: the simulated one used by tests and the demo;
 //! * [`state`]: the crash-safe local state file; [`status`]: status transitions;
+//! * [`trust`]: the check that an image comes from a catalog signed by a trusted key;
 //! * [`backends`]: OSTree and OS-plugin backends behind the same phases
 //!   ([`backends::driver::BackendConfig`] picks one; A/B images are the default);
 //! * [`hooks`]: pre- and post-install hooks run by the executor;
@@ -32,6 +33,7 @@ pub mod slot;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod trust;
 
 use std::sync::Arc;
 

@@ -226,6 +226,11 @@ impl<S: ProgressSource> Agent<S> {
             let msg = "spec.image is missing: no version to reach".to_string();
             return self.fail(ProgressPhase::Failed, "InvalidSpec", msg).await;
         };
+        // The same catalog trust as the A/B installer: the target must come from a
+        // catalog signed by a trusted key when the agent is configured so.
+        if let Err(r) = crate::trust::check(&obj.spec, &target.image, &self.cfg.trust) {
+            return self.fail(ProgressPhase::Failed, r.reason, r.message).await;
+        }
         let prev = self.tracked().status.clone();
         let msg = format!(
             "staging {} with the {} backend",
