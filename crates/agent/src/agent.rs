@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub progress_interval: Duration,
     /// After requesting a real reboot, wait this long before concluding it did not happen.
     pub reboot_timeout: Duration,
+    /// Catalog signature keys and whether a signed catalog is required.
+    pub trust: crate::trust::TrustConfig,
 }
 
 impl AgentConfig {
@@ -52,6 +54,7 @@ impl AgentConfig {
             error_backoff: Duration::from_secs(5),
             progress_interval: Duration::from_secs(2),
             reboot_timeout: Duration::from_secs(600),
+            trust: Default::default(),
         }
     }
 }
@@ -493,6 +496,9 @@ impl<S: ProgressSource> Agent<S> {
                 )
                 .await;
         };
+        if let Err(r) = crate::trust::check(&obj.spec, &img, &self.cfg.trust) {
+            return self.fail(ProgressPhase::Failed, r.reason, r.message).await;
+        }
         let path = match self.host.slot_path(slot) {
             Ok(p) => p,
             Err(e) => {

@@ -9,6 +9,7 @@
 //! * [`boot`]: GRUB grubenv and U-Boot boot control;
 //! * [`host`]: the real host; [`simhost`]: the simulated one used by tests and the demo;
 //! * [`state`]: the crash-safe local state file; [`status`]: status transitions;
+//! * [`trust`]: the check that an image comes from a catalog signed by a trusted key;
 //! * [`backends`], [`hooks`], [`mounts`]: OSTree and plugin backends, install hooks and
 //!   stale-mount restarts, tested on their own and not yet driven by the executor.
 
@@ -26,6 +27,7 @@ pub mod slot;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod trust;
 
 use std::sync::Arc;
 

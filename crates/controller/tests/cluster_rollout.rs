@@ -12,7 +12,6 @@ mod common;
 
 use std::time::Duration;
 
-use common::nodes::{ImageServer, NodeTiming, SimNode};
 use common::{CONTROLLER_USER, DisruptionRecorder, NS};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -20,18 +19,15 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use osroll_api::{OSUpgrade, OSUpgradeProgress, ProgressPhase, UpgradePhase, labels};
 use osroll_controller::ControllerConfig;
+use osroll_sim::demo::images::ImageServer;
+use osroll_sim::demo::node::{MachineOptions, SimNode};
 use osroll_sim::testing::{Cluster, wait_for};
 use serde_json::json;
 
 const NODES: usize = 10;
 const BAD_NODE: &str = "node-07";
 
-fn upgrade(image_url: &str, image: &[u8]) -> anyhow::Result<OSUpgrade> {
-    let catalog = format!(
-        "stable: \"2.0\"\nimages:\n  - version: \"2.0\"\n    url: {image_url}\n    checksum: {}\n    size: {}\n",
-        osroll_api::catalog::digest(image),
-        image.len()
-    );
+fn upgrade(catalog: &str) -> anyhow::Result<OSUpgrade> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
         "metadata": {"name": "fleet"},
@@ -95,17 +91,28 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
     cluster.install_crds().await?;
     cluster.ensure_namespace(NS).await?;
     let admin = cluster.client();
-    let image = osroll_agent::simhost::image_bytes("2.0", 256 * 1024);
-    let images = ImageServer::start(vec![("2.0".into(), image.clone())]).await?;
+    let images = ImageServer::start(&["2.0"], 256 * 1024).await?;
     let dir = tempfile::tempdir()?;
-    let timing = NodeTiming {
-        downtime: Duration::from_millis(300),
-    };
     let mut nodes = Vec::new();
     for i in 0..NODES {
         let name = format!("node-{i:02}");
+        let opts = MachineOptions {
+            slot_size: 512 * 1024,
+            downtime: Duration::from_millis(300),
+            bad_slot_b: name == BAD_NODE,
+        };
+        let kubelet_client = cluster.client();
+        let agent_client = cluster.client_for(&format!("system:node:{name}")).await?;
         nodes.push(
-            SimNode::start(&cluster, dir.path(), &name, "1.0", name == BAD_NODE, timing).await?,
+            SimNode::start(
+                kubelet_client,
+                agent_client,
+                dir.path(),
+                &name,
+                "1.0",
+                &opts,
+            )
+            .await?,
         );
     }
     let node_api: Api<Node> = Api::all(admin.clone());
@@ -137,9 +144,8 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
 
     let recorder = DisruptionRecorder::default();
     let rec_task = tokio::spawn(recorder.clone().run(admin.clone()));
-    let url = format!("{}/2.0.img", images.base);
     Api::<OSUpgrade>::all(admin.clone())
-        .create(&PostParams::default(), &upgrade(&url, &image)?)
+        .create(&PostParams::default(), &upgrade(&images.catalog("2.0"))?)
         .await?;
     let mut ctrl = start_controller(&cluster, "replica-a").await?;
 

@@ -173,6 +173,16 @@ impl Cluster {
         client_from_kubeconfig(&self.kubeconfig_for(user)?).await
     }
 
+    /// A kube client acting as `user` with a token bound to a pod on `node`, as a
+    /// DaemonSet pod's service account token is; on a real cluster the same as
+    /// [`Cluster::client_for`] (impersonation carries no node claim).
+    pub async fn client_for_node(&self, user: &str, node: &str) -> anyhow::Result<Client> {
+        match &self.server {
+            Some(s) => s.client_for_node(user, node).await,
+            None => self.client_for(user).await,
+        }
+    }
+
     /// Every request the test API server saw (None on a real cluster).
     pub fn audit(&self) -> Option<Vec<AuditEntry>> {
         self.server.as_ref().map(TestServer::audit)

@@ -37,6 +37,25 @@ pub enum InstallError {
         /// What the server did.
         detail: String,
     },
+    /// A redirect broke the image source policy (to plain http from https, another
+    /// scheme, or too many hops).
+    #[error("redirect refused fetching {url}: {detail}")]
+    Redirect {
+        /// The image URL.
+        url: String,
+        /// The refused hop and the rule it breaks.
+        detail: String,
+    },
+    /// The server's certificate is not trusted (or the TLS handshake failed otherwise).
+    #[error(
+        "TLS error fetching {url}: {detail} (a server with a private CA needs its bundle in the agent's --ca-bundle)"
+    )]
+    Tls {
+        /// The image URL.
+        url: String,
+        /// What rustls said.
+        detail: String,
+    },
     /// The downloaded bytes do not hash to `spec.image.checksum`.
     #[error(
         "checksum mismatch: the {bytes} downloaded bytes hash to sha256:{actual}, spec.image.checksum is sha256:{expected}"
@@ -101,6 +120,8 @@ impl InstallError {
             InstallError::InvalidSpec(_) => "InvalidSpec",
             InstallError::Network { .. } => "NetworkError",
             InstallError::Http { .. } => "HttpError",
+            InstallError::Redirect { .. } => "RedirectRefused",
+            InstallError::Tls { .. } => "TlsError",
             InstallError::ChecksumMismatch { .. } => "ChecksumMismatch",
             InstallError::TooLarge { .. } => "ImageTooLarge",
             InstallError::SizeMismatch { .. } => "SizeMismatch",
@@ -160,6 +181,14 @@ mod tests {
                 actual: 1,
             },
             InstallError::Format("gzip".into()),
+            InstallError::Redirect {
+                url: "u".into(),
+                detail: "to http".into(),
+            },
+            InstallError::Tls {
+                url: "u".into(),
+                detail: "UnknownIssuer".into(),
+            },
             InstallError::io(
                 std::path::Path::new("/dev/x"),
                 "write",
@@ -183,6 +212,6 @@ mod tests {
         reasons.dedup();
         assert_eq!(reasons.len(), errs.len());
         assert!(errs[1].to_string().contains("at byte 7"), "{}", errs[1]);
-        assert!(errs[7].to_string().contains("/dev/x"), "{}", errs[7]);
+        assert!(errs[9].to_string().contains("/dev/x"), "{}", errs[9]);
     }
 }

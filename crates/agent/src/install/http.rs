@@ -1,7 +1,78 @@
-//! Pure helpers for the download stage: the checksum syntax, `Content-Range` parsing,
-//! and which HTTP answers are worth retrying.
+//! The download stage's HTTP client and its pure helpers: the client applies the image
+//! source policy to redirects (bounded, never from https to anything else) and trusts
+//! extra CA bundles; plus the checksum syntax, `Content-Range` parsing, and which HTTP
+//! answers are worth retrying.
 
 use reqwest::StatusCode;
+
+use super::{InstallError, InstallOptions};
+
+/// The installer's HTTP client: connect timeout, redirect policy, trusted roots.
+pub fn client(opts: &InstallOptions) -> Result<reqwest::Client, InstallError> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(opts.connect_timeout)
+        .redirect(redirect_policy())
+        .tls_built_in_root_certs(opts.builtin_roots);
+    if let Some(pem) = &opts.extra_ca_pem {
+        for cert in parse_ca_bundle(pem).map_err(InstallError::InvalidSpec)? {
+            b = b.add_root_certificate(cert);
+        }
+    } else if !opts.builtin_roots {
+        return Err(InstallError::InvalidSpec(
+            "no trusted roots: built-in roots are off and no CA bundle is given".into(),
+        ));
+    }
+    b.build()
+        .map_err(|e| InstallError::InvalidSpec(format!("HTTP client: {}", error_chain(&e))))
+}
+
+/// The certificates of a PEM bundle; an empty or unreadable bundle is an error.
+pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| format!("CA bundle: {}", error_chain(&e)))?;
+    if certs.is_empty() {
+        return Err("CA bundle holds no PEM certificate".into());
+    }
+    Ok(certs)
+}
+
+/// Follow a redirect only where [`osroll_api::policy::check_redirect`] allows it: at most
+/// `MAX_REDIRECTS` hops, never from https to another scheme, plain http only when the
+/// image URL itself was http (the OSUpgrade opted in).
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        // `previous` holds every URL requested so far, the image URL first.
+        let prev = attempt.previous();
+        let (Some(first), Some(from)) = (prev.first(), prev.last()) else {
+            return attempt.error("redirect without a previous URL");
+        };
+        let allow_http = first.scheme() == "http";
+        match osroll_api::policy::check_redirect(from, attempt.url(), prev.len(), allow_http) {
+            Ok(()) => attempt.follow(),
+            Err(v) => attempt.error(v),
+        }
+    })
+}
+
+/// Whether a request failed in TLS (an untrusted certificate, a failed handshake).
+pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.is::<rustls::Error>() {
+            return true;
+        }
+        // io::Error::source skips the wrapped error itself: look at it directly.
+        if let Some(inner) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            && (inner.is::<rustls::Error>() || is_tls_error(inner))
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
 
 /// Parse `sha256:<64 hex>` (hex in either case) into the digest bytes.
 pub fn parse_checksum(s: &str) -> Result<[u8; 32], String> {

@@ -98,6 +98,10 @@ pub struct InstallOptions {
     /// With `O_DIRECT`: `fdatasync` and read back every this many bytes while writing
     /// continues (0: read everything back only after the final fsync).
     pub verify_interval: u64,
+    /// Extra CA certificates (PEM, several allowed) trusted for HTTPS image servers.
+    pub extra_ca_pem: Option<Arc<Vec<u8>>>,
+    /// Trust the built-in (webpki) roots too; false: only `extra_ca_pem`.
+    pub builtin_roots: bool,
 }
 
 impl Default for InstallOptions {
@@ -111,6 +115,8 @@ impl Default for InstallOptions {
             buffers: 4,
             window_log_max: 27,
             verify_interval: 64 << 20,
+            extra_ca_pem: None,
+            builtin_roots: true,
         }
     }
 }
@@ -243,10 +249,7 @@ impl Installer {
         create: Create,
         opts: InstallOptions,
     ) -> Result<Installer, InstallError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(opts.connect_timeout)
-            .build()
-            .map_err(|e| InstallError::InvalidSpec(format!("HTTP client: {}", error_chain(&e))))?;
+        let client = http::client(&opts)?;
         Ok(Installer {
             image,
             target: target.to_path_buf(),
@@ -461,6 +464,18 @@ impl Installer {
             Err(_) => return Err(Fetch::Retryable(format!("no response within {stall:?}"))),
             Ok(Err(e)) if e.is_builder() => {
                 return Err(Fetch::Fatal(InstallError::Http {
+                    url,
+                    detail: error_chain(&e),
+                }));
+            }
+            Ok(Err(e)) if e.is_redirect() => {
+                return Err(Fetch::Fatal(InstallError::Redirect {
+                    url,
+                    detail: error_chain(&e),
+                }));
+            }
+            Ok(Err(e)) if http::is_tls_error(&e) => {
+                return Err(Fetch::Fatal(InstallError::Tls {
                     url,
                     detail: error_chain(&e),
                 }));

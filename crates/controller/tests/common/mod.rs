@@ -8,8 +8,6 @@
 
 #![allow(dead_code)]
 
-pub mod nodes;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

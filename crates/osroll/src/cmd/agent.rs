@@ -19,6 +19,8 @@ use osroll_agent::install::{InstallOptions, RetryPolicy};
 use osroll_agent::source::file::FileSource;
 use osroll_agent::{AgentConfig, AgentExit, Host, SimHost};
 
+use super::mounted;
+
 /// Which bootloader environment to drive.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum BootKind {
@@ -109,6 +111,21 @@ pub struct AgentCmd {
     /// Write slots through the page cache instead of O_DIRECT.
     #[arg(long, env = "OSROLL_NO_DIRECT_IO")]
     no_direct_io: bool,
+    /// Minisign public keys trusted to sign catalogs: a file, or a directory such as a
+    /// mounted Secret or ConfigMap (every file in it).
+    #[arg(long, env = "OSROLL_TRUSTED_KEYS")]
+    trusted_keys: Option<PathBuf>,
+    /// Refuse (phase Failed) any image that does not come from a catalog signed by a
+    /// trusted key, as stamped by the controller in spec.signedCatalog.
+    #[arg(long, env = "OSROLL_REQUIRE_SIGNED_CATALOG", requires = "trusted_keys")]
+    require_signed_catalog: bool,
+    /// Extra CA certificates (PEM) for HTTPS image servers: a file, or a directory of
+    /// PEM files; trusted in addition to the built-in roots.
+    #[arg(long, env = "OSROLL_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
+    /// Trust only --ca-bundle, not the built-in (webpki) roots.
+    #[arg(long, env = "OSROLL_NO_BUILTIN_ROOTS", requires = "ca_bundle")]
+    no_builtin_roots: bool,
 }
 
 fn secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
@@ -127,8 +144,22 @@ impl AgentCmd {
                 ..RetryPolicy::default()
             },
             direct_io: !self.no_direct_io,
+            extra_ca_pem: match &self.ca_bundle {
+                Some(p) => {
+                    let pem = mounted::read_file_or_dir("ca-bundle", p)?;
+                    osroll_agent::install::http::parse_ca_bundle(&pem)
+                        .map_err(|e| anyhow::anyhow!("--ca-bundle {}: {e}", p.display()))?;
+                    Some(Arc::new(pem))
+                }
+                None => None,
+            },
+            builtin_roots: !self.no_builtin_roots,
             ..InstallOptions::default()
         };
+        if let Some(p) = &self.trusted_keys {
+            cfg.trust.keys = mounted::trusted_keys("trusted-keys", p)?;
+        }
+        cfg.trust.require_signed_catalog = self.require_signed_catalog;
         cfg.resync = secs("resync", self.resync)?;
         cfg.progress_interval =
             secs("progress-interval", self.progress_interval)?.max(Duration::from_millis(10));

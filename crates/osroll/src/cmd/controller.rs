@@ -36,13 +36,14 @@ pub struct ControllerCmd {
     /// Seconds between drain steps while pods are leaving.
     #[arg(long, env = "OSROLL_DRAIN_POLL_SECONDS", default_value_t = 2)]
     drain_poll_seconds: u64,
-    /// File of minisign public keys trusted to sign catalogs (e.g. a mounted ConfigMap).
+    /// Minisign public keys trusted to sign catalogs: a file, or a directory such as a
+    /// mounted Secret or ConfigMap (every file in it).
     #[arg(long, env = "OSROLL_TRUSTED_KEYS_FILE")]
     trusted_keys_file: Option<PathBuf>,
     /// Reject catalogs without a valid signature by a trusted key.
     #[arg(long, env = "OSROLL_REQUIRE_SIGNED_CATALOG")]
     require_signed_catalog: bool,
-    /// Extra PEM CA bundle for catalog URLs.
+    /// Extra PEM CA certificates for catalog URLs: a file, or a directory of PEM files.
     #[arg(long, env = "OSROLL_CATALOG_CA_FILE")]
     catalog_ca_file: Option<PathBuf>,
     /// Allow plain http:// catalog URLs (test clusters and local mirrors only).
@@ -66,18 +67,11 @@ impl ControllerCmd {
                 .unwrap_or_else(|_| format!("osroll-controller-{}", std::process::id())),
         };
         let trusted_keys = match &self.trusted_keys_file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("--trusted-keys-file {}", p.display()))?;
-                osroll_api::signing::parse_public_keys(&text)
-                    .map_err(|e| anyhow::anyhow!("--trusted-keys-file {}: {e}", p.display()))?
-            }
+            Some(p) => super::mounted::trusted_keys("trusted-keys-file", p)?,
             None => Vec::new(),
         };
         let catalog_ca = match &self.catalog_ca_file {
-            Some(p) => Some(
-                std::fs::read(p).with_context(|| format!("--catalog-ca-file {}", p.display()))?,
-            ),
+            Some(p) => Some(super::mounted::read_file_or_dir("catalog-ca-file", p)?),
             None => None,
         };
         Ok(ControllerConfig {

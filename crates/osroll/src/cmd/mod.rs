@@ -7,4 +7,5 @@ pub mod crds;
 pub mod create;
 pub mod demo;
 pub mod flash;
+pub mod mounted;
 pub mod status;

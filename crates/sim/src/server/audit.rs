@@ -38,6 +38,10 @@ pub struct AuditEntry {
     pub path: String,
     /// HTTP status code of the response (200 for a watch that started).
     pub code: u16,
+    /// The node a pod-bound service account token was issued for (the
+    /// `authentication.kubernetes.io/node-name` extra of its user info), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
 }
 
 impl AuditEntry {
@@ -50,7 +54,8 @@ impl AuditEntry {
 /// Token → user table and the audit log.
 #[derive(Default)]
 pub struct Auth {
-    tokens: Mutex<HashMap<String, String>>,
+    /// Token → (user, node the token is bound to).
+    tokens: Mutex<HashMap<String, (String, Option<String>)>>,
     log: Mutex<Vec<AuditEntry>>,
 }
 
@@ -61,16 +66,24 @@ pub struct Identity {
     pub user: String,
     /// Real user when impersonating.
     pub impersonator: Option<String>,
+    /// Node a pod-bound token was issued for.
+    pub node_name: Option<String>,
 }
 
 impl Auth {
     /// A fresh token for `user`.
     pub fn issue(&self, user: &str) -> String {
+        self.issue_bound(user, None)
+    }
+
+    /// A fresh token for `user`, bound to a pod on `node` like a projected service
+    /// account token (its user info then carries the node name).
+    pub fn issue_bound(&self, user: &str, node: Option<&str>) -> String {
         let token = format!("osroll-sim-{}", super::write::new_uid().replace('-', ""));
         self.tokens
             .lock()
             .expect("tokens lock")
-            .insert(token.clone(), user.to_string());
+            .insert(token.clone(), (user.to_string(), node.map(String::from)));
         token
     }
 
@@ -85,7 +98,7 @@ impl Auth {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim);
-        let real = match bearer {
+        let (real, node_name) = match bearer {
             Some(t) => self
                 .tokens
                 .lock()
@@ -93,7 +106,7 @@ impl Auth {
                 .get(t)
                 .cloned()
                 .ok_or_else(ApiError::unauthorized)?,
-            None => "system:anonymous".to_string(),
+            None => ("system:anonymous".to_string(), None),
         };
         match headers
             .get("impersonate-user")
@@ -102,10 +115,12 @@ impl Auth {
             Some(as_user) if !as_user.is_empty() => Ok(Identity {
                 user: as_user.to_string(),
                 impersonator: Some(real),
+                node_name: None,
             }),
             _ => Ok(Identity {
                 user: real,
                 impersonator: None,
+                node_name,
             }),
         }
     }
@@ -150,6 +165,17 @@ mod tests {
         h.insert("impersonate-user", HeaderValue::from_static("bob"));
         let id = a.identify(&h).unwrap();
         assert_eq!((id.user.as_str(), id.impersonator.is_some()), ("bob", true));
+        let bound = a.issue_bound("system:serviceaccount:ns:agent", Some("node-1"));
+        let mut hb = HeaderMap::new();
+        hb.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {bound}")).unwrap(),
+        );
+        assert_eq!(
+            a.identify(&hb).unwrap().node_name.as_deref(),
+            Some("node-1")
+        );
+        assert_eq!(a.identify(&h).unwrap().node_name, None);
         h.insert("authorization", HeaderValue::from_static("Bearer nope"));
         assert_eq!(a.identify(&h).unwrap_err().code, 401);
     }

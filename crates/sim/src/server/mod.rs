@@ -193,7 +193,16 @@ impl TestServer {
 
     /// Write a kubeconfig whose token identifies `user`; each call issues a new token.
     pub fn kubeconfig_for(&self, user: &str) -> anyhow::Result<PathBuf> {
-        let token = self.token_for(user);
+        self.write_kubeconfig(user, self.token_for(user))
+    }
+
+    /// Like [`TestServer::kubeconfig_for`] with a token bound to a pod on `node` (as a
+    /// DaemonSet pod's projected service account token): the audit log records the node.
+    pub fn kubeconfig_for_node(&self, user: &str, node: &str) -> anyhow::Result<PathBuf> {
+        self.write_kubeconfig(user, self.app.auth.issue_bound(user, Some(node)))
+    }
+
+    fn write_kubeconfig(&self, user: &str, token: String) -> anyhow::Result<PathBuf> {
         let safe: String = user
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -218,6 +227,11 @@ impl TestServer {
     /// A kube-rs client as `user`.
     pub async fn client_for(&self, user: &str) -> anyhow::Result<kube::Client> {
         client_from_kubeconfig(&self.kubeconfig_for(user)?).await
+    }
+
+    /// A kube-rs client as `user` with a token bound to `node`.
+    pub async fn client_for_node(&self, user: &str, node: &str) -> anyhow::Result<kube::Client> {
+        client_from_kubeconfig(&self.kubeconfig_for_node(user, node)?).await
     }
 
     /// Every request so far, in order.

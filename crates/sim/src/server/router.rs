@@ -177,6 +177,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
         name: String::new(),
         path: path.clone(),
         code: 0,
+        node_name: None,
     };
     let id = match app.auth.identify(&parts.headers) {
         Ok(id) => id,
@@ -188,6 +189,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     };
     entry.user = id.user.clone();
     entry.impersonator = id.impersonator.clone();
+    entry.node_name = id.node_name.clone();
     let body = match to_bytes(body, 64 << 20).await {
         Ok(b) => b,
         Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),

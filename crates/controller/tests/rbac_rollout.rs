@@ -1,0 +1,431 @@
+//! RBAC over a full rollout: the real controller and three real node agents upgrade
+//! three kubelet-lite nodes on the test API server with the shipped RBAC enforced, as
+//! the identities the manifests bind (the controller's and the agent's service accounts;
+//! each agent with a token bound to its node, as a DaemonSet pod's is). Afterwards every
+//! call in the audit log is checked against the ClusterRoles/Roles that `osroll create`
+//! generates: one the manifests would forbid fails the test, and so does an agent
+//! touching another node's Node or progress object. Two deliberate violations after
+//! the rollout show that the checks catch both kinds.
+//!
+//! On a real cluster (`OSROLL_E2E_KUBECONFIG`) there is no audit log: the test applies
+//! the same RBAC and asks `kubectl auth can-i --as=system:serviceaccount:...` what each
+//! identity may and may not do; on the test API server the same table is checked
+//! against the manifests' rules.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{CONTROLLER_USER, NS};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, PostParams};
+use osroll_api::manifests::{self, AGENT_SA, DEFAULT_NAMESPACE};
+use osroll_api::{OSUpgrade, OSUpgradeProgress, UpgradePhase, labels};
+use osroll_controller::ControllerConfig;
+use osroll_sim::AuditEntry;
+use osroll_sim::ServerConfig;
+use osroll_sim::demo::images::ImageServer;
+use osroll_sim::demo::node::{MachineOptions, SimNode};
+use osroll_sim::rbac::Authorizer;
+use osroll_sim::testing::{Cluster, wait_for};
+use serde_json::{Value, json};
+
+const NODES: usize = 3;
+
+fn agent_user() -> String {
+    format!("system:serviceaccount:{NS}:{AGENT_SA}")
+}
+
+/// The RBAC objects (and service accounts) of the generated manifests; never the
+/// Deployment or DaemonSet, which would start real pods on a real cluster.
+fn rbac_objects() -> Vec<Value> {
+    let image = manifests::default_image();
+    manifests::controller(&image, NS)
+        .into_iter()
+        .chain(manifests::agent(&image, NS))
+        .filter(|o| {
+            matches!(
+                o["kind"].as_str(),
+                Some(
+                    "ServiceAccount"
+                        | "ClusterRole"
+                        | "ClusterRoleBinding"
+                        | "Role"
+                        | "RoleBinding"
+                )
+            )
+        })
+        .collect()
+}
+
+/// What each identity may do: (user, verb, resource, subresource, namespace, allowed).
+fn expectations() -> Vec<(
+    String,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+)> {
+    let a = agent_user();
+    let c = CONTROLLER_USER.to_string();
+    let p = "osupgradeprogresses.osroll.io";
+    vec![
+        (a.clone(), "watch", p, "", "", true),
+        (a.clone(), "patch", p, "status", "", true),
+        (a.clone(), "patch", "nodes", "", "", true),
+        (a.clone(), "create", p, "", "", false),
+        (a.clone(), "update", p, "", "", false),
+        (a.clone(), "delete", p, "", "", false),
+        (a.clone(), "patch", "osupgrades.osroll.io", "", "", false),
+        (a.clone(), "update", "nodes", "", "", false),
+        (a.clone(), "delete", "nodes", "", "", false),
+        (a.clone(), "create", "pods", "eviction", "default", false),
+        (a.clone(), "get", "secrets", "", NS, false),
+        (
+            a.clone(),
+            "update",
+            "leases.coordination.k8s.io",
+            "",
+            NS,
+            false,
+        ),
+        (c.clone(), "create", p, "", "", true),
+        (
+            c.clone(),
+            "patch",
+            "osupgrades.osroll.io",
+            "status",
+            "",
+            true,
+        ),
+        (c.clone(), "create", "pods", "eviction", "default", true),
+        (
+            c.clone(),
+            "update",
+            "leases.coordination.k8s.io",
+            "",
+            NS,
+            true,
+        ),
+        (c.clone(), "patch", p, "status", "", false),
+        (c.clone(), "get", "secrets", "", NS, false),
+        (
+            c,
+            "update",
+            "leases.coordination.k8s.io",
+            "",
+            "default",
+            false,
+        ),
+    ]
+}
+
+/// `kubectl auth can-i` on a real cluster (exit 0: yes, 1: no).
+async fn can_i(
+    cluster: &Cluster,
+    user: &str,
+    verb: &str,
+    resource: &str,
+    sub: &str,
+    ns: &str,
+) -> anyhow::Result<bool> {
+    let as_user = format!("--as={user}");
+    let mut args = vec!["auth", "can-i", verb, resource, as_user.as_str()];
+    let sub_arg = format!("--subresource={sub}");
+    if !sub.is_empty() {
+        args.push(&sub_arg);
+    }
+    let ns_arg = format!("--namespace={ns}");
+    if !ns.is_empty() {
+        args.push(&ns_arg);
+    }
+    let out = cluster.kubectl_run(&args, None).await?;
+    match out.code {
+        0 => Ok(true),
+        1 => Ok(false),
+        _ => anyhow::bail!("kubectl {args:?}: {out:?}"),
+    }
+}
+
+/// The same question answered by the manifests' rules.
+fn manifests_allow(
+    authz: &Authorizer,
+    user: &str,
+    verb: &str,
+    resource: &str,
+    sub: &str,
+    ns: &str,
+) -> bool {
+    let (res, group) = resource.split_once('.').unwrap_or((resource, ""));
+    authz.allows(&AuditEntry {
+        seq: 0,
+        user: user.into(),
+        impersonator: None,
+        verb: verb.into(),
+        group: group.into(),
+        version: "v1".into(),
+        resource: res.into(),
+        subresource: sub.into(),
+        namespace: ns.into(),
+        name: String::new(),
+        path: String::new(),
+        code: 0,
+        node_name: None,
+    })
+}
+
+fn upgrade(catalog: String) -> anyhow::Result<OSUpgrade> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
+        "metadata": {"name": "rbac-fleet"},
+        "spec": {"version": "stable", "catalog": {"inline": catalog}, "allowHttpImages": true},
+    }))?)
+}
+
+fn show(e: &AuditEntry) -> String {
+    format!(
+        "#{} {} {} {}/{}{} ns={:?} name={:?} node={:?} -> {}",
+        e.seq,
+        e.user,
+        e.verb,
+        e.group,
+        e.resource,
+        if e.subresource.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", e.subresource)
+        },
+        e.namespace,
+        e.name,
+        e.node_name,
+        e.code
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() -> anyhow::Result<()>
+{
+    assert_eq!(NS, DEFAULT_NAMESPACE);
+    let cluster = Cluster::start_with(ServerConfig {
+        enforce_rbac: true,
+        ..Default::default()
+    })
+    .await?;
+    cluster.install_crds().await?;
+    cluster.ensure_namespace(NS).await?;
+    let objects = rbac_objects();
+    let out = cluster
+        .kubectl_run(&["apply", "-f", "-"], Some(&manifests::to_yaml(&objects)))
+        .await?;
+    anyhow::ensure!(out.success(), "applying the RBAC manifests: {out:?}");
+    let authz = Authorizer::from_objects(&objects);
+
+    // What each identity may do: kubectl auth can-i on a real cluster, the manifests'
+    // rules here (the same table, so it is exercised on every run).
+    for (user, verb, resource, sub, ns, want) in expectations() {
+        let got = if cluster.is_real() {
+            can_i(&cluster, &user, verb, resource, sub, ns).await?
+        } else {
+            manifests_allow(&authz, &user, verb, resource, sub, ns)
+        };
+        assert_eq!(got, want, "{user} {verb} {resource}/{sub} in {ns:?}");
+    }
+
+    let admin = cluster.client();
+    let images = ImageServer::start(&["2.0"], 128 * 1024).await?;
+    let dir = tempfile::tempdir()?;
+    let opts = MachineOptions {
+        slot_size: 512 * 1024,
+        downtime: Duration::from_millis(100),
+        bad_slot_b: false,
+    };
+    let mut nodes = Vec::new();
+    for i in 0..NODES {
+        let name = format!("rbac-node-{i}");
+        // The agent as its service account, with a token bound to its node.
+        let agent_client = cluster.client_for_node(&agent_user(), &name).await?;
+        nodes.push(
+            SimNode::start(
+                cluster.client(),
+                agent_client,
+                dir.path(),
+                &name,
+                "1.0",
+                &opts,
+            )
+            .await?,
+        );
+    }
+    let node_api: Api<Node> = Api::all(admin.clone());
+    wait_for(
+        "every agent to label its node",
+        Duration::from_secs(30),
+        || async {
+            let l = node_api
+                .list(&ListParams::default().labels(&format!("{}=true", labels::MANAGED)))
+                .await
+                .ok()?;
+            (l.items.len() == NODES).then_some(())
+        },
+    )
+    .await?;
+
+    Api::<OSUpgrade>::all(admin.clone())
+        .create(&PostParams::default(), &upgrade(images.catalog("2.0"))?)
+        .await?;
+    let cfg = ControllerConfig {
+        namespace: NS.into(),
+        identity: "rbac-test".into(),
+        lease_duration: Duration::from_secs(3),
+        drain_poll: Duration::from_millis(200),
+        ..ControllerConfig::default()
+    };
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let ctrl = tokio::spawn(osroll_controller::run_until(
+        cfg,
+        cluster.client_for(CONTROLLER_USER).await?,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let st = wait_for("the rollout to finish", Duration::from_secs(90), || async {
+        let st = Api::<OSUpgrade>::all(admin.clone())
+            .get("rbac-fleet")
+            .await
+            .ok()?
+            .status?;
+        matches!(
+            st.phase,
+            Some(UpgradePhase::Completed | UpgradePhase::Failed)
+        )
+        .then_some(st)
+    })
+    .await?;
+    assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
+    let _ = stop.send(());
+    ctrl.await??;
+    drop(nodes);
+
+    let Some(rollout_calls) = cluster.audit().map(|l| l.len() as u64) else {
+        return Ok(()); // A real cluster: checked with kubectl auth can-i above.
+    };
+    // Negative controls after the rollout, as node 0's agent: reading another node's
+    // Node (RBAC allows it; confinement does not) and editing another node's progress
+    // spec (RBAC forbids it). The checks below must flag both, and nothing before them.
+    let rogue = cluster
+        .client_for_node(&agent_user(), "rbac-node-0")
+        .await?;
+    Api::<Node>::all(rogue.clone()).get("rbac-node-1").await?;
+    let progresses = Api::<OSUpgradeProgress>::all(admin.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let other = progresses
+        .iter()
+        .find(|p| p.spec.node_name == "rbac-node-2")
+        .and_then(|p| p.metadata.name.clone())
+        .expect("node 2's progress");
+    let edit = Api::<OSUpgradeProgress>::all(rogue)
+        .patch(
+            &other,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"image": {"url": "https://evil.example/x"}}})),
+        )
+        .await;
+    assert!(
+        matches!(edit, Err(kube::Error::Api(ref e)) if e.code == 403),
+        "{edit:?}"
+    );
+    let log = cluster.audit().expect("audit log");
+    let agent = agent_user();
+    let mut problems: Vec<(u64, String)> = Vec::new();
+    for user in [CONTROLLER_USER, agent.as_str()] {
+        for e in authz.denied(&log, user) {
+            problems.push((e.seq, format!("forbidden by the manifests: {}", show(e))));
+        }
+    }
+    // Confinement: every agent call carries its node; a named Node or progress object
+    // must be that node's.
+    let owner: HashMap<String, String> = progresses
+        .into_iter()
+        .map(|p| (p.metadata.name.unwrap_or_default(), p.spec.node_name))
+        .collect();
+    assert_eq!(owner.len(), NODES);
+    let agent_calls: Vec<&AuditEntry> = log.iter().filter(|e| e.user == agent).collect();
+    let rollout_agent_calls = agent_calls
+        .iter()
+        .filter(|e| e.seq <= rollout_calls)
+        .count();
+    for e in &agent_calls {
+        let Some(node) = &e.node_name else {
+            problems.push((
+                e.seq,
+                format!("agent call without a node-bound token: {}", show(e)),
+            ));
+            continue;
+        };
+        let foreign = match e.resource.as_str() {
+            "nodes" => !e.name.is_empty() && e.name != *node,
+            "osupgradeprogresses" => !e.name.is_empty() && owner.get(&e.name) != Some(node),
+            _ => false,
+        };
+        if foreign {
+            problems.push((
+                e.seq,
+                format!("agent touched another node's object: {}", show(e)),
+            ));
+        }
+    }
+    let (controls, rollout): (Vec<_>, Vec<_>) = problems
+        .into_iter()
+        .partition(|(seq, _)| *seq > rollout_calls);
+    let text = |v: &[(u64, String)]| v.iter().map(|p| p.1.clone()).collect::<Vec<_>>().join("\n");
+    assert!(rollout.is_empty(), "{}", text(&rollout));
+    let controls = text(&controls);
+    assert!(
+        controls.contains("another node's object")
+            && controls.contains("name=\"rbac-node-1\"")
+            && controls.contains("forbidden by the manifests")
+            && controls.contains(&format!("name={other:?}")),
+        "the negative controls were not all flagged:\n{controls}"
+    );
+
+    // The check saw the calls that matter (it is not vacuous).
+    let did = |user: &str, verb: &str, resource: &str, sub: &str| {
+        log.iter().any(|e| {
+            e.user == user
+                && e.verb == verb
+                && e.resource == resource
+                && e.subresource == sub
+                && e.code < 300
+        })
+    };
+    assert!(did(CONTROLLER_USER, "create", "osupgradeprogresses", ""));
+    assert!(did(CONTROLLER_USER, "patch", "nodes", ""), "cordon");
+    for n in 0..NODES {
+        let node = format!("rbac-node-{n}");
+        let mine = |resource: &str, sub: &str| {
+            agent_calls.iter().any(|e| {
+                e.node_name.as_deref() == Some(node.as_str())
+                    && e.verb == "patch"
+                    && e.resource == resource
+                    && e.subresource == sub
+                    && e.code < 300
+            })
+        };
+        assert!(
+            mine("osupgradeprogresses", "status"),
+            "{node} wrote no status"
+        );
+        assert!(mine("nodes", ""), "{node} labelled no node");
+    }
+    println!(
+        "audit: {} calls, {} by the controller, {} by the agents",
+        rollout_calls,
+        log.iter().filter(|e| e.user == CONTROLLER_USER).count(),
+        rollout_agent_calls
+    );
+    Ok(())
+}
