@@ -4,12 +4,25 @@
 //! same final state: Completed on slot B with the new version, exactly one reboot, the
 //! old slot untouched.
 //!
+//! Before the random kills, a deterministic sweep kills the agent right before and
+//! right after each side effect of the switching half (status publishes, node labels,
+//! boot-control writes, the reboot request; see `common/crash.rs`). Its "before the
+//! Completed publish" case is the hang once seen under heavy load: the agent had
+//! committed and saved Completed locally, was killed before publishing it, and the next
+//! agent never republished a finished progress, so the status stayed Rebooting.
+//!
+//! Every scenario has a deadline ([`DEADLINE`]) after which the test fails with the
+//! status and the agents' log; a watchdog bounds the whole test; agents die with it.
+//!
 //! A custom harness (`harness = false`): the same binary is the test and, with
 //! `OSROLL_KILL_CHILD` set, the agent process under test.
 
+#[path = "common/crash.rs"]
+mod crash;
 #[path = "common/server.rs"]
 mod server;
 
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +40,11 @@ const NODE: &str = "node-1";
 const NAME: &str = "osupgrade-kill";
 const SLOT: u64 = 8 << 20;
 const KILLS: usize = 20;
+/// Longest one scenario may take before the test fails (instead of hanging).
+const DEADLINE: Duration = Duration::from_secs(60);
+/// Longest the whole test may take: a watchdog ends it with a message after that, in
+/// case something outside the scenario loops ever blocks.
+const TOTAL_DEADLINE: Duration = Duration::from_secs(600);
 
 fn main() {
     if let Ok(dir) = std::env::var("OSROLL_KILL_CHILD") {
@@ -48,12 +66,31 @@ fn main() {
     {
         return;
     }
+    let (done, watchdog) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            watchdog.recv_timeout(TOTAL_DEADLINE)
+        {
+            eprintln!(
+                "kill test: still running after {TOTAL_DEADLINE:?}; giving up (agents die with this process)"
+            );
+            std::process::exit(1);
+        }
+    });
     parent();
+    drop(done);
     println!("test kill_at_random_points_always_converges ... ok");
 }
 
 /// The agent process: one node in `dir` (host/, progress/, state/).
 fn child(dir: &std::path::Path) -> i32 {
+    // An agent never outlives the test: SIGKILL when the test process goes away.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .expect("PR_SET_PDEATHSIG");
+    let parent = std::env::var("OSROLL_KILL_PARENT").ok();
+    if parent != Some(std::os::unix::process::parent_id().to_string()) {
+        return 2; // the test died before the line above took effect
+    }
     // Each agent appends its log to <dir>/agent.log, shown if the test fails.
     if let Ok(log) = std::fs::OpenOptions::new()
         .create(true)
@@ -71,7 +108,14 @@ fn child(dir: &std::path::Path) -> i32 {
         .enable_all()
         .build()
         .unwrap();
-    let host = SimHost::open(&dir.join("host")).expect("simulated node");
+    let plan = std::env::var("OSROLL_KILL_EFFECT")
+        .ok()
+        .and_then(|p| crash::Plan::parse(&p));
+    let fx = crash::Effects::new(dir, plan);
+    let host = crash::CrashHost::new(
+        SimHost::open(&dir.join("host")).expect("simulated node"),
+        fx.clone(),
+    );
     let mut cfg = AgentConfig::new(NODE, dir.join("state"));
     cfg.install = InstallOptions {
         stall_timeout: Duration::from_secs(2),
@@ -86,7 +130,10 @@ fn child(dir: &std::path::Path) -> i32 {
     cfg.resync = Duration::from_millis(100);
     cfg.error_backoff = Duration::from_millis(20);
     cfg.progress_interval = Duration::from_millis(5);
-    let source = FileSource::new(&dir.join("progress"), NODE, Duration::from_millis(5));
+    let source = crash::CrashSource::new(
+        FileSource::new(&dir.join("progress"), NODE, Duration::from_millis(5)),
+        fx,
+    );
     match rt.block_on(osroll_agent::run_with_source(cfg, source, Arc::new(host))) {
         Ok(AgentExit::Rebooted) => 0,
         Err(e) => {
@@ -157,10 +204,14 @@ impl World {
         World { dir, host }
     }
 
-    fn spawn(&self) -> Agent {
+    fn spawn(&self, plan: Option<crash::Plan>) -> Agent {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        if let Some(p) = plan {
+            cmd.env("OSROLL_KILL_EFFECT", p.encode());
+        }
         Agent(
-            Command::new(std::env::current_exe().unwrap())
-                .env("OSROLL_KILL_CHILD", self.dir.path())
+            cmd.env("OSROLL_KILL_CHILD", self.dir.path())
+                .env("OSROLL_KILL_PARENT", std::process::id().to_string())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -174,11 +225,6 @@ impl World {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-
-    fn finished(&self) -> bool {
-        self.status()
-            .is_some_and(|s| s.phase.is_some_and(ProgressPhase::is_terminal))
     }
 
     fn snapshot(&self, image_len: usize) -> Final {
@@ -206,25 +252,30 @@ impl World {
         }
     }
 
-    /// Run agents until the progress is finished, killing the agent once, `kill.1` after
-    /// `kill.0` (the start, or the moment staging completed). Returns the time to
-    /// converge, when staging completed, and what the kill interrupted.
-    fn run(
-        &self,
-        kill: Option<(Anchor, Duration)>,
-    ) -> (Duration, Option<Duration>, Option<String>) {
+    /// Run agents until the progress is finished, killing the agent once as `kill`
+    /// says. Returns the time to converge, when staging completed, and what the kill
+    /// interrupted. Fails (never hangs) after `DEADLINE`, showing the agents' log.
+    fn run(&self, kill: Kill) -> (Duration, Option<Duration>, Option<String>) {
         let start = Instant::now();
-        let deadline = start + Duration::from_secs(60);
+        let deadline = start + DEADLINE;
         let mut staged_at = None;
         let mut killed = None;
-        let mut pending_kill = kill;
+        let mut pending_kill = match kill {
+            Kill::At(anchor, d) => Some((anchor, d)),
+            _ => None,
+        };
+        let plan = match kill {
+            Kill::Effect(p) => Some(p),
+            _ => None,
+        };
         loop {
             assert!(
                 Instant::now() < deadline,
-                "no convergence: {:#?}",
-                self.status()
+                "no convergence within {DEADLINE:?} (kill {kill:?}, {killed:?}): {:#?}\nagent log:\n{}",
+                self.status(),
+                self.log()
             );
-            let mut agent = self.spawn();
+            let mut agent = self.spawn(plan);
             let child = &mut agent.0;
             let status = loop {
                 if let Some(st) = child.try_wait().unwrap() {
@@ -243,10 +294,14 @@ impl World {
                 {
                     staged_at = Some(start.elapsed());
                 }
-                if phase.is_some_and(ProgressPhase::is_terminal) {
+                let crashed = crash::Effects::crashed(self.dir.path());
+                // A planned crash right after the final publish is still to come.
+                if phase.is_some_and(ProgressPhase::is_terminal)
+                    && (plan.is_none() || crashed.is_some())
+                {
                     // The agent idles after the end; it has nothing left to do.
                     let missed = pending_kill.map(|_| "after the end".to_string());
-                    return (start.elapsed(), staged_at, killed.or(missed));
+                    return (start.elapsed(), staged_at, killed.or(missed).or(crashed));
                 }
                 let due = match pending_kill {
                     Some((Anchor::Start, d)) => start.elapsed() >= d,
@@ -272,20 +327,38 @@ impl World {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "agent did not finish: {:#?}\nagent log:\n{}",
+                    "agent did not finish within {DEADLINE:?} (kill {kill:?}, {killed:?}): {:#?}\nagent log:\n{}",
                     self.status(),
                     self.log()
                 );
                 std::thread::sleep(Duration::from_millis(1));
             };
             if let Some(st) = status {
-                assert!(st.success(), "agent exited with {st}");
+                // Exit 0 is a simulated reboot; SIGKILL is a planned crash.
+                let planned =
+                    st.signal() == Some(9) && crash::Effects::crashed(self.dir.path()).is_some();
+                assert!(
+                    st.success() || planned,
+                    "agent exited with {st}\nagent log:\n{}",
+                    self.log()
+                );
             }
             if self.host.reboot_requested() {
                 self.host.boot().unwrap();
             }
         }
     }
+}
+
+/// How the agent is killed in one run.
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    /// Not at all (the reference run).
+    Never,
+    /// At a time after an anchor.
+    At(Anchor, Duration),
+    /// Around one of its side effects.
+    Effect(crash::Plan),
 }
 
 /// What a kill time is measured from.
@@ -312,7 +385,7 @@ fn parent() {
     // A run without kills defines the expected final state and the time span to kill in.
     let reference = World::new(&url, &checksum, img.len() as u64);
     let a_before = sha(&std::fs::read(reference.host.slot_file(Slot::A)).unwrap());
-    let (span, staged, _) = reference.run(None);
+    let (span, staged, _) = reference.run(Kill::Never);
     let staged = staged.expect("reference run staged");
     let expected = reference.snapshot(img.len());
     assert_eq!(
@@ -329,6 +402,35 @@ fn parent() {
     assert_eq!(expected.slot_b_image, sha(&img));
     eprintln!("kill test: an uninterrupted upgrade stages in {staged:?} and completes in {span:?}");
 
+    // Every boundary of the switching half, deterministically: the agent is killed
+    // right before and right after each of its side effects (status publishes, node
+    // labels, boot-control writes, the reboot request), whatever the machine's speed.
+    let effects = crash::Effects::recorded(reference.dir.path());
+    assert!(
+        effects.iter().any(|e| e == "reboot") && effects.iter().any(|e| e.starts_with("commit")),
+        "the reference run's switching effects: {effects:?}"
+    );
+    eprintln!("kill test: switching effects {effects:?}");
+    for at in 1..=effects.len() {
+        for after in [false, true] {
+            let plan = crash::Plan { at, after };
+            let world = World::new(&url, &checksum, img.len() as u64);
+            let (took, _, hit) = world.run(Kill::Effect(plan));
+            eprintln!(
+                "kill at effect {}: {hit:?}, converged after {took:?}",
+                plan.encode()
+            );
+            let got = world.snapshot(img.len());
+            assert_eq!(
+                got,
+                expected,
+                "kill {} ({hit:?}) ended differently\nagent log:\n{}",
+                plan.encode(),
+                world.log()
+            );
+        }
+    }
+
     // Half the kills land in staging, half in switching; each at a random instant of its
     // twentieth of the half (stratified, so they spread over the whole half).
     let half = KILLS / 2;
@@ -341,7 +443,7 @@ fn parent() {
         };
         let at = len.mul_f64((j as f64 + rand::random::<f64>()) / half as f64);
         let world = World::new(&url, &checksum, img.len() as u64);
-        let (took, _, hit) = world.run(Some((anchor, at)));
+        let (took, _, hit) = world.run(Kill::At(anchor, at));
         eprintln!("kill #{i} at {anchor:?}+{at:?}: {hit:?}, converged after {took:?}");
         let got = world.snapshot(img.len());
         assert_eq!(

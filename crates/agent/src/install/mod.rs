@@ -24,6 +24,7 @@
 pub mod aligned;
 pub mod decode;
 pub mod error;
+pub mod guard;
 pub mod http;
 pub mod retry;
 pub mod slot_io;
@@ -40,7 +41,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use aligned::AlignedBuf;
-use decode::{Input, Limit, ToWriter};
+use decode::{Input, ToWriter};
 pub use error::InstallError;
 use http::{error_chain, parse_content_range, status_is_retryable};
 pub use retry::RetryPolicy;
@@ -391,29 +392,7 @@ impl Installer {
     fn start_pipeline(&mut self) -> Result<Pipe, InstallError> {
         let slot = SlotFile::open(&self.target, self.opts.direct_io, self.create)?;
         let path = self.target.display().to_string();
-        if let (Some(size), Some(cap)) = (self.image.size, slot.capacity())
-            && size > cap
-        {
-            return Err(InstallError::TooLarge {
-                what: format!("size of {path} (spec.image.size is {size})"),
-                limit: cap,
-            });
-        }
-        let limit = match (self.image.size, slot.capacity()) {
-            (Some(s), Some(c)) if c <= s => Some(Limit {
-                bytes: c,
-                what: format!("size of {path}"),
-            }),
-            (Some(s), _) => Some(Limit {
-                bytes: s,
-                what: "spec.image.size".into(),
-            }),
-            (None, Some(c)) => Some(Limit {
-                bytes: c,
-                what: format!("size of {path}"),
-            }),
-            (None, None) => None,
-        };
+        let limit = guard::limit_for(self.image.size, slot.capacity(), &path)?;
         let (tx, rx) = mpsc::channel(4);
         let (wtx, wrx) = std::sync::mpsc::sync_channel(self.opts.buffers);
         let (ptx, prx) = std::sync::mpsc::channel();
