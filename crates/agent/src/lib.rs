@@ -18,27 +18,43 @@
 //! * [`firstboot`]: `osroll agent --firstboot`, bringing a fresh node to the wanted
 //!   version before the kubelet starts.
 
+#[cfg(feature = "node")]
 pub mod agent;
+#[cfg(feature = "node")]
 pub mod backends;
 pub mod boot;
+#[cfg(feature = "node")]
 pub mod firstboot;
 pub mod fsutil;
+#[cfg(feature = "node")]
 pub mod hooks;
+#[cfg(feature = "node")]
 pub mod host;
 pub mod install;
+#[cfg(feature = "node")]
 pub mod machine;
+#[cfg(feature = "node")]
 pub mod mounts;
+#[cfg(feature = "node")]
 pub mod simhost;
 pub mod slot;
+#[cfg(feature = "node")]
 pub mod source;
+#[cfg(feature = "node")]
 pub mod state;
+#[cfg(feature = "node")]
 pub mod status;
+#[cfg(feature = "node")]
 pub mod trust;
 
+#[cfg(feature = "node")]
 use std::sync::Arc;
 
+#[cfg(feature = "node")]
 pub use agent::{Agent, AgentConfig, AgentExit};
+#[cfg(feature = "node")]
 pub use host::{Host, HostFacts};
+#[cfg(feature = "node")]
 pub use simhost::SimHost;
 pub use slot::Slot;
 
@@ -46,6 +62,7 @@ pub use slot::Slot;
 /// ends the process). Watches the OSUpgradeProgress objects labelled
 /// `osroll.io/node=<cfg.node_name>`, writes only their status subresource, and labels
 /// the Node.
+#[cfg(feature = "node")]
 pub async fn run(
     cfg: AgentConfig,
     client: kube::Client,
@@ -62,6 +79,7 @@ pub async fn run(
 }
 
 /// Run the agent with any progress source (see [`source::file::FileSource`]).
+#[cfg(feature = "node")]
 pub async fn run_with_source<S: source::ProgressSource>(
     cfg: AgentConfig,
     source: S,

@@ -136,6 +136,7 @@ impl InstallError {
         matches!(self, InstallError::Network { .. })
     }
 
+    #[cfg(feature = "node")]
     pub(crate) fn io(
         path: &std::path::Path,
         op: impl Into<String>,
