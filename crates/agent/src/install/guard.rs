@@ -54,8 +54,6 @@ pub enum GuardEnd {
     Finished {
         /// Decoded length the stage reported.
         len: u64,
-        /// XXH3-128 the stage reported for the decoded bytes.
-        hash: u128,
         /// A format error (corrupt or truncated zstd, unsupported compression).
         error: Option<InstallError>,
     },
@@ -123,9 +121,7 @@ pub fn decode_bounded(
     for m in wrx.try_iter() {
         match m {
             ToWriter::Block(b, n) => written.extend_from_slice(&b.as_slice()[..n]),
-            ToWriter::Finish { len, hash, error } => {
-                end = Some(GuardEnd::Finished { len, hash, error })
-            }
+            ToWriter::Finish { len, error } => end = Some(GuardEnd::Finished { len, error }),
             ToWriter::Abort(e) => end = Some(GuardEnd::Aborted(e)),
         }
     }

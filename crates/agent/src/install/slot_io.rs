@@ -11,7 +11,8 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use xxhash_rust::xxh3::Xxh3;
+// XXH3-128 with AVX2 picked at run time (xxhash-rust only uses what the build targets).
+use twox_hash::XxHash3_128 as Xxh3;
 
 use super::aligned::{ALIGN, AlignedBuf};
 use super::error::InstallError;
@@ -233,7 +234,7 @@ impl ReadBack {
                 }
                 got += n;
             }
-            self.hasher.update(&window[..want as usize]);
+            self.hasher.write(&window[..want as usize]);
             self.done += want;
             on_progress(self.done);
         }
@@ -242,7 +243,7 @@ impl ReadBack {
 
     /// XXH3-128 of everything read.
     pub fn digest(&self) -> u128 {
-        self.hasher.digest128()
+        self.hasher.finish_128()
     }
 }
 
