@@ -40,11 +40,12 @@ fuzz_target!(|data: &[u8]| {
             let msg = e.to_string();
             assert!(msg.contains("exceeds"), "aborted without exceeding: {msg}");
         }
-        GuardEnd::Finished { len, error } => {
+        GuardEnd::Finished { len, hash, error } => {
             if error.is_some() {
                 return;
             }
             assert_eq!(len, report.written.len() as u64);
+            assert_eq!(hash, xxhash_rust::xxh3::xxh3_128(&report.written));
             match sniff(&stream[..stream.len().min(6)]) {
                 Ok(Format::Raw) => assert_eq!(report.written, stream),
                 Ok(Format::Zstd) => {

@@ -4,12 +4,14 @@
 //! The format is sniffed from the first bytes: a zstd frame (or skippable frame) is
 //! decoded, gzip/xz/bzip2 are refused by name, anything else is a raw image. The stage
 //! enforces the size limit (`spec.image.size` and the slot's size) *before* handing a
-//! block to the writer, so a zstd bomb cannot write a byte past the limit. (The writer
-//! hashes what it writes for the read-back comparison, off this busiest stage.)
+//! block to the writer, so a zstd bomb cannot write a byte past the limit, and it hashes
+//! the decoded stream (XXH3-128) for the writer's read-back comparison.
 
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use bytes::Bytes;
+// XXH3-128 with AVX2 picked at run time (xxhash-rust only uses what the build targets).
+use twox_hash::XxHash3_128 as Xxh3;
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 use super::aligned::AlignedBuf;
@@ -30,6 +32,7 @@ pub(crate) enum ToWriter {
     /// The image is complete (or was found invalid, see `error`).
     Finish {
         len: u64,
+        hash: u128,
         error: Option<InstallError>,
     },
     /// Stop now: the image cannot be installed.
@@ -83,6 +86,7 @@ struct Stage {
     out: Option<AlignedBuf>,
     fill: usize,
     emitted: u64,
+    hasher: Xxh3,
     limit: Option<Limit>,
     window_log_max: u32,
     to_writer: SyncSender<ToWriter>,
@@ -124,6 +128,7 @@ impl Stage {
                 self.out = Some(buf);
                 return Ok(());
             }
+            self.hasher.write(&buf.as_slice()[..self.fill]);
             self.emitted += self.fill as u64;
             let len = std::mem::take(&mut self.fill);
             self.to_writer
@@ -261,6 +266,7 @@ pub(crate) fn run(
         out: None,
         fill: 0,
         emitted: 0,
+        hasher: Xxh3::new(),
         limit,
         window_log_max,
         to_writer: to_writer.clone(),
@@ -274,6 +280,7 @@ pub(crate) fn run(
                     let error = stage.finish()?;
                     let msg = ToWriter::Finish {
                         len: stage.emitted,
+                        hash: stage.hasher.finish_128(),
                         error,
                     };
                     return to_writer.send(msg).map_err(|_| Stop::WriterGone);
@@ -332,9 +339,10 @@ mod tests {
         for m in wrx.try_iter() {
             match m {
                 ToWriter::Block(b, n) => out.extend_from_slice(&b.as_slice()[..n]),
-                ToWriter::Finish { len, error } => {
+                ToWriter::Finish { len, hash, error } => {
                     if error.is_none() {
                         assert_eq!(len, out.len() as u64);
+                        assert_eq!(hash, xxhash_rust::xxh3::xxh3_128(&out));
                     }
                     finish_err = error.map(|e| e.to_string());
                 }

@@ -54,6 +54,8 @@ pub enum GuardEnd {
     Finished {
         /// Decoded length the stage reported.
         len: u64,
+        /// XXH3-128 the stage reported for the decoded bytes.
+        hash: u128,
         /// A format error (corrupt or truncated zstd, unsupported compression).
         error: Option<InstallError>,
     },
@@ -121,7 +123,9 @@ pub fn decode_bounded(
     for m in wrx.try_iter() {
         match m {
             ToWriter::Block(b, n) => written.extend_from_slice(&b.as_slice()[..n]),
-            ToWriter::Finish { len, error } => end = Some(GuardEnd::Finished { len, error }),
+            ToWriter::Finish { len, hash, error } => {
+                end = Some(GuardEnd::Finished { len, hash, error })
+            }
             ToWriter::Abort(e) => end = Some(GuardEnd::Aborted(e)),
         }
     }

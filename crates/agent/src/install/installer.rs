@@ -606,7 +606,6 @@ fn write_stage(
 ) {
     let mut offset = 0u64;
     let mut synced = 0u64;
-    let mut hasher = twox_hash::XxHash3_128::new();
     let mut follower = None;
     if verify_interval > 0 && slot.is_direct() {
         match spawn_follower(&slot, buffer_size, progress.clone()) {
@@ -620,9 +619,6 @@ fn write_stage(
     let outcome = loop {
         match rx.recv() {
             Ok(ToWriter::Block(buf, len)) => {
-                // Hashed here rather than in the decoder: this thread mostly waits for
-                // the device, the decoder is the pipeline's busiest stage.
-                hasher.write(&buf.as_slice()[..len]);
                 if let Err(e) = slot.write_at(&buf.as_slice()[..len], offset) {
                     break Err(e);
                 }
@@ -642,9 +638,12 @@ fn write_stage(
             }
             Ok(ToWriter::Abort(e)) => break Err(e),
             Ok(ToWriter::Finish { error: Some(e), .. }) => break Err(e),
-            Ok(ToWriter::Finish { len, error: None }) => {
+            Ok(ToWriter::Finish {
+                len,
+                hash,
+                error: None,
+            }) => {
                 drop(pool);
-                let hash = hasher.finish_128();
                 break finish(&slot, len, hash, &progress, buffer_size, follower.take());
             }
             // The installer was dropped mid-way.
