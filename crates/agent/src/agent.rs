@@ -56,6 +56,10 @@ pub struct AgentConfig {
     pub proc_root: PathBuf,
     /// Catalog signature keys and whether a signed catalog is required.
     pub trust: crate::trust::TrustConfig,
+    /// Mirror rules: an image whose URL starts with a rule's prefix is fetched from the
+    /// mirror instead. The progress keeps the catalog's URL, so the signed-catalog check
+    /// still compares against what was signed; only the download goes elsewhere.
+    pub mirrors: Vec<osroll_api::policy::Rewrite>,
 }
 
 impl AgentConfig {
@@ -74,6 +78,7 @@ impl AgentConfig {
             hook_timeout: Duration::from_secs(300),
             proc_root: PathBuf::from("/proc"),
             trust: Default::default(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -613,7 +618,11 @@ impl<S: ProgressSource> Agent<S> {
                     .await;
             }
         };
-        let spec = match ImageSpec::new(&img.url, &img.checksum, img.size) {
+        let url = osroll_api::policy::rewrite(&img.url, &self.cfg.mirrors);
+        if url != img.url {
+            tracing::info!(catalog_url = %img.url, mirror_url = %url, "fetching from a mirror");
+        }
+        let spec = match ImageSpec::new(&url, &img.checksum, img.size) {
             Ok(s) => s,
             Err(e) => {
                 return self

@@ -105,6 +105,30 @@ async fn a_correctly_stamped_progress_is_staged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_serves_the_signed_url_and_the_check_still_holds() {
+    let mirror = ImageServer::start(Vec::new()).await;
+    // The catalog (and so the progress) names the upstream URL, which does not resolve.
+    let s = signed_spec("https://images.invalid/os/v2.img.zst");
+    mirror.with(|sc| sc.body = Arc::new(s.image.clone()));
+    let rule: osroll_api::policy::Rewrite =
+        format!("https://images.invalid/os/=http://{}/mirror/", mirror.addr)
+            .parse()
+            .unwrap();
+    let pk = s.public_key.clone();
+    let (node, st) = stage(s.spec, move |cfg| {
+        require(&pk)(cfg);
+        cfg.mirrors = vec![rule];
+    })
+    .await;
+    assert_eq!(st.phase, Some(ProgressPhase::Staged), "{st:#?}");
+    assert!(!mirror.requests().is_empty(), "the mirror served the image");
+    assert!(
+        node.slot_bytes(Slot::B)
+            .starts_with(&image_bytes("v2", 256 * 1024))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_progress_edited_to_another_url_is_refused_before_downloading() {
     let good = ImageServer::start(Vec::new()).await;
     let evil = ImageServer::start(Vec::new()).await;

@@ -197,6 +197,10 @@ pub struct AgentCmd {
     /// Trust only --ca-bundle, not the built-in (webpki) roots.
     #[arg(long, env = "OSROLL_NO_BUILTIN_ROOTS", requires = "ca_bundle")]
     no_builtin_roots: bool,
+    /// Mirror rule FROM=TO (repeatable; comma-separated in the environment): images whose
+    /// URL starts with FROM are downloaded from TO + the rest. The longest FROM wins.
+    #[arg(long = "mirror", env = "OSROLL_MIRRORS", value_delimiter = ',')]
+    mirrors: Vec<osroll_api::policy::Rewrite>,
 }
 
 fn secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
@@ -272,6 +276,7 @@ impl AgentCmd {
             cfg.trust.keys = mounted::trusted_keys("trusted-keys", p)?;
         }
         cfg.trust.require_signed_catalog = self.require_signed_catalog;
+        cfg.mirrors = self.mirrors.clone();
         cfg.resync = secs("resync", self.resync)?;
         cfg.progress_interval =
             secs("progress-interval", self.progress_interval)?.max(Duration::from_millis(10));
