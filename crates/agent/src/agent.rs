@@ -618,6 +618,17 @@ impl<S: ProgressSource> Agent<S> {
                     .await;
             }
         };
+        // The controller checked the catalog's URL already; a progress edited by hand
+        // (or written by an older controller) is held to the same rule here.
+        if let Err(v) = osroll_api::policy::check_image_url(&img.url, obj.spec.allow_http_images) {
+            return self
+                .fail(
+                    ProgressPhase::Failed,
+                    "ImageSourceNotAllowed",
+                    format!("spec.image.url {:?}: {}", v.url, v.why),
+                )
+                .await;
+        }
         let url = osroll_api::policy::rewrite(&img.url, &self.cfg.mirrors);
         if url != img.url {
             tracing::info!(catalog_url = %img.url, mirror_url = %url, "fetching from a mirror");

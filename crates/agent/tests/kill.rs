@@ -194,6 +194,7 @@ impl World {
                 size: Some(size),
             }),
             reboot_approved: true,
+            allow_http_images: true,
             ..Default::default()
         };
         FileSource::write_progress(

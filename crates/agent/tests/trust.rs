@@ -4,6 +4,7 @@
 //!   controller stamped into `spec.signedCatalog`, signed by a key the agent trusts: a
 //!   progress edited by hand to another URL, an unsigned one, and one signed by an
 //!   unknown key are Failed with the reason, before a single byte is requested;
+//! * an image URL must be https, or http when the progress carries `allowHttpImages`;
 //! * redirects stay on https and are bounded, over a local HTTPS server whose CA is
 //!   made in the test;
 //! * a private CA is trusted through the agent's CA bundle, and without it the failure
@@ -126,6 +127,30 @@ async fn a_mirror_serves_the_signed_url_and_the_check_still_holds() {
         node.slot_bytes(Slot::B)
             .starts_with(&image_bytes("v2", 256 * 1024))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_without_the_opt_in_and_other_schemes_are_refused_before_downloading() {
+    let srv = ImageServer::start(zstd(&image_bytes("v2", 64 * 1024))).await;
+    let mut plain = spec("v2", &srv.url(), &"0".repeat(64), None);
+    plain.image.as_mut().unwrap().checksum = format!("sha256:{}", "0".repeat(64));
+    plain.allow_http_images = false;
+    let (_, st) = stage(plain.clone(), |_| {}).await;
+    assert_failed(
+        &st,
+        "ImageSourceNotAllowed",
+        &[&srv.url(), "allowHttpImages"],
+    );
+    let mut file = plain;
+    file.image.as_mut().unwrap().url = "file:///etc/shadow".into();
+    let (_, st) = stage(file, |_| {}).await;
+    // Caught earlier, by the decision's own spec validation.
+    assert_failed(
+        &st,
+        "InvalidSpec",
+        &["file:///etc/shadow", "only http and https"],
+    );
+    assert!(srv.requests().is_empty(), "nothing was fetched");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

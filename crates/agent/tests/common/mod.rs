@@ -161,6 +161,8 @@ pub fn spec(version: &str, url: &str, checksum: &str, size: Option<u64>) -> OSUp
             checksum: checksum.into(),
             size,
         }),
+        // The test servers are plain http on loopback.
+        allow_http_images: true,
         ..Default::default()
     }
 }
