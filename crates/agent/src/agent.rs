@@ -561,26 +561,37 @@ impl<S: ProgressSource> Agent<S> {
         self.tracked().reboot_boot_id = Some(facts.boot_id.clone());
         let next = status::rebooting(&self.tracked().status, slot, &now());
         self.transition(next).await?;
-        let host = self.host.clone();
-        match tokio::task::spawn_blocking(move || host.reboot()).await? {
-            Ok(RebootKind::Simulated) => Ok(Tick::Rebooted),
-            Ok(RebootKind::Requested) => {
-                tokio::time::sleep(self.cfg.reboot_timeout).await;
-                tracing::warn!(
-                    "reboot requested {:?} ago but this boot is still running",
-                    self.cfg.reboot_timeout
-                );
-                Ok(Tick::Busy)
-            }
+        match self.request_reboot().await? {
+            Ok(tick) => Ok(tick),
             Err(e) => {
                 if let Err(d) = self.host.boot_control().disarm() {
                     tracing::warn!("{d}");
                 }
                 self.tracked().reboot_boot_id = None;
-                self.fail(ProgressPhase::Failed, "RebootFailed", e.to_string())
-                    .await
+                self.fail(ProgressPhase::Failed, "RebootFailed", e).await
             }
         }
+    }
+
+    /// Ask the host to reboot: the tick to return when it went (or is going) down, or
+    /// why the request failed. A real reboot ends this process; if it has not after
+    /// `reboot_timeout`, the loop carries on and looks again.
+    async fn request_reboot(&self) -> anyhow::Result<Result<Tick, String>> {
+        let host = self.host.clone();
+        Ok(
+            match tokio::task::spawn_blocking(move || host.reboot()).await? {
+                Ok(RebootKind::Simulated) => Ok(Tick::Rebooted),
+                Ok(RebootKind::Requested) => {
+                    tokio::time::sleep(self.cfg.reboot_timeout).await;
+                    tracing::warn!(
+                        "reboot requested {:?} ago but this boot is still running",
+                        self.cfg.reboot_timeout
+                    );
+                    Ok(Tick::Busy)
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        )
     }
 
     async fn install(

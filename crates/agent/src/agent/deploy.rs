@@ -12,7 +12,7 @@ use super::{Agent, Tick, now};
 use crate::backends::deploy::{DeployInput, DeployStep, next_deploy_step};
 use crate::backends::driver::{Applied, Confirmed, DeployBackend, Staging, Target};
 use crate::hooks::{HookContext, HookKind};
-use crate::host::{HostFacts, RebootKind};
+use crate::host::HostFacts;
 use crate::machine::RolledBackRecord;
 use crate::mounts::restart::LiveRestartJob;
 use crate::slot::Slot;
@@ -394,21 +394,11 @@ impl<S: ProgressSource> Agent<S> {
             &now(),
         );
         self.transition(next).await?;
-        let host = self.host.clone();
-        match tokio::task::spawn_blocking(move || host.reboot()).await? {
-            Ok(RebootKind::Simulated) => Ok(Tick::Rebooted),
-            Ok(RebootKind::Requested) => {
-                tokio::time::sleep(self.cfg.reboot_timeout).await;
-                tracing::warn!(
-                    "reboot requested {:?} ago but this boot is still running",
-                    self.cfg.reboot_timeout
-                );
-                Ok(Tick::Busy)
-            }
+        match self.request_reboot().await? {
+            Ok(tick) => Ok(tick),
             Err(e) => {
                 self.tracked().reboot_boot_id = None;
-                self.fail(ProgressPhase::Failed, "RebootFailed", e.to_string())
-                    .await
+                self.fail(ProgressPhase::Failed, "RebootFailed", e).await
             }
         }
     }
