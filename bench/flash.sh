@@ -4,16 +4,19 @@
 # Builds release binaries, generates a 1 GiB image (the contents of /usr as a tar
 # stream, repeated as needed, plus zeros for free space: about what a root filesystem
 # image holds), compresses it with zstd, serves it on 127.0.0.1, and installs it into a
-# file-backed slot twice:
+# file-backed slot three ways:
 #
 #   osroll flash http://127.0.0.1:PORT/img.zst --checksum sha256:... --size N --to SLOT
-#     (download + sha256 + zstd decode + O_DIRECT writes + fsync + read-back verify)
+#     (download + sha256 + zstd decode + O_DIRECT writes + fsync + read-back verify;
+#     runs of zeros of 1 MiB or more are zeroed with FALLOC_FL_ZERO_RANGE, not written)
+#   the same with --write-zeros (every byte written as data, as dd does)
 #   zstd -dc IMG | dd of=SLOT bs=4M oflag=direct
 #     (local file, no download, no verification)
 #
-# Prints MB/s (decoded bytes per second) and peak RSS for both, and their ratio
-# (flash MB/s / pipeline MB/s). Each side runs RUNS times (default 3); the median is
-# reported. Nothing is asserted: this is a measurement, not a test.
+# Prints MB/s (decoded bytes per second) and peak RSS for each, and the ratio of each
+# flash variant to the pipeline (flash MB/s / pipeline MB/s). The three alternate, RUNS
+# times each (default 3), each into a fresh sparse slot; the median is reported. Nothing
+# is asserted: this is a measurement, not a test.
 #
 # Environment: CARGO_TARGET_DIR (default target), BENCH_DIR (default a temp dir, removed
 # afterwards), SIZE_MIB (default 1024), RUNS (default 3).
@@ -80,13 +83,17 @@ measure() {
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 : > "$WORK/flash.runs"
+: > "$WORK/flashw.runs"
 : > "$WORK/pipe.runs"
+last() { tail -1 "$WORK/$1.runs" | cut -d' ' -f1; }
 for i in $(seq "$RUNS"); do
     fresh_slot
     measure "$OSROLL" flash "$URL" --checksum "sha256:$SUM" --size "$BYTES" --to "$SLOT" --quiet >> "$WORK/flash.runs"
     fresh_slot
+    measure "$OSROLL" flash "$URL" --checksum "sha256:$SUM" --size "$BYTES" --to "$SLOT" --quiet --write-zeros >> "$WORK/flashw.runs"
+    fresh_slot
     measure sh -c "zstd -dc '$ZST' | dd of='$SLOT' bs=4M oflag=direct status=none" >> "$WORK/pipe.runs"
-    echo "   run $i: flash $(tail -1 "$WORK/flash.runs" | cut -d' ' -f1)s, pipeline $(tail -1 "$WORK/pipe.runs" | cut -d' ' -f1)s"
+    echo "   run $i: flash $(last flash)s, flash --write-zeros $(last flashw)s, pipeline $(last pipe)s"
 done
 
 report() {
@@ -98,7 +105,11 @@ report() {
 }
 echo "== results (median of $RUNS runs, ${SIZE_MIB} MiB decoded, $(nproc) CPUs)"
 report "osroll flash (download+verify)" "$WORK/flash.runs"
+report "osroll flash --write-zeros" "$WORK/flashw.runs"
 report "zstd -dc | dd bs=4M oflag=direct" "$WORK/pipe.runs"
-F=$(cut -d' ' -f1 "$WORK/flash.runs" | median)
 P=$(cut -d' ' -f1 "$WORK/pipe.runs" | median)
-awk -v f="$F" -v p="$P" 'BEGIN { printf "ratio (flash MB/s / pipeline MB/s): %.2f\n", p / f }'
+for side in flash:"osroll flash" flashw:"osroll flash --write-zeros"; do
+    F=$(cut -d' ' -f1 "$WORK/${side%%:*}.runs" | median)
+    awk -v n="${side#*:}" -v f="$F" -v p="$P" \
+        'BEGIN { printf "ratio %-28s (MB/s against the pipeline): %.2f\n", n, p / f }'
+done

@@ -719,6 +719,7 @@ impl<S: ProgressSource> Agent<S> {
                     requests = report.requests,
                     resumed = ?report.resumed_at,
                     direct_io = report.direct_io,
+                    zeroed = report.zeroed,
                     elapsed = ?report.elapsed,
                     "image staged"
                 );

@@ -445,3 +445,55 @@ async fn installer_report_accounts_for_requests_and_resumes() {
     assert!(!inst.resumable(), "a finished install cannot run again");
     assert_eq!(inst.run().await.unwrap_err().reason(), "InvalidSpec");
 }
+
+/// Long runs of zeros are zeroed by the filesystem rather than written, over whatever the
+/// slot held before, and a new file still ends exactly at the image's last byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_runs_replace_old_slot_contents_and_end_a_new_file_at_the_image_size() {
+    use osroll_agent::install::{Create, ImageSpec, InstallOptions, Installer};
+    const MIB: usize = 1 << 20;
+    let mut img = image_bytes("v2", 8 * MIB);
+    img[MIB..4 * MIB].fill(0); // three whole 1 MiB blocks of zeros
+    img[6 * MIB..].fill(0); // and the image ends in zeros
+    let z = zstd(&img);
+    let srv = ImageServer::start(z.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = InstallOptions {
+        buffer_size: MIB,
+        ..InstallOptions::default()
+    };
+    // An inactive slot still holding an older image (here: 0xEE everywhere).
+    let old = dir.path().join("slot-b");
+    std::fs::write(&old, vec![0xEE; 10 * MIB]).unwrap();
+    let new = dir.path().join("new.img");
+    for (target, create) in [(&old, Create::No), (&new, Create::Yes)] {
+        let spec = ImageSpec::new(&srv.url(), &checksum(&z), Some(img.len() as u64)).unwrap();
+        let mut inst = Installer::new(spec, target, create, opts.clone()).unwrap();
+        let r = inst.run().await.unwrap();
+        let on_disk = std::fs::read(target).unwrap();
+        assert_eq!(&on_disk[..img.len()], &img[..], "{}", target.display());
+        // ZERO_RANGE is refused by some filesystems (the writer then writes the zeros);
+        // wherever it is accepted, all five zero blocks went that way.
+        assert!(
+            r.zeroed == 5 * MIB as u64 || (r.zeroed == 0 && !zero_range_works(dir.path())),
+            "zeroed {} bytes",
+            r.zeroed
+        );
+        if create == Create::Yes {
+            assert_eq!(on_disk.len(), img.len(), "a new file ends with the image");
+        } else {
+            assert_eq!(
+                &on_disk[img.len()..],
+                &[0xEE; 2 * MIB][..],
+                "bytes past the image are untouched"
+            );
+        }
+    }
+    assert_eq!(srv.requests().len(), 2);
+}
+
+/// Whether this directory's filesystem accepts `FALLOC_FL_ZERO_RANGE`.
+fn zero_range_works(dir: &std::path::Path) -> bool {
+    let f = std::fs::File::create(dir.join("probe")).unwrap();
+    rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::ZERO_RANGE, 0, 1 << 20).is_ok()
+}

@@ -242,3 +242,39 @@ async fn agent_on_a_real_host_stages_into_the_inactive_partition() {
         "the running partition is untouched"
     );
 }
+
+/// Zero runs become write-zeroes requests on the partition, and none of the older image
+/// that slot B held survives where the new image has zeros.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_runs_are_zeroed_on_the_partition_over_its_old_contents() {
+    let disk = disk_or_skip!();
+    let a = checksum(&disk.backing_range(P1, PART));
+    {
+        let mut dev = std::fs::OpenOptions::new()
+            .write(true)
+            .open(disk.part(2))
+            .unwrap();
+        std::io::Write::write_all(&mut dev, &vec![0xEE; PART as usize]).unwrap();
+        dev.sync_all().unwrap();
+    }
+    let mut img = image_bytes("v2", 6 * MIB as usize);
+    img[MIB as usize..4 * MIB as usize].fill(0);
+    let z = zstd(&img);
+    let srv = ImageServer::start(z.clone()).await;
+    let spec = ImageSpec::new(&srv.url(), &checksum(&z), Some(img.len() as u64)).unwrap();
+    let mut inst = Installer::new(spec, Path::new(&disk.part(2)), Create::No, opts()).unwrap();
+    let report = inst.run().await.unwrap();
+    assert_eq!(report.zeroed, 3 * MIB, "three 1 MiB blocks of zeros");
+    let on_dev = std::fs::read(disk.part(2)).unwrap();
+    assert_eq!(&on_dev[..img.len()], &img[..]);
+    assert!(
+        on_dev[img.len()..].iter().all(|&b| b == 0xEE),
+        "past the image: old bytes"
+    );
+    assert_eq!(disk.backing_range(P2, img.len() as u64), img);
+    assert_eq!(
+        checksum(&disk.backing_range(P1, PART)),
+        a,
+        "slot A unchanged"
+    );
+}

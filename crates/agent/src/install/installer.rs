@@ -62,6 +62,9 @@ pub struct InstallOptions {
     pub retry: RetryPolicy,
     /// Try `O_DIRECT` (falls back to buffered I/O where refused).
     pub direct_io: bool,
+    /// Zero long runs of zero bytes with `FALLOC_FL_ZERO_RANGE` instead of writing them
+    /// (see [`super::zeros`]); falls back to writing where the slot refuses it.
+    pub zero_ranges: bool,
     /// Size of each write buffer.
     pub buffer_size: usize,
     /// Number of write buffers.
@@ -84,6 +87,7 @@ impl Default for InstallOptions {
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             direct_io: true,
+            zero_ranges: true,
             buffer_size: 4 << 20,
             buffers: 4,
             window_log_max: 27,
@@ -168,6 +172,8 @@ pub struct InstallReport {
     pub resumed_at: Vec<u64>,
     /// Whether the slot was written with `O_DIRECT`.
     pub direct_io: bool,
+    /// Image bytes the slot zeroed itself (all-zero runs) instead of being sent.
+    pub zeroed: u64,
     /// Wall time of all runs.
     pub elapsed: Duration,
 }
@@ -176,6 +182,7 @@ struct WriteOutcome {
     len: u64,
     hash: u128,
     direct: bool,
+    zeroed: u64,
 }
 
 struct Pipe {
@@ -331,6 +338,7 @@ impl Installer {
             requests: self.requests,
             resumed_at: self.resumed_at.clone(),
             direct_io: outcome.direct,
+            zeroed: outcome.zeroed,
             elapsed: self.elapsed,
         })
     }
@@ -386,13 +394,14 @@ impl Installer {
             Box::new(move || decode::run(rx, wtx, prx, limit, window)),
         )?;
         let progress = self.progress.clone();
-        let buffer_size = self.opts.buffer_size;
-        let verify_interval = self.opts.verify_interval;
+        let cfg = WriteConfig {
+            buffer_size: self.opts.buffer_size,
+            verify_interval: self.opts.verify_interval,
+            zero_ranges: self.opts.zero_ranges,
+        };
         spawn(
             "osroll-write",
-            Box::new(move || {
-                write_stage(slot, wrx, ptx, progress, rtx, buffer_size, verify_interval)
-            }),
+            Box::new(move || write_stage(slot, wrx, ptx, progress, rtx, cfg)),
         )?;
         Ok(Pipe {
             tx,
@@ -593,6 +602,13 @@ fn spawn_follower(
     Ok(Follower { tx, handle })
 }
 
+/// The write stage's settings (from [`InstallOptions`]).
+struct WriteConfig {
+    buffer_size: usize,
+    verify_interval: u64,
+    zero_ranges: bool,
+}
+
 /// The write stage: write blocks in order, return buffers to the pool, fsync, and read
 /// everything back (overlapped with writing when `O_DIRECT` is in use).
 fn write_stage(
@@ -601,10 +617,15 @@ fn write_stage(
     pool: std::sync::mpsc::Sender<AlignedBuf>,
     progress: Arc<Progress>,
     result: oneshot::Sender<Result<WriteOutcome, InstallError>>,
-    buffer_size: usize,
-    verify_interval: u64,
+    cfg: WriteConfig,
 ) {
+    let WriteConfig {
+        buffer_size,
+        verify_interval,
+        zero_ranges,
+    } = cfg;
     let mut offset = 0u64;
+    let mut zeroed = 0u64;
     let mut synced = 0u64;
     let mut follower = None;
     if verify_interval > 0 && slot.is_direct() {
@@ -619,8 +640,15 @@ fn write_stage(
     let outcome = loop {
         match rx.recv() {
             Ok(ToWriter::Block(buf, len)) => {
-                if let Err(e) = slot.write_at(&buf.as_slice()[..len], offset) {
-                    break Err(e);
+                let block = &buf.as_slice()[..len];
+                let written = if zero_ranges {
+                    slot.write_block_at(block, offset)
+                } else {
+                    slot.write_at(block, offset).map(|()| 0)
+                };
+                match written {
+                    Ok(z) => zeroed += z,
+                    Err(e) => break Err(e),
                 }
                 offset += len as u64;
                 progress.written.store(offset, Ordering::Relaxed);
@@ -644,7 +672,8 @@ fn write_stage(
                 error: None,
             }) => {
                 drop(pool);
-                break finish(&slot, len, hash, &progress, buffer_size, follower.take());
+                break finish(&slot, len, hash, &progress, buffer_size, follower.take())
+                    .map(|o| WriteOutcome { zeroed, ..o });
             }
             // The installer was dropped mid-way.
             Err(_) => return,
@@ -691,5 +720,6 @@ fn finish(
         len,
         hash,
         direct: slot.is_direct(),
+        zeroed: 0,
     })
 }

@@ -11,8 +11,9 @@
 //!    that ignores Range is handled by skipping what we already have).
 //! 2. **decode** ([`decode`], a thread): zstd or raw, size limits, XXH3 of the image.
 //! 3. **write** (a thread): large aligned `O_DIRECT` writes ([`slot_io`]) from a small pool
-//!    of 4 MiB buffers, `fsync`, then a read-back of the slot whose XXH3 must equal the
-//!    decoded stream's. (SHA-256 authenticates the download; the read-back only has to
+//!    of 4 MiB buffers, with runs of zeros of 1 MiB or more zeroed by the slot instead
+//!    of written ([`zeros`]), `fsync`, then a read-back of the slot whose XXH3 must equal
+//!    the decoded stream's. (SHA-256 authenticates the download; the read-back only has to
 //!    catch a device that lost or mangled writes, for which a 128-bit non-cryptographic
 //!    hash at memory speed is the right tool.)
 //!
@@ -33,6 +34,7 @@ mod installer;
 pub mod retry;
 #[cfg(feature = "node")]
 pub mod slot_io;
+pub mod zeros;
 
 pub use error::InstallError;
 #[cfg(feature = "node")]

@@ -16,6 +16,7 @@ use twox_hash::XxHash3_128 as Xxh3;
 
 use super::aligned::{ALIGN, AlignedBuf};
 use super::error::InstallError;
+use super::zeros::{self, Part};
 
 /// An open slot.
 pub struct SlotFile {
@@ -23,6 +24,8 @@ pub struct SlotFile {
     buffered: File,
     direct: Option<File>,
     capacity: Option<u64>,
+    /// `fallocate(FALLOC_FL_ZERO_RANGE)` has not been refused (yet).
+    can_zero: bool,
 }
 
 /// What [`SlotFile::open`] may do when the target does not exist.
@@ -89,6 +92,7 @@ impl SlotFile {
             buffered,
             direct,
             capacity,
+            can_zero: true,
         })
     }
 
@@ -137,6 +141,66 @@ impl SlotFile {
                 .map_err(|e| InstallError::io(&self.path, format!("write at byte {at}"), e))?;
         }
         Ok(())
+    }
+
+    /// Make `len` bytes at `offset` read as zeros without sending them:
+    /// `fallocate(FALLOC_FL_ZERO_RANGE)`, which a filesystem does by marking the extents
+    /// unwritten (the space stays allocated) and a block device by a write-zeroes command
+    /// (or, where it has none, by the kernel writing zeros itself). Returns `false`, and
+    /// stops trying, where the slot refuses it (btrfs, tmpfs, ...); the caller then
+    /// writes the zeros as data.
+    pub fn zero_range(&mut self, offset: u64, len: u64) -> Result<bool, InstallError> {
+        if !self.can_zero || len == 0 {
+            return Ok(self.can_zero);
+        }
+        match rustix::fs::fallocate(
+            &self.buffered,
+            rustix::fs::FallocateFlags::ZERO_RANGE,
+            offset,
+            len,
+        ) {
+            Ok(()) => Ok(true),
+            Err(e)
+                if [
+                    rustix::io::Errno::OPNOTSUPP,
+                    rustix::io::Errno::INVAL,
+                    rustix::io::Errno::NODEV,
+                    rustix::io::Errno::NOSYS,
+                ]
+                .contains(&e) =>
+            {
+                tracing::debug!(path = %self.path.display(), "FALLOC_FL_ZERO_RANGE refused ({e}); writing zeros");
+                self.can_zero = false;
+                Ok(false)
+            }
+            Err(e) => Err(InstallError::io(
+                &self.path,
+                format!("zero {len} bytes at byte {offset}"),
+                e.into(),
+            )),
+        }
+    }
+
+    /// Write an image block at `offset` like [`SlotFile::write_at`], but have the slot
+    /// zero runs of at least [`zeros::MIN_ZERO_RUN`] zero bytes instead of writing them
+    /// (see [`zeros`]). Returns the number of bytes zeroed rather than written.
+    pub fn write_block_at(&mut self, block: &[u8], offset: u64) -> Result<u64, InstallError> {
+        if !self.can_zero || !offset.is_multiple_of(zeros::GRANULE as u64) {
+            self.write_at(block, offset)?;
+            return Ok(0);
+        }
+        let mut zeroed = 0;
+        for part in zeros::split(block, zeros::GRANULE, zeros::MIN_ZERO_RUN) {
+            match part {
+                Part::Zero(r) if self.zero_range(offset + r.start as u64, r.len() as u64)? => {
+                    zeroed += r.len() as u64
+                }
+                Part::Zero(r) | Part::Data(r) => {
+                    self.write_at(&block[r.clone()], offset + r.start as u64)?
+                }
+            }
+        }
+        Ok(zeroed)
     }
 
     /// `fsync` everything written (data, device cache, and a grown file's size).
@@ -274,6 +338,42 @@ mod tests {
             let on_disk = std::fs::read(&path).unwrap();
             assert_eq!(&on_disk[..data.len()], &data[..]);
             assert_eq!(on_disk[data.len()], 7, "bytes past the image are untouched");
+        }
+    }
+
+    #[test]
+    fn zero_runs_are_zeroed_or_written_and_read_back_as_zeros() {
+        const MIB: usize = 1 << 20;
+        let mut block = AlignedBuf::new(2 * MIB + 2 * zeros::GRANULE);
+        let data = block.as_mut_slice();
+        data[..zeros::GRANULE].fill(1);
+        data[zeros::GRANULE + 2 * MIB..].fill(2);
+        // The temp dir's filesystem (ext4 and XFS zero ranges), and tmpfs, which refuses
+        // ZERO_RANGE so the zeros are written as data.
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
+            dirs.push(shm);
+        }
+        for dir in dirs {
+            let path = dir.path().join("slot");
+            std::fs::write(&path, vec![0xEE; 3 * MIB]).unwrap();
+            let probe = File::create(dir.path().join("probe")).unwrap();
+            let supported =
+                rustix::fs::fallocate(&probe, rustix::fs::FallocateFlags::ZERO_RANGE, 0, 4096)
+                    .is_ok();
+            let mut slot = SlotFile::open(&path, true, Create::No).unwrap();
+            let zeroed = slot.write_block_at(block.as_slice(), 0).unwrap();
+            slot.sync().unwrap();
+            assert_eq!(
+                zeroed,
+                if supported { 2 * MIB as u64 } else { 0 },
+                "{dir:?}"
+            );
+            let on_disk = std::fs::read(&path).unwrap();
+            assert_eq!(&on_disk[..block.capacity()], block.as_slice(), "{dir:?}");
+            assert!(on_disk[block.capacity()..].iter().all(|&b| b == 0xEE));
+            // A block at an offset off the zero granule is written whole.
+            assert_eq!(slot.write_block_at(block.as_slice(), 4096).unwrap(), 0);
         }
     }
 

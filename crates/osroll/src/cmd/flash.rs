@@ -37,6 +37,10 @@ pub struct FlashCmd {
     /// Write through the page cache instead of O_DIRECT.
     #[arg(long)]
     no_direct_io: bool,
+    /// Write runs of zeros as data instead of having the target zero them
+    /// (FALLOC_FL_ZERO_RANGE); the result reads the same either way.
+    #[arg(long)]
+    write_zeros: bool,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -55,6 +59,7 @@ pub fn run(cmd: FlashCmd) -> anyhow::Result<()> {
             ..RetryPolicy::default()
         },
         direct_io: !cmd.no_direct_io,
+        zero_ranges: !cmd.write_zeros,
         ..InstallOptions::default()
     };
     let mut installer = Installer::new(image, &cmd.to, Create::Yes, opts)?;
@@ -103,9 +108,14 @@ pub fn run(cmd: FlashCmd) -> anyhow::Result<()> {
     let report = result.with_context(|| format!("flashing {} to {}", cmd.url, cmd.to.display()))?;
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "wrote {} bytes to {} ({} downloaded, {} request(s){}) in {secs:.2}s, {:.0} MB/s; {} matches, read-back verified{}",
+        "wrote {} bytes to {}{} ({} downloaded, {} request(s){}) in {secs:.2}s, {:.0} MB/s; {} matches, read-back verified{}",
         report.image_len,
         cmd.to.display(),
+        if report.zeroed > 0 {
+            format!(" ({} of them as zeroed ranges)", report.zeroed)
+        } else {
+            String::new()
+        },
         report.downloaded,
         report.requests,
         if report.resumed_at.is_empty() {
