@@ -322,6 +322,82 @@ pub fn agent(image: &str, ns: &str) -> Vec<Value> {
     ]
 }
 
+/// Where a mounted ConfigMap of minisign public keys appears in a pod.
+pub const KEYS_DIR: &str = "/etc/osroll/keys";
+/// Where a mounted ConfigMap of PEM CA certificates appears in a pod.
+pub const CA_DIR: &str = "/etc/osroll/ca";
+
+/// Catalog keys and private CAs to give a component, as ConfigMaps in its namespace
+/// (public keys and CA certificates are not secret). Every file of a mounted ConfigMap
+/// is read, so one ConfigMap may hold several keys or certificates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustMounts {
+    /// ConfigMap of minisign public keys trusted to sign catalogs.
+    pub keys_config_map: Option<String>,
+    /// Refuse catalogs (controller) and images (agent) without a valid signature.
+    pub require_signed: bool,
+    /// ConfigMap of extra PEM CA certificates: for catalog URLs (controller) and image
+    /// servers (agent).
+    pub ca_config_map: Option<String>,
+}
+
+/// Which component a set of manifests runs; their flags' environment variables differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    /// `osroll controller`.
+    Controller,
+    /// `osroll agent`.
+    Agent,
+}
+
+/// Mount `trust`'s ConfigMaps into the Deployment or DaemonSet among `objects` and point
+/// the component's flags at them (through their environment variables).
+pub fn add_trust(objects: &mut [Value], component: Component, trust: &TrustMounts) {
+    let (keys_env, ca_env) = match component {
+        Component::Controller => ("OSROLL_TRUSTED_KEYS_FILE", "OSROLL_CATALOG_CA_FILE"),
+        Component::Agent => ("OSROLL_TRUSTED_KEYS", "OSROLL_CA_BUNDLE"),
+    };
+    let Some(pod) = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "Deployment" || o["kind"] == "DaemonSet")
+        .map(|o| &mut o["spec"]["template"]["spec"])
+    else {
+        return;
+    };
+    let mut env = Vec::new();
+    let mut mounts = Vec::new();
+    let mut volumes = Vec::new();
+    for (volume, config_map, dir, var) in [
+        ("catalog-keys", &trust.keys_config_map, KEYS_DIR, keys_env),
+        ("extra-ca", &trust.ca_config_map, CA_DIR, ca_env),
+    ] {
+        if let Some(cm) = config_map {
+            env.push(json!({ "name": var, "value": dir }));
+            mounts.push(json!({ "name": volume, "mountPath": dir, "readOnly": true }));
+            volumes.push(json!({ "name": volume, "configMap": { "name": cm } }));
+        }
+    }
+    if trust.require_signed {
+        env.push(json!({ "name": "OSROLL_REQUIRE_SIGNED_CATALOG", "value": "true" }));
+    }
+    // Indexing a missing key would insert a null, so only touch lists that grow.
+    let append = |parent: &mut Value, key: &str, items: Vec<Value>| {
+        if items.is_empty() {
+            return;
+        }
+        let list = &mut parent[key];
+        if !list.is_array() {
+            *list = json!([]);
+        }
+        list.as_array_mut()
+            .expect("just made an array")
+            .extend(items);
+    };
+    append(&mut pod["containers"][0], "env", env);
+    append(&mut pod["containers"][0], "volumeMounts", mounts);
+    append(pod, "volumes", volumes);
+}
+
 /// Objects as one multi-document YAML stream.
 pub fn to_yaml(objects: &[Value]) -> String {
     objects

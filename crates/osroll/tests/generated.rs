@@ -192,3 +192,82 @@ fn agent_mounts_the_optional_executable_hooks_config_map() {
         .expect("the hooks volume is mounted");
     assert_eq!(mount["mountPath"], osroll_api::manifests::HOOKS_DIR);
 }
+
+/// `--trusted-keys-configmap`, `--require-signed-catalog` and `--ca-configmap` mount the
+/// ConfigMaps and set exactly the environment variables each component's flags read.
+#[test]
+fn trust_config_maps_are_mounted_and_passed_through_the_flags_environment() {
+    use osroll_api::manifests::{CA_DIR, KEYS_DIR};
+    let trust = [
+        "--trusted-keys-configmap",
+        "catalog-keys",
+        "--require-signed-catalog",
+        "--ca-configmap",
+        "corp-ca",
+    ];
+    for (component, keys_env, ca_env) in [
+        ("agent", "OSROLL_TRUSTED_KEYS", "OSROLL_CA_BUNDLE"),
+        (
+            "controller",
+            "OSROLL_TRUSTED_KEYS_FILE",
+            "OSROLL_CATALOG_CA_FILE",
+        ),
+    ] {
+        let mut args = vec!["create", component];
+        args.extend(trust);
+        let objs = docs(&osroll(&args));
+        let workload = objs
+            .iter()
+            .find(|o| o["kind"] == "DaemonSet" || o["kind"] == "Deployment")
+            .unwrap();
+        let pod = &workload["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let env = |name: &str| {
+            c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(env(keys_env), Some(KEYS_DIR.into()), "{component}");
+        assert_eq!(env(ca_env), Some(CA_DIR.into()), "{component}");
+        assert_eq!(env("OSROLL_REQUIRE_SIGNED_CATALOG"), Some("true".into()));
+        for (cm, dir) in [("catalog-keys", KEYS_DIR), ("corp-ca", CA_DIR)] {
+            let vol = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["configMap"]["name"] == cm);
+            let vol = vol.unwrap_or_else(|| panic!("{component}: no volume for {cm}"));
+            let mount = c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == vol["name"]);
+            let mount = mount.unwrap_or_else(|| panic!("{component}: {cm} not mounted"));
+            assert_eq!(
+                (&mount["mountPath"], &mount["readOnly"]),
+                (&dir.into(), &true.into())
+            );
+        }
+        // The variables are the ones the component's own flags read.
+        let help = osroll(&[component, "--help"]);
+        for var in [keys_env, ca_env, "OSROLL_REQUIRE_SIGNED_CATALOG"] {
+            assert!(
+                help.contains(&format!("[env: {var}=")),
+                "{component} --help lacks {var}"
+            );
+        }
+    }
+    // Without the flags nothing changes (deploy/ is checked against that output), and a
+    // signature requirement without keys is refused.
+    let plain = osroll(&["create", "agent"]);
+    assert!(!plain.contains("OSROLL_TRUSTED_KEYS") && !plain.contains(KEYS_DIR));
+    let out = Command::new(env!("CARGO_BIN_EXE_osroll"))
+        .args(["create", "agent", "--require-signed-catalog"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--trusted-keys-configmap"));
+}
