@@ -170,9 +170,7 @@ fn manifests_allow(
         subresource: sub.into(),
         namespace: ns.into(),
         name: String::new(),
-        path: String::new(),
-        code: 0,
-        node_name: None,
+        ..AuditEntry::default()
     })
 }
 
@@ -184,9 +182,17 @@ fn upgrade(catalog: String) -> anyhow::Result<OSUpgrade> {
     }))?)
 }
 
+/// Whether a label or field selector requires `key` to equal `value`.
+fn selects(selector: &str, key: &str, value: &str) -> bool {
+    selector.split(',').any(|req| {
+        let req = req.trim();
+        [format!("{key}={value}"), format!("{key}=={value}")].contains(&req.to_string())
+    })
+}
+
 fn show(e: &AuditEntry) -> String {
     format!(
-        "#{} {} {} {}/{}{} ns={:?} name={:?} node={:?} -> {}",
+        "#{} {} {} {}/{}{} ns={:?} name={:?} node={:?} labels={:?} fields={:?} -> {}",
         e.seq,
         e.user,
         e.verb,
@@ -200,6 +206,8 @@ fn show(e: &AuditEntry) -> String {
         e.namespace,
         e.name,
         e.node_name,
+        e.label_selector,
+        e.field_selector,
         e.code
     )
 }
@@ -312,12 +320,16 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
         return Ok(()); // A real cluster: checked with kubectl auth can-i above.
     };
     // Negative controls after the rollout, as node 0's agent: reading another node's
-    // Node (RBAC allows it; confinement does not) and editing another node's progress
-    // spec (RBAC forbids it). The checks below must flag both, and nothing before them.
+    // Node and listing every progress object (RBAC allows both; confinement does not),
+    // and editing another node's progress spec (RBAC forbids it). The checks below must
+    // flag all three, and nothing before them.
     let rogue = cluster
         .client_for_node(&agent_user(), "rbac-node-0")
         .await?;
     Api::<Node>::all(rogue.clone()).get("rbac-node-1").await?;
+    Api::<OSUpgradeProgress>::all(rogue.clone())
+        .list(&ListParams::default())
+        .await?;
     let progresses = Api::<OSUpgradeProgress>::all(admin.clone())
         .list(&ListParams::default())
         .await?
@@ -371,6 +383,21 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
             "osupgradeprogresses" => !e.name.is_empty() && owner.get(&e.name) != Some(node),
             _ => false,
         };
+        // A collection read must be narrowed to this node by its selector.
+        if matches!(e.verb.as_str(), "list" | "watch") && e.name.is_empty() {
+            let narrowed = match e.resource.as_str() {
+                "osupgradeprogresses" => selects(&e.label_selector, "osroll.io/node", node),
+                "nodes" => selects(&e.field_selector, "metadata.name", node),
+                "pods" => selects(&e.field_selector, "spec.nodeName", node),
+                _ => false,
+            };
+            if !narrowed {
+                problems.push((
+                    e.seq,
+                    format!("agent read a collection beyond its node: {}", show(e)),
+                ));
+            }
+        }
         if foreign {
             problems.push((
                 e.seq,
@@ -387,6 +414,7 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
     assert!(
         controls.contains("another node's object")
             && controls.contains("name=\"rbac-node-1\"")
+            && controls.contains("a collection beyond its node")
             && controls.contains("forbidden by the manifests")
             && controls.contains(&format!("name={other:?}")),
         "the negative controls were not all flagged:\n{controls}"
@@ -403,6 +431,13 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
         })
     };
     assert!(did(CONTROLLER_USER, "create", "osupgradeprogresses", ""));
+    assert!(
+        agent_calls.iter().any(|e| e.seq <= rollout_calls
+            && e.verb == "watch"
+            && e.resource == "osupgradeprogresses"
+            && !e.label_selector.is_empty()),
+        "the agents' watch of their progress objects was seen, with its selector"
+    );
     assert!(did(CONTROLLER_USER, "patch", "nodes", ""), "cordon");
     for n in 0..NODES {
         let node = format!("rbac-node-{n}");

@@ -256,7 +256,7 @@ mod tests {
             name: name.into(),
             path: String::new(),
             code: 200,
-            node_name: None,
+            ..AuditEntry::default()
         }
     }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::error::ApiError;
 
 /// One request as the API server saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AuditEntry {
     /// Order of arrival, from 1.
     pub seq: u64,
@@ -36,6 +36,12 @@ pub struct AuditEntry {
     pub name: String,
     /// Request path (what non-resource rules match).
     pub path: String,
+    /// The `labelSelector` query parameter (list, watch, deletecollection), or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label_selector: String,
+    /// The `fieldSelector` query parameter, or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub field_selector: String,
     /// HTTP status code of the response (200 for a watch that started).
     pub code: u16,
     /// The node a pod-bound service account token was issued for (the

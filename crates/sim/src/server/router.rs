@@ -176,6 +176,8 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
         namespace: String::new(),
         name: String::new(),
         path: path.clone(),
+        label_selector: query.get("labelSelector").unwrap_or_default().to_string(),
+        field_selector: query.get("fieldSelector").unwrap_or_default().to_string(),
         code: 0,
         node_name: None,
     };
