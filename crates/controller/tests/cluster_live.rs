@@ -16,7 +16,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{CONTROLLER_USER, DisruptionRecorder, NS};
+use common::fleet::{Controller, wait_managed, wait_rollout_end};
+use common::{DisruptionRecorder, NS};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -26,7 +27,6 @@ use kube::runtime::watcher;
 use osroll_agent::backends::driver::BackendConfig;
 use osroll_agent::{AgentConfig, SimHost};
 use osroll_api::{OSUpgrade, OSUpgradeProgress, ProgressPhase, UpgradePhase, labels};
-use osroll_controller::ControllerConfig;
 use osroll_sim::KubeletConfig;
 use osroll_sim::testing::{Cluster, wait_for};
 use serde_json::json;
@@ -144,19 +144,7 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
         cfg.proc_root = proc_root;
         agents.push(tokio::spawn(osroll_agent::run(cfg, client, Arc::new(host))));
     }
-    let node_api: Api<Node> = Api::all(admin.clone());
-    wait_for(
-        "every agent to label its node managed",
-        Duration::from_secs(30),
-        || async {
-            let list = node_api
-                .list(&ListParams::default().labels(&format!("{}=true", labels::MANAGED)))
-                .await
-                .ok()?;
-            (list.items.len() == NODES).then_some(())
-        },
-    )
-    .await?;
+    wait_managed(&admin, NODES).await?;
 
     // A CNI DaemonSet (restarted by the selector) and a Deployment (left alone, except
     // the one pod whose mount table points into the previous version).
@@ -248,32 +236,9 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
     Api::<OSUpgrade>::all(admin.clone())
         .create(&PostParams::default(), &upgrade()?)
         .await?;
-    let client = cluster.client_for(CONTROLLER_USER).await?;
-    let cfg = ControllerConfig {
-        namespace: NS.into(),
-        identity: "replica-a".into(),
-        lease_duration: Duration::from_secs(3),
-        drain_poll: Duration::from_millis(300),
-        ..ControllerConfig::default()
-    };
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let ctrl = tokio::spawn(osroll_controller::run_until(cfg, client, async move {
-        let _ = rx.await;
-    }));
+    let ctrl = Controller::start(&cluster, "replica-a", Duration::from_millis(300)).await?;
 
-    let st = wait_for("the rollout to finish", Duration::from_secs(90), || async {
-        let st = Api::<OSUpgrade>::all(admin.clone())
-            .get("live")
-            .await
-            .ok()?
-            .status?;
-        matches!(
-            st.phase,
-            Some(UpgradePhase::Completed | UpgradePhase::Failed)
-        )
-        .then_some(st)
-    })
-    .await?;
+    let st = wait_rollout_end(&admin, "live", Duration::from_secs(90)).await?;
     assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
     assert_eq!(st.nodes.as_ref().map(|n| n.completed), Some(NODES as u32));
 
@@ -310,7 +275,11 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
         "nodes disrupted: {:?}",
         recorder.history.lock().unwrap()
     );
-    for n in node_api.list(&ListParams::default()).await?.items {
+    for n in Api::<Node>::all(admin.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+    {
         assert!(!n.spec.and_then(|s| s.unschedulable).unwrap_or(false));
         assert!(
             !n.metadata
@@ -368,8 +337,7 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
         );
     }
 
-    let _ = stop.send(());
-    ctrl.await??;
+    ctrl.stop().await?;
     rec_task.abort();
     pod_watch.abort();
     for a in agents {

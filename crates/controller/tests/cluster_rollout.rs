@@ -12,13 +12,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{CONTROLLER_USER, DisruptionRecorder, NS};
+use common::fleet::{Controller, wait_managed, wait_rollout_end};
+use common::{DisruptionRecorder, NS};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use osroll_api::{OSUpgrade, OSUpgradeProgress, ProgressPhase, UpgradePhase, labels};
-use osroll_controller::ControllerConfig;
 use osroll_sim::demo::images::ImageServer;
 use osroll_sim::demo::node::{MachineOptions, SimNode};
 use osroll_sim::testing::{Cluster, wait_for};
@@ -39,27 +39,6 @@ fn upgrade(catalog: &str) -> anyhow::Result<OSUpgrade> {
             "drain": {"timeoutSeconds": 300},
         },
     }))?)
-}
-
-struct Controller {
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start_controller(cluster: &Cluster, identity: &str) -> anyhow::Result<Controller> {
-    let client = cluster.client_for(CONTROLLER_USER).await?;
-    let cfg = ControllerConfig {
-        namespace: NS.into(),
-        identity: identity.into(),
-        lease_duration: Duration::from_secs(3),
-        drain_poll: Duration::from_millis(300),
-        ..ControllerConfig::default()
-    };
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(osroll_controller::run_until(cfg, client, async move {
-        let _ = rx.await;
-    }));
-    Ok(Controller { task, stop })
 }
 
 async fn status(admin: &kube::Client) -> Option<osroll_api::OSUpgradeStatus> {
@@ -115,19 +94,7 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
             .await?,
         );
     }
-    let node_api: Api<Node> = Api::all(admin.clone());
-    wait_for(
-        "every agent to label its node managed",
-        Duration::from_secs(30),
-        || async {
-            let list = node_api
-                .list(&ListParams::default().labels(&format!("{}=true", labels::MANAGED)))
-                .await
-                .ok()?;
-            (list.items.len() == NODES).then_some(())
-        },
-    )
-    .await?;
+    wait_managed(&admin, NODES).await?;
 
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
     pods.create(&PostParams::default(), &pod("web-0", "node-00", "web")?)
@@ -147,7 +114,7 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
     Api::<OSUpgrade>::all(admin.clone())
         .create(&PostParams::default(), &upgrade(&images.catalog("2.0"))?)
         .await?;
-    let mut ctrl = start_controller(&cluster, "replica-a").await?;
+    let mut ctrl = Controller::start(&cluster, "replica-a", Duration::from_millis(300)).await?;
 
     // The budget holds web-0 on node-00: an Event and the status name pod and budget.
     let note = wait_for("a DrainBlocked event", Duration::from_secs(60), || async {
@@ -183,7 +150,7 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
         // A crash: the controller is dropped mid-flight and its Lease is not released.
         ctrl.task.abort();
         let _ = (&mut ctrl.task).await;
-        ctrl = start_controller(&cluster, "replica-b").await?;
+        ctrl = Controller::start(&cluster, "replica-b", Duration::from_millis(300)).await?;
     }
 
     pdbs.patch(
@@ -193,19 +160,7 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
     )
     .await?;
 
-    let st = wait_for(
-        "the rollout to finish",
-        Duration::from_secs(120),
-        || async {
-            let st = status(&admin).await?;
-            matches!(
-                st.phase,
-                Some(UpgradePhase::Completed | UpgradePhase::Failed)
-            )
-            .then_some(st)
-        },
-    )
-    .await?;
+    let st = wait_rollout_end(&admin, "fleet", Duration::from_secs(120)).await?;
     assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
     let counts = st.nodes.clone().expect("node counts");
     assert_eq!(
@@ -287,7 +242,11 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
     );
     assert!(has("NodeCompleted", Some("node-00")));
     assert!(has("RolloutCompleted", None));
-    for n in node_api.list(&ListParams::default()).await?.items {
+    for n in Api::<Node>::all(admin.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+    {
         let name = n.metadata.name.clone().unwrap_or_default();
         assert!(
             !n.spec
@@ -322,8 +281,7 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
         );
     }
 
-    let _ = ctrl.stop.send(());
-    ctrl.task.await??;
+    ctrl.stop().await?;
     rec_task.abort();
     drop(nodes);
     Ok(())

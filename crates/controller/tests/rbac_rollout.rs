@@ -17,18 +17,18 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::fleet::{Controller, wait_managed, wait_rollout_end};
 use common::{CONTROLLER_USER, NS};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, PostParams};
 use osroll_api::manifests::{self, AGENT_SA, DEFAULT_NAMESPACE};
-use osroll_api::{OSUpgrade, OSUpgradeProgress, UpgradePhase, labels};
-use osroll_controller::ControllerConfig;
+use osroll_api::{OSUpgrade, OSUpgradeProgress, UpgradePhase};
 use osroll_sim::AuditEntry;
 use osroll_sim::ServerConfig;
 use osroll_sim::demo::images::ImageServer;
 use osroll_sim::demo::node::{MachineOptions, SimNode};
 use osroll_sim::rbac::Authorizer;
-use osroll_sim::testing::{Cluster, wait_for};
+use osroll_sim::testing::Cluster;
 use serde_json::{Value, json};
 
 const NODES: usize = 3;
@@ -266,54 +266,15 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
             .await?,
         );
     }
-    let node_api: Api<Node> = Api::all(admin.clone());
-    wait_for(
-        "every agent to label its node",
-        Duration::from_secs(30),
-        || async {
-            let l = node_api
-                .list(&ListParams::default().labels(&format!("{}=true", labels::MANAGED)))
-                .await
-                .ok()?;
-            (l.items.len() == NODES).then_some(())
-        },
-    )
-    .await?;
+    wait_managed(&admin, NODES).await?;
 
     Api::<OSUpgrade>::all(admin.clone())
         .create(&PostParams::default(), &upgrade(images.catalog("2.0"))?)
         .await?;
-    let cfg = ControllerConfig {
-        namespace: NS.into(),
-        identity: "rbac-test".into(),
-        lease_duration: Duration::from_secs(3),
-        drain_poll: Duration::from_millis(200),
-        ..ControllerConfig::default()
-    };
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let ctrl = tokio::spawn(osroll_controller::run_until(
-        cfg,
-        cluster.client_for(CONTROLLER_USER).await?,
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    let st = wait_for("the rollout to finish", Duration::from_secs(90), || async {
-        let st = Api::<OSUpgrade>::all(admin.clone())
-            .get("rbac-fleet")
-            .await
-            .ok()?
-            .status?;
-        matches!(
-            st.phase,
-            Some(UpgradePhase::Completed | UpgradePhase::Failed)
-        )
-        .then_some(st)
-    })
-    .await?;
+    let ctrl = Controller::start(&cluster, "rbac-test", Duration::from_millis(200)).await?;
+    let st = wait_rollout_end(&admin, "rbac-fleet", Duration::from_secs(90)).await?;
     assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
-    let _ = stop.send(());
-    ctrl.await??;
+    ctrl.stop().await?;
     drop(nodes);
 
     let Some(rollout_calls) = cluster.audit().map(|l| l.len() as u64) else {

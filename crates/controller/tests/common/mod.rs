@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
