@@ -72,15 +72,18 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+fn created(u: &OSUpgrade) -> Option<DateTime<Utc>> {
+    u.metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(observe::to_chrono)
+}
+
 fn claim(u: &OSUpgrade) -> Claim {
     let phase = u.status.as_ref().and_then(|s| s.phase);
     Claim {
         name: u.name_any(),
-        created: u
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .and_then(observe::to_chrono),
+        created: created(u),
         active: !matches!(
             phase,
             Some(UpgradePhase::Completed | UpgradePhase::Rejected)
@@ -107,11 +110,7 @@ fn validate(up: &OSUpgrade, in_place: bool) -> Result<Spec, crate::planner::Spec
 fn in_place_candidate(u: &OSUpgrade) -> inplace::Candidate {
     inplace::Candidate {
         name: u.name_any(),
-        created: u
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .and_then(observe::to_chrono),
+        created: created(u),
         deleting: u.metadata.deletion_timestamp.is_some(),
         rejected: u
             .status

@@ -160,16 +160,13 @@ fn manifests_allow(
 ) -> bool {
     let (res, group) = resource.split_once('.').unwrap_or((resource, ""));
     authz.allows(&AuditEntry {
-        seq: 0,
         user: user.into(),
-        impersonator: None,
         verb: verb.into(),
         group: group.into(),
         version: "v1".into(),
         resource: res.into(),
         subresource: sub.into(),
         namespace: ns.into(),
-        name: String::new(),
         ..AuditEntry::default()
     })
 }
