@@ -7,13 +7,14 @@
 //! an image or a [`Rejection`] with a machine-readable reason and a message naming the
 //! offending value. Problems in entries other than the target are returned as warnings.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::progress::ImageRef;
-use crate::version::Version;
+use crate::version::{Version, VersionError};
 
 /// A parsed catalog, with every problem found in it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -191,14 +192,32 @@ pub fn is_valid_checksum(s: &str) -> bool {
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
-fn scalar_string(v: &serde_yaml::Value) -> Result<String, String> {
+/// Why a catalog value that should be a version string is not one.
+#[derive(Debug, thiserror::Error)]
+enum VersionFieldError {
+    #[error(
+        "{0} is a number, not a string; quote versions in YAML (\"{0}\") so digits such as leading zeros are kept"
+    )]
+    Number(serde_yaml::Number),
+    #[error("expected a string, found {0}")]
+    NotAString(&'static str),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+}
+
+fn scalar_string(v: &serde_yaml::Value) -> Result<String, VersionFieldError> {
     match v {
         serde_yaml::Value::String(s) => Ok(s.clone()),
-        serde_yaml::Value::Number(n) => Err(format!(
-            "{n} is a number, not a string; quote versions in YAML (\"{n}\") so digits such as leading zeros are kept"
-        )),
-        other => Err(format!("expected a string, found {}", yaml_kind(other))),
+        serde_yaml::Value::Number(n) => Err(VersionFieldError::Number(n.clone())),
+        other => Err(VersionFieldError::NotAString(yaml_kind(other))),
     }
+}
+
+/// A string that also parses as a [`Version`] (`stable`, `blocked[]`).
+fn version_string(v: &serde_yaml::Value) -> Result<String, VersionFieldError> {
+    let s = scalar_string(v)?;
+    s.parse::<Version>()?;
+    Ok(s)
 }
 
 fn yaml_kind(v: &serde_yaml::Value) -> &'static str {
@@ -213,6 +232,29 @@ fn yaml_kind(v: &serde_yaml::Value) -> &'static str {
     }
 }
 
+impl CatalogProblem {
+    /// A problem with a top-level field (`stable`, `blocked[0]`).
+    fn top_level(field: impl Into<String>, message: impl ToString) -> Self {
+        CatalogProblem {
+            field: field.into(),
+            index: None,
+            version: None,
+            message: message.to_string(),
+        }
+    }
+
+    /// A problem with `images[index]` itself (`part` empty) or one of its fields
+    /// (`part` = `.url`).
+    fn in_image(index: usize, part: &str, version: Option<&str>, message: impl ToString) -> Self {
+        CatalogProblem {
+            field: format!("images[{index}]{part}"),
+            index: Some(index),
+            version: version.map(String::from),
+            message: message.to_string(),
+        }
+    }
+}
+
 impl Catalog {
     /// Parse catalog YAML. Fails only when the document as a whole is not a catalog;
     /// problems inside entries are collected in [`Catalog::problems`].
@@ -224,140 +266,59 @@ impl Catalog {
             )
         })?;
         let mut cat = Catalog::default();
-        let mut problem = |field: String, index, version: Option<String>, message: String| {
-            cat.problems.push(CatalogProblem {
-                field,
-                index,
-                version,
-                message,
-            })
-        };
         if let Some(stable) = &raw.stable {
-            match scalar_string(stable) {
-                Ok(s) => match s.parse::<Version>() {
-                    Ok(_) => cat.stable = Some(s),
-                    Err(e) => problem("stable".into(), None, None, e.to_string()),
-                },
-                Err(e) => problem("stable".into(), None, None, e),
+            match version_string(stable) {
+                Ok(s) => cat.stable = Some(s),
+                Err(e) => cat.problems.push(CatalogProblem::top_level("stable", e)),
             }
         }
         for (i, b) in raw.blocked.iter().enumerate() {
-            match scalar_string(b)
-                .and_then(|s| s.parse::<Version>().map(|_| s).map_err(|e| e.to_string()))
-            {
+            match version_string(b) {
                 Ok(s) => cat.blocked.push(s),
-                Err(e) => problem(format!("blocked[{i}]"), None, None, e),
+                Err(e) => cat
+                    .problems
+                    .push(CatalogProblem::top_level(format!("blocked[{i}]"), e)),
             }
         }
         for (i, value) in raw.images.iter().enumerate() {
-            let entry: RawImage = match serde_yaml::from_value(value.clone()) {
-                Ok(e) => e,
-                Err(e) => {
-                    let version = value
-                        .get("version")
-                        .and_then(|v| v.as_str())
-                        .map(String::from);
-                    problem(
-                        format!("images[{i}]"),
-                        Some(i),
-                        version,
-                        format!("malformed entry: {e}"),
-                    );
-                    continue;
-                }
-            };
-            let version = match entry.version.as_ref().map(scalar_string) {
-                Some(Ok(v)) => {
-                    if let Err(e) = v.parse::<Version>() {
-                        problem(
-                            format!("images[{i}].version"),
-                            Some(i),
-                            Some(v.clone()),
-                            e.to_string(),
-                        );
-                    }
-                    v
-                }
-                Some(Err(e)) => {
-                    problem(format!("images[{i}].version"), Some(i), None, e);
-                    continue;
-                }
-                None => {
-                    problem(
-                        format!("images[{i}].version"),
-                        Some(i),
-                        None,
-                        "missing".into(),
-                    );
-                    continue;
-                }
-            };
-            let v = Some(version.clone());
-            let url = entry.url.unwrap_or_default();
-            if let Some(msg) = url_problem(&url) {
-                problem(format!("images[{i}].url"), Some(i), v.clone(), msg);
+            if let Some(image) = read_image(i, value, &mut cat.problems) {
+                cat.images.push(image);
             }
-            let checksum = entry.checksum.unwrap_or_default();
-            if !is_valid_checksum(&checksum) {
-                problem(
-                    format!("images[{i}].checksum"),
-                    Some(i),
-                    v.clone(),
-                    format!("{checksum:?} is not sha256:<64 lower-case hex digits>"),
-                );
-            }
-            if entry.size == Some(0) {
-                problem(
-                    format!("images[{i}].size"),
-                    Some(i),
-                    v.clone(),
-                    "size must be greater than 0".into(),
-                );
-            }
-            cat.images.push(CatalogImage {
-                index: i,
-                version,
-                url,
-                checksum,
-                size: entry.size,
-            });
         }
         cat.find_duplicates();
+        cat.problems.sort_by_key(|p| p.index.unwrap_or(usize::MAX));
         if let Some(stable) = &cat.stable
             && cat.entries_for(stable).is_empty()
         {
-            cat.problems.push(CatalogProblem {
-                field: "stable".into(),
-                index: None,
-                version: None,
-                message: format!("stable version {stable:?} has no entry in images"),
-            });
+            let message = format!("stable version {stable:?} has no entry in images");
+            cat.problems
+                .push(CatalogProblem::top_level("stable", message));
         }
         Ok(cat)
     }
 
+    /// Report every entry whose version an earlier entry already has, in entry order
+    /// (one pass: the first entry of each version is remembered by its version).
     fn find_duplicates(&mut self) {
-        let parsed: Vec<Option<Version>> =
-            self.images.iter().map(|i| i.version.parse().ok()).collect();
-        for (a, img) in self.images.iter().enumerate() {
-            let Some(va) = &parsed[a] else { continue };
-            let first = parsed
-                .iter()
-                .position(|p| p.as_ref() == Some(va))
-                .unwrap_or(a);
-            if first != a {
-                self.problems.push(CatalogProblem {
-                    field: format!("images[{}].version", img.index),
-                    index: Some(img.index),
-                    version: Some(img.version.clone()),
-                    message: format!(
-                        "duplicate version {:?}: images[{}] has it already",
-                        img.version, self.images[first].index
-                    ),
-                });
+        let mut first_with: HashMap<Version, usize> = HashMap::with_capacity(self.images.len());
+        for img in &self.images {
+            let Ok(version) = img.version.parse::<Version>() else {
+                continue;
+            };
+            let first = *first_with.entry(version).or_insert(img.index);
+            if first != img.index {
+                let message = format!(
+                    "duplicate version {:?}: images[{first}] has it already",
+                    img.version
+                );
+                self.problems.push(CatalogProblem::in_image(
+                    img.index,
+                    ".version",
+                    Some(&img.version),
+                    message,
+                ));
             }
         }
-        self.problems.sort_by_key(|p| p.index.unwrap_or(usize::MAX));
     }
 
     /// Image entries whose version equals `version` (by version ordering).
@@ -378,99 +339,15 @@ impl Catalog {
         nodes: &[NodeVersion],
         allow_downgrade: bool,
     ) -> Result<Resolution, Rejection> {
-        use RejectionReason::*;
-        let target_str = if requested == "stable" {
-            match &self.stable {
-                Some(s) => s.clone(),
-                None => {
-                    let why = self.problems.iter().find(|p| p.field == "stable");
-                    return Err(Rejection::new(
-                        StableNotDefined,
-                        match why {
-                            Some(p) => format!("version \"stable\" requested but the catalog's stable is unusable: {}", p.message),
-                            None => "version \"stable\" requested but the catalog defines no stable version".into(),
-                        },
-                    ));
-                }
-            }
-        } else {
-            requested.to_string()
-        };
-        let target: Version = target_str
-            .parse()
-            .map_err(|e: crate::version::VersionError| {
-                Rejection::new(VersionInvalid, e.to_string())
-            })?;
-        if let Some(b) = self
-            .blocked
-            .iter()
-            .find(|b| b.parse::<Version>().ok().as_ref() == Some(&target))
-        {
-            return Err(Rejection::new(
-                VersionBlocked,
-                format!("version {target_str:?} is blocked by the catalog (blocked entry {b:?})"),
-            ));
-        }
-        let entries = self.entries_for(&target_str);
-        let entry = match entries.as_slice() {
-            [] => {
-                let known: Vec<&str> = self.images.iter().map(|i| i.version.as_str()).collect();
-                return Err(Rejection::new(
-                    VersionNotInCatalog,
-                    format!(
-                        "version {target_str:?} is not in the catalog (it lists: {})",
-                        known.join(", ")
-                    ),
-                ));
-            }
-            [one] => *one,
-            many => {
-                let at: Vec<String> = many
-                    .iter()
-                    .map(|e| format!("images[{}]", e.index))
-                    .collect();
-                return Err(Rejection::new(
-                    DuplicateVersion,
-                    format!(
-                        "version {target_str:?} appears more than once: {}",
-                        at.join(", ")
-                    ),
-                ));
-            }
-        };
-        let own: Vec<String> = self
-            .problems
-            .iter()
-            .filter(|p| p.index == Some(entry.index))
-            .map(|p| p.to_string())
-            .collect();
-        if !own.is_empty() {
-            return Err(Rejection::new(InvalidImageEntry, own.join("; ")));
-        }
+        let target_str = self.target_of(requested)?;
+        let target: Version = target_str.parse().map_err(|e: VersionError| {
+            Rejection::new(RejectionReason::VersionInvalid, e.to_string())
+        })?;
+        self.check_not_blocked(&target, &target_str)?;
+        let entry = self.only_entry(&target_str)?;
+        self.check_entry_sound(entry)?;
         if !allow_downgrade {
-            let newer: Vec<&NodeVersion> = nodes
-                .iter()
-                .filter(|n| {
-                    n.version
-                        .as_deref()
-                        .and_then(|v| v.parse::<Version>().ok())
-                        .is_some_and(|v| v > target)
-                })
-                .collect();
-            if let Some(first) = newer.first() {
-                let more = match newer.len() {
-                    1 => String::new(),
-                    n => format!(" and {} more node(s)", n - 1),
-                };
-                return Err(Rejection::new(
-                    Downgrade,
-                    format!(
-                        "target {target_str:?} is older than {:?} running on node {}{more}; set allowDowngrade to permit",
-                        first.version.as_deref().unwrap_or_default(),
-                        first.node
-                    ),
-                ));
-            }
+            check_no_downgrade(nodes, &target, &target_str)?;
         }
         Ok(Resolution {
             image: ImageRef {
@@ -487,6 +364,171 @@ impl Catalog {
                 .collect(),
         })
     }
+
+    /// The version `requested` names: itself, or the catalog's `stable`.
+    fn target_of(&self, requested: &str) -> Result<String, Rejection> {
+        if requested != "stable" {
+            return Ok(requested.to_string());
+        }
+        if let Some(s) = &self.stable {
+            return Ok(s.clone());
+        }
+        let message = match self.problems.iter().find(|p| p.field == "stable") {
+            Some(p) => format!(
+                "version \"stable\" requested but the catalog's stable is unusable: {}",
+                p.message
+            ),
+            None => "version \"stable\" requested but the catalog defines no stable version".into(),
+        };
+        Err(Rejection::new(RejectionReason::StableNotDefined, message))
+    }
+
+    fn check_not_blocked(&self, target: &Version, target_str: &str) -> Result<(), Rejection> {
+        match self
+            .blocked
+            .iter()
+            .find(|b| b.parse::<Version>().ok().as_ref() == Some(target))
+        {
+            Some(b) => Err(Rejection::new(
+                RejectionReason::VersionBlocked,
+                format!("version {target_str:?} is blocked by the catalog (blocked entry {b:?})"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The one entry with the target version: none or several are rejections.
+    fn only_entry(&self, target_str: &str) -> Result<&CatalogImage, Rejection> {
+        match self.entries_for(target_str).as_slice() {
+            [] => {
+                let known: Vec<&str> = self.images.iter().map(|i| i.version.as_str()).collect();
+                Err(Rejection::new(
+                    RejectionReason::VersionNotInCatalog,
+                    format!(
+                        "version {target_str:?} is not in the catalog (it lists: {})",
+                        known.join(", ")
+                    ),
+                ))
+            }
+            [one] => Ok(one),
+            many => {
+                let at: Vec<String> = many
+                    .iter()
+                    .map(|e| format!("images[{}]", e.index))
+                    .collect();
+                Err(Rejection::new(
+                    RejectionReason::DuplicateVersion,
+                    format!(
+                        "version {target_str:?} appears more than once: {}",
+                        at.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The target's own entry must have no problems.
+    fn check_entry_sound(&self, entry: &CatalogImage) -> Result<(), Rejection> {
+        let own: Vec<String> = self
+            .problems
+            .iter()
+            .filter(|p| p.index == Some(entry.index))
+            .map(|p| p.to_string())
+            .collect();
+        if own.is_empty() {
+            Ok(())
+        } else {
+            Err(Rejection::new(
+                RejectionReason::InvalidImageEntry,
+                own.join("; "),
+            ))
+        }
+    }
+}
+
+/// Read `images[i]`; its problems go to `problems`. `None` when the entry has no usable
+/// version string at all (then nothing else about it is worth reporting).
+fn read_image(
+    i: usize,
+    value: &serde_yaml::Value,
+    problems: &mut Vec<CatalogProblem>,
+) -> Option<CatalogImage> {
+    let entry: RawImage = match serde_yaml::from_value(value.clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            let version = value.get("version").and_then(|v| v.as_str());
+            let message = format!("malformed entry: {e}");
+            problems.push(CatalogProblem::in_image(i, "", version, message));
+            return None;
+        }
+    };
+    let version = match entry.version.as_ref().map(scalar_string) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            problems.push(CatalogProblem::in_image(i, ".version", None, e));
+            return None;
+        }
+        None => {
+            problems.push(CatalogProblem::in_image(i, ".version", None, "missing"));
+            return None;
+        }
+    };
+    let v = Some(version.as_str());
+    if let Err(e) = version.parse::<Version>() {
+        problems.push(CatalogProblem::in_image(i, ".version", v, e));
+    }
+    let url = entry.url.unwrap_or_default();
+    if let Some(msg) = url_problem(&url) {
+        problems.push(CatalogProblem::in_image(i, ".url", v, msg));
+    }
+    let checksum = entry.checksum.unwrap_or_default();
+    if !is_valid_checksum(&checksum) {
+        let msg = format!("{checksum:?} is not sha256:<64 lower-case hex digits>");
+        problems.push(CatalogProblem::in_image(i, ".checksum", v, msg));
+    }
+    if entry.size == Some(0) {
+        let msg = "size must be greater than 0";
+        problems.push(CatalogProblem::in_image(i, ".size", v, msg));
+    }
+    Some(CatalogImage {
+        index: i,
+        version,
+        url,
+        checksum,
+        size: entry.size,
+    })
+}
+
+/// No selected node may run a newer version than the target.
+fn check_no_downgrade(
+    nodes: &[NodeVersion],
+    target: &Version,
+    target_str: &str,
+) -> Result<(), Rejection> {
+    let newer: Vec<&NodeVersion> = nodes
+        .iter()
+        .filter(|n| {
+            n.version
+                .as_deref()
+                .and_then(|v| v.parse::<Version>().ok())
+                .is_some_and(|v| v > *target)
+        })
+        .collect();
+    let Some(first) = newer.first() else {
+        return Ok(());
+    };
+    let more = match newer.len() {
+        1 => String::new(),
+        n => format!(" and {} more node(s)", n - 1),
+    };
+    Err(Rejection::new(
+        RejectionReason::Downgrade,
+        format!(
+            "target {target_str:?} is older than {:?} running on node {}{more}; set allowDowngrade to permit",
+            first.version.as_deref().unwrap_or_default(),
+            first.node
+        ),
+    ))
 }
 
 fn url_problem(s: &str) -> Option<String> {
@@ -501,5 +543,61 @@ fn url_problem(s: &str) -> Option<String> {
         )),
         Ok(u) if u.host_str().is_none_or(str::is_empty) => Some(format!("{s:?} has no host")),
         Ok(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 200k entries: 150k distinct versions, then 50k that repeat the first 50k spelt
+    /// another way (`v` prefix, trailing `.0`), with every 7th entry unparsable. Entry
+    /// indices skip (as when malformed entries were dropped) so messages must name
+    /// indices, not positions.
+    #[test]
+    fn duplicates_in_a_large_catalog_are_all_found_in_order() {
+        const TOTAL: usize = 200_000;
+        const DISTINCT: usize = 150_000;
+        let unparsable = |pos: usize| pos % 7 == 3;
+        let images: Vec<CatalogImage> = (0..TOTAL)
+            .map(|pos| CatalogImage {
+                index: 2 * pos,
+                version: if unparsable(pos) {
+                    format!("bad-{pos}")
+                } else if pos < DISTINCT {
+                    format!("1.{pos}")
+                } else {
+                    format!("v1.{}.0", pos - DISTINCT)
+                },
+                ..CatalogImage::default()
+            })
+            .collect();
+        let mut cat = Catalog {
+            images,
+            ..Catalog::default()
+        };
+        cat.find_duplicates();
+
+        let expected: Vec<CatalogProblem> = (DISTINCT..TOTAL)
+            .filter(|&pos| !unparsable(pos) && !unparsable(pos - DISTINCT))
+            .map(|pos| CatalogProblem {
+                field: format!("images[{}].version", 2 * pos),
+                index: Some(2 * pos),
+                version: Some(format!("v1.{}.0", pos - DISTINCT)),
+                message: format!(
+                    "duplicate version \"v1.{}.0\": images[{}] has it already",
+                    pos - DISTINCT,
+                    2 * (pos - DISTINCT)
+                ),
+            })
+            .collect();
+        assert!(expected.len() > 30_000, "{}", expected.len());
+        assert_eq!(cat.problems.len(), expected.len());
+        assert!(cat.problems == expected, "first difference: {:?}", {
+            let i = (0..expected.len())
+                .find(|&i| cat.problems[i] != expected[i])
+                .unwrap_or(0);
+            (&cat.problems[i], &expected[i])
+        });
     }
 }

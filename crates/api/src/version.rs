@@ -9,6 +9,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 
 /// Regex (for CRD schemas) that accepts exactly what [`Version::from_str`] accepts.
@@ -23,7 +24,7 @@ pub struct Version {
     pre: Vec<PreId>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum PreId {
     // Declared first: numeric identifiers sort before alphanumeric ones.
     Num(u64),
@@ -146,6 +147,20 @@ impl PartialEq for Version {
 
 impl Eq for Version {}
 
+/// Consistent with equality: trailing zero parts, the `v` prefix and build metadata do
+/// not count, so versions that compare equal hash alike.
+impl Hash for Version {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let significant = self
+            .numbers
+            .iter()
+            .rposition(|n| *n != 0)
+            .map_or(0, |last| last + 1);
+        self.numbers[..significant].hash(state);
+        self.pre.hash(state);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +227,37 @@ mod tests {
             let (x, y) = (v(&a), v(&b));
             prop_assert_eq!(x.cmp(&y), y.cmp(&x).reverse());
             prop_assert_eq!(x == y, x.cmp(&y) == Ordering::Equal);
+        }
+
+        #[test]
+        fn equal_versions_hash_alike(core in "[0-9]{1,3}(\\.[0-9]{1,3}){0,3}",
+                                     pre in "(-(rc|alpha|[0-9])(\\.[0-9]{1,2})?)?",
+                                     zeros in 0usize..3) {
+            // The same version spelt another way: `v`, trailing zeros, build metadata.
+            let twin = format!("v{core}{}{pre}+build.1", ".0".repeat(zeros));
+            let (x, y) = (v(&format!("{core}{pre}")), v(&twin));
+            prop_assert_eq!(&x, &y);
+            prop_assert_eq!(hash_of(&x), hash_of(&y), "{:?}", twin);
+        }
+    }
+
+    fn hash_of(v: &Version) -> u64 {
+        use std::collections::hash_map::DefaultHasher;
+        let mut h = DefaultHasher::new();
+        v.hash(&mut h);
+        h.finish()
+    }
+
+    #[test]
+    fn versions_that_compare_equal_hash_alike() {
+        for (a, b) in [
+            ("1.35", "v1.35.0"),
+            ("1.35.0+build.7", "1.35"),
+            ("2", "2.0.0.0"),
+            ("v1.36.0-rc.01", "1.36-rc.1"),
+        ] {
+            assert_eq!(v(a), v(b));
+            assert_eq!(hash_of(&v(a)), hash_of(&v(b)), "{a} {b}");
         }
     }
 
