@@ -17,40 +17,61 @@ pub struct PolicyViolation {
     /// The refused URL.
     pub url: String,
     /// The rule it breaks.
-    pub why: String,
+    pub why: UrlRule,
 }
 
-fn violation(url: &str, why: impl Into<String>) -> PolicyViolation {
+/// The rule of the image source policy a URL breaks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRule {
+    /// The text does not parse as a URL.
+    #[error("not a URL ({0})")]
+    NotAUrl(#[source] url::ParseError),
+    /// Plain http without the OSUpgrade's opt-in.
+    #[error("plain http needs spec.allowHttpImages: true on the OSUpgrade")]
+    HttpNotAllowed,
+    /// A scheme other than https and http.
+    #[error("scheme {0:?} is never allowed; use https")]
+    Scheme(String),
+    /// No host part.
+    #[error("no host")]
+    NoHost,
+    /// User name or password in the URL.
+    #[error("credentials in the URL are not allowed")]
+    Credentials,
+    /// Too long a redirect chain.
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooManyRedirects,
+    /// A redirect from https to another scheme.
+    #[error("redirect from https ({from}) to {to_scheme} is a downgrade")]
+    HttpsDowngrade {
+        /// The https URL redirected from.
+        from: String,
+        /// The scheme redirected to.
+        to_scheme: String,
+    },
+}
+
+fn violation(url: &str, why: UrlRule) -> PolicyViolation {
     PolicyViolation {
         url: url.to_string(),
-        why: why.into(),
+        why,
     }
 }
 
 /// Check an image URL: https always, http only with `allow_http`, nothing else.
 pub fn check_image_url(url: &str, allow_http: bool) -> Result<Url, PolicyViolation> {
-    let u = Url::parse(url).map_err(|e| violation(url, format!("not a URL ({e})")))?;
+    let u = Url::parse(url).map_err(|e| violation(url, UrlRule::NotAUrl(e)))?;
     match u.scheme() {
         "https" => {}
         "http" if allow_http => {}
-        "http" => {
-            return Err(violation(
-                url,
-                "plain http needs spec.allowHttpImages: true on the OSUpgrade",
-            ));
-        }
-        other => {
-            return Err(violation(
-                url,
-                format!("scheme {other:?} is never allowed; use https"),
-            ));
-        }
+        "http" => return Err(violation(url, UrlRule::HttpNotAllowed)),
+        other => return Err(violation(url, UrlRule::Scheme(other.to_string()))),
     }
     if u.host_str().is_none_or(str::is_empty) {
-        return Err(violation(url, "no host"));
+        return Err(violation(url, UrlRule::NoHost));
     }
     if !u.username().is_empty() || u.password().is_some() {
-        return Err(violation(url, "credentials in the URL are not allowed"));
+        return Err(violation(url, UrlRule::Credentials));
     }
     Ok(u)
 }
@@ -63,19 +84,14 @@ pub fn check_redirect(
     allow_http: bool,
 ) -> Result<(), PolicyViolation> {
     if hop > MAX_REDIRECTS {
-        return Err(violation(
-            to.as_str(),
-            format!("more than {MAX_REDIRECTS} redirects"),
-        ));
+        return Err(violation(to.as_str(), UrlRule::TooManyRedirects));
     }
     if from.scheme() == "https" && to.scheme() != "https" {
-        return Err(violation(
-            to.as_str(),
-            format!(
-                "redirect from https ({from}) to {} is a downgrade",
-                to.scheme()
-            ),
-        ));
+        let why = UrlRule::HttpsDowngrade {
+            from: from.to_string(),
+            to_scheme: to.scheme().to_string(),
+        };
+        return Err(violation(to.as_str(), why));
     }
     check_image_url(to.as_str(), allow_http).map(|_| ())
 }
@@ -126,7 +142,7 @@ mod tests {
         assert!(check_image_url("https://img.example/a.zst", false).is_ok());
         let e = check_image_url("http://mirror.local/a.zst", false).unwrap_err();
         assert!(
-            e.why.contains("allowHttpImages") && e.url == "http://mirror.local/a.zst",
+            e.why.to_string().contains("allowHttpImages") && e.url == "http://mirror.local/a.zst",
             "{e}"
         );
         assert!(check_image_url("http://mirror.local/a.zst", true).is_ok());
@@ -138,9 +154,15 @@ mod tests {
             check_image_url("https://user:pw@h/a", false)
                 .unwrap_err()
                 .why
+                .to_string()
                 .contains("credentials")
         );
-        assert!(check_image_url("not a url", true).is_err());
+        let e = check_image_url("not a url", true).unwrap_err();
+        assert!(matches!(e.why, UrlRule::NotAUrl(_)), "{e}");
+        assert!(
+            std::error::Error::source(&e.why).is_some(),
+            "the parse error is kept"
+        );
     }
 
     #[test]
@@ -148,7 +170,7 @@ mod tests {
         let s = |u: &str| Url::parse(u).unwrap();
         assert!(check_redirect(&s("https://a/x"), &s("https://b/y"), 1, false).is_ok());
         let e = check_redirect(&s("https://a/x"), &s("http://b/y"), 1, true).unwrap_err();
-        assert!(e.why.contains("downgrade"), "{e}");
+        assert!(e.why.to_string().contains("downgrade"), "{e}");
         assert!(check_redirect(&s("http://a/x"), &s("http://b/y"), 1, true).is_ok());
         assert!(check_redirect(&s("http://a/x"), &s("http://b/y"), 1, false).is_err());
         let e = check_redirect(
@@ -158,7 +180,7 @@ mod tests {
             false,
         )
         .unwrap_err();
-        assert!(e.why.contains("redirects"));
+        assert!(e.why.to_string().contains("redirects"));
     }
 
     #[test]

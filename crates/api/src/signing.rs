@@ -29,17 +29,45 @@ fn key_id(keynum: &[u8]) -> String {
     keynum.iter().rev().map(|b| format!("{b:02X}")).collect()
 }
 
+/// Why a key could not be read or made, or data could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    /// A line of a public key file is not a minisign public key.
+    #[error("line {line}: not a minisign public key")]
+    PublicKey {
+        /// 1-based line number.
+        line: usize,
+        /// What minisign found wrong.
+        #[source]
+        source: minisign::PError,
+    },
+    /// The text is not a minisign secret key file.
+    #[error("not a minisign secret key")]
+    SecretKey(#[source] minisign::PError),
+    /// The secret key could not be decrypted or decoded.
+    #[error("cannot open secret key")]
+    OpenSecretKey(#[source] minisign::PError),
+    /// Generating or encoding a key pair failed.
+    #[error("cannot generate a key pair")]
+    Keygen(#[source] minisign::PError),
+    /// Signing failed.
+    #[error("cannot sign")]
+    Sign(#[source] minisign::PError),
+}
+
 /// Parse public keys: minisign `.pub` files (comment line + base64) or bare base64
 /// lines, several allowed, blank lines and `untrusted comment:` lines ignored.
-pub fn parse_public_keys(text: &str) -> Result<Vec<TrustedKey>, String> {
+pub fn parse_public_keys(text: &str) -> Result<Vec<TrustedKey>, SigningError> {
     let mut keys = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with("untrusted comment:") || line.starts_with('#') {
             continue;
         }
-        let key = PublicKey::from_base64(line)
-            .map_err(|e| format!("line {}: not a minisign public key: {e}", n + 1))?;
+        let key = PublicKey::from_base64(line).map_err(|source| SigningError::PublicKey {
+            line: n + 1,
+            source,
+        })?;
         let id = key_id(key.keynum());
         keys.push(TrustedKey { key, id });
     }
@@ -109,10 +137,14 @@ pub fn verify_catalog(
 }
 
 /// A new unencrypted key pair as (public key file text, secret key file text).
-pub fn keygen() -> Result<(String, String), String> {
-    let kp = KeyPair::generate_unencrypted_keypair().map_err(|e| e.to_string())?;
-    let pk = kp.pk.to_box().map_err(|e| e.to_string())?.into_string();
-    let sk = kp.sk.to_box(None).map_err(|e| e.to_string())?.into_string();
+pub fn keygen() -> Result<(String, String), SigningError> {
+    let kp = KeyPair::generate_unencrypted_keypair().map_err(SigningError::Keygen)?;
+    let pk = kp.pk.to_box().map_err(SigningError::Keygen)?.into_string();
+    let sk = kp
+        .sk
+        .to_box(None)
+        .map_err(SigningError::Keygen)?
+        .into_string();
     Ok((pk, sk))
 }
 
@@ -123,15 +155,14 @@ pub fn sign(
     secret_key: &str,
     password: Option<String>,
     comment: Option<&str>,
-) -> Result<String, String> {
-    let sk_box = SecretKeyBox::from_string(secret_key)
-        .map_err(|e| format!("not a minisign secret key: {e}"))?;
+) -> Result<String, SigningError> {
+    let sk_box = SecretKeyBox::from_string(secret_key).map_err(SigningError::SecretKey)?;
     let sk = match password {
         None => SecretKey::from_unencrypted_box(sk_box),
         Some(p) => SecretKey::from_box(sk_box, Some(p)),
     }
-    .map_err(|e| format!("cannot open secret key: {e}"))?;
+    .map_err(SigningError::OpenSecretKey)?;
     let sig =
-        minisign::sign(None, &sk, Cursor::new(data), comment, None).map_err(|e| e.to_string())?;
+        minisign::sign(None, &sk, Cursor::new(data), comment, None).map_err(SigningError::Sign)?;
     Ok(sig.into_string())
 }

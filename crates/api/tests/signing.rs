@@ -70,7 +70,9 @@ fn several_keys_and_comments_parse() {
     let keys = parse_public_keys(&format!("# team keys\n{a}\n\n{b}")).unwrap();
     assert_eq!(keys.len(), 2);
     assert_ne!(keys[0].id, keys[1].id);
-    let e = parse_public_keys("RWQnot-base64!!").unwrap_err();
+    let e = parse_public_keys("RWQnot-base64!!")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("line 1"), "{e}");
 }
 

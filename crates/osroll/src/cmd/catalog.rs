@@ -81,11 +81,12 @@ pub fn run(cmd: CatalogCmd) -> anyhow::Result<()> {
                     bail!("{} exists; pass --force to overwrite", p.display());
                 }
             }
-            let (pk, sk) = signing::keygen().map_err(anyhow::Error::msg)?;
+            let (pk, sk) = signing::keygen()?;
             std::fs::write(&public_key, pk)?;
             std::fs::write(&secret_key, sk)?;
-            let id =
-                &signing::parse_public_keys(&read(&public_key)?).map_err(anyhow::Error::msg)?[0].id;
+            let id = &signing::parse_public_keys(&read(&public_key)?)
+                .with_context(|| format!("reading back {}", public_key.display()))?[0]
+                .id;
             println!(
                 "key {id}: public {} secret {}",
                 public_key.display(),
@@ -100,7 +101,7 @@ pub fn run(cmd: CatalogCmd) -> anyhow::Result<()> {
             let data = std::fs::read(&catalog)
                 .with_context(|| format!("reading {}", catalog.display()))?;
             let sig = signing::sign(&data, &read(&secret_key)?, None, comment.as_deref())
-                .map_err(anyhow::Error::msg)?;
+                .with_context(|| format!("signing with {}", secret_key.display()))?;
             let out = sig_path(&catalog);
             std::fs::write(&out, sig)?;
             println!("wrote {}", out.display());
@@ -109,7 +110,7 @@ pub fn run(cmd: CatalogCmd) -> anyhow::Result<()> {
             let data = std::fs::read(&a.catalog)
                 .with_context(|| format!("reading {}", a.catalog.display()))?;
             let keys = signing::parse_public_keys(&read(&a.public_key)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", a.public_key.display()))?;
+                .with_context(|| a.public_key.display().to_string())?;
             let sig = read(&a.signature.clone().unwrap_or_else(|| sig_path(&a.catalog)))?;
             let v = signing::verify_catalog(&data, Some(&sig), &keys, true)?
                 .expect("required signature");

@@ -47,7 +47,7 @@ pub fn trusted_keys(
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("--{flag} {}: not UTF-8 text", path.display()))?;
     let keys = osroll_api::signing::parse_public_keys(&text)
-        .map_err(|e| anyhow::anyhow!("--{flag} {}: {e}", path.display()))?;
+        .with_context(|| format!("--{flag} {}", path.display()))?;
     anyhow::ensure!(
         !keys.is_empty(),
         "--{flag} {}: no minisign public key found",
