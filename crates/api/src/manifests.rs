@@ -48,6 +48,24 @@ impl Rule {
 
 const READ: &[&str] = &["get", "list", "watch"];
 
+/// Recording Events, through both Event APIs (both components do).
+const EVENTS_V1: Rule = Rule {
+    groups: &["events.k8s.io"],
+    resources: &["events"],
+    verbs: &["create", "patch"],
+};
+const EVENTS_CORE: Rule = Rule {
+    groups: &[""],
+    resources: &["events"],
+    verbs: &["create", "patch"],
+};
+/// Finding pods and deleting them (both components do).
+const PODS_READ_DELETE: Rule = Rule {
+    groups: &[""],
+    resources: &["pods"],
+    verbs: &["get", "list", "watch", "delete"],
+};
+
 /// Cluster-wide rules of the controller.
 pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
     Rule {
@@ -85,11 +103,7 @@ pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
         verbs: &["get", "list", "watch", "patch", "update"],
     },
     // Drain: find the pods on a node, evict them; delete only under the Force policy.
-    Rule {
-        groups: &[""],
-        resources: &["pods"],
-        verbs: &["get", "list", "watch", "delete"],
-    },
+    PODS_READ_DELETE,
     Rule {
         groups: &[""],
         resources: &["pods/eviction"],
@@ -100,16 +114,8 @@ pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
         resources: &["poddisruptionbudgets"],
         verbs: READ,
     },
-    Rule {
-        groups: &["events.k8s.io"],
-        resources: &["events"],
-        verbs: &["create", "patch"],
-    },
-    Rule {
-        groups: &[""],
-        resources: &["events"],
-        verbs: &["create", "patch"],
-    },
+    EVENTS_V1,
+    EVENTS_CORE,
 ];
 
 /// Rules of the controller inside its own namespace (leader Lease, ConfigMap catalogs).
@@ -145,21 +151,9 @@ pub const AGENT_CLUSTER_RULES: &[Rule] = &[
         verbs: &["get", "list", "watch", "patch"],
     },
     // Live updates restart the pods whose mounts went stale: find them, delete them.
-    Rule {
-        groups: &[""],
-        resources: &["pods"],
-        verbs: &["get", "list", "watch", "delete"],
-    },
-    Rule {
-        groups: &["events.k8s.io"],
-        resources: &["events"],
-        verbs: &["create", "patch"],
-    },
-    Rule {
-        groups: &[""],
-        resources: &["events"],
-        verbs: &["create", "patch"],
-    },
+    PODS_READ_DELETE,
+    EVENTS_V1,
+    EVENTS_CORE,
 ];
 
 fn labels(component: &str) -> Value {
@@ -195,6 +189,17 @@ fn binding(kind: &str, name: &str, ns: &str, component: &str, sa: &str) -> Value
         "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name },
         "subjects": [{ "kind": "ServiceAccount", "name": sa, "namespace": ns }],
     })
+}
+
+/// What a component runs as: its namespace, its service account (named like the
+/// component's objects), and the ClusterRole with `rules` bound to that account.
+fn identity(ns: &str, name: &str, component: &str, rules: &[Rule]) -> Vec<Value> {
+    vec![
+        namespace(ns),
+        service_account(name, ns, component),
+        cluster_role(name, component, rules),
+        binding("ClusterRoleBinding", name, ns, component, name),
+    ]
 }
 
 fn field_env(name: &str, path: &str) -> Value {
@@ -245,15 +250,13 @@ pub fn controller(image: &str, ns: &str) -> Vec<Value> {
             },
         },
     });
-    vec![
-        namespace(ns),
-        service_account(name, ns, "controller"),
-        cluster_role(name, "controller", CONTROLLER_CLUSTER_RULES),
-        binding("ClusterRoleBinding", name, ns, "controller", name),
+    let mut objects = identity(ns, name, "controller", CONTROLLER_CLUSTER_RULES);
+    objects.extend([
         role,
         binding("RoleBinding", name, ns, "controller", name),
         deployment,
-    ]
+    ]);
+    objects
 }
 
 /// The ConfigMap of install hooks the agent mounts (optional: no hooks without it).
@@ -313,13 +316,9 @@ pub fn agent(image: &str, ns: &str) -> Vec<Value> {
             },
         },
     });
-    vec![
-        namespace(ns),
-        service_account(name, ns, "agent"),
-        cluster_role(name, "agent", AGENT_CLUSTER_RULES),
-        binding("ClusterRoleBinding", name, ns, "agent", name),
-        daemonset,
-    ]
+    let mut objects = identity(ns, name, "agent", AGENT_CLUSTER_RULES);
+    objects.push(daemonset);
+    objects
 }
 
 /// Where a mounted ConfigMap of minisign public keys appears in a pod.
@@ -411,6 +410,12 @@ pub fn to_yaml(objects: &[Value]) -> String {
 /// user info (Kubernetes 1.30+, `ServiceAccountTokenPodNodeInfo`).
 pub const NODE_NAME_CLAIM: &str = "authentication.kubernetes.io/node-name";
 
+/// A validation of an admission policy: a request for which the CEL `expression` is
+/// false is forbidden with `message`.
+fn forbid_unless(expression: String, message: &str) -> Value {
+    json!({ "expression": expression, "message": message, "reason": "Forbidden" })
+}
+
 /// A ValidatingAdmissionPolicy and its binding that confine every agent to its own
 /// node: it may write only its own Node (labels, never spec), the status of progress
 /// objects for its node, and delete only pods on its node. Needs Kubernetes 1.30 or
@@ -434,26 +439,22 @@ pub fn agent_admission_policy(ns: &str) -> Vec<Value> {
                 "expression": format!("request.userInfo.username == 'system:serviceaccount:{ns}:{AGENT_SA}'"),
             }],
             "validations": [
-                {
-                    "expression": format!("'{NODE_NAME_CLAIM}' in request.userInfo.extra"),
-                    "message": "osroll agent tokens must be bound to a pod on a node (Kubernetes 1.30+)",
-                    "reason": "Forbidden",
-                },
-                {
-                    "expression": format!("request.resource.resource != 'nodes' || (object.metadata.name == {node} && object.spec == oldObject.spec)"),
-                    "message": "an osroll agent may only label its own Node",
-                    "reason": "Forbidden",
-                },
-                {
-                    "expression": format!("request.resource.resource != 'osupgradeprogresses' || (request.subResource == 'status' && request.operation == 'UPDATE' && object.spec.nodeName == {node} && object.spec == oldObject.spec)"),
-                    "message": "an osroll agent may only write the status of its own node's OSUpgradeProgress",
-                    "reason": "Forbidden",
-                },
-                {
-                    "expression": format!("request.resource.resource != 'pods' || (has(oldObject.spec.nodeName) && oldObject.spec.nodeName == {node})"),
-                    "message": "an osroll agent may only delete pods on its own node",
-                    "reason": "Forbidden",
-                },
+                forbid_unless(
+                    format!("'{NODE_NAME_CLAIM}' in request.userInfo.extra"),
+                    "osroll agent tokens must be bound to a pod on a node (Kubernetes 1.30+)",
+                ),
+                forbid_unless(
+                    format!("request.resource.resource != 'nodes' || (object.metadata.name == {node} && object.spec == oldObject.spec)"),
+                    "an osroll agent may only label its own Node",
+                ),
+                forbid_unless(
+                    format!("request.resource.resource != 'osupgradeprogresses' || (request.subResource == 'status' && request.operation == 'UPDATE' && object.spec.nodeName == {node} && object.spec == oldObject.spec)"),
+                    "an osroll agent may only write the status of its own node's OSUpgradeProgress",
+                ),
+                forbid_unless(
+                    format!("request.resource.resource != 'pods' || (has(oldObject.spec.nodeName) && oldObject.spec.nodeName == {node})"),
+                    "an osroll agent may only delete pods on its own node",
+                ),
             ],
         },
     });
