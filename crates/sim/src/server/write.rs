@@ -229,6 +229,170 @@ pub enum Managed {
     Done,
 }
 
+/// Set `key` of `to` to `from`'s `key`, or remove it where `from` has none.
+fn copy_field(to: &mut Value, from: &Value, key: &str) {
+    match from.get(key) {
+        Some(v) => to[key] = v.clone(),
+        None => {
+            if let Some(m) = to.as_object_mut() {
+                m.remove(key);
+            }
+        }
+    }
+}
+
+/// Check the kind and stamp the storage apiVersion and kind on `new`.
+fn set_type_meta(rd: &ResourceDef, new: &mut Value) -> ApiResult<()> {
+    if let Some(k) = new.get("kind").and_then(Value::as_str)
+        && k != rd.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind {k:?} does not match the resource {:?} (kind {:?})",
+            rd.plural, rd.kind
+        )));
+    }
+    if !new.get("metadata").is_some_and(Value::is_object) {
+        new["metadata"] = json!({});
+    }
+    new["apiVersion"] = Value::String(rd.api_version(rd.storage_version()));
+    new["kind"] = Value::String(rd.kind.clone());
+    Ok(())
+}
+
+/// With a status subresource, a main write keeps the stored status and a status write
+/// changes nothing but the status (and its own managedFields).
+fn split_status(old: &Value, new: Value, sc: Scope) -> Value {
+    match sc {
+        Scope::Main => {
+            let mut new = new;
+            copy_field(&mut new, old, "status");
+            new
+        }
+        Scope::Status => {
+            let mut base = old.clone();
+            copy_field(&mut base, &new, "status");
+            copy_field(&mut base["metadata"], &new["metadata"], "managedFields");
+            base
+        }
+        Scope::All => new,
+    }
+}
+
+/// Metadata only the server sets keeps its stored value; so do managedFields when the
+/// write's ownership is still to be recorded.
+fn keep_immutable_meta(old: &Value, new: &mut Value, managed: &Managed) {
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        copy_field(&mut new["metadata"], &old["metadata"], k);
+    }
+    if matches!(managed, Managed::Record) {
+        copy_field(&mut new["metadata"], &old["metadata"], "managedFields");
+    }
+}
+
+/// An object being deleted may lose finalizers but gain none.
+fn check_no_new_finalizers(
+    rd: &ResourceDef,
+    old: &Value,
+    new: &Value,
+    name: &str,
+) -> ApiResult<()> {
+    if old["metadata"].get("deletionTimestamp").is_none() {
+        return Ok(());
+    }
+    let before: Vec<&Value> = old["metadata"]["finalizers"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let added = new["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|f| !before.contains(&f)));
+    if !added {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        &rd.group,
+        &rd.kind,
+        name,
+        &[FieldError::forbidden(
+            "metadata.finalizers",
+            "no new finalizers can be added if the object is being deleted",
+        )],
+    ))
+}
+
+/// A change outside metadata (and outside a separate status) is a new generation.
+fn bump_generation(old: &Value, new: &mut Value, status_separate: bool) {
+    if spec_part(old, status_separate) != spec_part(new, status_separate) {
+        let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
+        new["metadata"]["generation"] = json!(g + 1);
+    }
+}
+
+/// The new object's name: as given, or `generateName` plus a random suffix.
+fn assign_name(rd: &ResourceDef, obj: &mut Value) -> ApiResult<String> {
+    let name = meta_str(obj, "name");
+    if !name.is_empty() {
+        return Ok(name);
+    }
+    let gen_name = meta_str(obj, "generateName");
+    if gen_name.is_empty() {
+        return Err(ApiError::invalid(
+            &rd.group,
+            &rd.kind,
+            "",
+            &[FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            )],
+        ));
+    }
+    let name = format!("{gen_name}{}", random_suffix());
+    obj["metadata"]["name"] = Value::String(name.clone());
+    Ok(name)
+}
+
+/// Metadata the server sets on create (what the client sent for it is dropped).
+fn set_create_meta(ctx: &Ctx, obj: &mut Value, managed: &Managed) {
+    let m = obj["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object");
+    for k in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        m.remove(k);
+    }
+    if matches!(managed, Managed::Record) {
+        m.remove("managedFields");
+    }
+    m.insert("uid".into(), Value::String(new_uid()));
+    m.insert("creationTimestamp".into(), Value::String(ctx.now_str()));
+    m.insert("generation".into(), json!(1));
+}
+
+/// 409 unless `sent` (a request's resourceVersion; empty for none) is the stored one.
+fn check_fresh(rd: &ResourceDef, name: &str, sent: &str, old: &Value) -> ApiResult<()> {
+    if sent.is_empty() || sent == meta_str(old, "resourceVersion") {
+        return Ok(());
+    }
+    Err(ApiError::conflict(
+        &rd.group,
+        &rd.plural,
+        name,
+        "the object has been modified; please apply your changes to the latest version and try again",
+    ))
+}
+
 impl Store {
     fn validate_custom(
         &self,
@@ -274,7 +438,9 @@ impl Store {
         Ok(())
     }
 
-    /// The common tail of every write to an existing object (`old`) or a new one.
+    /// The common tail of every write to an existing object (`old`) or a new one:
+    /// shape the object, keep what the request may not change, validate, bump the
+    /// generation, record ownership, then store it unless nothing changed.
     #[allow(clippy::too_many_arguments)]
     pub fn admit(
         &mut self,
@@ -286,97 +452,14 @@ impl Store {
         sc: Scope,
         managed: Managed,
     ) -> ApiResult<Value> {
-        let storage_av = rd.api_version(rd.storage_version());
-        if let Some(k) = new.get("kind").and_then(Value::as_str)
-            && k != rd.kind
-        {
-            return Err(ApiError::bad_request(format!(
-                "the kind {k:?} does not match the resource {:?} (kind {:?})",
-                rd.plural, rd.kind
-            )));
-        }
-        if !new.get("metadata").is_some_and(Value::is_object) {
-            new["metadata"] = json!({});
-        }
-        new["apiVersion"] = Value::String(storage_av);
-        new["kind"] = Value::String(rd.kind.clone());
+        set_type_meta(rd, &mut new)?;
         let name = meta_str(&new, "name");
         if let Some(old) = &old {
             if rd.has_status(version) {
-                match sc {
-                    Scope::Main => match old.get("status") {
-                        Some(s) => new["status"] = s.clone(),
-                        None => {
-                            new.as_object_mut().map(|m| m.remove("status"));
-                        }
-                    },
-                    Scope::Status => {
-                        let mut base = (**old).clone();
-                        match new.get("status") {
-                            Some(s) => base["status"] = s.clone(),
-                            None => {
-                                base.as_object_mut().map(|m| m.remove("status"));
-                            }
-                        }
-                        match new["metadata"].get("managedFields") {
-                            Some(mf) => base["metadata"]["managedFields"] = mf.clone(),
-                            None => {
-                                base["metadata"]
-                                    .as_object_mut()
-                                    .map(|m| m.remove("managedFields"));
-                            }
-                        }
-                        new = base;
-                    }
-                    Scope::All => {}
-                }
+                new = split_status(old, new, sc);
             }
-            for k in [
-                "name",
-                "namespace",
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-            ] {
-                match old["metadata"].get(k) {
-                    Some(v) => new["metadata"][k] = v.clone(),
-                    None => {
-                        new["metadata"].as_object_mut().map(|m| m.remove(k));
-                    }
-                }
-            }
-            if matches!(managed, Managed::Record) {
-                match old["metadata"].get("managedFields") {
-                    Some(mf) => new["metadata"]["managedFields"] = mf.clone(),
-                    None => {
-                        new["metadata"]
-                            .as_object_mut()
-                            .map(|m| m.remove("managedFields"));
-                    }
-                }
-            }
-            if old["metadata"].get("deletionTimestamp").is_some() {
-                let before: Vec<&Value> = old["metadata"]["finalizers"]
-                    .as_array()
-                    .map(|a| a.iter().collect())
-                    .unwrap_or_default();
-                let added = new["metadata"]["finalizers"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|f| !before.contains(&f)));
-                if added {
-                    return Err(ApiError::invalid(
-                        &rd.group,
-                        &rd.kind,
-                        &name,
-                        &[FieldError::forbidden(
-                            "metadata.finalizers",
-                            "no new finalizers can be added if the object is being deleted",
-                        )],
-                    ));
-                }
-            }
+            keep_immutable_meta(old, &mut new, &managed);
+            check_no_new_finalizers(rd, old, &new, &name)?;
         }
         if is_crd(rd) {
             let def = crd::to_resource(&new)
@@ -388,12 +471,8 @@ impl Store {
         if !errs.is_empty() {
             return Err(ApiError::invalid(&rd.group, &rd.kind, &name, &errs));
         }
-        let status_separate = rd.has_status(version);
-        if let Some(old) = &old
-            && spec_part(old, status_separate) != spec_part(&new, status_separate)
-        {
-            let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
-            new["metadata"]["generation"] = json!(g + 1);
+        if let Some(old) = &old {
+            bump_generation(old, &mut new, rd.has_status(version));
         }
         if matches!(managed, Managed::Record) {
             let now = ctx.now_str();
@@ -415,18 +494,28 @@ impl Store {
         if ctx.dry_run {
             return Ok(new);
         }
+        Ok(self.store_admitted(rd, old, new))
+    }
+
+    /// Store an admitted object; a deleting object whose last finalizer went is removed
+    /// instead, and a stored CRD starts serving its resource.
+    fn store_admitted(
+        &mut self,
+        rd: &Arc<ResourceDef>,
+        old: Option<Arc<Value>>,
+        new: Value,
+    ) -> Value {
         let deleting = new["metadata"].get("deletionTimestamp").is_some();
         let no_finalizers = new["metadata"]["finalizers"]
             .as_array()
             .is_none_or(|a| a.is_empty());
         if deleting && no_finalizers {
-            let ns = meta_str(&new, "namespace");
+            let (ns, name) = (meta_str(&new, "namespace"), meta_str(&new, "name"));
             let mut last = new;
-            let removed = self.remove(&rd.group, &rd.plural, &ns, &name);
-            if let Some(r) = removed {
+            if let Some(r) = self.remove(&rd.group, &rd.plural, &ns, &name) {
                 last["metadata"]["resourceVersion"] = r["metadata"]["resourceVersion"].clone();
             }
-            return Ok(last);
+            return last;
         }
         let stored = self.put(rd, new, old);
         if is_crd(rd)
@@ -434,7 +523,7 @@ impl Store {
         {
             self.table.register(def);
         }
-        Ok((*stored).clone())
+        (*stored).clone()
     }
 
     /// POST: create a new object in `ns` ("" for cluster-scoped resources).
@@ -469,43 +558,13 @@ impl Store {
                 rd.api_version(version)
             )));
         }
-        let mut name = meta_str(&obj, "name");
-        if name.is_empty() {
-            let gen_name = meta_str(&obj, "generateName");
-            if gen_name.is_empty() {
-                return Err(ApiError::invalid(
-                    &rd.group,
-                    &rd.kind,
-                    "",
-                    &[FieldError::required(
-                        "metadata.name",
-                        "name or generateName is required",
-                    )],
-                ));
-            }
-            name = format!("{gen_name}{}", random_suffix());
-            obj["metadata"]["name"] = Value::String(name.clone());
-        }
+        let name = assign_name(rd, &mut obj)?;
         let is_ns = rd.group.is_empty() && rd.plural == "namespaces";
         if let Some(e) = check_name(&name, is_ns) {
             return Err(ApiError::invalid(&rd.group, &rd.kind, &name, &[e]));
         }
         if rd.namespaced {
-            let body_ns = meta_str(&obj, "namespace");
-            if !body_ns.is_empty() && body_ns != ns {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
-            let Some(nso) = self.get("", "namespaces", "", ns) else {
-                return Err(ApiError::not_found("", "namespaces", ns));
-            };
-            if nso["metadata"].get("deletionTimestamp").is_some() {
-                return Err(ApiError::forbidden(format!(
-                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                    rd.group_resource()
-                )));
-            }
+            self.check_namespace_open(rd, ns, &name, &obj)?;
             obj["metadata"]["namespace"] = Value::String(ns.into());
         } else if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("namespace");
@@ -513,33 +572,37 @@ impl Store {
         if self.get(&rd.group, &rd.plural, ns, &name).is_some() {
             return Err(ApiError::already_exists(&rd.group, &rd.plural, &name));
         }
-        let m = obj["metadata"]
-            .as_object_mut()
-            .expect("metadata is an object");
-        for k in [
-            "resourceVersion",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "selfLink",
-        ] {
-            m.remove(k);
-        }
-        if matches!(managed, Managed::Record) {
-            m.remove("managedFields");
-        }
-        m.insert("uid".into(), Value::String(new_uid()));
-        m.insert("creationTimestamp".into(), Value::String(ctx.now_str()));
-        m.insert("generation".into(), json!(1));
+        set_create_meta(ctx, &mut obj, &managed);
         on_create(rd, &mut obj);
-        self.admit(
-            ctx,
-            rd,
-            version,
-            None,
-            obj,
-            scope(rd, version, false),
-            managed,
-        )
+        let sc = scope(rd, version, false);
+        self.admit(ctx, rd, version, None, obj, sc, managed)
+    }
+
+    /// A namespaced create must match the request's namespace, which must exist and
+    /// not be terminating.
+    fn check_namespace_open(
+        &self,
+        rd: &ResourceDef,
+        ns: &str,
+        name: &str,
+        obj: &Value,
+    ) -> ApiResult<()> {
+        let body_ns = meta_str(obj, "namespace");
+        if !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let Some(nso) = self.get("", "namespaces", "", ns) else {
+            return Err(ApiError::not_found("", "namespaces", ns));
+        };
+        if nso["metadata"].get("deletionTimestamp").is_some() {
+            return Err(ApiError::forbidden(format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                rd.group_resource()
+            )));
+        }
+        Ok(())
     }
 
     fn existing(&self, rd: &ResourceDef, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
@@ -567,27 +630,19 @@ impl Store {
             )));
         }
         let rv = meta_str(&obj, "resourceVersion");
-        if rv.is_empty() {
-            if rd.custom.is_some() {
-                return Err(ApiError::invalid(
-                    &rd.group,
-                    &rd.kind,
-                    name,
-                    &[FieldError::invalid(
-                        "metadata.resourceVersion",
-                        json!(0),
-                        "must be specified for an update",
-                    )],
-                ));
-            }
-        } else if rv != meta_str(&old, "resourceVersion") {
-            return Err(ApiError::conflict(
+        if rv.is_empty() && rd.custom.is_some() {
+            return Err(ApiError::invalid(
                 &rd.group,
-                &rd.plural,
+                &rd.kind,
                 name,
-                "the object has been modified; please apply your changes to the latest version and try again",
+                &[FieldError::invalid(
+                    "metadata.resourceVersion",
+                    json!(0),
+                    "must be specified for an update",
+                )],
             ));
         }
+        check_fresh(rd, name, &rv, &old)?;
         self.admit(
             ctx,
             rd,
@@ -662,16 +717,7 @@ impl Store {
         if let Some((_, from_view)) = view {
             patched = from_view(patched);
         }
-        if meta_str(&patched, "resourceVersion") != meta_str(&old, "resourceVersion")
-            && !meta_str(&patched, "resourceVersion").is_empty()
-        {
-            return Err(ApiError::conflict(
-                &rd.group,
-                &rd.plural,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
-        }
+        check_fresh(rd, name, &meta_str(&patched, "resourceVersion"), &old)?;
         if meta_str(&patched, "name") != name {
             return Err(ApiError::bad_request(
                 "metadata.name may not be changed by a patch",
@@ -680,6 +726,8 @@ impl Store {
         self.admit(ctx, rd, version, Some(old), patched, sc, Managed::Record)
     }
 
+    /// Server-side apply: merge the applied configuration into the stored object under
+    /// field ownership, or create the object from it.
     #[allow(clippy::too_many_arguments)]
     fn server_side_apply(
         &mut self,
@@ -692,105 +740,99 @@ impl Store {
         body: &[u8],
         force: bool,
     ) -> ApiResult<Value> {
-        let applied: Value = serde_yaml::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-        if !applied.is_object() {
-            return Err(ApiError::bad_request(
-                "apply configuration must be an object",
-            ));
-        }
-        let av = applied
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let kd = applied
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if av.is_empty() || kd.is_empty() {
-            return Err(ApiError::bad_request(
-                "apply configuration must set apiVersion and kind",
-            ));
-        }
-        if av != rd.api_version(version) || kd != rd.kind {
-            return Err(ApiError::bad_request(format!(
-                "apply configuration {av}/{kd} does not match {}/{}",
-                rd.api_version(version),
-                rd.kind
-            )));
-        }
-        let body_name = meta_str(&applied, "name");
-        if body_name != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
-        }
+        let applied = apply_configuration(rd, version, name, body)?;
         if ctx.manager.is_empty() {
             return Err(ApiError::unprocessable(
                 "PATCH requests of type application/apply-patch+yaml require fieldManager",
             ));
         }
-        let now = ctx.now_str();
-        let out_av = rd.api_version(version);
+        let (manager, now, out_av) = (ctx.manager.clone(), ctx.now_str(), rd.api_version(version));
         let w = Writer {
-            manager: &ctx.manager.clone(),
+            manager: &manager,
             api_version: &out_av,
             now: &now,
             scope: sc,
         };
-        match self.get(&rd.group, &rd.plural, ns, name) {
-            Some(old) => {
-                let rv = meta_str(&applied, "resourceVersion");
-                if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
-                    return Err(ApiError::conflict(
-                        &rd.group,
-                        &rd.plural,
-                        name,
-                        "the object has been modified; please apply your changes to the latest version and try again",
-                    ));
-                }
-                let merged = apply::apply(&old, &applied, shape(rd, version), &w, force).map_err(
-                    |mut e| {
-                        e.details.get_or_insert_with(|| json!({}))["name"] =
-                            Value::String(name.into());
-                        e
-                    },
-                )?;
-                self.admit(ctx, rd, version, Some(old), merged, sc, Managed::Done)
+        let Some(old) = self.get(&rd.group, &rd.plural, ns, name) else {
+            if sc == Scope::Status {
+                return Err(ApiError::not_found(&rd.group, &rd.plural, name));
             }
-            None => {
-                if sc == Scope::Status {
-                    return Err(ApiError::not_found(&rd.group, &rd.plural, name));
-                }
-                let mut skeleton =
-                    json!({"apiVersion": out_av, "kind": rd.kind, "metadata": {"name": name}});
-                if let Some(meta) = applied.get("metadata") {
-                    for k in [
-                        "labels",
-                        "annotations",
-                        "finalizers",
-                        "ownerReferences",
-                        "generateName",
-                    ] {
-                        if let Some(v) = meta.get(k) {
-                            skeleton["metadata"][k] = v.clone();
-                        }
-                    }
-                }
-                let create_scope = if sc == Scope::Main {
-                    Scope::Main
-                } else {
-                    Scope::All
-                };
-                let w = Writer {
-                    scope: create_scope,
-                    ..w
-                };
-                let merged = apply::apply(&skeleton, &applied, shape(rd, version), &w, force)?;
-                self.create_with(ctx, rd, version, ns, merged, Managed::Done)
+            let skeleton = create_skeleton(rd, &out_av, name, &applied);
+            let scope = if sc == Scope::Main {
+                Scope::Main
+            } else {
+                Scope::All
+            };
+            let w = Writer { scope, ..w };
+            let merged = apply::apply(&skeleton, &applied, shape(rd, version), &w, force)?;
+            return self.create_with(ctx, rd, version, ns, merged, Managed::Done);
+        };
+        check_fresh(rd, name, &meta_str(&applied, "resourceVersion"), &old)?;
+        let merged =
+            apply::apply(&old, &applied, shape(rd, version), &w, force).map_err(|mut e| {
+                e.details.get_or_insert_with(|| json!({}))["name"] = Value::String(name.into());
+                e
+            })?;
+        self.admit(ctx, rd, version, Some(old), merged, sc, Managed::Done)
+    }
+}
+
+/// Decode an apply configuration and check it addresses `rd` at `version`, named `name`.
+fn apply_configuration(
+    rd: &ResourceDef,
+    version: &str,
+    name: &str,
+    body: &[u8],
+) -> ApiResult<Value> {
+    let applied: Value = serde_yaml::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if !applied.is_object() {
+        return Err(ApiError::bad_request(
+            "apply configuration must be an object",
+        ));
+    }
+    let field = |k: &str| applied.get(k).and_then(Value::as_str).unwrap_or_default();
+    let (av, kd) = (field("apiVersion"), field("kind"));
+    if av.is_empty() || kd.is_empty() {
+        return Err(ApiError::bad_request(
+            "apply configuration must set apiVersion and kind",
+        ));
+    }
+    if av != rd.api_version(version) || kd != rd.kind {
+        return Err(ApiError::bad_request(format!(
+            "apply configuration {av}/{kd} does not match {}/{}",
+            rd.api_version(version),
+            rd.kind
+        )));
+    }
+    let body_name = meta_str(&applied, "name");
+    if body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    Ok(applied)
+}
+
+/// The object an apply creates from: type, name and the metadata the configuration
+/// sets that a create keeps.
+fn create_skeleton(rd: &ResourceDef, api_version: &str, name: &str, applied: &Value) -> Value {
+    let mut skeleton =
+        json!({"apiVersion": api_version, "kind": rd.kind, "metadata": {"name": name}});
+    if let Some(meta) = applied.get("metadata") {
+        for k in [
+            "labels",
+            "annotations",
+            "finalizers",
+            "ownerReferences",
+            "generateName",
+        ] {
+            if let Some(v) = meta.get(k) {
+                skeleton["metadata"][k] = v.clone();
             }
         }
     }
+    skeleton
 }
 
 #[cfg(test)]
