@@ -15,21 +15,89 @@ fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// The strings of a JSON array (other items skipped); none when it is not an array.
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Check `crd` and build the resource it defines.
 pub fn to_resource(crd: &Value) -> Result<ResourceDef, Vec<FieldError>> {
+    let mut errs = identity_errors(crd);
+    let versions = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    errs.extend(storage_errors(&versions));
+    let mut served = BTreeMap::new();
+    let mut served_names = Vec::new();
+    for (i, v) in versions.iter().enumerate() {
+        if let Some((vname, def)) = served_version(i, v, &mut errs) {
+            served_names.push(vname.clone());
+            served.insert(vname, def);
+        }
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let storage_name = versions
+        .iter()
+        .find(|v| v["storage"] == true)
+        .map(|v| s(v, "/name").to_string())
+        .expect("checked: exactly one storage version");
+    served_names.sort_by_key(|v| *v != storage_name);
+    if served_names.is_empty() {
+        return Err(vec![FieldError::invalid(
+            "spec.versions",
+            Value::Array(versions),
+            "must have at least one served version",
+        )]);
+    }
+    let kind = s(crd, "/spec/names/kind");
+    let singular = match s(crd, "/spec/names/singular") {
+        "" => kind.to_ascii_lowercase(),
+        x => x.to_string(),
+    };
+    Ok(ResourceDef {
+        group: s(crd, "/spec/group").into(),
+        versions: served_names,
+        plural: s(crd, "/spec/names/plural").into(),
+        singular,
+        kind: kind.into(),
+        namespaced: s(crd, "/spec/scope") == "Namespaced",
+        short_names: strings(crd.pointer("/spec/names/shortNames")),
+        categories: strings(crd.pointer("/spec/names/categories")),
+        status: false,
+        extra_subresources: vec![],
+        custom: Some(Arc::new(CustomDef {
+            crd_name: s(crd, "/metadata/name").into(),
+            versions: served,
+            storage: storage_name,
+        })),
+    })
+}
+
+/// What is wrong with the group, names and scope of `crd`.
+fn identity_errors(crd: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let group = s(crd, "/spec/group");
     let plural = s(crd, "/spec/names/plural");
-    let kind = s(crd, "/spec/names/kind");
     let name = s(crd, "/metadata/name");
-    if group.is_empty() {
-        errs.push(FieldError::required("spec.group", ""));
-    }
-    if plural.is_empty() {
-        errs.push(FieldError::required("spec.names.plural", ""));
-    }
-    if kind.is_empty() {
-        errs.push(FieldError::required("spec.names.kind", ""));
+    for (value, field) in [
+        (group, "spec.group"),
+        (plural, "spec.names.plural"),
+        (s(crd, "/spec/names/kind"), "spec.names.kind"),
+    ] {
+        if value.is_empty() {
+            errs.push(FieldError::required(field, ""));
+        }
     }
     if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
         errs.push(FieldError::invalid(
@@ -49,115 +117,72 @@ pub fn to_resource(crd: &Value) -> Result<ResourceDef, Vec<FieldError>> {
             detail: String::new(),
         });
     }
-    let versions = crd
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    errs
+}
+
+/// There must be versions, and exactly one of them the storage version.
+fn storage_errors(versions: &[Value]) -> Vec<FieldError> {
+    const ONE_STORAGE: &str = "must have exactly one version marked as storage version";
     if versions.is_empty() {
-        errs.push(FieldError::required(
-            "spec.versions",
-            "must have exactly one version marked as storage version",
-        ));
+        return vec![FieldError::required("spec.versions", ONE_STORAGE)];
     }
-    let storage: Vec<&Value> = versions.iter().filter(|v| v["storage"] == true).collect();
-    if !versions.is_empty() && storage.len() != 1 {
+    let storage = versions.iter().filter(|v| v["storage"] == true).count();
+    if storage != 1 {
+        return vec![FieldError::invalid(
+            "spec.versions",
+            Value::Array(versions.to_vec()),
+            ONE_STORAGE,
+        )];
+    }
+    vec![]
+}
+
+/// Check `spec.versions[i]`; its name and definition when it is served.
+fn served_version(
+    i: usize,
+    v: &Value,
+    errs: &mut Vec<FieldError>,
+) -> Option<(String, CustomVersion)> {
+    let vname = s(v, "/name");
+    if vname.is_empty() {
+        errs.push(FieldError::required(format!("spec.versions[{i}].name"), ""));
+        return None;
+    }
+    let schema = v.pointer("/schema/openAPIV3Schema");
+    if let Some(schema) = schema
+        && !schema.is_object()
+    {
         errs.push(FieldError::invalid(
-            "spec.versions",
-            Value::Array(versions.clone()),
-            "must have exactly one version marked as storage version",
+            format!("spec.versions[{i}].schema.openAPIV3Schema"),
+            schema.clone(),
+            "must be an object",
         ));
     }
-    let mut served = BTreeMap::new();
-    let mut served_names = Vec::new();
-    for (i, v) in versions.iter().enumerate() {
-        let vname = s(v, "/name");
-        if vname.is_empty() {
-            errs.push(FieldError::required(format!("spec.versions[{i}].name"), ""));
-            continue;
-        }
-        if let Some(schema) = v.pointer("/schema/openAPIV3Schema")
-            && !schema.is_object()
-        {
-            errs.push(FieldError::invalid(
-                format!("spec.versions[{i}].schema.openAPIV3Schema"),
-                schema.clone(),
-                "must be an object",
-            ));
-        }
-        if v["served"] != true {
-            continue;
-        }
-        let columns = v
-            .get("additionalPrinterColumns")
-            .and_then(Value::as_array)
-            .map(|cols| {
-                cols.iter()
-                    .map(|c| PrinterColumn {
-                        name: s(c, "/name").into(),
-                        type_: s(c, "/type").into(),
-                        format: s(c, "/format").into(),
-                        description: s(c, "/description").into(),
-                        priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
-                        json_path: s(c, "/jsonPath").into(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        served.insert(
-            vname.to_string(),
-            CustomVersion {
-                schema: v.pointer("/schema/openAPIV3Schema").cloned(),
-                columns,
-                status: v.pointer("/subresources/status").is_some(),
-            },
-        );
-        served_names.push(vname.to_string());
+    if v["served"] != true {
+        return None;
     }
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    let storage_name = s(storage[0], "/name").to_string();
-    served_names.sort_by_key(|v| *v != storage_name);
-    if served_names.is_empty() {
-        return Err(vec![FieldError::invalid(
-            "spec.versions",
-            Value::Array(versions),
-            "must have at least one served version",
-        )]);
-    }
-    let strs = |p: &str| -> Vec<String> {
-        crd.pointer(p)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default()
+    let columns = v
+        .get("additionalPrinterColumns")
+        .and_then(Value::as_array)
+        .map(|cols| cols.iter().map(printer_column).collect())
+        .unwrap_or_default();
+    let def = CustomVersion {
+        schema: schema.cloned(),
+        columns,
+        status: v.pointer("/subresources/status").is_some(),
     };
-    let singular = match s(crd, "/spec/names/singular") {
-        "" => kind.to_ascii_lowercase(),
-        x => x.to_string(),
-    };
-    Ok(ResourceDef {
-        group: group.into(),
-        versions: served_names,
-        plural: plural.into(),
-        singular,
-        kind: kind.into(),
-        namespaced: scope == "Namespaced",
-        short_names: strs("/spec/names/shortNames"),
-        categories: strs("/spec/names/categories"),
-        status: false,
-        extra_subresources: vec![],
-        custom: Some(Arc::new(CustomDef {
-            crd_name: name.into(),
-            versions: served,
-            storage: storage_name,
-        })),
-    })
+    Some((vname.to_string(), def))
+}
+
+fn printer_column(c: &Value) -> PrinterColumn {
+    PrinterColumn {
+        name: s(c, "/name").into(),
+        type_: s(c, "/type").into(),
+        format: s(c, "/format").into(),
+        description: s(c, "/description").into(),
+        priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+        json_path: s(c, "/jsonPath").into(),
+    }
 }
 
 /// Write the accepted status into `crd` (kept transition times from `old` when unchanged).
@@ -170,16 +195,7 @@ pub fn set_status(crd: &mut Value, def: &ResourceDef, old: Option<&Value>, now: 
     if names.get("listKind").is_none() {
         names["listKind"] = Value::String(format!("{}List", def.kind));
     }
-    let mut stored: Vec<String> = old
-        .and_then(|o| o.pointer("/status/storedVersions"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut stored = strings(old.and_then(|o| o.pointer("/status/storedVersions")));
     let storage = def
         .custom
         .as_ref()

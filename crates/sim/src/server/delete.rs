@@ -62,6 +62,51 @@ fn is_pod(rd: &ResourceDef) -> bool {
     rd.group.is_empty() && rd.plural == "pods"
 }
 
+/// 409 when the object is not the one the preconditions name.
+fn check_preconditions(
+    rd: &ResourceDef,
+    name: &str,
+    old: &Value,
+    opts: &DeleteOpts,
+) -> ApiResult<()> {
+    for (label, field, wanted) in [
+        ("UID", "uid", &opts.uid),
+        ("ResourceVersion", "resourceVersion", &opts.resource_version),
+    ] {
+        let actual = meta_str(old, field);
+        if let Some(wanted) = wanted
+            && *wanted != actual
+        {
+            return Err(ApiError::conflict(
+                &rd.group,
+                &rd.plural,
+                name,
+                &format!(
+                    "Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {actual}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The grace period of a pod that a kubelet must stop first (bound, still running, and
+/// a grace period above zero); `None` when it can go at once.
+fn graceful_pod_grace(pod: &Value, opts: &DeleteOpts) -> Option<i64> {
+    let text = |p: &str| pod.pointer(p).and_then(Value::as_str).unwrap_or_default();
+    let bound = !text("/spec/nodeName").is_empty();
+    let terminal = matches!(text("/status/phase"), "Succeeded" | "Failed");
+    let grace = opts
+        .grace
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0);
+    (bound && !terminal && grace > 0).then_some(grace)
+}
+
 impl Store {
     /// Objects whose ownerReferences name `uid`.
     pub fn dependents_of(&self, uid: &str) -> Vec<(super::store::ObjRef, Arc<Value>)> {
@@ -105,7 +150,9 @@ impl Store {
         (*self.put(rd, obj, Some(old.clone()))).clone()
     }
 
-    /// DELETE one object.
+    /// DELETE one object: check preconditions, then, by kind of object, start a
+    /// graceful pod deletion, start namespace termination, or apply the propagation
+    /// policy and finalizers; otherwise remove it.
     pub fn delete(
         &mut self,
         ctx: &mut Ctx,
@@ -117,70 +164,24 @@ impl Store {
         let old = self
             .get(&rd.group, &rd.plural, ns, name)
             .ok_or_else(|| ApiError::not_found(&rd.group, &rd.plural, name))?;
-        if let Some(uid) = &opts.uid
-            && *uid != meta_str(&old, "uid")
-        {
-            return Err(ApiError::conflict(
-                &rd.group,
-                &rd.plural,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    meta_str(&old, "uid")
-                ),
-            ));
-        }
-        if let Some(rv) = &opts.resource_version
-            && *rv != meta_str(&old, "resourceVersion")
-        {
-            return Err(ApiError::conflict(
-                &rd.group,
-                &rd.plural,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    meta_str(&old, "resourceVersion")
-                ),
-            ));
-        }
+        check_preconditions(rd, name, &old, opts)?;
         if ctx.dry_run {
             return Ok((*old).clone());
         }
         let now = ctx.now;
         let stamp =
             |secs: i64| (now + Duration::seconds(secs)).to_rfc3339_opts(SecondsFormat::Secs, true);
-        let uid = meta_str(&old, "uid");
-
-        if is_pod(rd) {
-            let bound = !old
-                .pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .is_empty();
-            let phase = old
-                .pointer("/status/phase")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let terminal = phase == "Succeeded" || phase == "Failed";
-            let grace = opts
-                .grace
-                .or_else(|| {
-                    old.pointer("/spec/terminationGracePeriodSeconds")
-                        .and_then(Value::as_i64)
-                })
-                .unwrap_or(30)
-                .max(0);
-            if bound && !terminal && grace > 0 {
-                let current = old
-                    .pointer("/metadata/deletionGracePeriodSeconds")
-                    .and_then(Value::as_i64);
-                if current.is_some_and(|c| c <= grace) {
-                    return Ok((*old).clone());
-                }
-                return Ok(self.mark_deleting(rd, &old, stamp(grace), grace, None));
+        if is_pod(rd)
+            && let Some(grace) = graceful_pod_grace(&old, opts)
+        {
+            let current = old
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
+            if current.is_some_and(|c| c <= grace) {
+                return Ok((*old).clone());
             }
+            return Ok(self.mark_deleting(rd, &old, stamp(grace), grace, None));
         }
-
         if rd.group.is_empty() && rd.plural == "namespaces" {
             let marked = if old.pointer("/metadata/deletionTimestamp").is_none() {
                 self.mark_deleting(rd, &old, stamp(0), 0, None)
@@ -189,14 +190,25 @@ impl Store {
             };
             // Like the namespace controller, the contents go a moment later.
             self.terminating_namespaces.insert(name.to_string());
-            return Ok(self
-                .get("", "namespaces", "", name)
-                .map(|v| (*v).clone())
-                .unwrap_or(marked));
+            return Ok(self.current_or(rd, ns, name, marked));
         }
+        if let Some(waiting) = self.propagate(rd, &old, opts, stamp(0))? {
+            return Ok(waiting);
+        }
+        self.finalize_or_remove(rd, ns, name, &old, stamp(0))
+    }
 
-        let policy = opts.propagation.as_deref().unwrap_or("Background");
-        match policy {
+    /// Apply the propagation policy to the dependents of `old`: orphan them, or (in the
+    /// foreground) delete them first, returning the owner that now waits for them.
+    fn propagate(
+        &mut self,
+        rd: &ResourceDef,
+        old: &Arc<Value>,
+        opts: &DeleteOpts,
+        now: String,
+    ) -> ApiResult<Option<Value>> {
+        let uid = meta_str(old, "uid");
+        match opts.propagation.as_deref().unwrap_or("Background") {
             "Orphan" => {
                 for (r, dep) in self.dependents_of(&uid) {
                     self.drop_owner_ref(&r, &dep, &uid);
@@ -205,14 +217,12 @@ impl Store {
             "Foreground" => {
                 let deps = self.dependents_of(&uid);
                 if !deps.is_empty() {
-                    let marked = self.mark_deleting(rd, &old, stamp(0), 0, Some(FOREGROUND));
+                    let marked = self.mark_deleting(rd, old, now, 0, Some(FOREGROUND));
                     for (r, _) in deps {
                         self.delete_ref(&r, "Background");
                     }
-                    return Ok(self
-                        .get(&rd.group, &rd.plural, ns, name)
-                        .map(|v| (*v).clone())
-                        .unwrap_or(marked));
+                    let (ns, name) = (meta_str(old, "namespace"), meta_str(old, "name"));
+                    return Ok(Some(self.current_or(rd, &ns, &name, marked)));
                 }
             }
             "Background" => {}
@@ -222,16 +232,33 @@ impl Store {
                 )));
             }
         }
+        Ok(None)
+    }
 
+    /// The object as stored now, or `fallback` if it went meanwhile.
+    fn current_or(&self, rd: &ResourceDef, ns: &str, name: &str, fallback: Value) -> Value {
+        self.get(&rd.group, &rd.plural, ns, name)
+            .map_or(fallback, |v| (*v).clone())
+    }
+
+    /// An object with finalizers is only marked (once); one without is removed.
+    fn finalize_or_remove(
+        &mut self,
+        rd: &ResourceDef,
+        ns: &str,
+        name: &str,
+        old: &Arc<Value>,
+        now: String,
+    ) -> ApiResult<Value> {
         let has_finalizers = old
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
         if has_finalizers {
             if old.pointer("/metadata/deletionTimestamp").is_some() {
-                return Ok((*old).clone());
+                return Ok((**old).clone());
             }
-            return Ok(self.mark_deleting(rd, &old, stamp(0), 0, None));
+            return Ok(self.mark_deleting(rd, old, now, 0, None));
         }
         let last = self
             .remove(&rd.group, &rd.plural, ns, name)
@@ -242,13 +269,7 @@ impl Store {
     /// Delete the object at `r` on the server's own behalf (garbage collection,
     /// namespace cleanup); errors are ignored because the object may already be gone.
     pub fn delete_ref(&mut self, r: &super::store::ObjRef, policy: &str) {
-        let rd = self
-            .table
-            .all()
-            .iter()
-            .find(|d| d.group == r.group && d.plural == r.plural)
-            .cloned();
-        if let Some(rd) = rd {
+        if let Some(rd) = self.table.by_plural(&r.group, &r.plural) {
             let mut ctx = Ctx::internal("garbage-collector");
             let opts = DeleteOpts {
                 propagation: Some(policy.into()),
@@ -261,13 +282,7 @@ impl Store {
     }
 
     fn drop_owner_ref(&mut self, r: &super::store::ObjRef, dep: &Arc<Value>, owner_uid: &str) {
-        let Some(rd) = self
-            .table
-            .all()
-            .iter()
-            .find(|d| d.group == r.group && d.plural == r.plural)
-            .cloned()
-        else {
+        let Some(rd) = self.table.by_plural(&r.group, &r.plural) else {
             return;
         };
         let mut obj = (**dep).clone();

@@ -99,13 +99,7 @@ impl Store {
     }
 
     fn remove_finalizer(&mut self, r: &ObjRef, obj: &Arc<Value>, finalizer: &str) {
-        let Some(rd) = self
-            .table
-            .all()
-            .iter()
-            .find(|d| d.group == r.group && d.plural == r.plural)
-            .cloned()
-        else {
+        let Some(rd) = self.table.by_plural(&r.group, &r.plural) else {
             return;
         };
         let mut new = (**obj).clone();

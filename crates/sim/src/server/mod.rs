@@ -77,6 +77,17 @@ pub struct App {
     pub addr: SocketAddr,
 }
 
+impl App {
+    /// Tell watchers the store is now at resourceVersion `rv` (if it moved).
+    pub fn publish(&self, rv: u64) {
+        self.head.send_if_modified(|cur| {
+            let changed = *cur != rv;
+            *cur = rv;
+            changed
+        });
+    }
+}
+
 /// A running test API server. Dropping it stops the server.
 pub struct TestServer {
     app: Arc<App>,
@@ -318,11 +329,7 @@ async fn namespace_controller(app: Arc<App>) {
             store.run_hooks();
             store.current_rv()
         };
-        app.head.send_if_modified(|cur| {
-            let changed = *cur != rv;
-            *cur = rv;
-            changed
-        });
+        app.publish(rv);
     }
 }
 

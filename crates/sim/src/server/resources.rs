@@ -114,197 +114,45 @@ impl ResourceDef {
     }
 }
 
-struct B {
-    group: &'static str,
-    version: &'static str,
-    plural: &'static str,
-    kind: &'static str,
-    namespaced: bool,
-    short: &'static [&'static str],
-    status: bool,
-}
+/// A built-in resource: group, version, plural, kind, scope, short names, and whether
+/// status is a separate subresource.
+struct B(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    bool,
+);
 
+const NAMESPACED: bool = true;
+const CLUSTER: bool = false;
+const STATUS: bool = true;
+const NO_STATUS: bool = false;
+
+#[rustfmt::skip]
 const BUILTINS: &[B] = &[
-    B {
-        group: "",
-        version: "v1",
-        plural: "namespaces",
-        kind: "Namespace",
-        namespaced: false,
-        short: &["ns"],
-        status: true,
-    },
-    B {
-        group: "",
-        version: "v1",
-        plural: "nodes",
-        kind: "Node",
-        namespaced: false,
-        short: &["no"],
-        status: true,
-    },
-    B {
-        group: "",
-        version: "v1",
-        plural: "pods",
-        kind: "Pod",
-        namespaced: true,
-        short: &["po"],
-        status: true,
-    },
-    B {
-        group: "",
-        version: "v1",
-        plural: "configmaps",
-        kind: "ConfigMap",
-        namespaced: true,
-        short: &["cm"],
-        status: false,
-    },
-    B {
-        group: "",
-        version: "v1",
-        plural: "secrets",
-        kind: "Secret",
-        namespaced: true,
-        short: &[],
-        status: false,
-    },
-    B {
-        group: "",
-        version: "v1",
-        plural: "events",
-        kind: "Event",
-        namespaced: true,
-        short: &["ev"],
-        status: false,
-    },
-    B {
-        group: "",
-        version: "v1",
-        plural: "services",
-        kind: "Service",
-        namespaced: true,
-        short: &["svc"],
-        status: true,
-    },
-    B {
-        group: "",
-        version: "v1",
-        plural: "serviceaccounts",
-        kind: "ServiceAccount",
-        namespaced: true,
-        short: &["sa"],
-        status: false,
-    },
-    B {
-        group: "events.k8s.io",
-        version: "v1",
-        plural: "events",
-        kind: "Event",
-        namespaced: true,
-        short: &["ev"],
-        status: false,
-    },
-    B {
-        group: "coordination.k8s.io",
-        version: "v1",
-        plural: "leases",
-        kind: "Lease",
-        namespaced: true,
-        short: &[],
-        status: false,
-    },
-    B {
-        group: "policy",
-        version: "v1",
-        plural: "poddisruptionbudgets",
-        kind: "PodDisruptionBudget",
-        namespaced: true,
-        short: &["pdb"],
-        status: true,
-    },
-    B {
-        group: "apps",
-        version: "v1",
-        plural: "deployments",
-        kind: "Deployment",
-        namespaced: true,
-        short: &["deploy"],
-        status: true,
-    },
-    B {
-        group: "apps",
-        version: "v1",
-        plural: "daemonsets",
-        kind: "DaemonSet",
-        namespaced: true,
-        short: &["ds"],
-        status: true,
-    },
-    B {
-        group: "apps",
-        version: "v1",
-        plural: "replicasets",
-        kind: "ReplicaSet",
-        namespaced: true,
-        short: &["rs"],
-        status: true,
-    },
-    B {
-        group: "apps",
-        version: "v1",
-        plural: "statefulsets",
-        kind: "StatefulSet",
-        namespaced: true,
-        short: &["sts"],
-        status: true,
-    },
-    B {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        plural: "clusterroles",
-        kind: "ClusterRole",
-        namespaced: false,
-        short: &[],
-        status: false,
-    },
-    B {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        plural: "clusterrolebindings",
-        kind: "ClusterRoleBinding",
-        namespaced: false,
-        short: &[],
-        status: false,
-    },
-    B {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        plural: "roles",
-        kind: "Role",
-        namespaced: true,
-        short: &[],
-        status: false,
-    },
-    B {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        plural: "rolebindings",
-        kind: "RoleBinding",
-        namespaced: true,
-        short: &[],
-        status: false,
-    },
-    B {
-        group: "apiextensions.k8s.io",
-        version: "v1",
-        plural: "customresourcedefinitions",
-        kind: "CustomResourceDefinition",
-        namespaced: false,
-        short: &["crd", "crds"],
-        status: true,
-    },
+    B("",                          "v1", "namespaces",                "Namespace",                CLUSTER,    &["ns"],          STATUS),
+    B("",                          "v1", "nodes",                     "Node",                     CLUSTER,    &["no"],          STATUS),
+    B("",                          "v1", "pods",                      "Pod",                      NAMESPACED, &["po"],          STATUS),
+    B("",                          "v1", "configmaps",                "ConfigMap",                NAMESPACED, &["cm"],          NO_STATUS),
+    B("",                          "v1", "secrets",                   "Secret",                   NAMESPACED, &[],              NO_STATUS),
+    B("",                          "v1", "events",                    "Event",                    NAMESPACED, &["ev"],          NO_STATUS),
+    B("",                          "v1", "services",                  "Service",                  NAMESPACED, &["svc"],         STATUS),
+    B("",                          "v1", "serviceaccounts",           "ServiceAccount",           NAMESPACED, &["sa"],          NO_STATUS),
+    B("events.k8s.io",             "v1", "events",                    "Event",                    NAMESPACED, &["ev"],          NO_STATUS),
+    B("coordination.k8s.io",       "v1", "leases",                    "Lease",                    NAMESPACED, &[],              NO_STATUS),
+    B("policy",                    "v1", "poddisruptionbudgets",      "PodDisruptionBudget",      NAMESPACED, &["pdb"],         STATUS),
+    B("apps",                      "v1", "deployments",               "Deployment",               NAMESPACED, &["deploy"],      STATUS),
+    B("apps",                      "v1", "daemonsets",                "DaemonSet",                NAMESPACED, &["ds"],          STATUS),
+    B("apps",                      "v1", "replicasets",               "ReplicaSet",               NAMESPACED, &["rs"],          STATUS),
+    B("apps",                      "v1", "statefulsets",              "StatefulSet",              NAMESPACED, &["sts"],         STATUS),
+    B("rbac.authorization.k8s.io", "v1", "clusterroles",              "ClusterRole",              CLUSTER,    &[],              NO_STATUS),
+    B("rbac.authorization.k8s.io", "v1", "clusterrolebindings",       "ClusterRoleBinding",       CLUSTER,    &[],              NO_STATUS),
+    B("rbac.authorization.k8s.io", "v1", "roles",                     "Role",                     NAMESPACED, &[],              NO_STATUS),
+    B("rbac.authorization.k8s.io", "v1", "rolebindings",              "RoleBinding",              NAMESPACED, &[],              NO_STATUS),
+    B("apiextensions.k8s.io",      "v1", "customresourcedefinitions", "CustomResourceDefinition", CLUSTER,    &["crd", "crds"], STATUS),
 ];
 
 /// Every resource currently served.
@@ -317,29 +165,31 @@ impl Default for ResourceTable {
     fn default() -> Self {
         let defs = BUILTINS
             .iter()
-            .map(|b| {
-                let categories = match (b.group, b.plural) {
-                    ("", "pods" | "services") | ("apps", _) => vec!["all".to_string()],
-                    _ => vec![],
-                };
-                Arc::new(ResourceDef {
-                    group: b.group.into(),
-                    versions: vec![b.version.into()],
-                    plural: b.plural.into(),
-                    singular: b.kind.to_ascii_lowercase(),
-                    kind: b.kind.into(),
-                    namespaced: b.namespaced,
-                    short_names: b.short.iter().map(|s| s.to_string()).collect(),
-                    categories,
-                    status: b.status,
-                    extra_subresources: if b.plural == "pods" && b.group.is_empty() {
-                        vec!["eviction"]
-                    } else {
-                        vec![]
-                    },
-                    custom: None,
-                })
-            })
+            .map(
+                |&B(group, version, plural, kind, namespaced, short, status)| {
+                    let categories = match (group, plural) {
+                        ("", "pods" | "services") | ("apps", _) => vec!["all".to_string()],
+                        _ => vec![],
+                    };
+                    Arc::new(ResourceDef {
+                        group: group.into(),
+                        versions: vec![version.into()],
+                        plural: plural.into(),
+                        singular: kind.to_ascii_lowercase(),
+                        kind: kind.into(),
+                        namespaced,
+                        short_names: short.iter().map(|s| s.to_string()).collect(),
+                        categories,
+                        status,
+                        extra_subresources: if plural == "pods" && group.is_empty() {
+                            vec!["eviction"]
+                        } else {
+                            vec![]
+                        },
+                        custom: None,
+                    })
+                },
+            )
             .collect();
         ResourceTable { defs }
     }
@@ -349,6 +199,13 @@ impl ResourceTable {
     /// All resources.
     pub fn all(&self) -> &[Arc<ResourceDef>] {
         &self.defs
+    }
+    /// The resource stored under `group`/`plural` (at whichever versions it is served).
+    pub fn by_plural(&self, group: &str, plural: &str) -> Option<Arc<ResourceDef>> {
+        self.defs
+            .iter()
+            .find(|d| d.group == group && d.plural == plural)
+            .cloned()
     }
     /// The resource served at `group/version` under `plural`.
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceDef>> {

@@ -16,8 +16,9 @@ use super::audit::AuditEntry;
 use super::delete::DeleteOpts;
 use super::error::{ApiError, ApiResult};
 use super::patch::PatchType;
-use super::resources::ResourceDef;
+use super::resources::{ResourceDef, ResourceTable};
 use super::selectors::{FieldSelector, LabelSelector};
+use super::store::{Store, meta_str};
 use super::table::{self, Presentation};
 use super::watch::{self, WatchRequest};
 use super::write::{Ctx, FieldValidation};
@@ -263,20 +264,9 @@ fn route(
             entry.namespace = ns.clone().unwrap_or_default();
             entry.name = name.clone().unwrap_or_default();
             entry.subresource = sub.clone().unwrap_or_default();
-            let rd = store()
-                .table
-                .lookup(&group, &version, &plural)
-                .ok_or_else(not_found)?;
-            // events.k8s.io Events live in the core Events store (see `events`).
-            let events_v1 = events::is_events_v1(&group, &plural);
-            let (rd, version) = if events_v1 {
-                let core = store()
-                    .table
-                    .lookup("", "v1", "events")
-                    .ok_or_else(not_found)?;
-                (core, "v1".to_string())
-            } else {
-                (rd, version)
+            let (rd, events_v1, version) = {
+                let store = store();
+                served_as(&store.table, &group, version, &plural).ok_or_else(not_found)?
             };
             let req = ResourceRequest {
                 rd,
@@ -291,6 +281,22 @@ fn route(
             };
             resource(app, method, req, entry)
         }
+    }
+}
+
+/// The resource definition that serves `group/version/plural` and the version it is
+/// served at: events.k8s.io Events live in the core Events store (see `events`).
+fn served_as(
+    table: &ResourceTable,
+    group: &str,
+    version: String,
+    plural: &str,
+) -> Option<(Arc<ResourceDef>, bool, String)> {
+    let rd = table.lookup(group, &version, plural)?;
+    if events::is_events_v1(group, plural) {
+        Some((table.lookup("", "v1", "events")?, true, "v1".to_string()))
+    } else {
+        Some((rd, false, version))
     }
 }
 
@@ -347,6 +353,10 @@ impl ResourceRequest<'_> {
         } else {
             obj
         }
+    }
+    /// The request's label selector.
+    fn labels(&self) -> ApiResult<LabelSelector> {
+        LabelSelector::parse(self.query.get("labelSelector").unwrap_or_default())
     }
     /// The request's field selector, in the stored shape.
     fn fields(&self) -> ApiResult<FieldSelector> {
@@ -422,163 +432,230 @@ fn present(req: &ResourceRequest<'_>, mut obj: Value, pres: Presentation) -> Val
     }
 }
 
+/// The verb of a resource request, as RBAC and the audit log name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    List,
+    Watch,
+    Create,
+    /// POST pods/{name}/eviction (RBAC: `create` on `pods/eviction`).
+    Evict,
+    Update,
+    Patch,
+    Delete,
+    DeleteCollection,
+}
+
+impl Verb {
+    fn of(method: &Method, req: &ResourceRequest<'_>) -> ApiResult<Verb> {
+        Ok(match (method.as_str(), req.name.is_some()) {
+            ("GET", true) => Verb::Get,
+            ("GET", false) if req.query.flag("watch") => Verb::Watch,
+            ("GET", false) => Verb::List,
+            ("POST", false) => Verb::Create,
+            ("POST", true) if req.sub.as_deref() == Some("eviction") => Verb::Evict,
+            ("PUT", true) => Verb::Update,
+            ("PATCH", true) => Verb::Patch,
+            ("DELETE", true) => Verb::Delete,
+            ("DELETE", false) => Verb::DeleteCollection,
+            _ => {
+                return Err(ApiError::method_not_allowed(format!(
+                    "{method} is not supported here"
+                )));
+            }
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create | Verb::Evict => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+            Verb::DeleteCollection => "deletecollection",
+        }
+    }
+}
+
+/// A namespaced resource needs a namespace (except to list or watch across all of
+/// them); a cluster-scoped one must not have one.
+fn check_scope(req: &ResourceRequest<'_>, method: &Method) -> ApiResult<()> {
+    let rd = &req.rd;
+    if rd.namespaced == req.ns.is_some()
+        || (rd.namespaced && req.name.is_none() && *method == Method::GET)
+    {
+        return Ok(());
+    }
+    Err(ApiError::no_route(&format!(
+        "{} {}",
+        rd.group_resource(),
+        if rd.namespaced {
+            "needs a namespace"
+        } else {
+            "is cluster-scoped"
+        }
+    )))
+}
+
+/// Whether the request addresses the status subresource; unknown subresources are 404.
+fn is_status_request(req: &ResourceRequest<'_>) -> ApiResult<bool> {
+    let rd = &req.rd;
+    match req.sub.as_deref() {
+        None => Ok(false),
+        Some("status") if rd.has_status(&req.version) => Ok(true),
+        Some("eviction") if rd.extra_subresources.contains(&"eviction") => Ok(false),
+        Some(other) => Err(ApiError::no_route(&format!(
+            "{}/{other}",
+            rd.group_resource()
+        ))),
+    }
+}
+
+/// Serve a request for a resource: check it, authorize it, run it against the store
+/// under one lock, run follow-up work and wake watchers.
 fn resource(
     app: &Arc<App>,
     method: &Method,
     req: ResourceRequest<'_>,
     entry: &mut AuditEntry,
 ) -> ApiResult<Response> {
-    let rd = req.rd.clone();
-    if rd.namespaced != req.ns.is_some()
-        && !(rd.namespaced && req.name.is_none() && *method == Method::GET)
-    {
-        return Err(ApiError::no_route(&format!(
-            "{} {}",
-            rd.group_resource(),
-            if rd.namespaced {
-                "needs a namespace"
-            } else {
-                "is cluster-scoped"
-            }
-        )));
-    }
-    let is_status = match req.sub.as_deref() {
-        None => false,
-        Some("status") if rd.has_status(&req.version) => true,
-        Some("eviction") if rd.extra_subresources.contains(&"eviction") => false,
-        Some(other) => {
-            return Err(ApiError::no_route(&format!(
-                "{}/{other}",
-                rd.group_resource()
-            )));
-        }
-    };
+    check_scope(&req, method)?;
+    let is_status = is_status_request(&req)?;
     let pres = Presentation::from_accept(
         header_str(req.headers, header::ACCEPT),
         req.query.get("includeObject"),
     );
-    let ns = req.ns.clone().unwrap_or_default();
-    let verb = match (method.as_str(), req.name.is_some()) {
-        ("GET", true) => "get",
-        ("GET", false) if req.query.flag("watch") => "watch",
-        ("GET", false) => "list",
-        ("POST", false) => "create",
-        ("POST", true) if req.sub.as_deref() == Some("eviction") => "create",
-        ("PUT", true) => "update",
-        ("PATCH", true) => "patch",
-        ("DELETE", true) => "delete",
-        ("DELETE", false) => "deletecollection",
-        _ => {
-            return Err(ApiError::method_not_allowed(format!(
-                "{method} is not supported here"
-            )));
-        }
-    };
-    entry.verb = verb.to_string();
+    let verb = Verb::of(method, &req)?;
+    entry.verb = verb.as_str().to_string();
     authorize(app, entry)?;
-    if verb == "watch" {
+    if verb == Verb::Watch {
         return watch_response(app, &req, pres);
     }
     let mut ctx = ctx_for(&req)?;
-    let name = req.name.clone().unwrap_or_default();
     let mut store = app.store.lock().expect("store lock");
-    let result: ApiResult<(StatusCode, Value)> = match verb {
-        "get" => store
-            .get(&rd.group, &rd.plural, &ns, &name)
-            .map(|o| (StatusCode::OK, present(&req, (*o).clone(), pres)))
-            .ok_or_else(|| ApiError::not_found(&rd.group, &rd.plural, &name)),
-        "list" => list(&store, &req, pres).map(|v| (StatusCode::OK, v)),
-        "create" if req.sub.as_deref() == Some("eviction") => {
-            let body = decode_body(&req)?;
-            store
-                .evict(&mut ctx, &ns, &name, &body)
-                .map(|v| (StatusCode::CREATED, v))
-        }
-        "create" => {
-            let body = decode_body(&req)?;
-            store
-                .create(&mut ctx, &rd, &req.version, &ns, body)
-                .map(|o| (StatusCode::CREATED, present(&req, o, pres)))
-        }
-        "update" => {
-            let body = decode_body(&req)?;
-            store
-                .replace(&mut ctx, &rd, &req.version, &ns, &name, is_status, body)
-                .map(|o| (StatusCode::OK, present(&req, o, pres)))
-        }
-        "patch" => {
-            let kind = PatchType::from_content_type(header_str(req.headers, header::CONTENT_TYPE))?;
-            let force = req.query.flag("force");
-            if force && kind != PatchType::Apply {
-                return Err(ApiError::bad_request(
-                    "force is only allowed for apply patches",
-                ));
-            }
-            store
-                .patch_viewed(
-                    &mut ctx,
-                    &rd,
-                    &req.version,
-                    &ns,
-                    &name,
-                    is_status,
-                    kind,
-                    req.body,
-                    force,
-                    req.events_v1.then_some((
-                        events::from_core as fn(Value) -> Value,
-                        events::to_core as fn(Value) -> Value,
-                    )),
-                )
-                .map(|o| (StatusCode::OK, present(&req, o, pres)))
-        }
-        "delete" => {
-            let opts = delete_opts(&req)?;
-            store.delete(&mut ctx, &rd, &ns, &name, &opts).map(|o| {
-                let still_there = store.get(&rd.group, &rd.plural, &ns, &name).is_some();
-                let code = if still_there && !ctx.dry_run {
-                    StatusCode::ACCEPTED
-                } else {
-                    StatusCode::OK
-                };
-                (code, present(&req, o, pres))
-            })
-        }
-        "deletecollection" => {
-            let opts = delete_opts(&req)?;
-            let labels = LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default())?;
-            let fields = req.fields()?;
-            let targets: Vec<String> = store
-                .list(&rd.group, &rd.plural, req.ns.as_deref())
-                .into_iter()
-                .filter(|o| labels.matches(o.pointer("/metadata/labels")) && fields.matches(o))
-                .map(|o| super::store::meta_str(&o, "name"))
-                .collect();
-            let mut items = Vec::new();
-            for n in targets {
-                items.push(present(
-                    &req,
-                    store.delete(&mut ctx, &rd, &ns, &n, &opts)?,
-                    Presentation::Full,
-                ));
-            }
-            Ok((
-                StatusCode::OK,
-                json!({"kind": format!("{}List", rd.kind), "apiVersion": req.api_version(), "metadata": {}, "items": items}),
-            ))
-        }
-        _ => Err(ApiError::method_not_allowed(verb.to_string())),
-    };
+    let result = run_verb(&mut store, &mut ctx, &req, verb, is_status, pres);
     store.run_hooks();
     let rv = store.current_rv();
     drop(store);
-    app.head.send_if_modified(|cur| {
-        let changed = *cur != rv;
-        *cur = rv;
-        changed
-    });
+    app.publish(rv);
     let (code, v) = result?;
     Ok(json_response(code, &v, &ctx.warnings))
+}
+
+/// Run one (non-watch) verb against the store; the answer's status code and body.
+fn run_verb(
+    store: &mut Store,
+    ctx: &mut Ctx,
+    req: &ResourceRequest<'_>,
+    verb: Verb,
+    is_status: bool,
+    pres: Presentation,
+) -> ApiResult<(StatusCode, Value)> {
+    let rd = &req.rd;
+    let ns = req.ns.clone().unwrap_or_default();
+    let name = req.name.clone().unwrap_or_default();
+    let shown = |code: StatusCode| move |o: Value| (code, present(req, o, pres));
+    match verb {
+        Verb::Get => store
+            .get(&rd.group, &rd.plural, &ns, &name)
+            .map(|o| (StatusCode::OK, present(req, (*o).clone(), pres)))
+            .ok_or_else(|| ApiError::not_found(&rd.group, &rd.plural, &name)),
+        Verb::List => list(store, req, pres).map(|v| (StatusCode::OK, v)),
+        Verb::Evict => store
+            .evict(ctx, &ns, &name, &decode_body(req)?)
+            .map(|v| (StatusCode::CREATED, v)),
+        Verb::Create => store
+            .create(ctx, rd, &req.version, &ns, decode_body(req)?)
+            .map(shown(StatusCode::CREATED)),
+        Verb::Update => store
+            .replace(
+                ctx,
+                rd,
+                &req.version,
+                &ns,
+                &name,
+                is_status,
+                decode_body(req)?,
+            )
+            .map(shown(StatusCode::OK)),
+        Verb::Patch => patch(store, ctx, req, is_status).map(shown(StatusCode::OK)),
+        Verb::Delete => {
+            let o = store.delete(ctx, rd, &ns, &name, &delete_opts(req)?)?;
+            let still_there = store.get(&rd.group, &rd.plural, &ns, &name).is_some();
+            let code = if still_there && !ctx.dry_run {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            Ok((code, present(req, o, pres)))
+        }
+        Verb::DeleteCollection => delete_collection(store, ctx, req).map(|v| (StatusCode::OK, v)),
+        Verb::Watch => Err(ApiError::method_not_allowed("watch".to_string())),
+    }
+}
+
+fn patch(
+    store: &mut Store,
+    ctx: &mut Ctx,
+    req: &ResourceRequest<'_>,
+    is_status: bool,
+) -> ApiResult<Value> {
+    let kind = PatchType::from_content_type(header_str(req.headers, header::CONTENT_TYPE))?;
+    let force = req.query.flag("force");
+    if force && kind != PatchType::Apply {
+        return Err(ApiError::bad_request(
+            "force is only allowed for apply patches",
+        ));
+    }
+    let view = req.events_v1.then_some((
+        events::from_core as fn(Value) -> Value,
+        events::to_core as fn(Value) -> Value,
+    ));
+    let ns = req.ns.clone().unwrap_or_default();
+    let name = req.name.clone().unwrap_or_default();
+    store.patch_viewed(
+        ctx,
+        &req.rd,
+        &req.version,
+        &ns,
+        &name,
+        is_status,
+        kind,
+        req.body,
+        force,
+        view,
+    )
+}
+
+/// DELETE on a collection: delete every selected object; a list of what was deleted.
+fn delete_collection(
+    store: &mut Store,
+    ctx: &mut Ctx,
+    req: &ResourceRequest<'_>,
+) -> ApiResult<Value> {
+    let rd = &req.rd;
+    let ns = req.ns.clone().unwrap_or_default();
+    let opts = delete_opts(req)?;
+    let labels = req.labels()?;
+    let fields = req.fields()?;
+    let targets: Vec<String> = store
+        .list(&rd.group, &rd.plural, req.ns.as_deref())
+        .into_iter()
+        .filter(|o| labels.matches(o.pointer("/metadata/labels")) && fields.matches(o))
+        .map(|o| meta_str(&o, "name"))
+        .collect();
+    let mut items = Vec::new();
+    for n in targets {
+        let deleted = store.delete(ctx, rd, &ns, &n, &opts)?;
+        items.push(present(req, deleted, Presentation::Full));
+    }
+    Ok(
+        json!({"kind": format!("{}List", rd.kind), "apiVersion": req.api_version(), "metadata": {}, "items": items}),
+    )
 }
 
 /// Under `enforce_rbac`, refuse what the stored RBAC objects do not allow.
@@ -649,40 +726,19 @@ fn delete_opts(req: &ResourceRequest<'_>) -> ApiResult<DeleteOpts> {
     Ok(opts)
 }
 
-fn list(
-    store: &super::store::Store,
-    req: &ResourceRequest<'_>,
-    pres: Presentation,
-) -> ApiResult<Value> {
-    use base64::Engine;
-    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let labels = LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default())?;
+fn list(store: &Store, req: &ResourceRequest<'_>, pres: Presentation) -> ApiResult<Value> {
+    let labels = req.labels()?;
     let fields = req.fields()?;
     let limit: Option<usize> = req
         .query
         .get("limit")
         .and_then(|l| l.parse().ok())
         .filter(|l| *l > 0);
-    let after: Option<(String, String)> = match req.query.get("continue").filter(|c| !c.is_empty())
-    {
-        Some(tok) => {
-            let raw = engine
-                .decode(tok)
-                .map_err(|_| ApiError::bad_request("invalid continue token"))?;
-            let s = String::from_utf8_lossy(&raw).into_owned();
-            let (ns, name) = s
-                .split_once('\n')
-                .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
-            Some((ns.to_string(), name.to_string()))
-        }
+    let after = match req.query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => Some(continue_after(token)?),
         None => None,
     };
-    let key = |o: &Value| {
-        (
-            super::store::meta_str(o, "namespace"),
-            super::store::meta_str(o, "name"),
-        )
-    };
+    let key = |o: &Value| (meta_str(o, "namespace"), meta_str(o, "name"));
     let mut items: Vec<Value> = store
         .list(&req.rd.group, &req.rd.plural, req.ns.as_deref())
         .into_iter()
@@ -700,7 +756,7 @@ fn list(
     {
         items.truncate(l);
         let (ns, name) = key(items.last().expect("limit > 0"));
-        meta["continue"] = Value::String(engine.encode(format!("{ns}\n{name}")));
+        meta["continue"] = Value::String(continue_token(&ns, &name));
         meta["remainingItemCount"] = Value::Null;
     }
     if !matches!(pres, Presentation::Table(_)) {
@@ -718,6 +774,24 @@ fn list(
     })
 }
 
+/// The continue token of a list page that ended at `ns`/`name`.
+fn continue_token(ns: &str, name: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{ns}\n{name}"))
+}
+
+/// The (namespace, name) a continue token says the previous page ended at.
+fn continue_after(token: &str) -> ApiResult<(String, String)> {
+    use base64::Engine;
+    let invalid = || ApiError::bad_request("invalid continue token");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid())?;
+    let s = String::from_utf8_lossy(&raw).into_owned();
+    let (ns, name) = s.split_once('\n').ok_or_else(invalid)?;
+    Ok((ns.to_string(), name.to_string()))
+}
+
 fn watch_response(
     app: &Arc<App>,
     req: &ResourceRequest<'_>,
@@ -727,7 +801,7 @@ fn watch_response(
         rd: req.rd.clone(),
         version: req.version.clone(),
         namespace: req.ns.clone(),
-        labels: LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default())?,
+        labels: req.labels()?,
         fields: req.fields()?,
         resource_version: req.query.get("resourceVersion").map(String::from),
         bookmarks: req.query.flag("allowWatchBookmarks"),
