@@ -277,18 +277,16 @@ mod tests {
 
     #[test]
     fn budget_arithmetic() {
+        let three_expected_none_to_spare = BudgetState {
+            expected: 3,
+            current_healthy: 2,
+            desired_healthy: 2,
+            disruptions_allowed: 0,
+        };
         let pdb = json!({"spec": {"minAvailable": 2}});
         let (a, b, c) = (pod(true, None), pod(true, None), pod(false, None));
         let st = budget_state(&pdb, &[&a, &b, &c], &|_| None);
-        assert_eq!(
-            st,
-            BudgetState {
-                expected: 3,
-                current_healthy: 2,
-                desired_healthy: 2,
-                disruptions_allowed: 0
-            }
-        );
+        assert_eq!(st, three_expected_none_to_spare);
         let pdb = json!({"spec": {"maxUnavailable": "50%"}});
         let st = budget_state(&pdb, &[&a, &b, &c], &|_| None);
         assert_eq!(st.desired_healthy, 1);
@@ -298,14 +296,6 @@ mod tests {
         let (x, y) = (pod(true, Some("d1")), pod(true, Some("d1")));
         let pdb = json!({"spec": {"maxUnavailable": 1}});
         let st = budget_state(&pdb, &[&x, &y], &|uid| (uid == "d1").then_some(3));
-        assert_eq!(
-            st,
-            BudgetState {
-                expected: 3,
-                current_healthy: 2,
-                desired_healthy: 2,
-                disruptions_allowed: 0
-            }
-        );
+        assert_eq!(st, three_expected_none_to_spare);
     }
 }

@@ -21,7 +21,7 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{Store, meta_str};
 use super::table::{self, Presentation};
 use super::watch::{self, WatchRequest};
-use super::write::{Ctx, FieldValidation};
+use super::write::{Ctx, FieldValidation, Target};
 use super::{discovery, events, openapi};
 
 /// A parsed request path.
@@ -354,6 +354,16 @@ impl ResourceRequest<'_> {
             obj
         }
     }
+    /// The object the request addresses, in namespace `ns` under `name`.
+    fn target<'t>(&'t self, ns: &'t str, name: &'t str, status: bool) -> Target<'t> {
+        Target {
+            rd: &self.rd,
+            version: &self.version,
+            ns,
+            name,
+            status,
+        }
+    }
     /// The request's label selector.
     fn labels(&self) -> ApiResult<LabelSelector> {
         LabelSelector::parse(self.query.get("labelSelector").unwrap_or_default())
@@ -572,15 +582,7 @@ fn run_verb(
             .create(ctx, rd, &req.version, &ns, decode_body(req)?)
             .map(shown(StatusCode::CREATED)),
         Verb::Update => store
-            .replace(
-                ctx,
-                rd,
-                &req.version,
-                &ns,
-                &name,
-                is_status,
-                decode_body(req)?,
-            )
+            .replace(ctx, req.target(&ns, &name, is_status), decode_body(req)?)
             .map(shown(StatusCode::OK)),
         Verb::Patch => patch(store, ctx, req, is_status).map(shown(StatusCode::OK)),
         Verb::Delete => {
@@ -617,13 +619,9 @@ fn patch(
     ));
     let ns = req.ns.clone().unwrap_or_default();
     let name = req.name.clone().unwrap_or_default();
-    store.patch_viewed(
+    store.patch(
         ctx,
-        &req.rd,
-        &req.version,
-        &ns,
-        &name,
-        is_status,
+        req.target(&ns, &name, is_status),
         kind,
         req.body,
         force,

@@ -114,7 +114,7 @@ fn age_of(ts: Option<&Value>, now: DateTime<Utc>) -> Value {
     }
 }
 
-fn col(name: &str, type_: &str, priority: i64, path: &str) -> PrinterColumn {
+fn col(&(name, type_, priority, path): &Column) -> PrinterColumn {
     PrinterColumn {
         name: name.into(),
         type_: type_.into(),
@@ -231,6 +231,61 @@ fn cell_or_na(v: Option<&Value>) -> Value {
     }
 }
 
+/// A built-in column: header, type, priority and a JSONPath (or `@`-computed cell).
+type Column = (&'static str, &'static str, i64, &'static str);
+
+const AGE: Column = ("Age", "string", 0, "@age");
+
+/// The built-in column sets (after `Name`) by group and plural; others show `AGE` only.
+#[rustfmt::skip]
+const BUILTIN_COLUMNS: &[(&str, &str, &[Column])] = &[
+    ("", "pods", &[
+        ("Ready", "string", 0, "@pod-ready"),
+        ("Status", "string", 0, "@pod-status"),
+        ("Restarts", "integer", 0, "@pod-restarts"),
+        AGE,
+        ("IP", "string", 1, ".status.podIP"),
+        ("Node", "string", 1, ".spec.nodeName"),
+    ]),
+    ("", "nodes", &[
+        ("Status", "string", 0, "@node-status"),
+        ("Roles", "string", 0, "@node-roles"),
+        AGE,
+        ("Version", "string", 0, ".status.nodeInfo.kubeletVersion"),
+        ("OS-Image", "string", 1, ".status.nodeInfo.osImage"),
+    ]),
+    ("", "namespaces", &[("Status", "string", 0, ".status.phase"), AGE]),
+    ("", "events", &[
+        ("Last Seen", "string", 0, "@event-last-seen"),
+        ("Type", "string", 0, ".type"),
+        ("Reason", "string", 0, ".reason"),
+        ("Object", "string", 0, "@event-object"),
+        ("Message", "string", 0, ".message"),
+    ]),
+    ("apps", "deployments", &[
+        ("Ready", "string", 0, "@deploy-ready"),
+        ("Up-to-date", "integer", 0, ".status.updatedReplicas"),
+        ("Available", "integer", 0, ".status.availableReplicas"),
+        AGE,
+    ]),
+    ("apps", "daemonsets", &[
+        ("Desired", "integer", 0, ".status.desiredNumberScheduled"),
+        ("Current", "integer", 0, ".status.currentNumberScheduled"),
+        ("Ready", "integer", 0, ".status.numberReady"),
+        AGE,
+    ]),
+    ("policy", "poddisruptionbudgets", &[
+        ("Min Available", "string", 0, "@pdb-min"),
+        ("Max Unavailable", "string", 0, "@pdb-max"),
+        ("Allowed Disruptions", "integer", 0, ".status.disruptionsAllowed"),
+        AGE,
+    ]),
+    ("coordination.k8s.io", "leases", &[("Holder", "string", 0, ".spec.holderIdentity"), AGE]),
+    ("apiextensions.k8s.io", "customresourcedefinitions", &[
+        ("Created At", "string", 0, ".metadata.creationTimestamp"),
+    ]),
+];
+
 /// The columns (after `Name`) for `rd` at `version`.
 pub fn columns(rd: &ResourceDef, version: &str) -> Vec<PrinterColumn> {
     if let Some(c) = &rd.custom {
@@ -240,76 +295,15 @@ pub fn columns(rd: &ResourceDef, version: &str) -> Vec<PrinterColumn> {
             .map(|v| v.columns.clone())
             .unwrap_or_default();
         if cols.is_empty() {
-            return vec![col("Age", "date", 0, ".metadata.creationTimestamp")];
+            return vec![col(&("Age", "date", 0, ".metadata.creationTimestamp"))];
         }
         return cols;
     }
-    match (rd.group.as_str(), rd.plural.as_str()) {
-        ("", "pods") => vec![
-            col("Ready", "string", 0, "@pod-ready"),
-            col("Status", "string", 0, "@pod-status"),
-            col("Restarts", "integer", 0, "@pod-restarts"),
-            col("Age", "string", 0, "@age"),
-            col("IP", "string", 1, ".status.podIP"),
-            col("Node", "string", 1, ".spec.nodeName"),
-        ],
-        ("", "nodes") => vec![
-            col("Status", "string", 0, "@node-status"),
-            col("Roles", "string", 0, "@node-roles"),
-            col("Age", "string", 0, "@age"),
-            col("Version", "string", 0, ".status.nodeInfo.kubeletVersion"),
-            col("OS-Image", "string", 1, ".status.nodeInfo.osImage"),
-        ],
-        ("", "namespaces") => vec![
-            col("Status", "string", 0, ".status.phase"),
-            col("Age", "string", 0, "@age"),
-        ],
-        ("", "events") => vec![
-            col("Last Seen", "string", 0, "@event-last-seen"),
-            col("Type", "string", 0, ".type"),
-            col("Reason", "string", 0, ".reason"),
-            col("Object", "string", 0, "@event-object"),
-            col("Message", "string", 0, ".message"),
-        ],
-        ("apps", "deployments") => vec![
-            col("Ready", "string", 0, "@deploy-ready"),
-            col("Up-to-date", "integer", 0, ".status.updatedReplicas"),
-            col("Available", "integer", 0, ".status.availableReplicas"),
-            col("Age", "string", 0, "@age"),
-        ],
-        ("apps", "daemonsets") => vec![
-            col("Desired", "integer", 0, ".status.desiredNumberScheduled"),
-            col("Current", "integer", 0, ".status.currentNumberScheduled"),
-            col("Ready", "integer", 0, ".status.numberReady"),
-            col("Age", "string", 0, "@age"),
-        ],
-        ("policy", "poddisruptionbudgets") => vec![
-            col("Min Available", "string", 0, "@pdb-min"),
-            col("Max Unavailable", "string", 0, "@pdb-max"),
-            col(
-                "Allowed Disruptions",
-                "integer",
-                0,
-                ".status.disruptionsAllowed",
-            ),
-            col("Age", "string", 0, "@age"),
-        ],
-        ("coordination.k8s.io", "leases") => {
-            vec![
-                col("Holder", "string", 0, ".spec.holderIdentity"),
-                col("Age", "string", 0, "@age"),
-            ]
-        }
-        ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            vec![col(
-                "Created At",
-                "string",
-                0,
-                ".metadata.creationTimestamp",
-            )]
-        }
-        _ => vec![col("Age", "string", 0, "@age")],
-    }
+    let set = BUILTIN_COLUMNS
+        .iter()
+        .find(|(g, p, _)| *g == rd.group && *p == rd.plural)
+        .map_or(&[AGE][..], |(_, _, set)| set);
+    set.iter().map(col).collect()
 }
 
 fn cell(c: &PrinterColumn, obj: &Value, now: DateTime<Utc>) -> Value {

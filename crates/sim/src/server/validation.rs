@@ -334,26 +334,46 @@ fn num(f: f64) -> String {
     }
 }
 
-fn check_array(items: &[Value], s: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    let n = items.len() as u64;
-    if let Some(min) = s.get("minItems").and_then(Value::as_u64)
+/// The bounds `keys` (minimum, maximum) of `s` on a count `n` of `what` (items,
+/// properties).
+fn check_count(
+    s: &Value,
+    keys: [&str; 2],
+    n: u64,
+    what: &str,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    let [min_key, max_key] = keys;
+    if let Some(min) = s.get(min_key).and_then(Value::as_u64)
         && n < min
     {
         errs.push(FieldError::invalid(
             path,
             Value::from(n),
-            format!("{path} in body should have at least {min} items"),
+            format!("{path} in body should have at least {min} {what}"),
         ));
     }
-    if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
+    if let Some(max) = s.get(max_key).and_then(Value::as_u64)
         && n > max
     {
         errs.push(FieldError::invalid(
             path,
             Value::from(n),
-            format!("{path} in body should have at most {max} items"),
+            format!("{path} in body should have at most {max} {what}"),
         ));
     }
+}
+
+fn check_array(items: &[Value], s: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    check_count(
+        s,
+        ["minItems", "maxItems"],
+        items.len() as u64,
+        "items",
+        path,
+        errs,
+    );
     if let Some(item_schema) = s.get("items") {
         for (i, item) in items.iter().enumerate() {
             check(item, item_schema, &format!("{path}[{i}]"), errs);
@@ -425,25 +445,14 @@ fn check_object(map: &Map<String, Value>, s: &Value, path: &str, errs: &mut Vec<
             errs.push(FieldError::required(child_path(path, r), ""));
         }
     }
-    let n = map.len() as u64;
-    if let Some(min) = s.get("minProperties").and_then(Value::as_u64)
-        && n < min
-    {
-        errs.push(FieldError::invalid(
-            path,
-            Value::from(n),
-            format!("{path} in body should have at least {min} properties"),
-        ));
-    }
-    if let Some(max) = s.get("maxProperties").and_then(Value::as_u64)
-        && n > max
-    {
-        errs.push(FieldError::invalid(
-            path,
-            Value::from(n),
-            format!("{path} in body should have at most {max} properties"),
-        ));
-    }
+    check_count(
+        s,
+        ["minProperties", "maxProperties"],
+        map.len() as u64,
+        "properties",
+        path,
+        errs,
+    );
 }
 
 fn passes(v: &Value, s: &Value, path: &str) -> bool {

@@ -217,6 +217,21 @@ fn builtin_checks(rd: &ResourceDef, obj: &Value) -> Vec<FieldError> {
     errs
 }
 
+/// The object a request addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// Its resource.
+    pub rd: &'a Arc<ResourceDef>,
+    /// The version the client speaks.
+    pub version: &'a str,
+    /// Its namespace ("" for cluster-scoped resources).
+    pub ns: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Whether the status subresource is addressed.
+    pub status: bool,
+}
+
 /// Conversions between a stored shape and the shape a client patches: (stored ->
 /// client, client -> stored).
 pub type ShapeView = (fn(Value) -> Value, fn(Value) -> Value);
@@ -611,17 +626,8 @@ impl Store {
     }
 
     /// PUT: replace an object (or its status).
-    #[allow(clippy::too_many_arguments)]
-    pub fn replace(
-        &mut self,
-        ctx: &mut Ctx,
-        rd: &Arc<ResourceDef>,
-        version: &str,
-        ns: &str,
-        name: &str,
-        status: bool,
-        obj: Value,
-    ) -> ApiResult<Value> {
+    pub fn replace(&mut self, ctx: &mut Ctx, t: Target<'_>, obj: Value) -> ApiResult<Value> {
+        let (rd, version, ns, name) = (t.rd, t.version, t.ns, t.name);
         let old = self.existing(rd, ns, name)?;
         let body_name = meta_str(&obj, "name");
         if !body_name.is_empty() && body_name != name {
@@ -649,46 +655,25 @@ impl Store {
             version,
             Some(old),
             obj,
-            scope(rd, version, status),
+            scope(rd, version, t.status),
             Managed::Record,
         )
     }
 
     /// PATCH: merge, JSON, strategic merge or server-side apply. Apply creates a missing
-    /// object; the others answer 404.
-    #[allow(clippy::too_many_arguments)]
+    /// object; the others answer 404. With a `view` the object is stored in one shape
+    /// and patched in another (stored -> patched shape, patched -> stored shape; Events).
     pub fn patch(
         &mut self,
         ctx: &mut Ctx,
-        rd: &Arc<ResourceDef>,
-        version: &str,
-        ns: &str,
-        name: &str,
-        status: bool,
-        kind: PatchType,
-        body: &[u8],
-        force: bool,
-    ) -> ApiResult<Value> {
-        self.patch_viewed(ctx, rd, version, ns, name, status, kind, body, force, None)
-    }
-
-    /// [`Store::patch`] of an object stored in one shape and patched in another
-    /// (`view`: stored -> patched shape, patched -> stored shape; Events).
-    #[allow(clippy::too_many_arguments)]
-    pub fn patch_viewed(
-        &mut self,
-        ctx: &mut Ctx,
-        rd: &Arc<ResourceDef>,
-        version: &str,
-        ns: &str,
-        name: &str,
-        status: bool,
+        t: Target<'_>,
         kind: PatchType,
         body: &[u8],
         force: bool,
         view: Option<ShapeView>,
     ) -> ApiResult<Value> {
-        let sc = scope(rd, version, status);
+        let (rd, version, ns, name) = (t.rd, t.version, t.ns, t.name);
+        let sc = scope(rd, version, t.status);
         if kind == PatchType::Apply && view.is_some() {
             return Err(ApiError::unsupported_media_type(format!(
                 "server-side apply is not supported for {} in this test server",
@@ -696,7 +681,7 @@ impl Store {
             )));
         }
         if kind == PatchType::Apply {
-            return self.server_side_apply(ctx, rd, version, ns, name, sc, body, force);
+            return self.server_side_apply(ctx, t, body, force);
         }
         if kind == PatchType::Strategic && rd.custom.is_some() {
             return Err(ApiError::unsupported_media_type(format!(
@@ -728,18 +713,15 @@ impl Store {
 
     /// Server-side apply: merge the applied configuration into the stored object under
     /// field ownership, or create the object from it.
-    #[allow(clippy::too_many_arguments)]
     fn server_side_apply(
         &mut self,
         ctx: &mut Ctx,
-        rd: &Arc<ResourceDef>,
-        version: &str,
-        ns: &str,
-        name: &str,
-        sc: Scope,
+        t: Target<'_>,
         body: &[u8],
         force: bool,
     ) -> ApiResult<Value> {
+        let (rd, version, ns, name) = (t.rd, t.version, t.ns, t.name);
+        let sc = scope(rd, version, t.status);
         let applied = apply_configuration(rd, version, name, body)?;
         if ctx.manager.is_empty() {
             return Err(ApiError::unprocessable(
