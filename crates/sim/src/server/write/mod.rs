@@ -10,13 +10,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::apply::{self, Scope, Shape, Writer};
-use super::crd;
+use super::apply::{Scope, Shape};
 use super::error::{ApiError, ApiResult, FieldError};
 use super::patch::{self, PatchType};
 use super::resources::ResourceDef;
 use super::store::{Store, meta_str};
-use super::validation;
 
 /// `fieldValidation` directive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,28 +135,6 @@ pub fn check_name(name: &str, label: bool) -> Option<FieldError> {
     ))
 }
 
-fn strip_meta(v: &Value) -> Value {
-    let mut c = v.clone();
-    if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-        m.remove("managedFields");
-    }
-    c
-}
-
-fn spec_part(v: &Value, status_separate: bool) -> Value {
-    let mut c = v.clone();
-    if let Some(m) = c.as_object_mut() {
-        m.remove("metadata");
-        m.remove("apiVersion");
-        m.remove("kind");
-        if status_separate {
-            m.remove("status");
-        }
-    }
-    c
-}
-
 /// Defaults and status resets a real API server applies on create.
 fn on_create(rd: &ResourceDef, obj: &mut Value) {
     let resets_status = rd.custom.is_some()
@@ -196,27 +172,6 @@ fn on_create(rd: &ResourceDef, obj: &mut Value) {
     }
 }
 
-fn builtin_checks(rd: &ResourceDef, obj: &Value) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    if rd.group.is_empty() && rd.plural == "pods" {
-        let containers = obj.pointer("/spec/containers").and_then(Value::as_array);
-        if containers.is_none_or(|c| c.is_empty()) {
-            errs.push(FieldError::required("spec.containers", ""));
-        }
-    }
-    if rd.group == "coordination.k8s.io"
-        && let Some(d) = obj.pointer("/spec/leaseDurationSeconds")
-        && d.as_i64().is_none_or(|d| d <= 0)
-    {
-        errs.push(FieldError::invalid(
-            "spec.leaseDurationSeconds",
-            d.clone(),
-            "must be greater than 0",
-        ));
-    }
-    errs
-}
-
 /// The object a request addresses.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
@@ -242,113 +197,6 @@ pub enum Managed {
     Record,
     /// Already computed (server-side apply).
     Done,
-}
-
-/// Set `key` of `to` to `from`'s `key`, or remove it where `from` has none.
-fn copy_field(to: &mut Value, from: &Value, key: &str) {
-    match from.get(key) {
-        Some(v) => to[key] = v.clone(),
-        None => {
-            if let Some(m) = to.as_object_mut() {
-                m.remove(key);
-            }
-        }
-    }
-}
-
-/// Check the kind and stamp the storage apiVersion and kind on `new`.
-fn set_type_meta(rd: &ResourceDef, new: &mut Value) -> ApiResult<()> {
-    if let Some(k) = new.get("kind").and_then(Value::as_str)
-        && k != rd.kind
-    {
-        return Err(ApiError::bad_request(format!(
-            "the kind {k:?} does not match the resource {:?} (kind {:?})",
-            rd.plural, rd.kind
-        )));
-    }
-    if !new.get("metadata").is_some_and(Value::is_object) {
-        new["metadata"] = json!({});
-    }
-    new["apiVersion"] = Value::String(rd.api_version(rd.storage_version()));
-    new["kind"] = Value::String(rd.kind.clone());
-    Ok(())
-}
-
-/// With a status subresource, a main write keeps the stored status and a status write
-/// changes nothing but the status (and its own managedFields).
-fn split_status(old: &Value, new: Value, sc: Scope) -> Value {
-    match sc {
-        Scope::Main => {
-            let mut new = new;
-            copy_field(&mut new, old, "status");
-            new
-        }
-        Scope::Status => {
-            let mut base = old.clone();
-            copy_field(&mut base, &new, "status");
-            copy_field(&mut base["metadata"], &new["metadata"], "managedFields");
-            base
-        }
-        Scope::All => new,
-    }
-}
-
-/// Metadata only the server sets keeps its stored value; so do managedFields when the
-/// write's ownership is still to be recorded.
-fn keep_immutable_meta(old: &Value, new: &mut Value, managed: &Managed) {
-    for k in [
-        "name",
-        "namespace",
-        "uid",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "generation",
-    ] {
-        copy_field(&mut new["metadata"], &old["metadata"], k);
-    }
-    if matches!(managed, Managed::Record) {
-        copy_field(&mut new["metadata"], &old["metadata"], "managedFields");
-    }
-}
-
-/// An object being deleted may lose finalizers but gain none.
-fn check_no_new_finalizers(
-    rd: &ResourceDef,
-    old: &Value,
-    new: &Value,
-    name: &str,
-) -> ApiResult<()> {
-    if old["metadata"].get("deletionTimestamp").is_none() {
-        return Ok(());
-    }
-    let before: Vec<&Value> = old["metadata"]["finalizers"]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let added = new["metadata"]["finalizers"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|f| !before.contains(&f)));
-    if !added {
-        return Ok(());
-    }
-    Err(ApiError::invalid(
-        &rd.group,
-        &rd.kind,
-        name,
-        &[FieldError::forbidden(
-            "metadata.finalizers",
-            "no new finalizers can be added if the object is being deleted",
-        )],
-    ))
-}
-
-/// A change outside metadata (and outside a separate status) is a new generation.
-fn bump_generation(old: &Value, new: &mut Value, status_separate: bool) {
-    if spec_part(old, status_separate) != spec_part(new, status_separate) {
-        let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
-        new["metadata"]["generation"] = json!(g + 1);
-    }
 }
 
 /// The new object's name: as given, or `generateName` plus a random suffix.
@@ -409,138 +257,6 @@ fn check_fresh(rd: &ResourceDef, name: &str, sent: &str, old: &Value) -> ApiResu
 }
 
 impl Store {
-    fn validate_custom(
-        &self,
-        ctx: &mut Ctx,
-        rd: &ResourceDef,
-        version: &str,
-        obj: &mut Value,
-    ) -> ApiResult<()> {
-        let Some(schema) = rd.schema(version) else {
-            return Ok(());
-        };
-        let unknown = validation::prune_and_default(obj, schema);
-        if !unknown.is_empty() {
-            match ctx.validation {
-                FieldValidation::Strict => {
-                    let list: Vec<String> = unknown
-                        .iter()
-                        .map(|u| format!("unknown field {u:?}"))
-                        .collect();
-                    return Err(ApiError::bad_request(format!(
-                        "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
-                        rd.kind,
-                        version,
-                        rd.kind,
-                        list.join(", ")
-                    )));
-                }
-                FieldValidation::Warn => ctx
-                    .warnings
-                    .extend(unknown.iter().map(|u| format!("unknown field {u:?}"))),
-                FieldValidation::Ignore => {}
-            }
-        }
-        let errs = validation::validate(obj, schema);
-        if !errs.is_empty() {
-            return Err(ApiError::invalid(
-                &rd.group,
-                &rd.kind,
-                &meta_str(obj, "name"),
-                &errs,
-            ));
-        }
-        Ok(())
-    }
-
-    /// The common tail of every write to an existing object (`old`) or a new one:
-    /// shape the object, keep what the request may not change, validate, bump the
-    /// generation, record ownership, then store it unless nothing changed.
-    #[allow(clippy::too_many_arguments)]
-    pub fn admit(
-        &mut self,
-        ctx: &mut Ctx,
-        rd: &Arc<ResourceDef>,
-        version: &str,
-        old: Option<Arc<Value>>,
-        mut new: Value,
-        sc: Scope,
-        managed: Managed,
-    ) -> ApiResult<Value> {
-        set_type_meta(rd, &mut new)?;
-        let name = meta_str(&new, "name");
-        if let Some(old) = &old {
-            if rd.has_status(version) {
-                new = split_status(old, new, sc);
-            }
-            keep_immutable_meta(old, &mut new, &managed);
-            check_no_new_finalizers(rd, old, &new, &name)?;
-        }
-        if is_crd(rd) {
-            let def = crd::to_resource(&new)
-                .map_err(|errs| ApiError::invalid(&rd.group, &rd.kind, &name, &errs))?;
-            crd::set_status(&mut new, &def, old.as_deref(), &ctx.now_str());
-        }
-        self.validate_custom(ctx, rd, version, &mut new)?;
-        let errs = builtin_checks(rd, &new);
-        if !errs.is_empty() {
-            return Err(ApiError::invalid(&rd.group, &rd.kind, &name, &errs));
-        }
-        if let Some(old) = &old {
-            bump_generation(old, &mut new, rd.has_status(version));
-        }
-        if matches!(managed, Managed::Record) {
-            let now = ctx.now_str();
-            let av = rd.api_version(version);
-            let w = Writer {
-                manager: &ctx.manager,
-                api_version: &av,
-                now: &now,
-                scope: sc,
-            };
-            apply::record_update(old.as_deref(), &mut new, shape(rd, version), &w);
-        }
-        if let Some(old) = &old {
-            new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-            if strip_meta(old) == strip_meta(&new) {
-                return Ok((**old).clone());
-            }
-        }
-        if ctx.dry_run {
-            return Ok(new);
-        }
-        Ok(self.store_admitted(rd, old, new))
-    }
-
-    /// Store an admitted object; a deleting object whose last finalizer went is removed
-    /// instead, and a stored CRD starts serving its resource.
-    fn store_admitted(
-        &mut self,
-        rd: &Arc<ResourceDef>,
-        old: Option<Arc<Value>>,
-        new: Value,
-    ) -> Value {
-        let deleting = new["metadata"].get("deletionTimestamp").is_some();
-        let no_finalizers = new["metadata"]["finalizers"]
-            .as_array()
-            .is_none_or(|a| a.is_empty());
-        if deleting && no_finalizers {
-            let (ns, name) = (meta_str(&new, "namespace"), meta_str(&new, "name"));
-            let mut last = new;
-            if let Some(r) = self.remove(&rd.group, &rd.plural, &ns, &name) {
-                last["metadata"]["resourceVersion"] = r["metadata"]["resourceVersion"].clone();
-            }
-            return last;
-        }
-        let stored = self.put(rd, new, old);
-        if is_crd(rd)
-            && let Ok(def) = crd::to_resource(&stored)
-        {
-            self.table.register(def);
-        }
-        (*stored).clone()
-    }
-
     /// POST: create a new object in `ns` ("" for cluster-scoped resources).
     pub fn create(
         &mut self,
@@ -710,112 +426,10 @@ impl Store {
         }
         self.admit(ctx, rd, version, Some(old), patched, sc, Managed::Record)
     }
-
-    /// Server-side apply: merge the applied configuration into the stored object under
-    /// field ownership, or create the object from it.
-    fn server_side_apply(
-        &mut self,
-        ctx: &mut Ctx,
-        t: Target<'_>,
-        body: &[u8],
-        force: bool,
-    ) -> ApiResult<Value> {
-        let (rd, version, ns, name) = (t.rd, t.version, t.ns, t.name);
-        let sc = scope(rd, version, t.status);
-        let applied = apply_configuration(rd, version, name, body)?;
-        if ctx.manager.is_empty() {
-            return Err(ApiError::unprocessable(
-                "PATCH requests of type application/apply-patch+yaml require fieldManager",
-            ));
-        }
-        let (manager, now, out_av) = (ctx.manager.clone(), ctx.now_str(), rd.api_version(version));
-        let w = Writer {
-            manager: &manager,
-            api_version: &out_av,
-            now: &now,
-            scope: sc,
-        };
-        let Some(old) = self.get(&rd.group, &rd.plural, ns, name) else {
-            if sc == Scope::Status {
-                return Err(ApiError::not_found(&rd.group, &rd.plural, name));
-            }
-            let skeleton = create_skeleton(rd, &out_av, name, &applied);
-            let scope = if sc == Scope::Main {
-                Scope::Main
-            } else {
-                Scope::All
-            };
-            let w = Writer { scope, ..w };
-            let merged = apply::apply(&skeleton, &applied, shape(rd, version), &w, force)?;
-            return self.create_with(ctx, rd, version, ns, merged, Managed::Done);
-        };
-        check_fresh(rd, name, &meta_str(&applied, "resourceVersion"), &old)?;
-        let merged =
-            apply::apply(&old, &applied, shape(rd, version), &w, force).map_err(|mut e| {
-                e.details.get_or_insert_with(|| json!({}))["name"] = Value::String(name.into());
-                e
-            })?;
-        self.admit(ctx, rd, version, Some(old), merged, sc, Managed::Done)
-    }
 }
 
-/// Decode an apply configuration and check it addresses `rd` at `version`, named `name`.
-fn apply_configuration(
-    rd: &ResourceDef,
-    version: &str,
-    name: &str,
-    body: &[u8],
-) -> ApiResult<Value> {
-    let applied: Value = serde_yaml::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-    if !applied.is_object() {
-        return Err(ApiError::bad_request(
-            "apply configuration must be an object",
-        ));
-    }
-    let field = |k: &str| applied.get(k).and_then(Value::as_str).unwrap_or_default();
-    let (av, kd) = (field("apiVersion"), field("kind"));
-    if av.is_empty() || kd.is_empty() {
-        return Err(ApiError::bad_request(
-            "apply configuration must set apiVersion and kind",
-        ));
-    }
-    if av != rd.api_version(version) || kd != rd.kind {
-        return Err(ApiError::bad_request(format!(
-            "apply configuration {av}/{kd} does not match {}/{}",
-            rd.api_version(version),
-            rd.kind
-        )));
-    }
-    let body_name = meta_str(&applied, "name");
-    if body_name != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({body_name}) does not match the name on the URL ({name})"
-        )));
-    }
-    Ok(applied)
-}
-
-/// The object an apply creates from: type, name and the metadata the configuration
-/// sets that a create keeps.
-fn create_skeleton(rd: &ResourceDef, api_version: &str, name: &str, applied: &Value) -> Value {
-    let mut skeleton =
-        json!({"apiVersion": api_version, "kind": rd.kind, "metadata": {"name": name}});
-    if let Some(meta) = applied.get("metadata") {
-        for k in [
-            "labels",
-            "annotations",
-            "finalizers",
-            "ownerReferences",
-            "generateName",
-        ] {
-            if let Some(v) = meta.get(k) {
-                skeleton["metadata"][k] = v.clone();
-            }
-        }
-    }
-    skeleton
-}
+mod admit;
+mod server_side;
 
 #[cfg(test)]
 mod tests {
