@@ -38,7 +38,6 @@ pub fn group_version_doc(table: &ResourceTable, group: &str, version: &str) -> O
     let mut paths = Map::new();
     let mut schemas = Map::new();
     for rd in &defs {
-        let gvk = json!({ "group": rd.group, "version": version, "kind": rd.kind });
         let base = if rd.namespaced {
             format!(
                 "/{}/namespaces/{{namespace}}/{}",
@@ -48,70 +47,11 @@ pub fn group_version_doc(table: &ResourceTable, group: &str, version: &str) -> O
         } else {
             format!("/{}/{}", gv_path(group, version), rd.plural)
         };
-        let mut content = json!({
-            "application/json-patch+json": {"schema": {"type": "object"}},
-            "application/merge-patch+json": {"schema": {"type": "object"}},
-            "application/apply-patch+yaml": {"schema": {"type": "object"}},
-        });
-        let custom_schema = rd.schema(version).cloned();
-        let body_schema = match &custom_schema {
-            Some(_) => {
-                json!({ "$ref": format!("#/components/schemas/{}", schema_name(rd, version)) })
-            }
-            None => json!({ "type": "object" }),
-        };
-        if custom_schema.is_some() {
-            for v in content.as_object_mut().expect("object").values_mut() {
-                v["schema"] = body_schema.clone();
-            }
-        }
-        let ok = json!({ "200": { "description": "OK", "content": { "application/json": { "schema": body_schema } } } });
-        let mut item_params = vec![param("name", "path")];
-        if rd.namespaced {
-            item_params.push(param("namespace", "path"));
-        }
-        let op = |action: &str| {
-            json!({
-                "operationId": format!("{action}{}", rd.kind),
-                "x-kubernetes-action": action,
-                "x-kubernetes-group-version-kind": gvk,
-                "responses": ok,
-            })
-        };
-        let mut patch = op("patch");
-        patch["parameters"] = json!([
-            param("dryRun", "query"),
-            param("fieldManager", "query"),
-            param("fieldValidation", "query"),
-            param("force", "query"),
-        ]);
-        patch["requestBody"] = json!({ "content": content, "required": true });
-        let mut create = op("post");
-        create["parameters"] = json!([
-            param("dryRun", "query"),
-            param("fieldManager", "query"),
-            param("fieldValidation", "query")
-        ]);
-        let mut put = op("put");
-        put["parameters"] = create["parameters"].clone();
-        paths.insert(
-            format!("{base}/{{name}}"),
-            json!({
-                "parameters": item_params,
-                "get": op("get"), "put": put, "patch": patch, "delete": op("delete"),
-            }),
-        );
-        let coll_params: Vec<Value> = if rd.namespaced {
-            vec![param("namespace", "path")]
-        } else {
-            vec![]
-        };
-        paths.insert(
-            base.clone(),
-            json!({ "parameters": coll_params, "get": op("list"), "post": create }),
-        );
-        if let Some(mut s) = custom_schema {
-            s["x-kubernetes-group-version-kind"] = json!([gvk]);
+        let (item, collection) = path_items(rd, version);
+        paths.insert(format!("{base}/{{name}}"), item);
+        paths.insert(base, collection);
+        if let Some(mut s) = rd.schema(version).cloned() {
+            s["x-kubernetes-group-version-kind"] = json!([gvk(rd, version)]);
             schemas.insert(schema_name(rd, version), s);
         }
     }
@@ -121,6 +61,62 @@ pub fn group_version_doc(table: &ResourceTable, group: &str, version: &str) -> O
         "paths": paths,
         "components": { "schemas": schemas },
     }))
+}
+
+fn gvk(rd: &ResourceDef, version: &str) -> Value {
+    json!({ "group": rd.group, "version": version, "kind": rd.kind })
+}
+
+/// The path items of one resource: (one object, the collection).
+fn path_items(rd: &ResourceDef, version: &str) -> (Value, Value) {
+    let gvk = gvk(rd, version);
+    let body_schema = match rd.schema(version) {
+        Some(_) => {
+            json!({ "$ref": format!("#/components/schemas/{}", schema_name(rd, version)) })
+        }
+        None => json!({ "type": "object" }),
+    };
+    let content = json!({
+        "application/json-patch+json": {"schema": body_schema},
+        "application/merge-patch+json": {"schema": body_schema},
+        "application/apply-patch+yaml": {"schema": body_schema},
+    });
+    let ok = json!({ "200": { "description": "OK", "content": { "application/json": { "schema": body_schema } } } });
+    let op = |action: &str| {
+        json!({
+            "operationId": format!("{action}{}", rd.kind),
+            "x-kubernetes-action": action,
+            "x-kubernetes-group-version-kind": gvk,
+            "responses": ok,
+        })
+    };
+    let write_params = [
+        param("dryRun", "query"),
+        param("fieldManager", "query"),
+        param("fieldValidation", "query"),
+    ];
+    let mut patch = op("patch");
+    let mut patch_params = write_params.to_vec();
+    patch_params.push(param("force", "query"));
+    patch["parameters"] = json!(patch_params);
+    patch["requestBody"] = json!({ "content": content, "required": true });
+    let mut create = op("post");
+    create["parameters"] = json!(write_params);
+    let mut put = op("put");
+    put["parameters"] = json!(write_params);
+    let namespace: Vec<Value> = if rd.namespaced {
+        vec![param("namespace", "path")]
+    } else {
+        vec![]
+    };
+    let mut item_params = vec![param("name", "path")];
+    item_params.extend(namespace.iter().cloned());
+    let item = json!({
+        "parameters": item_params,
+        "get": op("get"), "put": put, "patch": patch, "delete": op("delete"),
+    });
+    let collection = json!({ "parameters": namespace, "get": op("list"), "post": create });
+    (item, collection)
 }
 
 fn hash_of(v: &Value) -> String {

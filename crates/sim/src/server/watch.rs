@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::App;
 use super::resources::ResourceDef;
 use super::selectors::{FieldSelector, LabelSelector};
-use super::store::{Event, EventType};
+use super::store::{Event, EventType, Gone};
 use super::table::{self, Presentation};
 
 /// What a watch request asked for.
@@ -144,6 +144,9 @@ async fn send(tx: &mpsc::Sender<Result<Bytes, Infallible>>, b: Bytes) -> Result<
     tx.send(Ok(b)).await.map_err(|_| ())
 }
 
+/// Stream `req` to `tx`: the initial state (or nothing, resuming from a version), then
+/// every visible change, with bookmarks, until the timeout, shutdown or the client
+/// leaves (`Err`).
 async fn run(
     app: Arc<App>,
     req: WatchRequest,
@@ -152,31 +155,7 @@ async fn run(
     let mut head = app.head.subscribe();
     let mut shutdown = app.shutdown.subscribe();
     let mut first = true;
-    let from_now = matches!(req.resource_version.as_deref(), None | Some("") | Some("0"));
-    let start: Result<(Vec<Value>, u64), (u64, u64)> = {
-        let store = app.store.lock().expect("store lock");
-        if req.send_initial_events || from_now {
-            let objs: Vec<Value> = store
-                .list(&req.rd.group, &req.rd.plural, req.namespace.as_deref())
-                .into_iter()
-                .filter(|o| req.visible(o))
-                .map(|o| (*o).clone())
-                .collect();
-            Ok((objs, store.current_rv()))
-        } else {
-            let rv: u64 = req
-                .resource_version
-                .as_deref()
-                .unwrap_or("0")
-                .parse()
-                .unwrap_or(0);
-            match store.events_after(rv) {
-                Ok(_) => Ok((vec![], rv)),
-                Err(g) => Err((rv, g.oldest)),
-            }
-        }
-    };
-    let (initial, mut last_rv) = match start {
+    let (initial, mut last_rv) = match starting_point(&app, &req) {
         Ok(s) => s,
         Err((rv, oldest)) => return send(&tx, gone(rv, oldest)).await,
     };
@@ -191,23 +170,7 @@ async fn run(
     let period = app.config.bookmark_interval;
     let mut next_bookmark = Instant::now() + period;
     loop {
-        let events = {
-            let store = app.store.lock().expect("store lock");
-            match store.events_after(last_rv) {
-                Ok(evs) => {
-                    let cur = store.current_rv();
-                    let out: Vec<Value> = evs
-                        .iter()
-                        .filter_map(|e| req.translate(e))
-                        .map(|(k, o)| json!({"type": k.as_str(), "object": o}))
-                        .collect();
-                    last_rv = cur;
-                    Ok(out)
-                }
-                Err(g) => Err(g),
-            }
-        };
-        match events {
+        match changes_since(&app, &req, &mut last_rv) {
             Ok(evs) => {
                 for mut e in evs {
                     let obj = e["object"].take();
@@ -242,4 +205,45 @@ async fn run(
             _ = tx.closed() => return Err(()),
         }
     }
+}
+
+/// Where a watch starts: the visible objects now (from the current state, or with
+/// `sendInitialEvents`) and the version they are at, or nothing and the requested
+/// version; `Err((requested, oldest kept))` when that version is too old.
+fn starting_point(app: &App, req: &WatchRequest) -> Result<(Vec<Value>, u64), (u64, u64)> {
+    let from_now = matches!(req.resource_version.as_deref(), None | Some("") | Some("0"));
+    let store = app.store.lock().expect("store lock");
+    if req.send_initial_events || from_now {
+        let objs: Vec<Value> = store
+            .list(&req.rd.group, &req.rd.plural, req.namespace.as_deref())
+            .into_iter()
+            .filter(|o| req.visible(o))
+            .map(|o| (*o).clone())
+            .collect();
+        return Ok((objs, store.current_rv()));
+    }
+    let rv: u64 = req
+        .resource_version
+        .as_deref()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    match store.events_after(rv) {
+        Ok(_) => Ok((vec![], rv)),
+        Err(g) => Err((rv, g.oldest)),
+    }
+}
+
+/// The events (`{"type", "object"}`, objects not yet presented) this watcher sees
+/// after `last_rv`, which moves to the current version.
+fn changes_since(app: &App, req: &WatchRequest, last_rv: &mut u64) -> Result<Vec<Value>, Gone> {
+    let store = app.store.lock().expect("store lock");
+    let evs = store.events_after(*last_rv)?;
+    let out = evs
+        .iter()
+        .filter_map(|e| req.translate(e))
+        .map(|(k, o)| json!({"type": k.as_str(), "object": o}))
+        .collect();
+    *last_rv = store.current_rv();
+    Ok(out)
 }

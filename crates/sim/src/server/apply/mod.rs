@@ -590,44 +590,9 @@ pub fn apply(
         ""
     };
     let applied_set = leaves(applied, shape, w.scope);
-    let mut conflicts: Vec<(Path, String)> = Vec::new();
-    for e in &es {
-        if e.manager == w.manager && e.operation == "Apply" {
-            continue;
-        }
-        for p in &applied_set {
-            if get_at(applied, p).is_some_and(Value::is_object) {
-                // An empty map claims the field's presence, not its entries.
-                continue;
-            }
-            let owned = e.fields.contains(p)
-                || e.fields
-                    .iter()
-                    .any(|q| q.starts_with(p) && q.len() > p.len());
-            if owned && get_at(live, p) != get_at(applied, p) {
-                conflicts.push((p.clone(), e.manager.clone()));
-            }
-        }
-    }
+    let conflicts = conflicts(live, applied, &applied_set, &es, w.manager);
     if !conflicts.is_empty() && !force {
-        let list: Vec<String> = conflicts
-            .iter()
-            .map(|(p, m)| format!("conflict with {m:?}: {}", show_path(p)))
-            .collect();
-        let msg = format!(
-            "Apply failed with {} conflict{}: {}",
-            conflicts.len(),
-            if conflicts.len() == 1 { "" } else { "s" },
-            list.join("; ")
-        );
-        let causes: Vec<Value> = conflicts
-            .iter()
-            .map(|(p, m)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m:?}"), "field": show_path(p)}))
-            .collect();
-        let mut err = ApiError::conflict("", "", "", "");
-        err.message = msg;
-        err.details = Some(json!({ "causes": causes }));
-        return Err(err);
+        return Err(conflict_error(&conflicts));
     }
     let previous = es
         .iter()
@@ -643,23 +608,7 @@ pub fn apply(
             remove_at(&mut result, p);
         }
     }
-    let mut scoped = Map::new();
-    if let Value::Object(am) = applied {
-        for (k, v) in am {
-            if in_scope(k, w.scope) {
-                scoped.insert(k.clone(), v.clone());
-            } else if k == "metadata" && w.scope != Scope::Status {
-                let mut mm = Map::new();
-                for mk in OWNED_META {
-                    if let Some(x) = v.get(mk) {
-                        mm.insert(mk.into(), x.clone());
-                    }
-                }
-                scoped.insert(k.clone(), Value::Object(mm));
-            }
-        }
-    }
-    merge(&mut result, &Value::Object(scoped), shape, "");
+    merge(&mut result, &in_scope_part(applied, w.scope), shape, "");
     for (p, m) in &conflicts {
         for e in es.iter_mut().filter(|e| &e.manager == m) {
             e.fields.retain(|q| !(q.starts_with(p)));
@@ -671,6 +620,81 @@ pub fn apply(
     e.api_version = w.api_version.into();
     store_entries(&mut result, &es);
     Ok(result)
+}
+
+/// The applied fields (`applied_set`) that another manager owns with a different value
+/// in `live`, with that manager.
+fn conflicts(
+    live: &Value,
+    applied: &Value,
+    applied_set: &FieldSet,
+    es: &[Entry],
+    manager: &str,
+) -> Vec<(Path, String)> {
+    let mut conflicts = Vec::new();
+    for e in es {
+        if e.manager == manager && e.operation == "Apply" {
+            continue;
+        }
+        for p in applied_set {
+            if get_at(applied, p).is_some_and(Value::is_object) {
+                // An empty map claims the field's presence, not its entries.
+                continue;
+            }
+            let owned = e.fields.contains(p)
+                || e.fields
+                    .iter()
+                    .any(|q| q.starts_with(p) && q.len() > p.len());
+            if owned && get_at(live, p) != get_at(applied, p) {
+                conflicts.push((p.clone(), e.manager.clone()));
+            }
+        }
+    }
+    conflicts
+}
+
+/// The 409 an unforced apply with `conflicts` answers.
+fn conflict_error(conflicts: &[(Path, String)]) -> ApiError {
+    let list: Vec<String> = conflicts
+        .iter()
+        .map(|(p, m)| format!("conflict with {m:?}: {}", show_path(p)))
+        .collect();
+    let msg = format!(
+        "Apply failed with {} conflict{}: {}",
+        conflicts.len(),
+        if conflicts.len() == 1 { "" } else { "s" },
+        list.join("; ")
+    );
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|(p, m)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m:?}"), "field": show_path(p)}))
+        .collect();
+    let mut err = ApiError::conflict("", "", "", "");
+    err.message = msg;
+    err.details = Some(json!({ "causes": causes }));
+    err
+}
+
+/// The part of `applied` a write in `scope` may set (of metadata, only what managers
+/// own).
+fn in_scope_part(applied: &Value, scope: Scope) -> Value {
+    let mut scoped = Map::new();
+    if let Value::Object(am) = applied {
+        for (k, v) in am {
+            if in_scope(k, scope) {
+                scoped.insert(k.clone(), v.clone());
+            } else if k == "metadata" && scope != Scope::Status {
+                let mut mm = Map::new();
+                for mk in OWNED_META {
+                    if let Some(x) = v.get(mk) {
+                        mm.insert(mk.into(), x.clone());
+                    }
+                }
+                scoped.insert(k.clone(), Value::Object(mm));
+            }
+        }
+    }
+    Value::Object(scoped)
 }
 
 #[cfg(test)]

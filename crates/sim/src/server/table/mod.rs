@@ -136,49 +136,9 @@ fn computed(name: &str, obj: &Value, now: DateTime<Utc>) -> Value {
     let n = |p: &str| obj.pointer(p).and_then(Value::as_i64).unwrap_or(0);
     match name {
         "@age" => age_of(obj.pointer("/metadata/creationTimestamp"), now),
-        "@node-status" => {
-            let ready = obj
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-                .map(|c| c["status"] == "True");
-            let mut st = match ready {
-                Some(true) => "Ready".to_string(),
-                Some(false) => "NotReady".to_string(),
-                None => "Unknown".to_string(),
-            };
-            if obj.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
-                st.push_str(",SchedulingDisabled");
-            }
-            Value::String(st)
-        }
-        "@node-roles" => {
-            let roles: Vec<&str> = obj
-                .pointer("/metadata/labels")
-                .and_then(Value::as_object)
-                .map(|l| {
-                    l.keys()
-                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            Value::String(if roles.is_empty() {
-                "<none>".into()
-            } else {
-                roles.join(",")
-            })
-        }
-        "@pod-ready" => {
-            let total = obj
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            let ready = obj
-                .pointer("/status/containerStatuses")
-                .and_then(Value::as_array)
-                .map_or(0, |cs| cs.iter().filter(|c| c["ready"] == true).count());
-            Value::String(format!("{ready}/{total}"))
-        }
+        "@node-status" => Value::String(node_status(obj)),
+        "@node-roles" => Value::String(node_roles(obj)),
+        "@pod-ready" => Value::String(pod_ready(obj)),
         "@pod-status" => {
             if obj.pointer("/metadata/deletionTimestamp").is_some() {
                 Value::String("Terminating".into())
@@ -221,6 +181,55 @@ fn computed(name: &str, obj: &Value, now: DateTime<Utc>) -> Value {
         }
         _ => Value::Null,
     }
+}
+
+/// `Ready`, `NotReady` or `Unknown`, with `,SchedulingDisabled` when cordoned.
+fn node_status(node: &Value) -> String {
+    let ready = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| c["status"] == "True");
+    let mut st = match ready {
+        Some(true) => "Ready".to_string(),
+        Some(false) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
+    };
+    if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        st.push_str(",SchedulingDisabled");
+    }
+    st
+}
+
+/// The `node-role.kubernetes.io/` label suffixes, or `<none>`.
+fn node_roles(node: &Value) -> String {
+    let roles: Vec<&str> = node
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|l| {
+            l.keys()
+                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if roles.is_empty() {
+        "<none>".into()
+    } else {
+        roles.join(",")
+    }
+}
+
+/// Ready containers out of all, `1/2`.
+fn pod_ready(pod: &Value) -> String {
+    let total = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let ready = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .map_or(0, |cs| cs.iter().filter(|c| c["ready"] == true).count());
+    format!("{ready}/{total}")
 }
 
 fn cell_or_na(v: Option<&Value>) -> Value {
