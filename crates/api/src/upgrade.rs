@@ -147,14 +147,20 @@ pub struct MaintenanceWindow {
 
 /// Day of the week.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[allow(missing_docs)]
 pub enum Weekday {
+    /// Monday.
     Mon,
+    /// Tuesday.
     Tue,
+    /// Wednesday.
     Wed,
+    /// Thursday.
     Thu,
+    /// Friday.
     Fri,
+    /// Saturday.
     Sat,
+    /// Sunday.
     Sun,
 }
 
@@ -245,13 +251,64 @@ pub struct NodeCounts {
 
 /// Lifecycle of an OSUpgrade.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[allow(missing_docs)]
 pub enum UpgradePhase {
+    /// Waiting for an older OSUpgrade that selects some of the same nodes.
     Pending,
+    /// Valid and resolved; no node has started yet.
     Accepted,
+    /// The spec or the catalog cannot be acted on; `reason` says why.
     Rejected,
+    /// Nodes are being staged, drained, rebooted or released.
     Progressing,
+    /// `spec.strategy.paused`: nothing new starts, work in flight finishes.
     Paused,
+    /// Every selected node's attempt ended and its node was released.
     Completed,
+    /// Halted after `maxFailures` failed nodes.
     Failed,
+}
+
+impl UpgradePhase {
+    /// Every phase, in lifecycle order.
+    pub const ALL: [UpgradePhase; 7] = [
+        UpgradePhase::Pending,
+        UpgradePhase::Accepted,
+        UpgradePhase::Rejected,
+        UpgradePhase::Progressing,
+        UpgradePhase::Paused,
+        UpgradePhase::Completed,
+        UpgradePhase::Failed,
+    ];
+
+    /// The name written to `status.phase` (and used in metrics and Events).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradePhase::Pending => "Pending",
+            UpgradePhase::Accepted => "Accepted",
+            UpgradePhase::Rejected => "Rejected",
+            UpgradePhase::Progressing => "Progressing",
+            UpgradePhase::Paused => "Paused",
+            UpgradePhase::Completed => "Completed",
+            UpgradePhase::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for UpgradePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_names_are_the_wire_names() {
+        for p in UpgradePhase::ALL {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+            assert_eq!(p.to_string(), p.as_str());
+        }
+    }
 }
