@@ -8,6 +8,7 @@
 
 pub mod act;
 pub mod catalog;
+mod chain;
 pub mod cluster;
 pub mod drain;
 #[cfg(test)]

@@ -28,6 +28,7 @@ use osroll_api::{OSUpgrade, OSUpgradeProgress};
 use tokio::sync::watch;
 
 use crate::act::DrainMemory;
+use crate::chain::Chain;
 use crate::catalog::{HttpFetcher, ResolutionCache, TrustPolicy, UrlFetcher};
 use crate::cluster::KubeCluster;
 use crate::leader::{Elector, Timing, still_leading};
@@ -118,7 +119,7 @@ async fn reconcile(up: Arc<OSUpgrade>, ctx: Arc<Ctx>) -> Result<Requeue, Reconci
 }
 
 fn error_policy(up: Arc<OSUpgrade>, err: &ReconcileError, ctx: Arc<Ctx>) -> Requeue {
-    tracing::warn!(upgrade = %up.name_any(), error = %err, "reconcile failed");
+    tracing::warn!(upgrade = %up.name_any(), error = %Chain(err), "reconcile failed");
     let ReconcileError::Api(e) = err;
     let kind = if matches!(e, crate::cluster::ApiError::Conflict(_)) {
         ErrorKind::Conflict
@@ -305,7 +306,7 @@ pub async fn run_until(
     };
     let fetcher: Arc<dyn UrlFetcher> = Arc::new(
         HttpFetcher::new(cfg.allow_http_catalog, cfg.catalog_ca.as_deref())
-            .map_err(|e| anyhow::anyhow!("catalog HTTP client: {e}"))?,
+            .context("catalog HTTP client")?,
     );
     let leading = Arc::new(AtomicBool::new(false));
     let timing = Timing::from_duration(cfg.lease_duration);
@@ -369,7 +370,7 @@ pub async fn run_until(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "lease");
+                tracing::warn!(error = %Chain(&e), "lease");
                 if task.is_some()
                     && !last_renew
                         .is_some_and(|t| still_leading(t, Utc::now(), timing.renew_deadline))
@@ -386,7 +387,7 @@ pub async fn run_until(
     }
     step_down(&leading, &metrics, &mut task).await;
     if let Err(e) = elector.release().await {
-        tracing::warn!(error = %e, "could not release the lease");
+        tracing::warn!(error = %Chain(&e), "could not release the lease");
     }
     if let Some(s) = server {
         let _ = s.await;

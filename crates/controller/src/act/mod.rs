@@ -20,6 +20,7 @@ use osroll_api::{
 };
 use serde_json::json;
 
+use crate::chain::Chain;
 use crate::cluster::{ApiError, Cluster, Note, Severity};
 use crate::drain::{self, DrainStatus};
 use crate::marks;
@@ -167,7 +168,7 @@ impl<C: Cluster> Act<'_, C> {
             related: Some(node_ref(node)),
         };
         if let Err(e) = self.cluster.publish(&note).await {
-            tracing::warn!(node, reason, error = %e, "could not publish event");
+            tracing::warn!(node, reason, error = %Chain(&e), "could not publish event");
         }
     }
 
@@ -271,11 +272,11 @@ impl<C: Cluster> Act<'_, C> {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(node, action = ?a, error = %e, "action failed");
+                    tracing::warn!(node, action = ?a, error = %Chain(&e), "action failed");
                     if matches!(e, ApiError::Conflict(_)) {
                         report.conflicts += 1;
                     } else {
-                        report.errors.push(format!("{node}: {e}"));
+                        report.errors.push(format!("{node}: {}", Chain(&e)));
                     }
                     break;
                 }

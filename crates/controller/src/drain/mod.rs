@@ -12,6 +12,7 @@ pub use assess::{
     split_by_budget,
 };
 
+use crate::chain::Chain;
 use crate::cluster::{ApiError, Cluster};
 use crate::planner::DrainPolicy;
 
@@ -83,7 +84,7 @@ pub async fn step<C: Cluster>(
                             _ => refused.push((key.clone(), msg.clone())),
                         }
                     }
-                    Err(e) => refused.push((key.clone(), format!("eviction failed: {e}"))),
+                    Err(e) => refused.push((key.clone(), format!("eviction failed: {}", Chain(&e)))),
                 }
             }
             let stuck = blocked.len() + refused.len();

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::act::{Act, DrainMemory, ProgressTemplate, Report};
 use crate::catalog::{self, ResolutionCache, Resolved, TrustPolicy, UrlFetcher};
+use crate::chain::Chain;
 use crate::cluster::{ApiError, Cluster, Note, Severity};
 use crate::inplace;
 use crate::metrics::{ErrorKind, Metrics};
@@ -64,7 +65,7 @@ pub struct World<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     /// An API call failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Api(#[from] ApiError),
 }
 
@@ -137,7 +138,7 @@ impl<C: Cluster> Shared<C> {
             related: None,
         };
         if let Err(e) = self.cluster.publish(&note).await {
-            tracing::warn!(reason, error = %e, "could not publish event");
+            tracing::warn!(reason, error = %Chain(&e), "could not publish event");
         }
     }
 
