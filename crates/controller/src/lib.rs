@@ -17,6 +17,7 @@ pub mod inplace;
 pub mod leader;
 pub mod marks;
 pub mod metrics;
+mod names;
 pub mod observe;
 pub mod planner;
 pub mod reconcile;

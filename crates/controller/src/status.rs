@@ -6,7 +6,8 @@ use osroll_api::conditions::set_condition;
 use osroll_api::{Condition, OSUpgradeStatus, UpgradePhase};
 
 use crate::catalog::Resolved;
-use crate::planner::{Plan, name_list};
+use crate::names::name_list;
+use crate::planner::Plan;
 use crate::select::Blocker;
 
 /// What the reconcile concluded.

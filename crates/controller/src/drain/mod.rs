@@ -84,7 +84,9 @@ pub async fn step<C: Cluster>(
                             _ => refused.push((key.clone(), msg.clone())),
                         }
                     }
-                    Err(e) => refused.push((key.clone(), format!("eviction failed: {}", Chain(&e)))),
+                    Err(e) => {
+                        refused.push((key.clone(), format!("eviction failed: {}", Chain(&e))))
+                    }
                 }
             }
             let stuck = blocked.len() + refused.len();
@@ -116,7 +118,7 @@ pub async fn step<C: Cluster>(
                 "drain of node {node} timed out after {}s with {} pod(s) left: {}",
                 policy.timeout.as_secs(),
                 remaining.len(),
-                crate::planner::name_list(remaining.iter().map(String::as_str))
+                crate::names::name_list(remaining.iter().map(String::as_str))
             );
             match policy.on_timeout {
                 DrainTimeoutPolicy::Force => {

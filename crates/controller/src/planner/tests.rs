@@ -3,6 +3,7 @@
 
 use super::*;
 use chrono::TimeZone;
+use osroll_api::UpgradePhase;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 6, 7, 12, 0, 0).unwrap()
