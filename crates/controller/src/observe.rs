@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use osroll_api::{OSUpgradeProgress, ProgressPhase, labels};
+use osroll_api::{OSUpgradeProgress, ProgressPhase};
 
 use crate::marks;
 use crate::planner::{NodeObs, Observed, ProgressObs, Strategy};
@@ -70,16 +70,6 @@ fn annotation<'a>(
     key: &str,
 ) -> Option<&'a String> {
     meta.annotations.as_ref().and_then(|a| a.get(key))
-}
-
-/// Who cordoned `node`, per our annotation.
-pub fn cordoned_by(node: &Node) -> Option<&String> {
-    annotation(&node.metadata, labels::CORDONED_BY)
-}
-
-/// When we cordoned `node`.
-pub fn cordoned_at(node: &Node) -> Option<DateTime<Utc>> {
-    annotation(&node.metadata, marks::CORDONED_AT).and_then(|s| parse_time(s))
 }
 
 /// The planner's view of one progress object.
@@ -167,7 +157,7 @@ pub fn observe(
                 .as_ref()
                 .and_then(|s| s.unschedulable)
                 .unwrap_or(false),
-            cordoned_by_us: cordoned_by(node) == Some(&ours_value),
+            cordoned_by_us: marks::cordoned_by(node) == Some(&ours_value),
             control_plane: CONTROL_PLANE_LABELS.iter().any(|k| l.contains_key(*k)),
             past_failures,
             claimed_by,
@@ -188,7 +178,7 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    use osroll_api::{OSUpgradeProgressSpec, OSUpgradeProgressStatus, SourceRef};
+    use osroll_api::{OSUpgradeProgressSpec, OSUpgradeProgressStatus, SourceRef, labels};
 
     fn node(name: &str, extra: &[(&str, &str)], ready: bool, annotations: &[(&str, &str)]) -> Node {
         let mut l: BTreeMap<String, String> =

@@ -25,7 +25,6 @@ use crate::cluster::{ApiError, Cluster, Note, Severity};
 use crate::drain::{self, DrainStatus};
 use crate::marks;
 use crate::metrics::{DrainEnd, Metrics};
-use crate::observe::cordoned_at;
 use crate::planner::{Action, DrainOutcome, DrainPolicy, Outcome, UncordonReason};
 
 /// Nodes whose actions run at the same time.
@@ -307,13 +306,8 @@ impl<C: Cluster> Act<'_, C> {
                     let patch = json!({"metadata": {"annotations": {marks::CANARY: "true"}}});
                     c.patch_progress(&self.progress_name(node), &patch).await?;
                 }
-                let patch = json!({
-                    "metadata": {
-                        "resourceVersion": self.node_rv(node),
-                        "annotations": {labels::CORDONED_BY: self.cordon_value, marks::CORDONED_AT: self.now_str()},
-                    },
-                    "spec": {"unschedulable": true},
-                });
+                let rv = self.node_rv(node);
+                let patch = marks::cordon_patch(rv.as_deref(), self.cordon_value, &self.now_str());
                 c.patch_node(node, &patch).await?;
                 let what = if *canary { " (canary)" } else { "" };
                 let msg = format!(
@@ -342,13 +336,7 @@ impl<C: Cluster> Act<'_, C> {
                 c.patch_progress(&self.progress_name(node), &patch).await?;
             }
             Action::Uncordon { node, why } => {
-                let patch = json!({
-                    "metadata": {
-                        "resourceVersion": self.node_rv(node),
-                        "annotations": {labels::CORDONED_BY: null, marks::CORDONED_AT: null},
-                    },
-                    "spec": {"unschedulable": null},
-                });
+                let patch = marks::uncordon_patch(self.node_rv(node).as_deref());
                 c.patch_node(node, &patch).await?;
                 self.memory.forget(&self.upgrade.name_any(), node);
                 let why = match why {
@@ -417,7 +405,7 @@ impl<C: Cluster> Act<'_, C> {
         let started = self
             .nodes
             .get(node)
-            .and_then(|n| cordoned_at(n))
+            .and_then(|n| marks::cordoned_at(n))
             .unwrap_or(self.now);
         let elapsed = (self.now - started).to_std().unwrap_or_default();
         let up = self.upgrade.name_any();
@@ -477,7 +465,7 @@ impl<C: Cluster> Act<'_, C> {
                 };
                 let nonce = self.nonce(node);
                 let patch = json!({"metadata": {"annotations": {
-                    marks::DRAIN_OUTCOME: marks::tagged(marks::drain_outcome_str(outcome), nonce),
+                    marks::DRAIN_OUTCOME: marks::tagged(outcome.as_str(), nonce),
                     marks::DRAIN_MESSAGE: message,
                 }}});
                 self.cluster

@@ -21,8 +21,9 @@ use crate::catalog::{self, ResolutionCache, Resolved, TrustPolicy, UrlFetcher};
 use crate::chain::Chain;
 use crate::cluster::{ApiError, Cluster, Note, Severity};
 use crate::inplace;
+use crate::marks::cordoned_by;
 use crate::metrics::{ErrorKind, Metrics};
-use crate::observe::{self, Settings, cordoned_by};
+use crate::observe::{self, Settings};
 use crate::planner::{DrainPolicy, Plan, Strategy, plan};
 use crate::select::{self, Claim, NodeSelection};
 use crate::status::{self, Verdict};
@@ -280,13 +281,7 @@ impl<C: Cluster> Shared<C> {
                 return Ok(Duration::from_secs(1));
             }
             let node = n.name_any();
-            let patch = json!({
-                "metadata": {
-                    "resourceVersion": n.resource_version(),
-                    "annotations": {labels::CORDONED_BY: null, crate::marks::CORDONED_AT: null},
-                },
-                "spec": {"unschedulable": null},
-            });
+            let patch = crate::marks::uncordon_patch(n.resource_version().as_deref());
             self.cluster.patch_node(&node, &patch).await?;
             let msg = format!("node {node} uncordoned: OSUpgrade {name} is being deleted");
             self.upgrade_event(up, Severity::Normal, "NodeUncordoned", msg)
