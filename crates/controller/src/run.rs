@@ -28,8 +28,8 @@ use osroll_api::{OSUpgrade, OSUpgradeProgress};
 use tokio::sync::watch;
 
 use crate::act::DrainMemory;
-use crate::chain::Chain;
 use crate::catalog::{HttpFetcher, ResolutionCache, TrustPolicy, UrlFetcher};
+use crate::chain::Chain;
 use crate::cluster::KubeCluster;
 use crate::leader::{Elector, Timing, still_leading};
 use crate::metrics::{ErrorKind, Metrics};
