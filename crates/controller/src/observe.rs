@@ -102,7 +102,7 @@ fn source_of(p: &OSUpgradeProgress) -> Option<&str> {
 
 /// Snapshot for the OSUpgrade `upgrade`: the selected nodes plus any node that carries
 /// one of its progress objects.
-pub fn observe(
+pub fn snapshot(
     upgrade: &str,
     strategy: Strategy,
     selection: &NodeSelection,
@@ -259,7 +259,7 @@ mod tests {
         let pa = progress("up", "a", Some(ProgressPhase::Staged), 1);
         let old = progress("older", "a", Some(ProgressPhase::RolledBack), 0);
         let busy = progress("older", "c", Some(ProgressPhase::Downloading), 0);
-        let o = observe(
+        let o = snapshot(
             "up",
             Strategy::default(),
             &NodeSelection::from_spec(None).unwrap(),
@@ -306,7 +306,7 @@ mod tests {
         let mut a = node("a", &[], true, &[]);
         a.metadata.labels = None;
         let pa = progress("up", "a", None, 0);
-        let o = observe(
+        let o = snapshot(
             "up",
             Strategy::default(),
             &NodeSelection::default(),
