@@ -122,47 +122,14 @@ pub fn snapshot(
     for node in nodes {
         let name = node.metadata.name.as_deref().unwrap_or_default();
         let on_node = by_node.get(name).map(Vec::as_slice).unwrap_or_default();
-        let ours = on_node.iter().find(|p| source_of(p) == Some(upgrade));
+        let (ours, others): (Vec<&OSUpgradeProgress>, Vec<&OSUpgradeProgress>) =
+            on_node.iter().partition(|p| source_of(p) == Some(upgrade));
+        let ours = ours.first().copied();
         if ours.is_none() && !selection.selects(node_labels(node)) {
             continue;
         }
-        let (ready, ready_since) = readiness(node);
-        let others = on_node.iter().filter(|p| source_of(p) != Some(upgrade));
-        let past_failures = others
-            .clone()
-            .filter(|p| {
-                p.status.as_ref().and_then(|s| s.phase).is_some_and(|ph| {
-                    matches!(ph, ProgressPhase::Failed | ProgressPhase::RolledBack)
-                })
-            })
-            .count() as u32
-            + ours
-                .and_then(|p| p.status.as_ref())
-                .map_or(0, |s| s.retry_count);
-        let claimed_by = others
-            .filter(|p| {
-                !p.status
-                    .as_ref()
-                    .and_then(|s| s.phase)
-                    .is_some_and(ProgressPhase::is_terminal)
-            })
-            .find_map(|p| source_of(p).map(String::from));
-        let l = node_labels(node);
-        out.push(NodeObs {
-            name: name.to_string(),
-            ready,
-            ready_since,
-            unschedulable: node
-                .spec
-                .as_ref()
-                .and_then(|s| s.unschedulable)
-                .unwrap_or(false),
-            cordoned_by_us: marks::cordoned_by(node) == Some(&ours_value),
-            control_plane: CONTROL_PLANE_LABELS.iter().any(|k| l.contains_key(*k)),
-            past_failures,
-            claimed_by,
-            progress: ours.map(|p| progress_obs(p)),
-        });
+        let cordoned_by_us = marks::cordoned_by(node) == Some(&ours_value);
+        out.push(node_obs(node, ours, &others, cordoned_by_us));
     }
     Observed {
         strategy,
@@ -170,6 +137,48 @@ pub fn snapshot(
         own_node: settings.own_node.clone(),
         node_soak: settings.node_soak,
         drain_poll: settings.drain_poll,
+    }
+}
+
+/// The planner's view of `node`, with our progress object on it (if any) and those of
+/// other OSUpgrades.
+fn node_obs(
+    node: &Node,
+    ours: Option<&OSUpgradeProgress>,
+    others: &[&OSUpgradeProgress],
+    cordoned_by_us: bool,
+) -> NodeObs {
+    let (ready, ready_since) = readiness(node);
+    let phase = |p: &OSUpgradeProgress| p.status.as_ref().and_then(|s| s.phase);
+    let failed_elsewhere = others
+        .iter()
+        .filter(|p| {
+            phase(p)
+                .is_some_and(|ph| matches!(ph, ProgressPhase::Failed | ProgressPhase::RolledBack))
+        })
+        .count() as u32;
+    let retries = ours
+        .and_then(|p| p.status.as_ref())
+        .map_or(0, |s| s.retry_count);
+    let claimed_by = others
+        .iter()
+        .filter(|p| !phase(p).is_some_and(ProgressPhase::is_terminal))
+        .find_map(|p| source_of(p).map(String::from));
+    let labels = node_labels(node);
+    NodeObs {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        ready,
+        ready_since,
+        unschedulable: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+        cordoned_by_us,
+        control_plane: CONTROL_PLANE_LABELS.iter().any(|k| labels.contains_key(*k)),
+        past_failures: failed_elsewhere + retries,
+        claimed_by,
+        progress: ours.map(progress_obs),
     }
 }
 

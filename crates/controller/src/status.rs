@@ -41,83 +41,97 @@ pub fn build(
 ) -> OSUpgradeStatus {
     let mut st = old.cloned().unwrap_or_default();
     st.observed_generation = generation;
-    let mut conds: Vec<Condition> = Vec::new();
-    match v {
-        Verdict::Rejected { reason, message } => {
-            st.phase = Some(UpgradePhase::Rejected);
-            st.reason = Some(reason.to_string());
-            st.message = Some(message.to_string());
-            conds.push(Condition::new("Ready", false, reason, message));
-            conds.push(Condition::new("Progressing", false, reason, message));
-            conds.push(Condition::new("Degraded", false, "NoFailures", ""));
-        }
-        Verdict::Waiting(b) => {
-            let message = format!(
-                "waiting for OSUpgrade {}, which also selects node(s) {}",
-                b.upgrade,
-                name_list(b.nodes.iter().map(String::as_str))
-            );
-            st.phase = Some(UpgradePhase::Pending);
-            st.reason = Some("WaitingForOtherUpgrade".into());
-            st.message = Some(message.clone());
-            conds.push(Condition::new(
-                "Ready",
-                false,
-                "WaitingForOtherUpgrade",
-                message.clone(),
-            ));
-            conds.push(Condition::new(
-                "Progressing",
-                false,
-                "WaitingForOtherUpgrade",
-                message,
-            ));
-        }
+    let conds = match v {
+        Verdict::Rejected { reason, message } => rejected(&mut st, reason, message),
+        Verdict::Waiting(b) => waiting(&mut st, b),
         Verdict::Planned {
             plan,
             resolved,
             notes,
-        } => {
-            st.phase = Some(plan.phase);
-            st.reason = Some(plan.reason.clone());
-            let mut message = plan.message.clone();
-            for n in notes {
-                message.push_str("; ");
-                message.push_str(n);
-            }
-            st.message = Some(message.clone());
-            st.resolved_version = Some(resolved.image.version.clone());
-            st.catalog_digest = Some(resolved.digest.clone());
-            st.nodes = Some(plan.counts.clone());
-            for c in &plan.conditions {
-                let mut c = c.clone();
-                if c.type_ == "Progressing" && c.is_true() {
-                    c.message = message.clone();
-                }
-                conds.push(c);
-            }
-            conds.push(if resolved.warnings.is_empty() {
-                Condition::new("CatalogWarnings", false, "NoProblems", "")
-            } else {
-                let list: Vec<String> = resolved.warnings.iter().map(ToString::to_string).collect();
-                Condition::new(
-                    "CatalogWarnings",
-                    true,
-                    "CatalogHasProblems",
-                    format!(
-                        "{} problem(s) in entries other than the target: {}",
-                        list.len(),
-                        list.join("; ")
-                    ),
-                )
-            });
-        }
-    }
+        } => planned(&mut st, plan, resolved, &notes),
+    };
     for mut c in conds {
         c.observed_generation = generation;
         set_condition(&mut st.conditions, c, now);
     }
     st
+}
+
+fn rejected(st: &mut OSUpgradeStatus, reason: &str, message: &str) -> Vec<Condition> {
+    st.phase = Some(UpgradePhase::Rejected);
+    st.reason = Some(reason.to_string());
+    st.message = Some(message.to_string());
+    vec![
+        Condition::new("Ready", false, reason, message),
+        Condition::new("Progressing", false, reason, message),
+        Condition::new("Degraded", false, "NoFailures", ""),
+    ]
+}
+
+fn waiting(st: &mut OSUpgradeStatus, b: &Blocker) -> Vec<Condition> {
+    let reason = "WaitingForOtherUpgrade";
+    let message = format!(
+        "waiting for OSUpgrade {}, which also selects node(s) {}",
+        b.upgrade,
+        name_list(b.nodes.iter().map(String::as_str))
+    );
+    st.phase = Some(UpgradePhase::Pending);
+    st.reason = Some(reason.into());
+    st.message = Some(message.clone());
+    vec![
+        Condition::new("Ready", false, reason, message.clone()),
+        Condition::new("Progressing", false, reason, message),
+    ]
+}
+
+fn planned(
+    st: &mut OSUpgradeStatus,
+    plan: &Plan,
+    resolved: &Resolved,
+    notes: &[&str],
+) -> Vec<Condition> {
+    let mut message = plan.message.clone();
+    for n in notes {
+        message.push_str("; ");
+        message.push_str(n);
+    }
+    st.phase = Some(plan.phase);
+    st.reason = Some(plan.reason.clone());
+    st.message = Some(message.clone());
+    st.resolved_version = Some(resolved.image.version.clone());
+    st.catalog_digest = Some(resolved.digest.clone());
+    st.nodes = Some(plan.counts.clone());
+    let mut conds: Vec<Condition> = plan
+        .conditions
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            if c.type_ == "Progressing" && c.is_true() {
+                c.message = message.clone();
+            }
+            c
+        })
+        .collect();
+    conds.push(catalog_warnings(resolved));
+    conds
+}
+
+/// CatalogWarnings: problems in catalog entries other than the target.
+fn catalog_warnings(resolved: &Resolved) -> Condition {
+    if resolved.warnings.is_empty() {
+        return Condition::new("CatalogWarnings", false, "NoProblems", "");
+    }
+    let list: Vec<String> = resolved.warnings.iter().map(ToString::to_string).collect();
+    Condition::new(
+        "CatalogWarnings",
+        true,
+        "CatalogHasProblems",
+        format!(
+            "{} problem(s) in entries other than the target: {}",
+            list.len(),
+            list.join("; ")
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -169,27 +169,7 @@ pub async fn load<C: Cluster>(
     cluster: &C,
     fetcher: &dyn UrlFetcher,
 ) -> Result<CatalogDoc, Rejection> {
-    let set: Vec<&str> = [
-        ("inline", src.inline.is_some()),
-        ("url", src.url.is_some()),
-        ("configMap", src.config_map.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(n, s)| s.then_some(n))
-    .collect();
-    if set.len() != 1 {
-        return Err(Rejection {
-            reason: RejectionReason::CatalogInvalid,
-            message: format!(
-                "spec.catalog must set exactly one of inline, url, configMap (it sets {})",
-                if set.is_empty() {
-                    "none".to_string()
-                } else {
-                    set.join(", ")
-                }
-            ),
-        });
-    }
+    exactly_one_source(src)?;
     if let Some(text) = &src.inline {
         return Ok(CatalogDoc {
             text: text.clone(),
@@ -198,50 +178,93 @@ pub async fn load<C: Cluster>(
         });
     }
     if let Some(url) = &src.url {
-        let text = fetcher
-            .get(url)
-            .await
-            .map_err(|e| unavailable(format!("spec.catalog.url: {}", Chain(&e))))?
-            .ok_or_else(|| {
-                unavailable(format!("spec.catalog.url: {url} answered 404 Not Found"))
-            })?;
-        let signature = match &src.signature {
-            Some(s) => Some(s.clone()),
-            None => fetcher
-                .get(&format!("{url}.minisig"))
-                .await
-                .map_err(|e| unavailable(format!("catalog signature: {}", Chain(&e))))?,
-        };
-        return Ok(CatalogDoc {
-            text,
-            signature,
-            origin: url.clone(),
-        });
+        return load_url(url, src.signature.as_ref(), fetcher).await;
     }
     let name = src.config_map.as_deref().unwrap_or_default();
+    load_config_map(namespace, name, src.signature.as_ref(), cluster).await
+}
+
+fn exactly_one_source(src: &CatalogSource) -> Result<(), Rejection> {
+    let set: Vec<&str> = [
+        ("inline", src.inline.is_some()),
+        ("url", src.url.is_some()),
+        ("configMap", src.config_map.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(n, s)| s.then_some(n))
+    .collect();
+    if set.len() == 1 {
+        return Ok(());
+    }
+    let sets = if set.is_empty() {
+        "none".to_string()
+    } else {
+        set.join(", ")
+    };
+    Err(Rejection {
+        reason: RejectionReason::CatalogInvalid,
+        message: format!(
+            "spec.catalog must set exactly one of inline, url, configMap (it sets {sets})"
+        ),
+    })
+}
+
+/// The catalog at `url`; its signature, unless given, from `<url>.minisig` if there.
+async fn load_url(
+    url: &str,
+    signature: Option<&String>,
+    fetcher: &dyn UrlFetcher,
+) -> Result<CatalogDoc, Rejection> {
+    let text = fetcher
+        .get(url)
+        .await
+        .map_err(|e| unavailable(format!("spec.catalog.url: {}", Chain(&e))))?
+        .ok_or_else(|| unavailable(format!("spec.catalog.url: {url} answered 404 Not Found")))?;
+    let signature = match signature {
+        Some(s) => Some(s.clone()),
+        None => fetcher
+            .get(&format!("{url}.minisig"))
+            .await
+            .map_err(|e| unavailable(format!("catalog signature: {}", Chain(&e))))?,
+    };
+    Ok(CatalogDoc {
+        text,
+        signature,
+        origin: url.to_string(),
+    })
+}
+
+/// The catalog in ConfigMap `namespace/name`; its signature, unless given, from the
+/// ConfigMap's signature key if there.
+async fn load_config_map<C: Cluster>(
+    namespace: &str,
+    name: &str,
+    signature: Option<&String>,
+    cluster: &C,
+) -> Result<CatalogDoc, Rejection> {
+    let field = "spec.catalog.configMap";
     let cm = cluster
         .config_map(namespace, name)
         .await
         .map_err(|e| {
             unavailable(format!(
-                "spec.catalog.configMap: reading ConfigMap {namespace}/{name}: {}",
+                "{field}: reading ConfigMap {namespace}/{name}: {}",
                 Chain(&e)
             ))
         })?
         .ok_or_else(|| {
             unavailable(format!(
-                "spec.catalog.configMap: ConfigMap {namespace}/{name} does not exist"
+                "{field}: ConfigMap {namespace}/{name} does not exist"
             ))
         })?;
     let data = cm.data.unwrap_or_default();
     let text = data.get(CONFIG_MAP_KEY).cloned().ok_or_else(|| {
         unavailable(format!(
-            "spec.catalog.configMap: ConfigMap {namespace}/{name} has no key {CONFIG_MAP_KEY}"
+            "{field}: ConfigMap {namespace}/{name} has no key {CONFIG_MAP_KEY}"
         ))
     })?;
-    let signature = src
-        .signature
-        .clone()
+    let signature = signature
+        .cloned()
         .or_else(|| data.get(CONFIG_MAP_SIGNATURE_KEY).cloned());
     Ok(CatalogDoc {
         text,

@@ -85,6 +85,11 @@ pub fn plan(obs: &Observed, now: DateTime<Utc>) -> Plan {
         disrupted: room.disrupted,
         max_unavailable: room.max_unavailable,
     };
+    conclude(&summary, draft)
+}
+
+/// The plan: the drafted actions with the phase, counts and conditions of `summary`.
+fn conclude(summary: &status::Summary<'_>, draft: Draft) -> Plan {
     let (phase, reason, message, conditions) = summary.describe();
     Plan {
         actions: draft.actions,
@@ -93,10 +98,10 @@ pub fn plan(obs: &Observed, now: DateTime<Utc>) -> Plan {
         message,
         counts: summary.counts(),
         conditions,
-        canary,
+        canary: summary.canary.clone(),
         requeue_after: draft.requeue,
-        disrupted: room.disrupted,
-        max_unavailable: room.max_unavailable,
+        disrupted: summary.disrupted,
+        max_unavailable: summary.max_unavailable,
     }
 }
 
