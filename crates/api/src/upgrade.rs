@@ -300,6 +300,66 @@ impl std::fmt::Display for UpgradePhase {
     }
 }
 
+/// Why an OSUpgrade is in its phase (`status.reason` and the Ready and Progressing
+/// conditions' reason), for every phase the controller decides itself; a rejected
+/// catalog's reason is a [`crate::RejectionReason`] instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpgradeReason {
+    /// Rejected: a spec field cannot be acted on; the message names it.
+    InvalidSpec,
+    /// Pending: an older OSUpgrade holds some of the same nodes.
+    WaitingForOtherUpgrade,
+    /// Accepted: no managed node matches the node selector.
+    NoNodesSelected,
+    /// Accepted: resolved, no node started yet.
+    Accepted,
+    /// Paused: `spec.strategy.paused`.
+    Paused,
+    /// Progressing: canaries are being upgraded.
+    CanaryInProgress,
+    /// Progressing: canaries are done and soaking.
+    CanarySoaking,
+    /// Progressing: canaries are done; waiting for `spec.strategy.canary.approved`.
+    AwaitingCanaryApproval,
+    /// Progressing: no maintenance window is open, so nothing new starts.
+    OutsideMaintenanceWindow,
+    /// Progressing: nodes are being upgraded batch by batch.
+    RollingOut,
+    /// Completed: every node is on the target version.
+    AllNodesUpgraded,
+    /// Completed: every attempt ended, some failed, rolled back or were skipped.
+    CompletedWithFailures,
+    /// Failed: `maxFailures` nodes failed; the rollout halted.
+    MaxFailuresReached,
+}
+
+impl UpgradeReason {
+    /// The CamelCase name written to `status.reason` and to conditions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradeReason::InvalidSpec => "InvalidSpec",
+            UpgradeReason::WaitingForOtherUpgrade => "WaitingForOtherUpgrade",
+            UpgradeReason::NoNodesSelected => "NoNodesSelected",
+            UpgradeReason::Accepted => "Accepted",
+            UpgradeReason::Paused => "Paused",
+            UpgradeReason::CanaryInProgress => "CanaryInProgress",
+            UpgradeReason::CanarySoaking => "CanarySoaking",
+            UpgradeReason::AwaitingCanaryApproval => "AwaitingCanaryApproval",
+            UpgradeReason::OutsideMaintenanceWindow => "OutsideMaintenanceWindow",
+            UpgradeReason::RollingOut => "RollingOut",
+            UpgradeReason::AllNodesUpgraded => "AllNodesUpgraded",
+            UpgradeReason::CompletedWithFailures => "CompletedWithFailures",
+            UpgradeReason::MaxFailuresReached => "MaxFailuresReached",
+        }
+    }
+}
+
+impl std::fmt::Display for UpgradeReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

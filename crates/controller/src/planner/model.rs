@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use osroll_api::upgrade::NodeCounts;
+use osroll_api::upgrade::{NodeCounts, UpgradeReason};
 use osroll_api::{Condition, ProgressPhase, UpgradePhase};
 
 use super::Strategy;
@@ -338,7 +338,7 @@ pub struct Plan {
     /// The OSUpgrade's phase.
     pub phase: UpgradePhase,
     /// Machine-readable reason for the phase.
-    pub reason: String,
+    pub reason: UpgradeReason,
     /// Human-readable summary.
     pub message: String,
     /// Nodes per stage.

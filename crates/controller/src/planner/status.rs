@@ -1,7 +1,7 @@
 //! The OSUpgrade's phase, counts, conditions and message, derived from the same
 //! snapshot the planner decided on, so status never disagrees with the decisions.
 
-use osroll_api::upgrade::NodeCounts;
+use osroll_api::upgrade::{NodeCounts, UpgradeReason};
 use osroll_api::{Condition, ProgressPhase, UpgradePhase};
 
 use super::{CanaryState, NodeObs, Outcome, Strategy};
@@ -122,24 +122,24 @@ impl Summary<'_> {
     }
 
     /// Phase, reason, message, and the Ready/Progressing/Degraded conditions.
-    pub(super) fn describe(&self) -> (UpgradePhase, String, String, Vec<Condition>) {
+    pub(super) fn describe(&self) -> (UpgradePhase, UpgradeReason, String, Vec<Condition>) {
         let (phase, reason, message) = self.phase();
         let conditions = vec![
             Condition::new(
                 "Ready",
                 phase == UpgradePhase::Completed,
-                reason,
+                reason.as_str(),
                 message.clone(),
             ),
             Condition::new(
                 "Progressing",
                 phase == UpgradePhase::Progressing,
-                reason,
+                reason.as_str(),
                 message.clone(),
             ),
             self.degraded(),
         ];
-        (phase, reason.to_string(), message, conditions)
+        (phase, reason, message, conditions)
     }
 
     fn in_stage(&self, stage: NodeStage) -> impl Iterator<Item = &NodeObs> {
@@ -180,7 +180,7 @@ impl Summary<'_> {
 
     /// The first that applies: halted, nothing selected, all done, paused, waiting for
     /// another OSUpgrade, not started, rolling out.
-    fn phase(&self) -> (UpgradePhase, &'static str, String) {
+    fn phase(&self) -> (UpgradePhase, UpgradeReason, String) {
         let tally = self.tally();
         let started = self.nodes.iter().any(|n| n.progress.is_some());
         if self.halted {
@@ -190,25 +190,37 @@ impl Summary<'_> {
                 self.failures.len(),
                 self.strategy.max_failures
             );
-            (UpgradePhase::Failed, "MaxFailuresReached", message)
+            (
+                UpgradePhase::Failed,
+                UpgradeReason::MaxFailuresReached,
+                message,
+            )
         } else if self.nodes.is_empty() {
             let message = "no managed node matches the node selector".to_string();
-            (UpgradePhase::Accepted, "NoNodesSelected", message)
+            (
+                UpgradePhase::Accepted,
+                UpgradeReason::NoNodesSelected,
+                message,
+            )
         } else if self.all_done() {
             let clean = self.failures.is_empty() && self.in_stage(NodeStage::Skipped).count() == 0;
             let reason = if clean {
-                "AllNodesUpgraded"
+                UpgradeReason::AllNodesUpgraded
             } else {
-                "CompletedWithFailures"
+                UpgradeReason::CompletedWithFailures
             };
             (UpgradePhase::Completed, reason, tally)
         } else if self.strategy.paused {
             let message = format!("paused: nothing new starts; {tally}");
-            (UpgradePhase::Paused, "Paused", message)
+            (UpgradePhase::Paused, UpgradeReason::Paused, message)
         } else if let Some(message) = self.waiting_for_other().filter(|_| !started) {
-            (UpgradePhase::Pending, "WaitingForOtherUpgrade", message)
+            (
+                UpgradePhase::Pending,
+                UpgradeReason::WaitingForOtherUpgrade,
+                message,
+            )
         } else if !started {
-            (UpgradePhase::Accepted, "Accepted", tally)
+            (UpgradePhase::Accepted, UpgradeReason::Accepted, tally)
         } else {
             let (reason, why) = self.progress_reason();
             let budget = format!(
@@ -246,24 +258,25 @@ impl Summary<'_> {
     }
 
     /// What paces a rollout in progress, as a reason and the start of its message.
-    fn progress_reason(&self) -> (&'static str, String) {
+    fn progress_reason(&self) -> (UpgradeReason, String) {
         match self.canary {
-            CanaryState::Running { passed, of } => {
-                ("CanaryInProgress", format!("canary {passed}/{of} done; "))
-            }
+            CanaryState::Running { passed, of } => (
+                UpgradeReason::CanaryInProgress,
+                format!("canary {passed}/{of} done; "),
+            ),
             CanaryState::Soaking(soaked_at) => (
-                "CanarySoaking",
+                UpgradeReason::CanarySoaking,
                 format!("canaries soaking until {}; ", soaked_at.to_rfc3339()),
             ),
             CanaryState::AwaitingApproval => (
-                "AwaitingCanaryApproval",
+                UpgradeReason::AwaitingCanaryApproval,
                 "canaries done; set spec.strategy.canary.approved to continue; ".to_string(),
             ),
             _ if !self.in_window => (
-                "OutsideMaintenanceWindow",
+                UpgradeReason::OutsideMaintenanceWindow,
                 "outside every maintenance window, nothing new starts; ".to_string(),
             ),
-            _ => ("RollingOut", String::new()),
+            _ => (UpgradeReason::RollingOut, String::new()),
         }
     }
 

@@ -17,6 +17,8 @@ use osroll_api::catalog::NodeVersion;
 use osroll_api::{OSUpgrade, OSUpgradeProgress, OSUpgradeStatus, Rejection, UpgradePhase, labels};
 use serde_json::json;
 
+use osroll_api::upgrade::UpgradeReason;
+
 use crate::act::{Act, DrainMemory, ProgressTemplate, Report};
 use crate::catalog::{self, ResolutionCache, Resolved, TrustPolicy, UrlFetcher};
 use crate::chain::Chain;
@@ -653,7 +655,7 @@ fn new_status(
         Err(Hold::Invalid(e)) => {
             invalid = e.to_string();
             Verdict::Rejected {
-                reason: "InvalidSpec",
+                reason: UpgradeReason::InvalidSpec.as_str(),
                 message: &invalid,
             }
         }

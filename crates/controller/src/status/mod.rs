@@ -3,6 +3,7 @@
 //! condition with the generation it was computed from.
 
 use osroll_api::conditions::set_condition;
+use osroll_api::upgrade::UpgradeReason;
 use osroll_api::{Condition, OSUpgradeStatus, UpgradePhase};
 
 use crate::catalog::Resolved;
@@ -69,7 +70,7 @@ fn rejected(st: &mut OSUpgradeStatus, reason: &str, message: &str) -> Vec<Condit
 }
 
 fn waiting(st: &mut OSUpgradeStatus, b: &Blocker) -> Vec<Condition> {
-    let reason = "WaitingForOtherUpgrade";
+    let reason = UpgradeReason::WaitingForOtherUpgrade.as_str();
     let message = format!(
         "waiting for OSUpgrade {}, which also selects node(s) {}",
         b.upgrade,
@@ -96,7 +97,7 @@ fn planned(
         message.push_str(n);
     }
     st.phase = Some(plan.phase);
-    st.reason = Some(plan.reason.clone());
+    st.reason = Some(plan.reason.as_str().to_string());
     st.message = Some(message.clone());
     st.resolved_version = Some(resolved.image.version.clone());
     st.catalog_digest = Some(resolved.digest.clone());
