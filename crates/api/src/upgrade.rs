@@ -249,7 +249,7 @@ pub struct NodeCounts {
     pub skipped: u32,
 }
 
-/// Lifecycle of an OSUpgrade.
+/// Lifecycle phase of an OSUpgrade.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum UpgradePhase {
     /// Waiting for an older OSUpgrade that selects some of the same nodes.
