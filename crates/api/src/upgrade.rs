@@ -147,14 +147,20 @@ pub struct MaintenanceWindow {
 
 /// Day of the week.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[allow(missing_docs)]
 pub enum Weekday {
+    /// Monday.
     Mon,
+    /// Tuesday.
     Tue,
+    /// Wednesday.
     Wed,
+    /// Thursday.
     Thu,
+    /// Friday.
     Fri,
+    /// Saturday.
     Sat,
+    /// Sunday.
     Sun,
 }
 
@@ -243,15 +249,126 @@ pub struct NodeCounts {
     pub skipped: u32,
 }
 
-/// Lifecycle of an OSUpgrade.
+/// Lifecycle phase of an OSUpgrade.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[allow(missing_docs)]
 pub enum UpgradePhase {
+    /// Waiting for an older OSUpgrade that selects some of the same nodes.
     Pending,
+    /// Valid and resolved; no node has started yet.
     Accepted,
+    /// The spec or the catalog cannot be acted on; `reason` says why.
     Rejected,
+    /// Nodes are being staged, drained, rebooted or released.
     Progressing,
+    /// `spec.strategy.paused`: nothing new starts, work in flight finishes.
     Paused,
+    /// Every selected node's attempt ended and its node was released.
     Completed,
+    /// Halted after `maxFailures` failed nodes.
     Failed,
+}
+
+impl UpgradePhase {
+    /// Every phase, in lifecycle order.
+    pub const ALL: [UpgradePhase; 7] = [
+        UpgradePhase::Pending,
+        UpgradePhase::Accepted,
+        UpgradePhase::Rejected,
+        UpgradePhase::Progressing,
+        UpgradePhase::Paused,
+        UpgradePhase::Completed,
+        UpgradePhase::Failed,
+    ];
+
+    /// The name written to `status.phase` (and used in metrics and Events).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradePhase::Pending => "Pending",
+            UpgradePhase::Accepted => "Accepted",
+            UpgradePhase::Rejected => "Rejected",
+            UpgradePhase::Progressing => "Progressing",
+            UpgradePhase::Paused => "Paused",
+            UpgradePhase::Completed => "Completed",
+            UpgradePhase::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for UpgradePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an OSUpgrade is in its phase (`status.reason` and the Ready and Progressing
+/// conditions' reason), for every phase the controller decides itself; a rejected
+/// catalog's reason is a [`crate::RejectionReason`] instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpgradeReason {
+    /// Rejected: a spec field cannot be acted on; the message names it.
+    InvalidSpec,
+    /// Pending: an older OSUpgrade holds some of the same nodes.
+    WaitingForOtherUpgrade,
+    /// Accepted: no managed node matches the node selector.
+    NoNodesSelected,
+    /// Accepted: resolved, no node started yet.
+    Accepted,
+    /// Paused: `spec.strategy.paused`.
+    Paused,
+    /// Progressing: canaries are being upgraded.
+    CanaryInProgress,
+    /// Progressing: canaries are done and soaking.
+    CanarySoaking,
+    /// Progressing: canaries are done; waiting for `spec.strategy.canary.approved`.
+    AwaitingCanaryApproval,
+    /// Progressing: no maintenance window is open, so nothing new starts.
+    OutsideMaintenanceWindow,
+    /// Progressing: nodes are being upgraded batch by batch.
+    RollingOut,
+    /// Completed: every node is on the target version.
+    AllNodesUpgraded,
+    /// Completed: every attempt ended, some failed, rolled back or were skipped.
+    CompletedWithFailures,
+    /// Failed: `maxFailures` nodes failed; the rollout halted.
+    MaxFailuresReached,
+}
+
+impl UpgradeReason {
+    /// The CamelCase name written to `status.reason` and to conditions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradeReason::InvalidSpec => "InvalidSpec",
+            UpgradeReason::WaitingForOtherUpgrade => "WaitingForOtherUpgrade",
+            UpgradeReason::NoNodesSelected => "NoNodesSelected",
+            UpgradeReason::Accepted => "Accepted",
+            UpgradeReason::Paused => "Paused",
+            UpgradeReason::CanaryInProgress => "CanaryInProgress",
+            UpgradeReason::CanarySoaking => "CanarySoaking",
+            UpgradeReason::AwaitingCanaryApproval => "AwaitingCanaryApproval",
+            UpgradeReason::OutsideMaintenanceWindow => "OutsideMaintenanceWindow",
+            UpgradeReason::RollingOut => "RollingOut",
+            UpgradeReason::AllNodesUpgraded => "AllNodesUpgraded",
+            UpgradeReason::CompletedWithFailures => "CompletedWithFailures",
+            UpgradeReason::MaxFailuresReached => "MaxFailuresReached",
+        }
+    }
+}
+
+impl std::fmt::Display for UpgradeReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_names_are_the_wire_names() {
+        for p in UpgradePhase::ALL {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+            assert_eq!(p.to_string(), p.as_str());
+        }
+    }
 }

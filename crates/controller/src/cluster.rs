@@ -16,7 +16,7 @@ use osroll_api::{OSUpgrade, OSUpgradeProgress};
 use serde_json::Value;
 
 /// A failed API call, classified by what the caller does about it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 404.
     #[error("not found: {0}")]
@@ -30,9 +30,15 @@ pub enum ApiError {
     /// 429: an eviction would violate a PodDisruptionBudget (or the server is busy).
     #[error("too many requests: {0}")]
     TooManyRequests(String),
-    /// Anything else.
-    #[error("{0}")]
-    Other(String),
+    /// The API server refused the request with another status.
+    #[error("the API server answered {}", .0.code)]
+    Refused(#[source] Box<kube::core::Status>),
+    /// The request got no answer from the API server (connection, TLS, decoding).
+    #[error("the API request failed")]
+    Request(#[source] Box<kube::Error>),
+    /// An Event could not be queued for publishing.
+    #[error("the event queue refused an event")]
+    EventQueue(#[source] tokio::sync::mpsc::error::TrySendError<()>),
 }
 
 impl From<kube::Error> for ApiError {
@@ -43,9 +49,9 @@ impl From<kube::Error> for ApiError {
                 409 if s.reason == "AlreadyExists" => ApiError::AlreadyExists(s.message),
                 409 => ApiError::Conflict(s.message),
                 429 => ApiError::TooManyRequests(s.message),
-                code => ApiError::Other(format!("{code} {}: {}", s.reason, s.message)),
+                _ => ApiError::Refused(s),
             },
-            other => ApiError::Other(other.to_string()),
+            other => ApiError::Request(Box::new(other)),
         }
     }
 }
@@ -293,9 +299,13 @@ impl Cluster for KubeCluster {
             .bytes()
             .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
             % self.events.len();
-        self.events[shard]
-            .try_send(note.clone())
-            .map_err(|e| ApiError::Other(format!("event queue: {e}")))
+        self.events[shard].try_send(note.clone()).map_err(|e| {
+            use tokio::sync::mpsc::error::TrySendError;
+            ApiError::EventQueue(match e {
+                TrySendError::Full(_) => TrySendError::Full(()),
+                TrySendError::Closed(_) => TrySendError::Closed(()),
+            })
+        })
     }
 }
 
@@ -337,24 +347,27 @@ mod tests {
                 ..Default::default()
             }))
         };
-        assert_eq!(
+        assert!(matches!(
             ApiError::from(status(429, "TooManyRequests")),
-            ApiError::TooManyRequests("m".into())
-        );
-        assert_eq!(
+            ApiError::TooManyRequests(m) if m == "m"
+        ));
+        assert!(matches!(
             ApiError::from(status(409, "AlreadyExists")),
-            ApiError::AlreadyExists("m".into())
-        );
-        assert_eq!(
+            ApiError::AlreadyExists(m) if m == "m"
+        ));
+        assert!(matches!(
             ApiError::from(status(409, "Conflict")),
-            ApiError::Conflict("m".into())
-        );
-        assert_eq!(
+            ApiError::Conflict(m) if m == "m"
+        ));
+        assert!(matches!(
             ApiError::from(status(404, "NotFound")),
-            ApiError::NotFound("m".into())
-        );
+            ApiError::NotFound(m) if m == "m"
+        ));
+        let other = ApiError::from(status(500, "InternalError"));
+        assert!(other.to_string().contains("500"), "{other}");
         assert!(
-            matches!(ApiError::from(status(500, "InternalError")), ApiError::Other(m) if m.contains("500"))
+            matches!(&other, ApiError::Refused(s) if s.reason == "InternalError"),
+            "the status is kept as the source: {other:?}"
         );
     }
 

@@ -13,7 +13,7 @@ use crate::cluster::{ApiError, ApiResult, Cluster, Note};
 
 /// One recorded call.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Call {
+pub(crate) enum Call {
     Create(String),
     PatchProgress(String, Value),
     PatchNode(String, Value),
@@ -28,17 +28,17 @@ pub enum Call {
 
 /// The fake.
 #[derive(Default)]
-pub struct FakeCluster {
-    pub calls: Mutex<Vec<Call>>,
-    pub events: Mutex<Vec<Note>>,
-    pub pods: Mutex<Vec<Pod>>,
-    pub pdbs: Vec<PodDisruptionBudget>,
-    pub config_maps: HashMap<String, ConfigMap>,
+pub(crate) struct FakeCluster {
+    pub(crate) calls: Mutex<Vec<Call>>,
+    pub(crate) events: Mutex<Vec<Note>>,
+    pub(crate) pods: Mutex<Vec<Pod>>,
+    pub(crate) pdbs: Vec<PodDisruptionBudget>,
+    pub(crate) config_maps: HashMap<String, ConfigMap>,
     /// `ns/name` of pods whose eviction answers 429.
-    pub blocked: Mutex<BTreeSet<String>>,
+    pub(crate) blocked: Mutex<BTreeSet<String>>,
     /// Node patches answer 409 (stale resourceVersion).
-    pub conflict_nodes: bool,
-    pub created: Mutex<Vec<OSUpgradeProgress>>,
+    pub(crate) conflict_nodes: bool,
+    pub(crate) created: Mutex<Vec<OSUpgradeProgress>>,
 }
 
 impl FakeCluster {
@@ -46,11 +46,11 @@ impl FakeCluster {
         self.calls.lock().unwrap().push(c);
     }
 
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
 
-    pub fn reasons(&self) -> Vec<String> {
+    pub(crate) fn reasons(&self) -> Vec<String> {
         self.events
             .lock()
             .unwrap()

@@ -8,6 +8,7 @@
 
 pub mod act;
 pub mod catalog;
+mod chain;
 pub mod cluster;
 pub mod drain;
 #[cfg(test)]
@@ -16,6 +17,7 @@ pub mod inplace;
 pub mod leader;
 pub mod marks;
 pub mod metrics;
+mod names;
 pub mod observe;
 pub mod planner;
 pub mod reconcile;

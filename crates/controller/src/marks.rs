@@ -8,6 +8,11 @@
 //! drain given up on ([`DRAIN_OUTCOME`]), both tagged with the `retryNonce` of the
 //! attempt they belong to, so a retry starts clean without anyone erasing them.
 
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Node;
+use osroll_api::labels;
+use serde_json::{Value, json};
+
 use crate::planner::{DrainOutcome, Outcome};
 
 /// On a Node: RFC 3339 time of our cordon.
@@ -24,6 +29,43 @@ pub const DRAIN_MESSAGE: &str = "osroll.io/drain-message";
 /// The value of `osroll.io/cordoned-by` for nodes cordoned for `upgrade`.
 pub fn cordon_value(controller: &str, upgrade: &str) -> String {
     format!("{controller}/{upgrade}")
+}
+
+/// Who cordoned `node`, per our annotation.
+pub fn cordoned_by(node: &Node) -> Option<&String> {
+    node.metadata.annotations.as_ref()?.get(labels::CORDONED_BY)
+}
+
+/// When we cordoned `node`.
+pub fn cordoned_at(node: &Node) -> Option<DateTime<Utc>> {
+    let at = node.metadata.annotations.as_ref()?.get(CORDONED_AT)?;
+    DateTime::parse_from_rfc3339(at)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Merge patch that cordons a node for us, recording who (`cordon_value`) and when
+/// (`now`, RFC 3339); it applies only to the node version `resource_version`.
+pub fn cordon_patch(resource_version: Option<&str>, cordon_value: &str, now: &str) -> Value {
+    json!({
+        "metadata": {
+            "resourceVersion": resource_version,
+            "annotations": {labels::CORDONED_BY: cordon_value, CORDONED_AT: now},
+        },
+        "spec": {"unschedulable": true},
+    })
+}
+
+/// Merge patch that releases a node we cordoned and removes our marks; it applies only
+/// to the node version `resource_version`.
+pub fn uncordon_patch(resource_version: Option<&str>) -> Value {
+    json!({
+        "metadata": {
+            "resourceVersion": resource_version,
+            "annotations": {labels::CORDONED_BY: null, CORDONED_AT: null},
+        },
+        "spec": {"unschedulable": null},
+    })
 }
 
 /// `value@nonce`.
@@ -46,19 +88,9 @@ pub fn reported(tagged_value: Option<&String>, nonce: Option<&str>) -> Option<Ou
 
 /// Parse a drain outcome for the current attempt.
 pub fn drain_outcome(tagged_value: Option<&String>, nonce: Option<&str>) -> Option<DrainOutcome> {
-    match tagged_value.and_then(|t| untag(t, nonce))? {
-        "Failed" => Some(DrainOutcome::Failed),
-        "Skipped" => Some(DrainOutcome::Skipped),
-        _ => None,
-    }
-}
-
-/// Annotation value for a drain outcome.
-pub fn drain_outcome_str(o: DrainOutcome) -> &'static str {
-    match o {
-        DrainOutcome::Failed => "Failed",
-        DrainOutcome::Skipped => "Skipped",
-    }
+    tagged_value
+        .and_then(|t| untag(t, nonce))
+        .and_then(DrainOutcome::parse)
 }
 
 #[cfg(test)]

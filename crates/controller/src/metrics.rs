@@ -23,39 +23,44 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::planner::Outcome;
+use prometheus_client::encoding::LabelValueEncoder;
 
-/// A node stage, as counted in status.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(missing_docs)]
-pub enum NodeStage {
-    Pending,
-    Staging,
-    Staged,
-    Updating,
-    Completed,
-    Failed,
-    RolledBack,
-    Skipped,
-}
+use crate::planner::{NodeStage, Outcome};
 
 /// How a drain ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(missing_docs)]
 pub enum DrainEnd {
+    /// No pod that must leave is left: the reboot was approved.
     Drained,
+    /// Timed out under policy `Fail`.
     TimedOutFailed,
+    /// Timed out under policy `Skip`.
     TimedOutSkipped,
+    /// Timed out under policy `Force`: the remaining pods were deleted.
     TimedOutForced,
 }
 
 /// What kind of step a reconcile failed in.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(missing_docs)]
 pub enum ErrorKind {
+    /// Loading or resolving the catalog.
     Catalog,
+    /// An API call.
     Api,
+    /// An API call refused with 409: the watch cache was stale.
     Conflict,
+}
+
+impl EncodeLabelValue for NodeStage {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,60 +68,16 @@ struct StageLabel {
     stage: NodeStage,
 }
 
+/// `UpgradePhase` lives in the API crate, which knows nothing of Prometheus: its label
+/// is the phase's [`UpgradePhase::as_str`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabel {
-    phase: PhaseValue,
-}
-
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-enum PhaseValue {
-    Pending,
-    Accepted,
-    Rejected,
-    Progressing,
-    Paused,
-    Completed,
-    Failed,
-}
-
-impl From<UpgradePhase> for PhaseValue {
-    fn from(p: UpgradePhase) -> Self {
-        match p {
-            UpgradePhase::Pending => PhaseValue::Pending,
-            UpgradePhase::Accepted => PhaseValue::Accepted,
-            UpgradePhase::Rejected => PhaseValue::Rejected,
-            UpgradePhase::Progressing => PhaseValue::Progressing,
-            UpgradePhase::Paused => PhaseValue::Paused,
-            UpgradePhase::Completed => PhaseValue::Completed,
-            UpgradePhase::Failed => PhaseValue::Failed,
-        }
-    }
+    phase: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
-    outcome: OutcomeValue,
-}
-
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-enum OutcomeValue {
-    Completed,
-    Failed,
-    RolledBack,
-    DrainFailed,
-    Skipped,
-}
-
-impl From<Outcome> for OutcomeValue {
-    fn from(o: Outcome) -> Self {
-        match o {
-            Outcome::Completed => OutcomeValue::Completed,
-            Outcome::Failed => OutcomeValue::Failed,
-            Outcome::RolledBack => OutcomeValue::RolledBack,
-            Outcome::DrainFailed => OutcomeValue::DrainFailed,
-            Outcome::Skipped => OutcomeValue::Skipped,
-        }
-    }
+    outcome: Outcome,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -223,61 +184,35 @@ impl Metrics {
             Some(s) => map.insert(name.to_string(), s),
             None => map.remove(name),
         };
-        let mut sum = NodeCounts::default();
-        let mut phases: HashMap<PhaseValue, i64> = HashMap::new();
-        for (phase, c) in map.values() {
-            sum.pending += c.pending;
-            sum.staging += c.staging;
-            sum.staged += c.staged;
-            sum.updating += c.updating;
-            sum.completed += c.completed;
-            sum.failed += c.failed;
-            sum.rolled_back += c.rolled_back;
-            sum.skipped += c.skipped;
-            *phases.entry((*phase).into()).or_default() += 1;
-        }
-        for (stage, v) in [
-            (NodeStage::Pending, sum.pending),
-            (NodeStage::Staging, sum.staging),
-            (NodeStage::Staged, sum.staged),
-            (NodeStage::Updating, sum.updating),
-            (NodeStage::Completed, sum.completed),
-            (NodeStage::Failed, sum.failed),
-            (NodeStage::RolledBack, sum.rolled_back),
-            (NodeStage::Skipped, sum.skipped),
-        ] {
+        for stage in NodeStage::ALL {
+            let n: u32 = map.values().map(|(_, c)| stage.count(c)).sum();
             self.nodes
                 .get_or_create(&StageLabel { stage })
-                .set(v.into());
+                .set(n.into());
         }
-        for phase in [
-            PhaseValue::Pending,
-            PhaseValue::Accepted,
-            PhaseValue::Rejected,
-            PhaseValue::Progressing,
-            PhaseValue::Paused,
-            PhaseValue::Completed,
-            PhaseValue::Failed,
-        ] {
+        for phase in UpgradePhase::ALL {
+            let n = map.values().filter(|(p, _)| *p == phase).count();
             self.upgrades
-                .get_or_create(&PhaseLabel { phase })
-                .set(phases.get(&phase).copied().unwrap_or(0));
+                .get_or_create(&PhaseLabel {
+                    phase: phase.as_str(),
+                })
+                .set(n as i64);
         }
     }
 
     /// A node's attempt ended.
     pub fn node_outcome(&self, o: Outcome) {
         self.outcomes
-            .get_or_create(&OutcomeLabel { outcome: o.into() })
+            .get_or_create(&OutcomeLabel { outcome: o })
             .inc();
     }
 
     /// A rollout ended (Completed or Failed) after `d`.
     pub fn rollout_done(&self, failed: bool, d: Duration) {
         let outcome = if failed {
-            OutcomeValue::Failed
+            Outcome::Failed
         } else {
-            OutcomeValue::Completed
+            Outcome::Completed
         };
         self.rollout_seconds
             .get_or_create(&OutcomeLabel { outcome })

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -26,10 +26,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use osroll_api::signing::TrustedKey;
 use osroll_api::{OSUpgrade, OSUpgradeProgress};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::act::DrainMemory;
 use crate::catalog::{HttpFetcher, ResolutionCache, TrustPolicy, UrlFetcher};
-use crate::cluster::KubeCluster;
+use crate::chain::Chain;
+use crate::cluster::{ApiError, KubeCluster};
 use crate::leader::{Elector, Timing, still_leading};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::observe::Settings;
@@ -118,9 +120,8 @@ async fn reconcile(up: Arc<OSUpgrade>, ctx: Arc<Ctx>) -> Result<Requeue, Reconci
 }
 
 fn error_policy(up: Arc<OSUpgrade>, err: &ReconcileError, ctx: Arc<Ctx>) -> Requeue {
-    tracing::warn!(upgrade = %up.name_any(), error = %err, "reconcile failed");
-    let ReconcileError::Api(e) = err;
-    let kind = if matches!(e, crate::cluster::ApiError::Conflict(_)) {
+    tracing::warn!(upgrade = %up.name_any(), error = %Chain(err), "reconcile failed");
+    let kind = if matches!(err.api_error(), ApiError::Conflict(_)) {
         ErrorKind::Conflict
     } else {
         ErrorKind::Api
@@ -180,17 +181,20 @@ where
     })
 }
 
-/// Watch caches and the kube-runtime controller, until `stop` fires.
-async fn control(
-    ctx_parts: (Shared<KubeCluster>, kube::Client, Duration),
-    mut stop: watch::Receiver<bool>,
-) {
-    let (mut shared, client, interval) = ctx_parts;
+/// The Nodes, OSUpgradeProgresses and PodDisruptionBudgets seen by the watch caches.
+struct Caches {
+    nodes: Store<Node>,
+    progresses: Store<OSUpgradeProgress>,
+    pdbs: Store<PodDisruptionBudget>,
+}
+
+/// Start the watches that fill the caches; the stream yields once per change the planner
+/// can see (a budget that changes may unblock a drain).
+fn watch_caches(client: &kube::Client) -> (Caches, impl Stream<Item = ()> + Send + 'static) {
     let wc = watcher::Config::default().any_semantic();
     let (nodes, node_writer) = reflector::store();
     let (progresses, progress_writer) = reflector::store();
     let (pdbs, pdb_writer) = reflector::store();
-    shared.cluster = shared.cluster.with_pdb_cache(pdbs);
     let node_events = relevant(
         watcher(Api::<Node>::all(client.clone()), wc.clone())
             .default_backoff()
@@ -207,33 +211,49 @@ async fn control(
         "progress",
         trigger::progress_digest,
     );
-    // A budget that changes may unblock a drain.
     let pdb_events = relevant(
-        watcher(Api::<PodDisruptionBudget>::all(client.clone()), wc.clone())
+        watcher(Api::<PodDisruptionBudget>::all(client.clone()), wc)
             .default_backoff()
             .modify(|b| b.managed_fields_mut().clear())
             .reflect(pdb_writer),
         "budget",
         pdb_digest,
     );
-    let trigger = trigger::throttle(
-        futures::stream::select(
-            futures::stream::select(node_events, progress_events),
-            pdb_events,
-        ),
-        interval,
+    let changes = futures::stream::select(
+        futures::stream::select(node_events, progress_events),
+        pdb_events,
     );
-    let controller = Controller::new(Api::<OSUpgrade>::all(client.clone()), wc)
-        .with_config(controller::Config::default());
+    let caches = Caches {
+        nodes,
+        progresses,
+        pdbs,
+    };
+    (caches, changes)
+}
+
+/// Watch caches and the kube-runtime controller, until `stop` fires.
+async fn control(
+    mut shared: Shared<KubeCluster>,
+    client: kube::Client,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (caches, changes) = watch_caches(&client);
+    shared.cluster = shared.cluster.with_pdb_cache(caches.pdbs);
+    let controller = Controller::new(
+        Api::<OSUpgrade>::all(client),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(controller::Config::default());
     let ctx = Arc::new(Ctx {
         shared,
-        nodes: nodes.clone(),
-        progresses: progresses.clone(),
+        nodes: caches.nodes,
+        progresses: caches.progresses,
         upgrades: controller.store(),
     });
     let mut stop2 = stop.clone();
     let run = controller
-        .reconcile_all_on(trigger)
+        .reconcile_all_on(trigger::throttle(changes, interval))
         .graceful_shutdown_on(async move {
             let _ = stop2.wait_for(|s| *s).await;
         })
@@ -281,33 +301,12 @@ pub async fn run_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    {
-        let stop_tx = stop_tx.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
-    }
-    let server = match cfg.metrics_addr {
-        Some(addr) => {
-            let mut rx = stop_rx.clone();
-            let (bound, task) = crate::metrics::serve(addr, metrics.clone(), async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await
-            .with_context(|| format!("binding the metrics address {addr}"))?;
-            tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
-            Some(task)
-        }
-        None => None,
-    };
+    let mut stop = stop_on(shutdown);
+    let server = serve_metrics(&cfg, &metrics, stop.clone()).await?;
     let fetcher: Arc<dyn UrlFetcher> = Arc::new(
         HttpFetcher::new(cfg.allow_http_catalog, cfg.catalog_ca.as_deref())
-            .map_err(|e| anyhow::anyhow!("catalog HTTP client: {e}"))?,
+            .context("catalog HTTP client")?,
     );
-    let leading = Arc::new(AtomicBool::new(false));
     let timing = Timing::from_duration(cfg.lease_duration);
     let mut elector = Elector::new(
         client.clone(),
@@ -316,77 +315,28 @@ pub async fn run_until(
         &cfg.identity,
         timing,
     );
-    let mut stop = stop_rx.clone();
-    let mut task: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)> = None;
-    let mut last_renew = None;
+    let mut replica = Replica {
+        cfg: &cfg,
+        client: &client,
+        fetcher,
+        metrics,
+        leading: Arc::new(AtomicBool::new(false)),
+        timing,
+        task: None,
+        last_renew: None,
+    };
     loop {
         let now = Utc::now();
-        match elector.try_once(now).await {
-            Ok(true) => {
-                last_renew = Some(now);
-                metrics.set_ready(true);
-                if task.is_none() {
-                    tracing::info!(identity = %cfg.identity, "became leader");
-                    leading.store(true, Ordering::SeqCst);
-                    metrics.set_leader(true);
-                    let shared = Shared {
-                        cluster: KubeCluster::new(
-                            client.clone(),
-                            &cfg.controller_name,
-                            Some(cfg.identity.clone()),
-                        ),
-                        fetcher: fetcher.clone(),
-                        trust: TrustPolicy {
-                            keys: cfg.trusted_keys.clone(),
-                            require_signed: cfg.require_signed_catalog,
-                        },
-                        namespace: cfg.namespace.clone(),
-                        settings: Settings {
-                            controller_name: cfg.controller_name.clone(),
-                            own_node: cfg.node_name.clone(),
-                            node_soak: cfg.node_soak,
-                            drain_poll: cfg.drain_poll,
-                        },
-                        metrics: metrics.clone(),
-                        leading: leading.clone(),
-                        catalogs: ResolutionCache::new(cfg.catalog_retry),
-                        memory: DrainMemory::default(),
-                        resync: cfg.resync,
-                    };
-                    let (tx, rx) = watch::channel(false);
-                    let handle = tokio::spawn(control(
-                        (shared, client.clone(), cfg.reconcile_interval),
-                        rx,
-                    ));
-                    task = Some((handle, tx));
-                }
-            }
-            Ok(false) => {
-                metrics.set_ready(true);
-                if task.is_some() {
-                    tracing::warn!("lost the lease to another replica; stopping");
-                    step_down(&leading, &metrics, &mut task).await;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "lease");
-                if task.is_some()
-                    && !last_renew
-                        .is_some_and(|t| still_leading(t, Utc::now(), timing.renew_deadline))
-                {
-                    tracing::warn!("could not renew the lease in time; stopping");
-                    step_down(&leading, &metrics, &mut task).await;
-                }
-            }
-        }
+        let held = elector.try_once(now).await;
+        replica.after_election(held, now).await;
         tokio::select! {
             _ = tokio::time::sleep(timing.retry) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
     }
-    step_down(&leading, &metrics, &mut task).await;
+    replica.step_down().await;
     if let Err(e) = elector.release().await {
-        tracing::warn!(error = %e, "could not release the lease");
+        tracing::warn!(error = %Chain(&e), "could not release the lease");
     }
     if let Some(s) = server {
         let _ = s.await;
@@ -394,21 +344,132 @@ pub async fn run_until(
     Ok(())
 }
 
-async fn step_down(
-    leading: &AtomicBool,
-    metrics: &Metrics,
-    task: &mut Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
-) {
-    leading.store(false, Ordering::SeqCst);
-    metrics.set_leader(false);
-    if let Some((handle, tx)) = task.take() {
+/// A flag that turns true once `shutdown` resolves.
+fn stop_on(shutdown: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
         let _ = tx.send(true);
-        let abort = handle.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), handle)
-            .await
-            .is_err()
-        {
-            abort.abort();
+    });
+    rx
+}
+
+/// Serve `/metrics`, `/healthz` and `/readyz` until `stop`, if an address is configured.
+async fn serve_metrics(
+    cfg: &ControllerConfig,
+    metrics: &Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<JoinHandle<std::io::Result<()>>>> {
+    let Some(addr) = cfg.metrics_addr else {
+        return Ok(None);
+    };
+    let (bound, task) = crate::metrics::serve(addr, metrics.clone(), async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await
+    .with_context(|| format!("binding the metrics address {addr}"))?;
+    tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+    Ok(Some(task))
+}
+
+/// This replica's side of leadership: the controller task runs while it holds the Lease.
+struct Replica<'a> {
+    cfg: &'a ControllerConfig,
+    client: &'a kube::Client,
+    fetcher: Arc<dyn UrlFetcher>,
+    metrics: Arc<Metrics>,
+    leading: Arc<AtomicBool>,
+    timing: Timing,
+    /// The controller task and its stop flag, while leading.
+    task: Option<(JoinHandle<()>, watch::Sender<bool>)>,
+    last_renew: Option<DateTime<Utc>>,
+}
+
+impl Replica<'_> {
+    /// Act on one election round: lead, keep leading, or step down.
+    async fn after_election(&mut self, held: Result<bool, ApiError>, now: DateTime<Utc>) {
+        match held {
+            Ok(true) => {
+                self.last_renew = Some(now);
+                self.metrics.set_ready(true);
+                if self.task.is_none() {
+                    self.lead();
+                }
+            }
+            Ok(false) => {
+                self.metrics.set_ready(true);
+                if self.task.is_some() {
+                    tracing::warn!("lost the lease to another replica; stopping");
+                    self.step_down().await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), "lease");
+                let renewed_in_time = self
+                    .last_renew
+                    .is_some_and(|t| still_leading(t, Utc::now(), self.timing.renew_deadline));
+                if self.task.is_some() && !renewed_in_time {
+                    tracing::warn!("could not renew the lease in time; stopping");
+                    self.step_down().await;
+                }
+            }
+        }
+    }
+
+    /// Start the controller task.
+    fn lead(&mut self) {
+        tracing::info!(identity = %self.cfg.identity, "became leader");
+        self.leading.store(true, Ordering::SeqCst);
+        self.metrics.set_leader(true);
+        let shared = self.shared();
+        let (tx, rx) = watch::channel(false);
+        let client = self.client.clone();
+        let handle = tokio::spawn(control(shared, client, self.cfg.reconcile_interval, rx));
+        self.task = Some((handle, tx));
+    }
+
+    /// What every reconcile of this term shares.
+    fn shared(&self) -> Shared<KubeCluster> {
+        let cfg = self.cfg;
+        Shared {
+            cluster: KubeCluster::new(
+                self.client.clone(),
+                &cfg.controller_name,
+                Some(cfg.identity.clone()),
+            ),
+            fetcher: self.fetcher.clone(),
+            trust: TrustPolicy {
+                keys: cfg.trusted_keys.clone(),
+                require_signed: cfg.require_signed_catalog,
+            },
+            namespace: cfg.namespace.clone(),
+            settings: Settings {
+                controller_name: cfg.controller_name.clone(),
+                own_node: cfg.node_name.clone(),
+                node_soak: cfg.node_soak,
+                drain_poll: cfg.drain_poll,
+            },
+            metrics: self.metrics.clone(),
+            leading: self.leading.clone(),
+            catalogs: ResolutionCache::new(cfg.catalog_retry),
+            memory: DrainMemory::default(),
+            resync: cfg.resync,
+        }
+    }
+
+    /// Stop acting at once (every write checks the flag), then stop the controller task.
+    async fn step_down(&mut self) {
+        self.leading.store(false, Ordering::SeqCst);
+        self.metrics.set_leader(false);
+        if let Some((handle, tx)) = self.task.take() {
+            let _ = tx.send(true);
+            let abort = handle.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), handle)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
     }
 }

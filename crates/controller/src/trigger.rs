@@ -49,7 +49,7 @@ pub fn progress_digest(p: &OSUpgradeProgress) -> u64 {
         .hash(&mut h);
     if let Some(s) = &p.status {
         (
-            s.phase.map(|ph| format!("{ph:?}")),
+            s.phase,
             &s.completed_at,
             s.reboot_required,
             &s.observed_retry_nonce,

@@ -19,10 +19,16 @@ fn catalog_text(url: &str) -> String {
 struct MapFetcher(HashMap<String, String>);
 
 impl UrlFetcher for MapFetcher {
-    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Option<String>, FetchError>> {
         Box::pin(async move {
             if url.contains("down") {
-                return Err(format!("GET {url}: connection refused"));
+                return Err(FetchError::Request {
+                    url: url.into(),
+                    source: Box::new(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        "connection refused",
+                    )),
+                });
             }
             Ok(self.0.get(url).cloned())
         })
@@ -293,12 +299,15 @@ async fn http_fetcher_reads_bodies_and_refuses_plain_http_by_default() {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let lax = HttpFetcher::new(true, None).unwrap();
     assert_eq!(
-        lax.get(&format!("http://{addr}/c.yaml")).await,
-        Ok(Some("images: []".into()))
+        lax.get(&format!("http://{addr}/c.yaml")).await.unwrap(),
+        Some("images: []".into())
     );
-    assert_eq!(lax.get(&format!("http://{addr}/missing")).await, Ok(None));
+    assert_eq!(
+        lax.get(&format!("http://{addr}/missing")).await.unwrap(),
+        None
+    );
     let e = lax.get(&format!("http://{addr}/big")).await.unwrap_err();
-    assert!(e.contains("larger than"), "{e}");
+    assert!(e.to_string().contains("larger than"), "{e}");
     let strict = HttpFetcher::new(false, None).unwrap();
     assert!(
         strict.get(&format!("http://{addr}/c.yaml")).await.is_err(),

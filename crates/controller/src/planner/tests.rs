@@ -3,6 +3,7 @@
 
 use super::*;
 use chrono::TimeZone;
+use osroll_api::UpgradePhase;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 6, 7, 12, 0, 0).unwrap()
@@ -318,7 +319,7 @@ fn nothing_new_starts_outside_windows_but_staging_does() {
     assert_eq!(created(&p), ["c"]);
     assert_eq!(p.phase, UpgradePhase::Progressing);
     let p = plan(&obs(vec![staged("a")], s.clone()), now());
-    assert_eq!(p.reason, "OutsideMaintenanceWindow");
+    assert_eq!(p.reason.as_str(), "OutsideMaintenanceWindow");
     assert_eq!(p.requeue_after, Some(Duration::from_secs(60)));
     let inside = Utc.with_ymd_and_hms(2024, 6, 7, 2, 0, 0).unwrap();
     assert_eq!(started(&plan(&obs(vec![staged("a")], s), inside)), ["a"]);
@@ -367,7 +368,7 @@ fn canary_batch_goes_first_then_soaks() {
         ["a"],
         "only one canary although maxUnavailable is 3"
     );
-    assert_eq!(p.reason, "CanaryInProgress");
+    assert_eq!(p.reason.as_str(), "CanaryInProgress");
 
     let nodes = vec![
         completed_canary("a", now() - chrono::Duration::seconds(100)),
@@ -376,7 +377,7 @@ fn canary_batch_goes_first_then_soaks() {
     ];
     let p = plan(&obs(nodes.clone(), canary_strategy(1, 300, false)), now());
     assert!(started(&p).is_empty());
-    assert_eq!(p.reason, "CanarySoaking");
+    assert_eq!(p.reason.as_str(), "CanarySoaking");
     assert_eq!(p.requeue_after, Some(Duration::from_secs(200)));
     let p = plan(&obs(nodes, canary_strategy(1, 60, false)), now());
     assert_eq!(started(&p), ["b", "c"]);
@@ -393,7 +394,7 @@ fn canary_waits_for_approval_when_required() {
     let mut s = canary_strategy(1, 0, true);
     let p = plan(&obs(nodes.clone(), s.clone()), now());
     assert!(started(&p).is_empty());
-    assert_eq!(p.reason, "AwaitingCanaryApproval");
+    assert_eq!(p.reason.as_str(), "AwaitingCanaryApproval");
     s.canary.as_mut().unwrap().approved = true;
     assert_eq!(started(&plan(&obs(nodes, s), now())), ["b"]);
 }
@@ -454,7 +455,7 @@ fn completed_when_every_node_is_done_and_released() {
     };
     let p = plan(&obs(nodes.clone(), s.clone()), now());
     assert_eq!(p.phase, UpgradePhase::Completed);
-    assert_eq!(p.reason, "CompletedWithFailures");
+    assert_eq!(p.reason.as_str(), "CompletedWithFailures");
     assert_eq!(
         (p.counts.completed, p.counts.rolled_back, p.counts.total),
         (3, 1, 4)

@@ -6,6 +6,7 @@ use osroll_api::conditions::find;
 use osroll_api::{CatalogSource, OSUpgradeSpec, OSUpgradeStatus, ProgressPhase, RolloutStrategy};
 
 use super::*;
+use crate::catalog::FetchError;
 use crate::fake::{Call, FakeCluster};
 
 const SUM: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -62,8 +63,13 @@ impl UrlFetcher for NoFetch {
     fn get<'a>(
         &'a self,
         url: &'a str,
-    ) -> futures::future::BoxFuture<'a, Result<Option<String>, String>> {
-        Box::pin(async move { Err(format!("no network in tests ({url})")) })
+    ) -> futures::future::BoxFuture<'a, Result<Option<String>, FetchError>> {
+        Box::pin(async move {
+            Err(FetchError::Request {
+                url: url.into(),
+                source: "no network in tests".into(),
+            })
+        })
     }
 }
 

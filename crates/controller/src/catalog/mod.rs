@@ -20,6 +20,7 @@ use osroll_api::{
     SignedCatalog,
 };
 
+use crate::chain::Chain;
 use crate::cluster::Cluster;
 
 /// ConfigMap key holding the catalog.
@@ -29,10 +30,58 @@ pub const CONFIG_MAP_SIGNATURE_KEY: &str = "catalog.yaml.minisig";
 /// Largest catalog accepted.
 pub const MAX_CATALOG_BYTES: usize = 4 << 20;
 
+/// Why a catalog (or its signature) could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No answer: connection, TLS, timeout, a broken body.
+    #[error("GET {url}")]
+    Request {
+        /// What was fetched.
+        url: String,
+        /// The transport's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An answer other than success or 404.
+    #[error("GET {url}: HTTP {status}")]
+    Status {
+        /// What was fetched.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The body exceeds [`MAX_CATALOG_BYTES`].
+    #[error("GET {url}: catalog larger than {MAX_CATALOG_BYTES} bytes")]
+    TooLarge {
+        /// What was fetched.
+        url: String,
+    },
+    /// The body is not UTF-8 text.
+    #[error("GET {url}: catalog is not UTF-8")]
+    NotUtf8 {
+        /// What was fetched.
+        url: String,
+        /// Where decoding failed.
+        #[source]
+        source: std::string::FromUtf8Error,
+    },
+}
+
+/// Why the catalog HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The extra CA bundle is not PEM certificates.
+    #[error("reading the catalog CA bundle")]
+    CaBundle(#[source] reqwest::Error),
+    /// The TLS stack refused the configuration.
+    #[error("building the catalog HTTP client")]
+    Build(#[source] reqwest::Error),
+}
+
 /// Fetches a URL's body; `Ok(None)` on 404.
 pub trait UrlFetcher: Send + Sync {
     /// GET `url`.
-    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Option<String>, String>>;
+    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Option<String>, FetchError>>;
 }
 
 /// [`UrlFetcher`] over HTTPS with rustls.
@@ -43,51 +92,54 @@ pub struct HttpFetcher {
 impl HttpFetcher {
     /// `allow_http` permits plain `http://` (tests and local mirrors only); `extra_ca`
     /// is a PEM bundle trusted in addition to the built-in roots.
-    pub fn new(allow_http: bool, extra_ca: Option<&[u8]>) -> Result<HttpFetcher, String> {
+    pub fn new(allow_http: bool, extra_ca: Option<&[u8]>) -> Result<HttpFetcher, ClientError> {
         let mut b = reqwest::Client::builder()
             .https_only(!allow_http)
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::limited(5));
         if let Some(pem) = extra_ca {
-            for cert in
-                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("CA bundle: {e}"))?
-            {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(ClientError::CaBundle)? {
                 b = b.add_root_certificate(cert);
             }
         }
         Ok(HttpFetcher {
-            client: b.build().map_err(|e| e.to_string())?,
+            client: b.build().map_err(ClientError::Build)?,
         })
     }
 }
 
 impl UrlFetcher for HttpFetcher {
-    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Option<String>, FetchError>> {
+        let failed = |e: reqwest::Error| FetchError::Request {
+            url: url.to_string(),
+            source: Box::new(e),
+        };
         Box::pin(async move {
-            let mut resp = self
-                .client
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| format!("GET {url}: {e}"))?;
+            let mut resp = self.client.get(url).send().await.map_err(failed)?;
             if resp.status() == reqwest::StatusCode::NOT_FOUND {
                 return Ok(None);
             }
             if !resp.status().is_success() {
-                return Err(format!("GET {url}: HTTP {}", resp.status()));
+                return Err(FetchError::Status {
+                    url: url.to_string(),
+                    status: resp.status().as_u16(),
+                });
             }
             let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+            while let Some(chunk) = resp.chunk().await.map_err(failed)? {
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_CATALOG_BYTES {
-                    return Err(format!(
-                        "GET {url}: catalog larger than {MAX_CATALOG_BYTES} bytes"
-                    ));
+                    return Err(FetchError::TooLarge {
+                        url: url.to_string(),
+                    });
                 }
             }
             String::from_utf8(body)
                 .map(Some)
-                .map_err(|_| format!("GET {url}: catalog is not UTF-8"))
+                .map_err(|source| FetchError::NotUtf8 {
+                    url: url.to_string(),
+                    source,
+                })
         })
     }
 }
@@ -117,27 +169,7 @@ pub async fn load<C: Cluster>(
     cluster: &C,
     fetcher: &dyn UrlFetcher,
 ) -> Result<CatalogDoc, Rejection> {
-    let set: Vec<&str> = [
-        ("inline", src.inline.is_some()),
-        ("url", src.url.is_some()),
-        ("configMap", src.config_map.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(n, s)| s.then_some(n))
-    .collect();
-    if set.len() != 1 {
-        return Err(Rejection {
-            reason: RejectionReason::CatalogInvalid,
-            message: format!(
-                "spec.catalog must set exactly one of inline, url, configMap (it sets {})",
-                if set.is_empty() {
-                    "none".to_string()
-                } else {
-                    set.join(", ")
-                }
-            ),
-        });
-    }
+    exactly_one_source(src)?;
     if let Some(text) = &src.inline {
         return Ok(CatalogDoc {
             text: text.clone(),
@@ -146,49 +178,93 @@ pub async fn load<C: Cluster>(
         });
     }
     if let Some(url) = &src.url {
-        let text = fetcher
-            .get(url)
-            .await
-            .map_err(|e| unavailable(format!("spec.catalog.url: {e}")))?
-            .ok_or_else(|| {
-                unavailable(format!("spec.catalog.url: {url} answered 404 Not Found"))
-            })?;
-        let signature = match &src.signature {
-            Some(s) => Some(s.clone()),
-            None => fetcher
-                .get(&format!("{url}.minisig"))
-                .await
-                .map_err(|e| unavailable(format!("catalog signature: {e}")))?,
-        };
-        return Ok(CatalogDoc {
-            text,
-            signature,
-            origin: url.clone(),
-        });
+        return load_url(url, src.signature.as_ref(), fetcher).await;
     }
     let name = src.config_map.as_deref().unwrap_or_default();
+    load_config_map(namespace, name, src.signature.as_ref(), cluster).await
+}
+
+fn exactly_one_source(src: &CatalogSource) -> Result<(), Rejection> {
+    let set: Vec<&str> = [
+        ("inline", src.inline.is_some()),
+        ("url", src.url.is_some()),
+        ("configMap", src.config_map.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(n, s)| s.then_some(n))
+    .collect();
+    if set.len() == 1 {
+        return Ok(());
+    }
+    let sets = if set.is_empty() {
+        "none".to_string()
+    } else {
+        set.join(", ")
+    };
+    Err(Rejection {
+        reason: RejectionReason::CatalogInvalid,
+        message: format!(
+            "spec.catalog must set exactly one of inline, url, configMap (it sets {sets})"
+        ),
+    })
+}
+
+/// The catalog at `url`; its signature, unless given, from `<url>.minisig` if there.
+async fn load_url(
+    url: &str,
+    signature: Option<&String>,
+    fetcher: &dyn UrlFetcher,
+) -> Result<CatalogDoc, Rejection> {
+    let text = fetcher
+        .get(url)
+        .await
+        .map_err(|e| unavailable(format!("spec.catalog.url: {}", Chain(&e))))?
+        .ok_or_else(|| unavailable(format!("spec.catalog.url: {url} answered 404 Not Found")))?;
+    let signature = match signature {
+        Some(s) => Some(s.clone()),
+        None => fetcher
+            .get(&format!("{url}.minisig"))
+            .await
+            .map_err(|e| unavailable(format!("catalog signature: {}", Chain(&e))))?,
+    };
+    Ok(CatalogDoc {
+        text,
+        signature,
+        origin: url.to_string(),
+    })
+}
+
+/// The catalog in ConfigMap `namespace/name`; its signature, unless given, from the
+/// ConfigMap's signature key if there.
+async fn load_config_map<C: Cluster>(
+    namespace: &str,
+    name: &str,
+    signature: Option<&String>,
+    cluster: &C,
+) -> Result<CatalogDoc, Rejection> {
+    let field = "spec.catalog.configMap";
     let cm = cluster
         .config_map(namespace, name)
         .await
         .map_err(|e| {
             unavailable(format!(
-                "spec.catalog.configMap: reading ConfigMap {namespace}/{name}: {e}"
+                "{field}: reading ConfigMap {namespace}/{name}: {}",
+                Chain(&e)
             ))
         })?
         .ok_or_else(|| {
             unavailable(format!(
-                "spec.catalog.configMap: ConfigMap {namespace}/{name} does not exist"
+                "{field}: ConfigMap {namespace}/{name} does not exist"
             ))
         })?;
     let data = cm.data.unwrap_or_default();
     let text = data.get(CONFIG_MAP_KEY).cloned().ok_or_else(|| {
         unavailable(format!(
-            "spec.catalog.configMap: ConfigMap {namespace}/{name} has no key {CONFIG_MAP_KEY}"
+            "{field}: ConfigMap {namespace}/{name} has no key {CONFIG_MAP_KEY}"
         ))
     })?;
-    let signature = src
-        .signature
-        .clone()
+    let signature = signature
+        .cloned()
         .or_else(|| data.get(CONFIG_MAP_SIGNATURE_KEY).cloned());
     Ok(CatalogDoc {
         text,

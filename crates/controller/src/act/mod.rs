@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
@@ -20,11 +21,11 @@ use osroll_api::{
 };
 use serde_json::json;
 
+use crate::chain::Chain;
 use crate::cluster::{ApiError, Cluster, Note, Severity};
 use crate::drain::{self, DrainStatus};
 use crate::marks;
 use crate::metrics::{DrainEnd, Metrics};
-use crate::observe::cordoned_at;
 use crate::planner::{Action, DrainOutcome, DrainPolicy, Outcome, UncordonReason};
 
 /// Nodes whose actions run at the same time.
@@ -146,7 +147,7 @@ impl<C: Cluster> Act<'_, C> {
         self.now.to_rfc3339_opts(SecondsFormat::Secs, true)
     }
 
-    fn target(&self) -> &str {
+    fn target_version(&self) -> &str {
         &self.template.image.version
     }
 
@@ -167,7 +168,7 @@ impl<C: Cluster> Act<'_, C> {
             related: Some(node_ref(node)),
         };
         if let Err(e) = self.cluster.publish(&note).await {
-            tracing::warn!(node, reason, error = %e, "could not publish event");
+            tracing::warn!(node, reason, error = %Chain(&e), "could not publish event");
         }
     }
 
@@ -223,7 +224,7 @@ impl<C: Cluster> Act<'_, C> {
         for phase in [releases, rest] {
             let futs: Vec<_> = phase
                 .into_iter()
-                .map(|(node, chain)| self.chain(node, chain, &released))
+                .map(|(node, chain)| self.run_node(node, chain, &released))
                 .collect();
             let reports: Vec<Report> = futures::stream::iter(futs)
                 .buffer_unordered(PARALLEL_NODES)
@@ -238,7 +239,8 @@ impl<C: Cluster> Act<'_, C> {
         report
     }
 
-    async fn chain(
+    /// One node's actions, in order, until one fails or leadership is lost.
+    async fn run_node(
         &self,
         node: &str,
         chain: Vec<&Action>,
@@ -261,7 +263,7 @@ impl<C: Cluster> Act<'_, C> {
             {
                 break;
             }
-            match self.one(a, &mut report).await {
+            match self.perform(a, &mut report).await {
                 Ok(()) => {
                     if matches!(a, Action::Uncordon { .. }) {
                         released
@@ -271,11 +273,11 @@ impl<C: Cluster> Act<'_, C> {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(node, action = ?a, error = %e, "action failed");
+                    tracing::warn!(node, action = ?a, error = %Chain(&e), "action failed");
                     if matches!(e, ApiError::Conflict(_)) {
                         report.conflicts += 1;
                     } else {
-                        report.errors.push(format!("{node}: {e}"));
+                        report.errors.push(format!("{node}: {}", Chain(&e)));
                     }
                     break;
                 }
@@ -284,179 +286,134 @@ impl<C: Cluster> Act<'_, C> {
         report
     }
 
-    async fn one(&self, a: &Action, report: &mut Report) -> Result<(), ApiError> {
-        let c = self.cluster;
+    /// Turn one action into its API calls and Event.
+    async fn perform(&self, a: &Action, report: &mut Report) -> Result<(), ApiError> {
         match a {
-            Action::CreateProgress { node } => {
-                let p = new_progress(self.upgrade, node, self.template);
-                match c.create_progress(&p).await {
-                    Ok(()) | Err(ApiError::AlreadyExists(_)) => {}
-                    Err(e) => return Err(e),
-                }
-                let msg = format!(
-                    "node {node}: created {} to stage {}",
-                    p.name_any(),
-                    self.target()
-                );
-                self.event(node, Severity::Normal, "NodeStaging", "CreateProgress", msg)
-                    .await;
-            }
-            Action::Cordon { node, canary, .. } => {
-                if *canary {
-                    let patch = json!({"metadata": {"annotations": {marks::CANARY: "true"}}});
-                    c.patch_progress(&self.progress_name(node), &patch).await?;
-                }
-                let patch = json!({
-                    "metadata": {
-                        "resourceVersion": self.node_rv(node),
-                        "annotations": {labels::CORDONED_BY: self.cordon_value, marks::CORDONED_AT: self.now_str()},
-                    },
-                    "spec": {"unschedulable": true},
-                });
-                c.patch_node(node, &patch).await?;
-                let what = if *canary { " (canary)" } else { "" };
-                let msg = format!(
-                    "node {node} cordoned for its upgrade to {}{what}; draining",
-                    self.target()
-                );
-                self.event(node, Severity::Normal, "NodeCordoned", "Cordon", msg)
-                    .await;
-            }
-            Action::Drain { node } => self.drain(node, report).await?,
-            Action::ApproveLive { node, canary, .. } => {
-                let mut patch = json!({"spec": {"rebootApproved": true}});
-                if *canary {
-                    patch["metadata"] = json!({"annotations": {marks::CANARY: "true"}});
-                }
-                c.patch_progress(&self.progress_name(node), &patch).await?;
-                let msg = format!(
-                    "node {node}: update to {} needs no reboot; approved without drain",
-                    self.target()
-                );
-                self.event(node, Severity::Normal, "LiveUpdateApproved", "Approve", msg)
-                    .await;
-            }
+            Action::CreateProgress { node } => self.create_progress(node).await,
+            Action::Cordon { node, canary, .. } => self.cordon(node, *canary).await,
+            Action::Drain { node } => self.drain(node, report).await,
+            Action::ApproveLive { node, canary, .. } => self.approve_live(node, *canary).await,
             Action::RevokeApproval { node } => {
                 let patch = json!({"spec": {"rebootApproved": false}});
-                c.patch_progress(&self.progress_name(node), &patch).await?;
+                self.cluster
+                    .patch_progress(&self.progress_name(node), &patch)
+                    .await
             }
-            Action::Uncordon { node, why } => {
-                let patch = json!({
-                    "metadata": {
-                        "resourceVersion": self.node_rv(node),
-                        "annotations": {labels::CORDONED_BY: null, marks::CORDONED_AT: null},
-                    },
-                    "spec": {"unschedulable": null},
-                });
-                c.patch_node(node, &patch).await?;
-                self.memory.forget(&self.upgrade.name_any(), node);
-                let why = match why {
-                    UncordonReason::Completed => "upgraded, Ready",
-                    UncordonReason::Finished => "its upgrade ended without success",
-                    UncordonReason::Aborted => "the rollout was paused or halted before its reboot",
-                    UncordonReason::Stale => "nothing of this upgrade is in flight on it",
-                };
-                self.event(
-                    node,
-                    Severity::Normal,
-                    "NodeUncordoned",
-                    "Uncordon",
-                    format!("node {node} uncordoned: {why}"),
-                )
-                .await;
-            }
-            Action::Report { node, outcome } => {
-                let nonce = self.nonce(node);
-                let patch = json!({"metadata": {"annotations": {marks::REPORTED: marks::tagged(outcome.as_str(), nonce)}}});
-                c.patch_progress(&self.progress_name(node), &patch).await?;
-                self.metrics.node_outcome(*outcome);
-                let detail = self
-                    .progress
-                    .get(node)
-                    .and_then(|p| p.status.as_ref())
-                    .and_then(|s| s.failure_reason.clone().or_else(|| s.message.clone()))
-                    .map(|d| format!(": {d}"))
-                    .unwrap_or_default();
-                let (severity, reason, msg) = match outcome {
-                    Outcome::Completed => (
-                        Severity::Normal,
-                        "NodeCompleted",
-                        format!("node {node} completed its upgrade to {}", self.target()),
-                    ),
-                    Outcome::RolledBack => (
-                        Severity::Warning,
-                        "NodeRolledBack",
-                        format!("node {node} rolled back to its previous version{detail}"),
-                    ),
-                    Outcome::Failed => (
-                        Severity::Warning,
-                        "NodeFailed",
-                        format!("node {node} failed its upgrade{detail}"),
-                    ),
-                    Outcome::DrainFailed => (
-                        Severity::Warning,
-                        "NodeDrainFailed",
-                        format!("node {node} could not be drained in time"),
-                    ),
-                    Outcome::Skipped => (
-                        Severity::Warning,
-                        "NodeSkipped",
-                        format!(
-                            "node {node} skipped: its drain timed out; it stays on its current version"
-                        ),
-                    ),
-                };
-                self.event(node, severity, reason, "Report", msg).await;
-            }
+            Action::Uncordon { node, why } => self.uncordon(node, *why).await,
+            Action::Report { node, outcome } => self.report_outcome(node, *outcome).await,
         }
+    }
+
+    async fn create_progress(&self, node: &str) -> Result<(), ApiError> {
+        let p = new_progress(self.upgrade, node, self.template);
+        match self.cluster.create_progress(&p).await {
+            Ok(()) | Err(ApiError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let msg = format!(
+            "node {node}: created {} to stage {}",
+            p.name_any(),
+            self.target_version()
+        );
+        self.event(node, Severity::Normal, "NodeStaging", "CreateProgress", msg)
+            .await;
         Ok(())
     }
 
+    /// Mark a canary first (on its progress object), then cordon the node.
+    async fn cordon(&self, node: &str, canary: bool) -> Result<(), ApiError> {
+        if canary {
+            let patch = json!({"metadata": {"annotations": {marks::CANARY: "true"}}});
+            self.cluster
+                .patch_progress(&self.progress_name(node), &patch)
+                .await?;
+        }
+        let rv = self.node_rv(node);
+        let patch = marks::cordon_patch(rv.as_deref(), self.cordon_value, &self.now_str());
+        self.cluster.patch_node(node, &patch).await?;
+        let what = if canary { " (canary)" } else { "" };
+        let msg = format!(
+            "node {node} cordoned for its upgrade to {}{what}; draining",
+            self.target_version()
+        );
+        self.event(node, Severity::Normal, "NodeCordoned", "Cordon", msg)
+            .await;
+        Ok(())
+    }
+
+    async fn approve_live(&self, node: &str, canary: bool) -> Result<(), ApiError> {
+        let mut patch = json!({"spec": {"rebootApproved": true}});
+        if canary {
+            patch["metadata"] = json!({"annotations": {marks::CANARY: "true"}});
+        }
+        self.cluster
+            .patch_progress(&self.progress_name(node), &patch)
+            .await?;
+        let msg = format!(
+            "node {node}: update to {} needs no reboot; approved without drain",
+            self.target_version()
+        );
+        self.event(node, Severity::Normal, "LiveUpdateApproved", "Approve", msg)
+            .await;
+        Ok(())
+    }
+
+    async fn uncordon(&self, node: &str, why: UncordonReason) -> Result<(), ApiError> {
+        let patch = marks::uncordon_patch(self.node_rv(node).as_deref());
+        self.cluster.patch_node(node, &patch).await?;
+        self.memory.forget(&self.upgrade.name_any(), node);
+        let why = match why {
+            UncordonReason::Completed => "upgraded, Ready",
+            UncordonReason::Finished => "its upgrade ended without success",
+            UncordonReason::Aborted => "the rollout was paused or halted before its reboot",
+            UncordonReason::Stale => "nothing of this upgrade is in flight on it",
+        };
+        let msg = format!("node {node} uncordoned: {why}");
+        self.event(node, Severity::Normal, "NodeUncordoned", "Uncordon", msg)
+            .await;
+        Ok(())
+    }
+
+    /// Record the outcome on the progress object (tagged with the attempt), count it and
+    /// announce it with the agent's reason.
+    async fn report_outcome(&self, node: &str, outcome: Outcome) -> Result<(), ApiError> {
+        let tag = marks::tagged(outcome.as_str(), self.nonce(node));
+        let patch = json!({"metadata": {"annotations": {marks::REPORTED: tag}}});
+        self.cluster
+            .patch_progress(&self.progress_name(node), &patch)
+            .await?;
+        self.metrics.node_outcome(outcome);
+        let detail = self
+            .progress
+            .get(node)
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.failure_reason.clone().or_else(|| s.message.clone()))
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        let (severity, reason, msg) = outcome_event(node, outcome, self.target_version(), &detail);
+        self.event(node, severity, reason, "Report", msg).await;
+        Ok(())
+    }
+
+    /// One drain step; a drained node gets its reboot approved, a timed-out one the policy.
     async fn drain(&self, node: &str, report: &mut Report) -> Result<(), ApiError> {
         let started = self
             .nodes
             .get(node)
-            .and_then(|n| cordoned_at(n))
+            .and_then(|n| marks::cordoned_at(n))
             .unwrap_or(self.now);
         let elapsed = (self.now - started).to_std().unwrap_or_default();
-        let up = self.upgrade.name_any();
         match drain::step(self.cluster, node, self.drain, started, self.now).await? {
-            DrainStatus::Drained => {
-                let patch = json!({"spec": {"rebootApproved": true}});
-                self.cluster
-                    .patch_progress(&self.progress_name(node), &patch)
-                    .await?;
-                self.metrics.drain_done(DrainEnd::Drained, elapsed);
-                self.memory.forget(&up, node);
-                let msg = format!(
-                    "node {node} drained in {}s; reboot into {} approved",
-                    elapsed.as_secs(),
-                    self.target()
-                );
-                self.event(node, Severity::Normal, "NodeDrained", "ApproveReboot", msg)
-                    .await;
-            }
+            DrainStatus::Drained => self.drained(node, elapsed).await?,
             DrainStatus::Draining { remaining, blocked } => {
-                let note = match &blocked {
-                    Some(b) => format!("draining node {node}: {b}"),
-                    None => format!("draining node {node}: {remaining} pod(s) leaving"),
-                };
-                if let Some(b) = blocked
-                    && self.memory.changed(&up, node, &b)
-                {
-                    self.event(
-                        node,
-                        Severity::Warning,
-                        "DrainBlocked",
-                        "Drain",
-                        format!("node {node}: {b}; retrying"),
-                    )
-                    .await;
-                }
+                let note = self.draining(node, remaining, blocked).await;
                 report.drain_notes.insert(node.to_string(), note);
             }
             DrainStatus::Forced { message } => {
-                if self.memory.changed(&up, node, &message) {
+                if self
+                    .memory
+                    .changed(&self.upgrade.name_any(), node, &message)
+                {
                     self.metrics.drain_done(DrainEnd::TimedOutForced, elapsed);
                     self.event(
                         node,
@@ -470,31 +427,107 @@ impl<C: Cluster> Act<'_, C> {
                 report.drain_notes.insert(node.to_string(), message);
             }
             DrainStatus::GaveUp { policy, message } => {
-                let (outcome, end) = match policy {
-                    DrainTimeoutPolicy::Skip => (DrainOutcome::Skipped, DrainEnd::TimedOutSkipped),
-                    _ => (DrainOutcome::Failed, DrainEnd::TimedOutFailed),
-                };
-                let nonce = self.nonce(node);
-                let patch = json!({"metadata": {"annotations": {
-                    marks::DRAIN_OUTCOME: marks::tagged(marks::drain_outcome_str(outcome), nonce),
-                    marks::DRAIN_MESSAGE: message,
-                }}});
-                self.cluster
-                    .patch_progress(&self.progress_name(node), &patch)
-                    .await?;
-                self.metrics.drain_done(end, elapsed);
-                self.event(
-                    node,
-                    Severity::Warning,
-                    "DrainTimedOut",
-                    "Drain",
-                    message.clone(),
-                )
-                .await;
+                self.gave_up(node, policy, &message, elapsed).await?;
                 report.drain_notes.insert(node.to_string(), message);
             }
         }
         Ok(())
+    }
+
+    async fn drained(&self, node: &str, elapsed: Duration) -> Result<(), ApiError> {
+        let patch = json!({"spec": {"rebootApproved": true}});
+        self.cluster
+            .patch_progress(&self.progress_name(node), &patch)
+            .await?;
+        self.metrics.drain_done(DrainEnd::Drained, elapsed);
+        self.memory.forget(&self.upgrade.name_any(), node);
+        let msg = format!(
+            "node {node} drained in {}s; reboot into {} approved",
+            elapsed.as_secs(),
+            self.target_version()
+        );
+        self.event(node, Severity::Normal, "NodeDrained", "ApproveReboot", msg)
+            .await;
+        Ok(())
+    }
+
+    /// Still draining: a new blocker is announced once; returns the status note.
+    async fn draining(&self, node: &str, remaining: usize, blocked: Option<String>) -> String {
+        let note = match &blocked {
+            Some(b) => format!("draining node {node}: {b}"),
+            None => format!("draining node {node}: {remaining} pod(s) leaving"),
+        };
+        if let Some(b) = blocked
+            && self.memory.changed(&self.upgrade.name_any(), node, &b)
+        {
+            let msg = format!("node {node}: {b}; retrying");
+            self.event(node, Severity::Warning, "DrainBlocked", "Drain", msg)
+                .await;
+        }
+        note
+    }
+
+    /// The drain timed out under `Fail` or `Skip`: mark the attempt so the planner ends it.
+    async fn gave_up(
+        &self,
+        node: &str,
+        policy: DrainTimeoutPolicy,
+        message: &str,
+        elapsed: Duration,
+    ) -> Result<(), ApiError> {
+        let (outcome, end) = match policy {
+            DrainTimeoutPolicy::Skip => (DrainOutcome::Skipped, DrainEnd::TimedOutSkipped),
+            _ => (DrainOutcome::Failed, DrainEnd::TimedOutFailed),
+        };
+        let patch = json!({"metadata": {"annotations": {
+            marks::DRAIN_OUTCOME: marks::tagged(outcome.as_str(), self.nonce(node)),
+            marks::DRAIN_MESSAGE: message,
+        }}});
+        self.cluster
+            .patch_progress(&self.progress_name(node), &patch)
+            .await?;
+        self.metrics.drain_done(end, elapsed);
+        let msg = message.to_string();
+        self.event(node, Severity::Warning, "DrainTimedOut", "Drain", msg)
+            .await;
+        Ok(())
+    }
+}
+
+/// Severity, reason and text of the Event reporting how `node`'s attempt ended; `detail`
+/// is the agent's reason (`: ...`) or empty.
+fn outcome_event(
+    node: &str,
+    outcome: Outcome,
+    target: &str,
+    detail: &str,
+) -> (Severity, &'static str, String) {
+    match outcome {
+        Outcome::Completed => (
+            Severity::Normal,
+            "NodeCompleted",
+            format!("node {node} completed its upgrade to {target}"),
+        ),
+        Outcome::RolledBack => (
+            Severity::Warning,
+            "NodeRolledBack",
+            format!("node {node} rolled back to its previous version{detail}"),
+        ),
+        Outcome::Failed => (
+            Severity::Warning,
+            "NodeFailed",
+            format!("node {node} failed its upgrade{detail}"),
+        ),
+        Outcome::DrainFailed => (
+            Severity::Warning,
+            "NodeDrainFailed",
+            format!("node {node} could not be drained in time"),
+        ),
+        Outcome::Skipped => (
+            Severity::Warning,
+            "NodeSkipped",
+            format!("node {node} skipped: its drain timed out; it stays on its current version"),
+        ),
     }
 }
 

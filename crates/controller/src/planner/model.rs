@@ -1,0 +1,356 @@
+//! The planner's vocabulary: what it observes ([`Observed`], [`NodeObs`],
+//! [`ProgressObs`]) and what it decides ([`Plan`], [`Action`]), with the small facts
+//! derived from them that every rule shares (is a node disrupted, staging, startable).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use osroll_api::upgrade::{NodeCounts, UpgradeReason};
+use osroll_api::{Condition, ProgressPhase, UpgradePhase};
+
+use super::Strategy;
+
+/// One OSUpgrade's world as the controller sees it.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Validated strategy.
+    pub strategy: Strategy,
+    /// Selected nodes (and nodes that carry one of our progress objects).
+    pub nodes: Vec<NodeObs>,
+    /// The node the controller itself runs on; it goes last.
+    pub own_node: Option<String>,
+    /// How long a completed node must be Ready before it is uncordoned.
+    pub node_soak: Duration,
+    /// How often to look again while a drain is in progress.
+    pub drain_poll: Duration,
+}
+
+/// One node and its progress object.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeObs {
+    /// Node name.
+    pub name: String,
+    /// Node condition Ready is True.
+    pub ready: bool,
+    /// When Ready last changed.
+    pub ready_since: Option<DateTime<Utc>>,
+    /// `spec.unschedulable`, whoever set it.
+    pub unschedulable: bool,
+    /// The node carries our cordon annotation for this OSUpgrade.
+    pub cordoned_by_us: bool,
+    /// Labelled as a control-plane node.
+    pub control_plane: bool,
+    /// Earlier failed or rolled-back attempts on this node.
+    pub past_failures: u32,
+    /// Another OSUpgrade has an unfinished progress object on this node.
+    pub claimed_by: Option<String>,
+    /// Our progress object for this node, if created.
+    pub progress: Option<ProgressObs>,
+}
+
+/// What matters about a progress object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgressObs {
+    /// `status.phase`, `Pending` while the agent has not written one.
+    pub phase: ProgressPhase,
+    /// `spec.rebootApproved`.
+    pub reboot_approved: bool,
+    /// `status.rebootRequired`: `Some(false)` means a live update needs no drain.
+    pub reboot_required: Option<bool>,
+    /// Chosen as part of the canary batch.
+    pub canary: bool,
+    /// `status.completedAt`.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The controller gave up draining this node for the current attempt.
+    pub drain_outcome: Option<DrainOutcome>,
+    /// The outcome already reported for the current attempt.
+    pub reported: Option<Outcome>,
+}
+
+impl Default for ProgressObs {
+    fn default() -> Self {
+        ProgressObs {
+            phase: ProgressPhase::Pending,
+            reboot_approved: false,
+            reboot_required: None,
+            canary: false,
+            completed_at: None,
+            drain_outcome: None,
+            reported: None,
+        }
+    }
+}
+
+/// Why the controller stopped draining a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DrainOutcome {
+    /// Timed out under policy `Fail`: counts as a failed node.
+    Failed,
+    /// Timed out under policy `Skip`: the node stays on its version, not a failure.
+    Skipped,
+}
+
+impl DrainOutcome {
+    /// CamelCase name, used in the drain-outcome annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrainOutcome::Failed => "Failed",
+            DrainOutcome::Skipped => "Skipped",
+        }
+    }
+
+    /// Inverse of [`DrainOutcome::as_str`].
+    pub fn parse(s: &str) -> Option<DrainOutcome> {
+        [DrainOutcome::Failed, DrainOutcome::Skipped]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// How a node's attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// On the target version.
+    Completed,
+    /// The agent reported Failed.
+    Failed,
+    /// The node booted back into its previous slot.
+    RolledBack,
+    /// The drain timed out under policy `Fail`.
+    DrainFailed,
+    /// The drain timed out under policy `Skip`.
+    Skipped,
+}
+
+impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Completed,
+        Outcome::Failed,
+        Outcome::RolledBack,
+        Outcome::DrainFailed,
+        Outcome::Skipped,
+    ];
+
+    /// CamelCase name, used in annotations, Events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "Completed",
+            Outcome::Failed => "Failed",
+            Outcome::RolledBack => "RolledBack",
+            Outcome::DrainFailed => "DrainFailed",
+            Outcome::Skipped => "Skipped",
+        }
+    }
+
+    /// Inverse of [`Outcome::as_str`].
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// Whether it counts against `maxFailures`.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Outcome::Failed | Outcome::RolledBack | Outcome::DrainFailed
+        )
+    }
+}
+
+impl ProgressObs {
+    /// How this attempt ended, if it did.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self.drain_outcome {
+            Some(DrainOutcome::Failed) => return Some(Outcome::DrainFailed),
+            Some(DrainOutcome::Skipped) => return Some(Outcome::Skipped),
+            None => {}
+        }
+        match self.phase {
+            ProgressPhase::Completed => Some(Outcome::Completed),
+            ProgressPhase::Failed => Some(Outcome::Failed),
+            ProgressPhase::RolledBack => Some(Outcome::RolledBack),
+            _ => None,
+        }
+    }
+
+    /// Still downloading, writing or verifying (or not begun) and not yet approved.
+    pub fn is_staging(&self) -> bool {
+        self.outcome().is_none()
+            && !self.reboot_approved
+            && matches!(
+                self.phase,
+                ProgressPhase::Pending
+                    | ProgressPhase::Downloading
+                    | ProgressPhase::Writing
+                    | ProgressPhase::Verifying
+            )
+    }
+}
+
+impl NodeObs {
+    /// Counted against maxUnavailable: cordoned (by anyone), NotReady, or approved and
+    /// not finished.
+    pub fn is_disrupted(&self) -> bool {
+        self.unschedulable
+            || !self.ready
+            || self
+                .progress
+                .as_ref()
+                .is_some_and(|p| p.reboot_approved && p.outcome().is_none())
+    }
+
+    pub(super) fn outcome(&self) -> Option<Outcome> {
+        self.progress.as_ref().and_then(ProgressObs::outcome)
+    }
+
+    /// May start disruption now: staged, not approved, schedulable, Ready, unclaimed.
+    pub(super) fn startable(&self) -> bool {
+        self.claimed_by.is_none()
+            && !self.unschedulable
+            && self.ready
+            && self.progress.as_ref().is_some_and(|p| {
+                p.phase == ProgressPhase::Staged && !p.reboot_approved && p.outcome().is_none()
+            })
+    }
+}
+
+/// One thing the controller should do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create the node's progress object: the agent starts staging.
+    CreateProgress {
+        /// Node name.
+        node: String,
+    },
+    /// Cordon the node (recording that we did) to begin its disruption. A `canary` node
+    /// is marked as such on its progress object first.
+    Cordon {
+        /// Node name.
+        node: String,
+        /// Part of the canary batch.
+        canary: bool,
+        /// Takes the slot this node frees: only if its uncordon, earlier in the same
+        /// plan, succeeded.
+        after: Option<String>,
+    },
+    /// Evict the node's pods; once none is left, approve its reboot. On timeout the
+    /// drain policy applies.
+    Drain {
+        /// Node name.
+        node: String,
+    },
+    /// Approve an update that needs no reboot, without cordon or drain.
+    ApproveLive {
+        /// Node name.
+        node: String,
+        /// Part of the canary batch.
+        canary: bool,
+        /// As for [`Action::Cordon`].
+        after: Option<String>,
+    },
+    /// Withdraw `rebootApproved` from a failed attempt so a retry waits for its turn.
+    RevokeApproval {
+        /// Node name.
+        node: String,
+    },
+    /// Uncordon a node we cordoned.
+    Uncordon {
+        /// Node name.
+        node: String,
+        /// Why.
+        why: UncordonReason,
+    },
+    /// Record (Event, metrics, annotation) how a node's attempt ended.
+    Report {
+        /// Node name.
+        node: String,
+        /// The outcome.
+        outcome: Outcome,
+    },
+}
+
+impl Action {
+    /// The node the action is about.
+    pub fn node(&self) -> &str {
+        match self {
+            Action::CreateProgress { node }
+            | Action::Cordon { node, .. }
+            | Action::Drain { node }
+            | Action::ApproveLive { node, .. }
+            | Action::RevokeApproval { node }
+            | Action::Uncordon { node, .. }
+            | Action::Report { node, .. } => node,
+        }
+    }
+
+    /// Whether the action begins a node's disruption.
+    pub fn starts_disruption(&self) -> bool {
+        matches!(self, Action::Cordon { .. } | Action::ApproveLive { .. })
+    }
+
+    /// For a start that reuses a slot freed in the same plan: the node that frees it.
+    pub fn after(&self) -> Option<&str> {
+        match self {
+            Action::Cordon { after, .. } | Action::ApproveLive { after, .. } => after.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Why a node is uncordoned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UncordonReason {
+    /// Upgraded, Ready and soaked.
+    Completed,
+    /// Its attempt failed, rolled back or was skipped.
+    Finished,
+    /// The rollout was paused or halted before the node was approved.
+    Aborted,
+    /// Our cordon no longer matches anything in flight.
+    Stale,
+}
+
+/// Where the canary batch stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CanaryState {
+    /// No canary configured.
+    None,
+    /// Canaries are being upgraded: `passed` of `of` done.
+    Running {
+        /// Completed and released canaries.
+        passed: usize,
+        /// Batch size.
+        of: usize,
+    },
+    /// All canaries passed; soaking until the given time.
+    Soaking(DateTime<Utc>),
+    /// Soaked; waiting for `spec.strategy.canary.approved`.
+    AwaitingApproval,
+    /// The rest of the fleet may proceed.
+    Passed,
+}
+
+/// The planner's decision for one OSUpgrade.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// What to do now, in order.
+    pub actions: Vec<Action>,
+    /// The OSUpgrade's phase.
+    pub phase: UpgradePhase,
+    /// Machine-readable reason for the phase.
+    pub reason: UpgradeReason,
+    /// Human-readable summary.
+    pub message: String,
+    /// Nodes per stage.
+    pub counts: NodeCounts,
+    /// Ready, Progressing and Degraded (without times or generation).
+    pub conditions: Vec<Condition>,
+    /// Canary progress.
+    pub canary: CanaryState,
+    /// When to look again even if nothing changes.
+    pub requeue_after: Option<Duration>,
+    /// Nodes disrupted now (before this plan's actions) and the limit.
+    pub disrupted: usize,
+    /// The resolved maxUnavailable.
+    pub max_unavailable: usize,
+}
