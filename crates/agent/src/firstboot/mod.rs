@@ -265,5 +265,4 @@ pub async fn run_firstboot(
 }
 
 #[cfg(test)]
-#[path = "firstboot_tests.rs"]
 mod tests;

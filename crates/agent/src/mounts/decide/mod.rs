@@ -256,5 +256,4 @@ fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> b
 }
 
 #[cfg(test)]
-#[path = "decide_tests.rs"]
 mod tests;

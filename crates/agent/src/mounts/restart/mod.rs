@@ -354,7 +354,6 @@ pub async fn restart_after_live_update<P: PodApi, L: RestartLedger>(
 }
 
 #[cfg(test)]
-#[path = "restart_tests.rs"]
 mod tests;
 
 /// [`restart_after_live_update`] behind an object the executor can hold: a pod API and a

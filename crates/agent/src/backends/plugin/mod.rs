@@ -381,5 +381,4 @@ fn parse_reply(stdout: &[u8]) -> Result<RawReply, String> {
 }
 
 #[cfg(test)]
-#[path = "plugin_tests.rs"]
 mod tests;

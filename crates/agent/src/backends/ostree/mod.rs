@@ -756,5 +756,4 @@ impl<R: CommandRunner> OstreeBackend<R> {
 }
 
 #[cfg(test)]
-#[path = "ostree_tests.rs"]
 mod tests;
