@@ -24,6 +24,8 @@ pub mod agent;
 pub mod backends;
 pub mod boot;
 #[cfg(feature = "node")]
+pub mod failure;
+#[cfg(feature = "node")]
 pub mod firstboot;
 pub mod fsutil;
 #[cfg(feature = "node")]

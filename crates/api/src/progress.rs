@@ -218,7 +218,9 @@ impl std::fmt::Display for ProgressPhase {
 
 /// Why the agent ended an attempt in Failed or RolledBack: the value of
 /// `status.failureReason`. Serialized as the variant's name ([`FailureReason::as_str`]).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum FailureReason {
     // The progress itself.
     /// `spec.image` is missing or malformed (version, checksum, URL, size).

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use osroll_api::progress::FailureReason;
 use osroll_api::{OSUpgradeProgress, OSUpgradeProgressStatus, ProgressPhase, labels};
 
 use super::{Agent, Tick, now};
@@ -224,7 +225,9 @@ impl<S: ProgressSource> Agent<S> {
     ) -> anyhow::Result<Tick> {
         let Some(target) = self.target(obj) else {
             let msg = "spec.image is missing: no version to reach".to_string();
-            return self.fail(ProgressPhase::Failed, "InvalidSpec", msg).await;
+            return self
+                .fail(ProgressPhase::Failed, FailureReason::InvalidSpec, msg)
+                .await;
         };
         // The same catalog trust as the A/B installer: the target must come from a
         // catalog signed by a trusted key when the agent is configured so.
@@ -246,7 +249,10 @@ impl<S: ProgressSource> Agent<S> {
         .await?;
         let t = target.clone();
         match Self::backend_call(b, move |b| b.stage(&t)).await? {
-            Err(e) => self.fail(ProgressPhase::Failed, e.reason, e.message).await,
+            Err(e) => {
+                self.fail(ProgressPhase::Failed, e.reason(), e.to_string())
+                    .await
+            }
             Ok(Staging::AlreadyCurrent { message }) => {
                 let prev = self.tracked().status.clone();
                 let f = facts(Some(target.image.version.clone()), boot_id);
@@ -288,7 +294,9 @@ impl<S: ProgressSource> Agent<S> {
     ) -> anyhow::Result<Tick> {
         let Some(target) = self.target(obj) else {
             let msg = "spec.image is missing: no version to reach".to_string();
-            return self.fail(ProgressPhase::Failed, "InvalidSpec", msg).await;
+            return self
+                .fail(ProgressPhase::Failed, FailureReason::InvalidSpec, msg)
+                .await;
         };
         let prev = self.tracked().status.clone();
         let reboot = prev.reboot_required != Some(false);
@@ -314,7 +322,11 @@ impl<S: ProgressSource> Agent<S> {
         let t = target.clone();
         let applied = match Self::backend_call(b, move |b| b.apply(&t)).await? {
             Ok(a) => a,
-            Err(e) => return self.fail(ProgressPhase::Failed, e.reason, e.message).await,
+            Err(e) => {
+                return self
+                    .fail(ProgressPhase::Failed, e.reason(), e.to_string())
+                    .await;
+            }
         };
         if applied.reboot_required {
             return self.reboot_deploy(boot_id).await;
@@ -337,7 +349,11 @@ impl<S: ProgressSource> Agent<S> {
                 target.image.version
             );
             return self
-                .fail(ProgressPhase::Failed, "LiveUpdateIncomplete", msg)
+                .fail(
+                    ProgressPhase::Failed,
+                    FailureReason::LiveUpdateIncomplete,
+                    msg,
+                )
                 .await;
         }
         let applied_at = match self.tracked().live_applied_at.clone() {
@@ -398,7 +414,8 @@ impl<S: ProgressSource> Agent<S> {
             Ok(tick) => Ok(tick),
             Err(e) => {
                 self.tracked().reboot_boot_id = None;
-                self.fail(ProgressPhase::Failed, "RebootFailed", e).await
+                self.fail(ProgressPhase::Failed, FailureReason::RebootFailed, e)
+                    .await
             }
         }
     }
@@ -411,11 +428,16 @@ impl<S: ProgressSource> Agent<S> {
     ) -> anyhow::Result<Tick> {
         let Some(target) = self.target(obj) else {
             let msg = "no target recorded for the attempt".to_string();
-            return self.fail(ProgressPhase::Failed, "InvalidStatus", msg).await;
+            return self
+                .fail(ProgressPhase::Failed, FailureReason::InvalidStatus, msg)
+                .await;
         };
         let t = target.clone();
         match Self::backend_call(b, move |b| b.confirm(&t)).await? {
-            Err(e) => self.fail(ProgressPhase::Failed, e.reason, e.message).await,
+            Err(e) => {
+                self.fail(ProgressPhase::Failed, e.reason(), e.to_string())
+                    .await
+            }
             Ok(Confirmed::OnTarget { version, message }) => {
                 self.tracked().reboot_boot_id = None;
                 self.complete_deploy(&target, version, message, boot_id)
@@ -432,8 +454,12 @@ impl<S: ProgressSource> Agent<S> {
                     checksum: target.image.checksum.clone(),
                     retry_nonce: nonce,
                 });
-                self.fail(ProgressPhase::RolledBack, "BootedWrongDeployment", message)
-                    .await
+                self.fail(
+                    ProgressPhase::RolledBack,
+                    FailureReason::BootedWrongDeployment,
+                    message,
+                )
+                .await
             }
         }
     }

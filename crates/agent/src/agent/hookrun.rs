@@ -2,6 +2,8 @@
 //! output in the agent log (by [`crate::hooks`]) and a failure turned into a progress
 //! reason and message that name the hook and how it ended.
 
+use osroll_api::progress::FailureReason;
+
 use crate::hooks::{HookContext, HookKind};
 use crate::source::ProgressSource;
 
@@ -15,14 +17,14 @@ impl<S: ProgressSource> Agent<S> {
         &self,
         kind: HookKind,
         ctx: &HookContext,
-    ) -> Result<Option<String>, (&'static str, String)> {
+    ) -> Result<Option<String>, (FailureReason, String)> {
         let Some(hooks) = self.hooks.clone() else {
             return Ok(None);
         };
         let ctx = ctx.clone();
         let result = tokio::task::spawn_blocking(move || hooks.run(kind, &ctx))
             .await
-            .map_err(|e| ("HookNotRunnable", format!("{kind} hook: {e}")))?;
+            .map_err(|e| (FailureReason::HookNotRunnable, format!("{kind} hook: {e}")))?;
         match result {
             Ok(None) => Ok(None),
             Ok(Some(run)) => {

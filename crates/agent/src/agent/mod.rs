@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use osroll_api::progress::FailureReason;
 use osroll_api::{ImageRef, OSUpgradeProgress, OSUpgradeProgressStatus, ProgressPhase, labels};
 
 use crate::backends::driver::{BackendConfig, DeployBackend};
@@ -414,7 +415,7 @@ impl<S: ProgressSource> Agent<S> {
     async fn fail(
         &mut self,
         phase: ProgressPhase,
-        reason: &str,
+        reason: FailureReason,
         message: String,
     ) -> anyhow::Result<Tick> {
         let next = status::failed(&self.tracked().status, phase, reason, message, &now());
@@ -528,7 +529,7 @@ impl<S: ProgressSource> Agent<S> {
                 let msg = format!(
                     "tried slot {tried} once but the node came back on slot {booted}; {version} will not be tried again until spec.retryNonce changes"
                 );
-                self.fail(ProgressPhase::RolledBack, "BootFallback", msg)
+                self.fail(ProgressPhase::RolledBack, FailureReason::BootFallback, msg)
                     .await
             }
             Step::Finish {
@@ -555,7 +556,11 @@ impl<S: ProgressSource> Agent<S> {
     async fn reboot(&mut self, slot: Slot, facts: &HostFacts) -> anyhow::Result<Tick> {
         if let Err(e) = self.host.boot_control().arm_try(slot) {
             return self
-                .fail(ProgressPhase::Failed, "BootControlError", e.to_string())
+                .fail(
+                    ProgressPhase::Failed,
+                    FailureReason::BootControlError,
+                    e.to_string(),
+                )
                 .await;
         }
         self.tracked().reboot_boot_id = Some(facts.boot_id.clone());
@@ -568,7 +573,8 @@ impl<S: ProgressSource> Agent<S> {
                     tracing::warn!("{d}");
                 }
                 self.tracked().reboot_boot_id = None;
-                self.fail(ProgressPhase::Failed, "RebootFailed", e).await
+                self.fail(ProgressPhase::Failed, FailureReason::RebootFailed, e)
+                    .await
             }
         }
     }
@@ -613,7 +619,7 @@ impl<S: ProgressSource> Agent<S> {
             return self
                 .fail(
                     ProgressPhase::Failed,
-                    "InvalidSpec",
+                    FailureReason::InvalidSpec,
                     "spec.image is missing: nothing to install".into(),
                 )
                 .await;
@@ -625,7 +631,11 @@ impl<S: ProgressSource> Agent<S> {
             Ok(p) => p,
             Err(e) => {
                 return self
-                    .fail(ProgressPhase::Failed, "SlotUnavailable", e.to_string())
+                    .fail(
+                        ProgressPhase::Failed,
+                        FailureReason::SlotUnavailable,
+                        e.to_string(),
+                    )
                     .await;
             }
         };
@@ -635,7 +645,7 @@ impl<S: ProgressSource> Agent<S> {
             return self
                 .fail(
                     ProgressPhase::Failed,
-                    "ImageSourceNotAllowed",
+                    FailureReason::ImageSourceNotAllowed,
                     format!("spec.image.url {:?}: {}", v.url, v.why),
                 )
                 .await;

@@ -14,6 +14,7 @@
 //! The controller approves a Staged node whose `status.rebootRequired` is false without
 //! cordoning or draining it; the agent never applies without `rebootApproved`.
 
+use osroll_api::progress::FailureReason;
 use osroll_api::{ImageRef, OSUpgradeProgressSpec, OSUpgradeProgressStatus, ProgressPhase};
 
 use crate::machine::RolledBackRecord;
@@ -62,7 +63,7 @@ pub enum DeployStep {
         /// Failed or RolledBack.
         phase: ProgressPhase,
         /// Machine-readable reason.
-        reason: &'static str,
+        reason: FailureReason,
         /// What happened, naming the offending value.
         message: String,
     },
@@ -124,7 +125,7 @@ pub fn next_deploy_step(i: &DeployInput) -> DeployStep {
                 Err(message) => {
                     return DeployStep::Finish {
                         phase: Failed,
-                        reason: "InvalidSpec",
+                        reason: FailureReason::InvalidSpec,
                         message,
                     };
                 }
@@ -136,7 +137,7 @@ pub fn next_deploy_step(i: &DeployInput) -> DeployStep {
             }) {
                 return DeployStep::Finish {
                     phase: RolledBack,
-                    reason: "PreviouslyRolledBack",
+                    reason: FailureReason::PreviouslyRolledBack,
                     message: format!(
                         "{} was booted on this node before and the node fell back; change spec.retryNonce to try it again",
                         r.version

@@ -112,7 +112,10 @@ fn pending_with_a_bad_version_fails_naming_the_field() {
             reason,
             message,
         } => {
-            assert_eq!((phase, reason), (ProgressPhase::Failed, "InvalidSpec"));
+            assert_eq!(
+                (phase, reason),
+                (ProgressPhase::Failed, FailureReason::InvalidSpec)
+            );
             assert!(message.contains("spec.image.version"), "{message}");
         }
         other => panic!("{other:?}"),
@@ -131,7 +134,7 @@ fn a_version_that_fell_back_is_not_tried_again_until_the_nonce_changes() {
         c.step(),
         DeployStep::Finish {
             phase: ProgressPhase::RolledBack,
-            reason: "PreviouslyRolledBack",
+            reason: FailureReason::PreviouslyRolledBack,
             ..
         }
     ));

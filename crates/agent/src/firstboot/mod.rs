@@ -203,7 +203,7 @@ impl ProgressSource for Arc<MemorySource> {
     ) -> Result<(), SourceError> {
         let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         if p.metadata.name.as_deref() != Some(name) {
-            return Err(SourceError(format!("no progress {name:?}")));
+            return Err(SourceError::NoSuchProgress(name.to_string()));
         }
         p.status = Some(status.clone());
         Ok(())

@@ -28,6 +28,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use osroll_api::progress::FailureReason;
+
 use crate::backends::runner::{
     CommandError, CommandRunner, CommandSpec, TAIL_BYTES, TAIL_LINES, Termination, tail_text,
 };
@@ -164,12 +166,14 @@ fn colon(tail: &str) -> String {
 
 impl HookError {
     /// Machine-readable cause for `status.failureReason`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> FailureReason {
         match self {
-            HookError::BadVersion(_) | HookError::Ambiguous { .. } => "HookMisconfigured",
-            HookError::NotRunnable { .. } => "HookNotRunnable",
-            HookError::Failed { .. } | HookError::Killed { .. } => "HookFailed",
-            HookError::TimedOut { .. } => "HookTimedOut",
+            HookError::BadVersion(_) | HookError::Ambiguous { .. } => {
+                FailureReason::HookMisconfigured
+            }
+            HookError::NotRunnable { .. } => FailureReason::HookNotRunnable,
+            HookError::Failed { .. } | HookError::Killed { .. } => FailureReason::HookFailed,
+            HookError::TimedOut { .. } => FailureReason::HookTimedOut,
         }
     }
 

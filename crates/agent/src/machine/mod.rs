@@ -18,6 +18,7 @@
 //! `rebootApproved`; it commits a slot only when that slot is running and reports the
 //! target version; a version that rolled back is not tried again until the nonce changes.
 
+use osroll_api::progress::FailureReason;
 use osroll_api::{ImageRef, OSUpgradeProgressSpec, OSUpgradeProgressStatus, ProgressPhase};
 
 use crate::host::HostFacts;
@@ -96,13 +97,13 @@ pub enum Step {
         /// Failed or RolledBack.
         phase: ProgressPhase,
         /// Machine-readable reason.
-        reason: &'static str,
+        reason: FailureReason,
         /// What happened, naming the offending value.
         message: String,
     },
 }
 
-fn fail(reason: &'static str, message: String) -> Step {
+fn fail(reason: FailureReason, message: String) -> Step {
     Step::Finish {
         phase: ProgressPhase::Failed,
         reason,
@@ -165,14 +166,14 @@ pub fn next_step(i: &Input) -> Step {
     if phase == Some(Rebooting) {
         let Some(slot) = slot else {
             return fail(
-                "InvalidStatus",
+                FailureReason::InvalidStatus,
                 "status.inactivePartition is not A or B while Rebooting".into(),
             );
         };
         if i.reboot_boot_id == Some(i.facts.boot_id.as_str()) {
             if slot == booted {
                 return fail(
-                    "InvalidStatus",
+                    FailureReason::InvalidStatus,
                     format!("status.inactivePartition {slot} is the running slot while Rebooting"),
                 );
             }
@@ -192,7 +193,7 @@ pub fn next_step(i: &Input) -> Step {
             Step::Commit { slot }
         } else {
             fail(
-                "VersionMismatch",
+                FailureReason::VersionMismatch,
                 format!(
                     "slot {slot} booted but reports version {}, expected {}",
                     i.facts.os_version.as_deref().unwrap_or("(none)"),
@@ -216,7 +217,7 @@ pub fn next_step(i: &Input) -> Step {
         Some(Pending) => {
             let img = match validate_image(i.spec) {
                 Ok(img) => img,
-                Err(msg) => return fail("InvalidSpec", msg),
+                Err(msg) => return fail(FailureReason::InvalidSpec, msg),
             };
             if let Some(r) = i.rolled_back.iter().find(|r| {
                 r.version == img.version
@@ -225,7 +226,7 @@ pub fn next_step(i: &Input) -> Step {
             }) {
                 return Step::Finish {
                     phase: RolledBack,
-                    reason: "PreviouslyRolledBack",
+                    reason: FailureReason::PreviouslyRolledBack,
                     message: format!(
                         "{} failed to boot on this node before and was rolled back; change spec.retryNonce to try it again",
                         r.version

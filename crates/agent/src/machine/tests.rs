@@ -1,4 +1,5 @@
 use super::*;
+use osroll_api::progress::FailureReason;
 use proptest::prelude::*;
 
 const SUM: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -70,7 +71,7 @@ impl Case {
     }
 }
 
-fn reason(step: Step) -> (ProgressPhase, &'static str, String) {
+fn reason(step: Step) -> (ProgressPhase, FailureReason, String) {
     match step {
         Step::Finish {
             phase,
@@ -128,7 +129,10 @@ fn pending_with_an_invalid_spec_fails_naming_the_field() {
         c.spec.image = Some(img.clone());
         c.attempt = Some(img);
         let (phase, reason, msg) = reason(c.step());
-        assert_eq!((phase, reason), (ProgressPhase::Failed, "InvalidSpec"));
+        assert_eq!(
+            (phase, reason),
+            (ProgressPhase::Failed, FailureReason::InvalidSpec)
+        );
         assert!(msg.contains(field), "{msg}");
     }
     let mut c = Case::new(status(ProgressPhase::Pending, "B"));
@@ -147,7 +151,10 @@ fn pending_refuses_a_version_that_rolled_back_until_the_nonce_changes() {
     let (phase, reason, msg) = reason(c.step());
     assert_eq!(
         (phase, reason),
-        (ProgressPhase::RolledBack, "PreviouslyRolledBack")
+        (
+            ProgressPhase::RolledBack,
+            FailureReason::PreviouslyRolledBack
+        )
     );
     assert!(msg.contains("v2") && msg.contains("retryNonce"), "{msg}");
     c.spec.retry_nonce = Some("again".into());
@@ -240,7 +247,10 @@ fn rebooting_into_the_new_slot_with_the_wrong_version_fails() {
     let mut c = Case::new(status(ProgressPhase::Rebooting, "B"));
     c.facts = facts(Slot::B, "v9", "boot-2");
     let (phase, why, msg) = reason(c.step());
-    assert_eq!((phase, why), (ProgressPhase::Failed, "VersionMismatch"));
+    assert_eq!(
+        (phase, why),
+        (ProgressPhase::Failed, FailureReason::VersionMismatch)
+    );
     assert!(msg.contains("v9") && msg.contains("v2"), "{msg}");
     c.facts.os_version = None;
     assert!(reason_of(&c).contains("(none)"));

@@ -7,6 +7,7 @@
 //! user: Failed or RolledBack).
 
 use osroll_api::conditions::set_condition;
+use osroll_api::progress::FailureReason;
 use osroll_api::{Condition, ImageRef, OSUpgradeProgressStatus, ProgressPhase};
 
 use crate::host::HostFacts;
@@ -18,10 +19,6 @@ pub const STAGED: &str = "Staged";
 pub const BOOTED: &str = "Booted";
 /// Condition types.
 pub const FAILED: &str = "Failed";
-
-fn phase_name(p: ProgressPhase) -> String {
-    format!("{p:?}")
-}
 
 fn set(
     s: &mut OSUpgradeProgressStatus,
@@ -86,7 +83,7 @@ pub fn phase(
     s.message = Some(message.into());
     s.last_updated_at = Some(now.to_string());
     if !matches!(phase, ProgressPhase::Staged | ProgressPhase::Rebooting) {
-        set(&mut s, STAGED, false, &phase_name(phase), "", now);
+        set(&mut s, STAGED, false, phase.as_str(), "", now);
     }
     s
 }
@@ -153,7 +150,7 @@ pub fn completed(
 pub fn failed(
     prev: &OSUpgradeProgressStatus,
     phase: ProgressPhase,
-    reason: &str,
+    reason: FailureReason,
     message: String,
     now: &str,
 ) -> OSUpgradeProgressStatus {
@@ -166,6 +163,7 @@ pub fn failed(
     s.completed_at = Some(now.to_string());
     s.last_updated_at = Some(now.to_string());
     s.failure_reason = Some(reason.to_string());
+    let reason = reason.as_str();
     s.message = Some(message.clone());
     if phase == ProgressPhase::RolledBack {
         set(&mut s, BOOTED, false, reason, &message, now);

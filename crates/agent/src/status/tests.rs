@@ -26,7 +26,7 @@ fn start_fills_the_attempt_and_counts_retries() {
             ..Default::default()
         },
         ProgressPhase::Failed,
-        "NetworkError",
+        FailureReason::NetworkError,
         "x".into(),
         "t0",
     );
@@ -81,7 +81,7 @@ fn staged_completed_and_rolled_back_set_conditions() {
     let r = failed(
         &s2,
         ProgressPhase::RolledBack,
-        "BootFallback",
+        FailureReason::BootFallback,
         "fell back".into(),
         "t4",
     );

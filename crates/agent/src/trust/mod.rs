@@ -8,8 +8,11 @@
 //! are exactly a catalog entry. [`check`] is pure; the executor calls it once, before an
 //! install starts, and fails the progress with the [`Refusal`]'s reason and message.
 
+use osroll_api::progress::FailureReason;
 use osroll_api::signing::{TrustedKey, verify_catalog};
-use osroll_api::{Catalog, ImageRef, OSUpgradeProgressSpec};
+use osroll_api::{Catalog, ImageRef, OSUpgradeProgressSpec, RejectionReason};
+
+use crate::failure::Failure;
 
 /// What the agent trusts.
 #[derive(Clone, Debug, Default)]
@@ -20,18 +23,22 @@ pub struct TrustConfig {
     pub require_signed_catalog: bool,
 }
 
-/// Why a progress's image is refused: `reason` goes to `status.failureReason`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}: {message}")]
-pub struct Refusal {
-    /// Machine-readable cause.
-    pub reason: &'static str,
-    /// What is wrong, naming the field and value.
-    pub message: String,
+/// Why a progress's image is refused: the attempt fails with it, `reason` goes to
+/// `status.failureReason` and the message names the field and value.
+pub type Refusal = Failure;
+
+fn refuse(reason: FailureReason, message: String) -> Result<(), Refusal> {
+    Err(Failure::new(reason, message))
 }
 
-fn refuse(reason: &'static str, message: String) -> Result<(), Refusal> {
-    Err(Refusal { reason, message })
+/// The reason for a catalog whose signature does not hold. Verification refuses only
+/// with the signature reasons; anything else it might say means the same to a node.
+fn signature_reason(r: RejectionReason) -> FailureReason {
+    match r {
+        RejectionReason::SignatureMissing => FailureReason::SignatureMissing,
+        RejectionReason::UnknownSigningKey => FailureReason::UnknownSigningKey,
+        _ => FailureReason::SignatureInvalid,
+    }
 }
 
 /// Check `image` (the one about to be installed) against the signed catalog stamped in
@@ -45,7 +52,7 @@ pub fn check(
     let Some(signed) = &spec.signed_catalog else {
         if trust.require_signed_catalog {
             return refuse(
-                "CatalogNotSigned",
+                FailureReason::CatalogNotSigned,
                 format!(
                     "spec.signedCatalog is missing: this agent requires image {} to come from a catalog signed by a trusted key (--require-signed-catalog)",
                     image.version
@@ -63,30 +70,34 @@ pub fn check(
         &trust.keys,
         true,
     )
-    .map_err(|r| Refusal {
-        reason: r.reason.as_str(),
-        message: format!("spec.signedCatalog: {}", r.message),
+    .map_err(|r| {
+        Failure::new(
+            signature_reason(r.reason),
+            format!("spec.signedCatalog: {}", r.message),
+        )
     })?
     .expect("a present signature either verifies or is refused");
     if let Some(d) = &spec.catalog_digest
         && *d != verified.digest
     {
         return refuse(
-            "CatalogDigestMismatch",
+            FailureReason::CatalogDigestMismatch,
             format!(
                 "spec.catalogDigest is {d} but the signed catalog hashes to {}",
                 verified.digest
             ),
         );
     }
-    let catalog = Catalog::parse(&signed.content).map_err(|r| Refusal {
-        reason: "CatalogInvalid",
-        message: format!("spec.signedCatalog: {}", r.message),
+    let catalog = Catalog::parse(&signed.content).map_err(|r| {
+        Failure::new(
+            FailureReason::CatalogInvalid,
+            format!("spec.signedCatalog: {}", r.message),
+        )
     })?;
     let entries = catalog.entries_for(&image.version);
     let Some(entry) = entries.first() else {
         return refuse(
-            "ImageNotInCatalog",
+            FailureReason::ImageNotInCatalog,
             format!(
                 "spec.image.version {:?} is not in the signed catalog",
                 image.version
@@ -113,7 +124,7 @@ pub fn check(
     }
     if !diffs.is_empty() {
         return refuse(
-            "ImageNotInCatalog",
+            FailureReason::ImageNotInCatalog,
             format!(
                 "spec.image for version {} differs from the signed catalog (key {}): {}",
                 image.version,

@@ -17,6 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use osroll_api::ImageRef;
+use osroll_api::progress::FailureReason;
 use serde::{Deserialize, Serialize};
 
 use super::runner::{CommandError, CommandRunner, CommandSpec};
@@ -418,14 +419,14 @@ pub enum OstreeError {
 
 impl OstreeError {
     /// Machine-readable cause for `status.failureReason`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> FailureReason {
         match self {
-            OstreeError::Command(_) => "OstreeCommandFailed",
+            OstreeError::Command(_) => FailureReason::OstreeCommandFailed,
             OstreeError::Status { .. } | OstreeError::NoBootedDeployment => {
-                "OstreeStatusUnreadable"
+                FailureReason::OstreeStatusUnreadable
             }
-            OstreeError::StagedWrong { .. } => "OstreeStagedWrongDeployment",
-            OstreeError::BadTarget(_) => "OstreeInvalidTarget",
+            OstreeError::StagedWrong { .. } => FailureReason::OstreeStagedWrongDeployment,
+            OstreeError::BadTarget(_) => FailureReason::OstreeInvalidTarget,
         }
     }
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use osroll_api::ImageRef;
+use osroll_api::progress::FailureReason;
 use serde::{Deserialize, Serialize};
 
 use super::runner::{CommandError, CommandRunner, CommandSpec, TAIL_BYTES, TAIL_LINES, tail_text};
@@ -198,12 +199,12 @@ pub enum PluginError {
 
 impl PluginError {
     /// Machine-readable cause for `status.failureReason`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> FailureReason {
         match self {
-            PluginError::NotRunnable { .. } => "PluginNotRunnable",
-            PluginError::Crashed { .. } => "PluginCrashed",
-            PluginError::Protocol { .. } => "PluginProtocolError",
-            PluginError::Refused { .. } => "PluginRefused",
+            PluginError::NotRunnable { .. } => FailureReason::PluginNotRunnable,
+            PluginError::Crashed { .. } => FailureReason::PluginCrashed,
+            PluginError::Protocol { .. } => FailureReason::PluginProtocolError,
+            PluginError::Refused { .. } => FailureReason::PluginRefused,
         }
     }
 }

@@ -7,6 +7,9 @@
 
 use std::path::PathBuf;
 
+#[cfg(feature = "node")]
+use osroll_api::progress::FailureReason;
+
 /// A failed install. `Display` names the offending value; [`InstallError::reason`] is the
 /// machine-readable `failureReason`.
 #[derive(Debug, thiserror::Error)]
@@ -115,19 +118,20 @@ pub enum InstallError {
 
 impl InstallError {
     /// The machine-readable reason written to `status.failureReason`.
-    pub fn reason(&self) -> &'static str {
+    #[cfg(feature = "node")]
+    pub fn reason(&self) -> FailureReason {
         match self {
-            InstallError::InvalidSpec(_) => "InvalidSpec",
-            InstallError::Network { .. } => "NetworkError",
-            InstallError::Http { .. } => "HttpError",
-            InstallError::Redirect { .. } => "RedirectRefused",
-            InstallError::Tls { .. } => "TlsError",
-            InstallError::ChecksumMismatch { .. } => "ChecksumMismatch",
-            InstallError::TooLarge { .. } => "ImageTooLarge",
-            InstallError::SizeMismatch { .. } => "SizeMismatch",
-            InstallError::Format(_) => "InvalidImage",
-            InstallError::Io { .. } => "WriteError",
-            InstallError::VerifyMismatch { .. } => "VerifyMismatch",
+            InstallError::InvalidSpec(_) => FailureReason::InvalidSpec,
+            InstallError::Network { .. } => FailureReason::NetworkError,
+            InstallError::Http { .. } => FailureReason::HttpError,
+            InstallError::Redirect { .. } => FailureReason::RedirectRefused,
+            InstallError::Tls { .. } => FailureReason::TlsError,
+            InstallError::ChecksumMismatch { .. } => FailureReason::ChecksumMismatch,
+            InstallError::TooLarge { .. } => FailureReason::ImageTooLarge,
+            InstallError::SizeMismatch { .. } => FailureReason::SizeMismatch,
+            InstallError::Format(_) => FailureReason::InvalidImage,
+            InstallError::Io { .. } => FailureReason::WriteError,
+            InstallError::VerifyMismatch { .. } => FailureReason::VerifyMismatch,
         }
     }
 

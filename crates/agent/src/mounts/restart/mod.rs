@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use osroll_api::progress::FailureReason;
 use serde::{Deserialize, Serialize};
 
 use super::decide::{
@@ -58,10 +59,10 @@ pub enum MountsError {
 
 impl MountsError {
     /// Machine-readable cause for `status.failureReason`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> FailureReason {
         match self {
-            MountsError::Selector(_) => "InvalidRestartSelector",
-            _ => "LiveRestartFailed",
+            MountsError::Selector(_) => FailureReason::InvalidRestartSelector,
+            _ => FailureReason::LiveRestartFailed,
         }
     }
 }

@@ -65,8 +65,11 @@ impl FileSource {
     }
 
     fn spec_files(&self) -> Result<Vec<(String, SystemTime, u64)>, SourceError> {
-        let rd = std::fs::read_dir(&self.dir)
-            .map_err(|e| SourceError(format!("reading {}: {e}", self.dir.display())))?;
+        let rd = std::fs::read_dir(&self.dir).map_err(|source| SourceError::Io {
+            what: "reading",
+            path: self.dir.clone(),
+            source,
+        })?;
         let mut out = Vec::new();
         for entry in rd.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -95,6 +98,19 @@ impl FileSource {
             None => p.spec.node_name == self.node,
         }
     }
+}
+
+/// Write `value` as JSON to `path`, atomically.
+fn write_json(path: &Path, value: &impl serde::Serialize, what: &str) -> Result<(), SourceError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| SourceError::Encode {
+        what: what.to_string(),
+        source,
+    })?;
+    write_atomic(path, &bytes).map_err(|source| SourceError::Io {
+        what: "writing",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl ProgressSource for FileSource {
@@ -132,9 +148,7 @@ impl ProgressSource for FileSource {
         name: &str,
         status: &OSUpgradeProgressStatus,
     ) -> Result<(), SourceError> {
-        let bytes = serde_json::to_vec_pretty(status).map_err(|e| SourceError(e.to_string()))?;
-        write_atomic(&Self::status_path(&self.dir, name), &bytes)
-            .map_err(|e| SourceError(e.to_string()))
+        write_json(&Self::status_path(&self.dir, name), status, "a status")
     }
 
     async fn label_node(&self, labels: &BTreeMap<String, String>) -> Result<(), SourceError> {
@@ -144,8 +158,7 @@ impl ProgressSource for FileSource {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         all.extend(labels.clone());
-        let bytes = serde_json::to_vec_pretty(&all).map_err(|e| SourceError(e.to_string()))?;
-        write_atomic(&path, &bytes).map_err(|e| SourceError(e.to_string()))
+        write_json(&path, &all, "node labels")
     }
 
     async fn changed(&self, timeout: Duration) -> () {
