@@ -66,6 +66,42 @@ impl From<crate::mounts::restart::MountsError> for Failure {
     }
 }
 
+/// Why a step of the executor stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The attempt ends: the status records this failure.
+    #[error(transparent)]
+    Failed(#[from] Failure),
+    /// Something outside the attempt failed (the local state file, the host, the API):
+    /// the executor's loop tries again after a backoff.
+    #[error(transparent)]
+    Retry(#[from] anyhow::Error),
+}
+
+impl From<crate::install::InstallError> for StepError {
+    fn from(e: crate::install::InstallError) -> Self {
+        StepError::Failed(e.into())
+    }
+}
+
+impl From<crate::host::HostError> for StepError {
+    fn from(e: crate::host::HostError) -> Self {
+        StepError::Retry(e.into())
+    }
+}
+
+impl From<crate::state::StateError> for StepError {
+    fn from(e: crate::state::StateError) -> Self {
+        StepError::Retry(e.into())
+    }
+}
+
+impl From<tokio::task::JoinError> for StepError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        StepError::Retry(anyhow::Error::new(e).context("a blocking call panicked"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -216,6 +216,18 @@ pub fn resolve_hook(
     Ok(None)
 }
 
+/// What the executor needs of install hooks (tests give it their own).
+pub trait InstallHooks: Send + Sync {
+    /// Run the `kind` hook for `ctx.to_version`, if there is one. `Ok(None)`: no hook.
+    fn run(&self, kind: HookKind, ctx: &HookContext) -> Result<Option<HookRun>, HookError>;
+}
+
+impl<R: CommandRunner> InstallHooks for Hooks<R> {
+    fn run(&self, kind: HookKind, ctx: &HookContext) -> Result<Option<HookRun>, HookError> {
+        Hooks::run(self, kind, ctx)
+    }
+}
+
 /// Finds and runs install hooks.
 pub struct Hooks<R> {
     dir: PathBuf,

@@ -1,28 +1,31 @@
-//! The agent's decision: given one OSUpgradeProgress (spec and the status the agent last
-//! wrote), what the host reports, and what the agent remembers locally, what is the next
-//! step? Pure and total, so every phase and fault is a unit test; the executor
-//! ([`crate::agent`]) carries the step out and records the resulting status.
+//! The agent's decisions: given one OSUpgradeProgress (spec and the status the agent last
+//! wrote), what the running system reports, and what the agent remembers locally, what
+//! is the next [`Step`]? Pure and total, so every phase and fault is a unit test; the
+//! executor ([`crate::agent`]) carries the step out and records the resulting status.
 //!
-//! The life of an attempt:
+//! Every backend kind opens alike ([`open`]): a status being rebooted is judged by
+//! whether the boot changed, a changed `retryNonce` retries a Failed or RolledBack
+//! attempt, a changed target starts over, a finished attempt idles, and a Pending one
+//! first checks its image and the versions that fell back before ([`admit`]). Then each
+//! kind decides its own way: [`ab`] for A/B slots, [`deploy`] for deployment tools
+//! (OSTree, an OS plugin). [`select`] picks which progress the agent works on, and what
+//! a deleted one leaves to settle.
 //!
-//! ```text
-//! (none) ─Start─> Pending ─Install─> Downloading ─> Writing ─> Verifying ─> Staged
-//!   Staged ──(spec.rebootApproved)── Reboot ──> Rebooting ──(new boot)──┬─ Commit ─> Completed
-//!                                                                      ├─ RollBack ─> RolledBack
-//!                                                                      └─ Fail ─> Failed
-//!   Failed | RolledBack ──(spec.retryNonce changed)── Start(retry) ──> Pending
-//! ```
-//!
-//! Safety rules encoded here (and property-tested below): the agent never writes the
-//! slot it booted from; it reboots only from Staged/Rebooting and only with
-//! `rebootApproved`; it commits a slot only when that slot is running and reports the
-//! target version; a version that rolled back is not tried again until the nonce changes.
+//! Safety rules encoded here (and property-tested in `tests.rs` over every machine): the
+//! agent never writes the slot it booted from; it applies or reboots only with
+//! `rebootApproved` (a deployment already Applying finishes); it commits a slot only
+//! when that slot is running and reports the target version; a version that rolled back
+//! is not tried again until the nonce changes.
+
+pub mod ab;
+pub mod deploy;
+pub mod select;
 
 use osroll_api::progress::FailureReason;
 use osroll_api::{ImageRef, OSUpgradeProgressSpec, OSUpgradeProgressStatus, ProgressPhase};
 
+use crate::failure::Failure;
 use crate::host::HostFacts;
-use crate::slot::Slot;
 
 /// A version this node booted into and fell back from, with the nonce of that attempt.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -37,9 +40,45 @@ pub struct RolledBackRecord {
     pub retry_nonce: Option<String>,
 }
 
-/// Everything the decision looks at.
+/// What every decision needs to know about the running system.
+pub trait Facts {
+    /// Changes on every boot.
+    fn boot_id(&self) -> &str;
+    /// The OS version the running system reports, when it reports one.
+    fn os_version(&self) -> Option<&str>;
+}
+
+impl Facts for HostFacts {
+    fn boot_id(&self) -> &str {
+        &self.boot_id
+    }
+    fn os_version(&self) -> Option<&str> {
+        self.os_version.as_deref()
+    }
+}
+
+/// The running system of a node a deployment tool updates: its boot, and the version
+/// when the tool told it (the tool answers for deployments itself).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BootFacts {
+    /// This boot's id.
+    pub boot_id: String,
+    /// The running version, when known.
+    pub os_version: Option<String>,
+}
+
+impl Facts for BootFacts {
+    fn boot_id(&self) -> &str {
+        &self.boot_id
+    }
+    fn os_version(&self) -> Option<&str> {
+        self.os_version.as_deref()
+    }
+}
+
+/// Everything a decision looks at; `F` is what its backend kind observes.
 #[derive(Clone, Copy, Debug)]
-pub struct Input<'a> {
+pub struct Input<'a, F> {
     /// The progress spec (written by the controller).
     pub spec: &'a OSUpgradeProgressSpec,
     /// The status as the agent last recorded it.
@@ -47,16 +86,17 @@ pub struct Input<'a> {
     /// The image the current attempt installs (from the local state), if known.
     pub attempt_image: Option<&'a ImageRef>,
     /// The running system.
-    pub facts: &'a HostFacts,
-    /// Boot id recorded when the agent armed the try and rebooted.
+    pub facts: &'a F,
+    /// Boot id recorded when the agent asked for the reboot.
     pub reboot_boot_id: Option<&'a str>,
     /// Versions this node fell back from.
     pub rolled_back: &'a [RolledBackRecord],
 }
 
-/// What to do next.
+/// What to do next. `P` is where the backend kind stages an update: a
+/// [`crate::slot::Slot`] for A/B, nothing to name (`()`) for a deployment tool.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
+pub enum Step<P> {
     /// Nothing until the spec changes.
     Idle,
     /// Staged; wait for `spec.rebootApproved`.
@@ -67,200 +107,144 @@ pub enum Step {
         retry: bool,
     },
     /// The node already runs the target version: Completed, nothing written.
-    AlreadyCurrent,
-    /// Download, write and verify the image into `slot`.
-    Install {
-        /// The inactive slot.
-        slot: Slot,
-    },
-    /// Arm a one-shot boot of `slot` and reboot.
-    Reboot {
-        /// The staged slot.
-        slot: Slot,
-    },
-    /// Approval was withdrawn before the reboot happened: disarm, back to Staged.
-    Disarm,
-    /// The node runs `slot` with the target version: make it the default.
-    Commit {
-        /// The new slot.
-        slot: Slot,
-    },
-    /// The node came back on the old slot.
-    RollBack {
-        /// The slot it booted.
-        booted: Slot,
-        /// The slot that was tried.
-        tried: Slot,
-    },
-    /// End in `phase` (Failed or RolledBack) without touching the host.
-    Finish {
-        /// Failed or RolledBack.
-        phase: ProgressPhase,
-        /// Machine-readable reason.
-        reason: FailureReason,
-        /// What happened, naming the offending value.
+    AlreadyCurrent {
+        /// For the progress message.
         message: String,
     },
+    /// Stage the target (again, if staging was interrupted).
+    Stage {
+        /// Where (never the running slot).
+        into: P,
+    },
+    /// Approved: switch to the staged update (live, or by arming it and rebooting).
+    Apply {
+        /// What the switch starts.
+        to: P,
+        /// Run the pre-install hook first (not when an interrupted apply resumes).
+        pre_hook: bool,
+    },
+    /// The reboot was asked for in this boot and has not happened: ask again.
+    Reboot {
+        /// What the reboot starts.
+        to: P,
+    },
+    /// Approval was withdrawn before the reboot happened: back to Staged.
+    Withdraw,
+    /// The node booted since the reboot was asked for: confirm it runs the target and
+    /// make that permanent.
+    Confirm {
+        /// What it booted.
+        on: P,
+    },
+    /// The node came back on what it ran before: RolledBack.
+    RollBack {
+        /// What it booted.
+        booted: P,
+        /// What was tried.
+        tried: P,
+        /// The status it ends with.
+        failure: Failure,
+    },
+    /// End with `failure` (Failed or RolledBack) without touching the host.
+    Finish(Failure),
 }
 
-fn fail(reason: FailureReason, message: String) -> Step {
-    Step::Finish {
-        phase: ProgressPhase::Failed,
-        reason,
-        message,
-    }
+/// How a status opens, the same for every backend kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// Rebooting, and this is still the boot in which the reboot was asked for.
+    SameBoot,
+    /// Rebooting, and the node has booted since (or the local record is lost).
+    AfterReboot,
+    /// Begin an attempt.
+    Start {
+        /// Whether a changed `retryNonce` asked for it.
+        retry: bool,
+    },
+    /// Finished; nothing until the spec changes.
+    Idle,
+    /// Continue from this phase (never Rebooting or a finished one).
+    Continue(ProgressPhase),
 }
 
 /// Whether `spec.image` asks for something other than what the attempt installs.
-fn target_changed(i: &Input) -> bool {
+fn target_changed<F>(i: &Input<'_, F>) -> bool {
     let Some(want) = &i.spec.image else {
         return false;
     };
-    if i.status.target_version.as_deref() != Some(want.version.as_str()) {
-        return true;
-    }
-    i.attempt_image
-        .is_some_and(|a| a.checksum != want.checksum || a.url != want.url || a.size != want.size)
+    i.status.target_version.as_deref() != Some(want.version.as_str())
+        || i.attempt_image.is_some_and(|a| a != want)
 }
 
-/// Problems with `spec.image` that no download can fix.
-pub fn validate_image(spec: &OSUpgradeProgressSpec) -> Result<&ImageRef, String> {
-    let img = spec
-        .image
-        .as_ref()
-        .ok_or("spec.image is missing: nothing to install")?;
-    img.version
-        .parse::<osroll_api::Version>()
-        .map_err(|e| format!("spec.image.version: {e}"))?;
-    crate::install::http::parse_checksum(&img.checksum)
-        .map_err(|e| format!("spec.image.checksum: {e}"))?;
-    match url::Url::parse(&img.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        Ok(_) => {
-            return Err(format!(
-                "spec.image.url {:?}: only http and https are supported",
-                img.url
-            ));
-        }
-        Err(e) => return Err(format!("spec.image.url {:?}: {e}", img.url)),
+/// The shared prelude of every machine: see [`Opening`].
+pub fn open<F: Facts>(i: &Input<'_, F>) -> Opening {
+    use ProgressPhase::*;
+    let phase = i.status.phase;
+    if phase == Some(Rebooting) {
+        return if i.reboot_boot_id == Some(i.facts.boot_id()) {
+            Opening::SameBoot
+        } else {
+            Opening::AfterReboot
+        };
     }
-    if img.size == Some(0) {
-        return Err("spec.image.size is 0".into());
+    if matches!(phase, Some(Failed | RolledBack))
+        && i.spec.retry_nonce != i.status.observed_retry_nonce
+    {
+        return Opening::Start { retry: true };
+    }
+    if phase.is_some() && target_changed(i) {
+        return Opening::Start { retry: false };
+    }
+    match phase {
+        None => Opening::Start { retry: false },
+        Some(Completed | Failed | RolledBack) => Opening::Idle,
+        Some(p) => Opening::Continue(p),
+    }
+}
+
+/// Pending: the image to stage (`validated` by the backend kind's rules), or the step
+/// that ends the attempt first: an invalid image, or a version that fell back on this
+/// node under the same `retryNonce`.
+pub fn admit<'a, F, P>(
+    i: &Input<'a, F>,
+    validated: Result<&'a ImageRef, Failure>,
+) -> Result<&'a ImageRef, Step<P>> {
+    let img = validated.map_err(Step::Finish)?;
+    if let Some(r) = i.rolled_back.iter().find(|r| {
+        r.version == img.version
+            && r.checksum == img.checksum
+            && r.retry_nonce == i.spec.retry_nonce
+    }) {
+        return Err(Step::Finish(Failure::rolled_back(
+            FailureReason::PreviouslyRolledBack,
+            format!(
+                "{} fell back on this node before and was rolled back; change spec.retryNonce to try it again",
+                r.version
+            ),
+        )));
     }
     Ok(img)
 }
 
-/// The next step for one progress. See the module doc.
-pub fn next_step(i: &Input) -> Step {
-    use ProgressPhase::*;
-    let phase = i.status.phase;
-    let slot = i
-        .status
-        .inactive_partition
-        .as_deref()
-        .and_then(|s| s.parse::<Slot>().ok());
-    let booted = i.facts.booted_slot;
-    let target = i.status.target_version.as_deref();
-    let runs_target = target.is_some() && i.facts.os_version.as_deref() == target;
+/// `spec.image` is missing: nothing to install.
+pub fn missing_image() -> Failure {
+    Failure::new(
+        FailureReason::InvalidSpec,
+        "spec.image is missing: nothing to install",
+    )
+}
 
-    if phase == Some(Rebooting) {
-        let Some(slot) = slot else {
-            return fail(
-                FailureReason::InvalidStatus,
-                "status.inactivePartition is not A or B while Rebooting".into(),
-            );
-        };
-        if i.reboot_boot_id == Some(i.facts.boot_id.as_str()) {
-            if slot == booted {
-                return fail(
-                    FailureReason::InvalidStatus,
-                    format!("status.inactivePartition {slot} is the running slot while Rebooting"),
-                );
-            }
-            // Still the boot in which the try was armed: the reboot has not happened.
-            return if i.spec.reboot_approved {
-                Step::Reboot { slot }
-            } else {
-                Step::Disarm
-            };
-        }
-        return if booted != slot {
-            Step::RollBack {
-                booted,
-                tried: slot,
-            }
-        } else if runs_target {
-            Step::Commit { slot }
-        } else {
-            fail(
-                FailureReason::VersionMismatch,
-                format!(
-                    "slot {slot} booted but reports version {}, expected {}",
-                    i.facts.os_version.as_deref().unwrap_or("(none)"),
-                    target.unwrap_or("(none)")
-                ),
+/// `spec.image.version` must be a version.
+pub fn check_version(img: &ImageRef) -> Result<(), Failure> {
+    img.version
+        .parse::<osroll_api::Version>()
+        .map(drop)
+        .map_err(|e| {
+            Failure::new(
+                FailureReason::InvalidSpec,
+                format!("spec.image.version: {e}"),
             )
-        };
-    }
-
-    if matches!(phase, Some(Failed | RolledBack))
-        && i.spec.retry_nonce != i.status.observed_retry_nonce
-    {
-        return Step::Start { retry: true };
-    }
-    if phase.is_some() && target_changed(i) {
-        return Step::Start { retry: false };
-    }
-
-    match phase {
-        None => Step::Start { retry: false },
-        Some(Pending) => {
-            let img = match validate_image(i.spec) {
-                Ok(img) => img,
-                Err(msg) => return fail(FailureReason::InvalidSpec, msg),
-            };
-            if let Some(r) = i.rolled_back.iter().find(|r| {
-                r.version == img.version
-                    && r.checksum == img.checksum
-                    && r.retry_nonce == i.spec.retry_nonce
-            }) {
-                return Step::Finish {
-                    phase: RolledBack,
-                    reason: FailureReason::PreviouslyRolledBack,
-                    message: format!(
-                        "{} failed to boot on this node before and was rolled back; change spec.retryNonce to try it again",
-                        r.version
-                    ),
-                };
-            }
-            if i.facts.os_version.as_deref() == Some(img.version.as_str()) {
-                return Step::AlreadyCurrent;
-            }
-            Step::Install {
-                slot: booted.other(),
-            }
-        }
-        Some(Downloading | Writing | Verifying) => match slot {
-            // The node rebooted into the slot being written (or the status lost it).
-            Some(s) if s != booted => Step::Install { slot: s },
-            _ => Step::Start { retry: false },
-        },
-        Some(Staged | Applying) => match slot {
-            // Booted into the staged slot before the status said Rebooting (the node
-            // went down right after the try was armed): judge it like a reboot.
-            Some(s) if s == booted && runs_target => Step::Commit { slot: s },
-            Some(s) if s != booted => {
-                if i.spec.reboot_approved {
-                    Step::Reboot { slot: s }
-                } else {
-                    Step::AwaitApproval
-                }
-            }
-            _ => Step::Start { retry: false },
-        },
-        Some(Completed | Failed | RolledBack) => Step::Idle,
-        Some(Rebooting) => unreachable!("handled above"),
-    }
+        })
 }
 
 #[cfg(test)]

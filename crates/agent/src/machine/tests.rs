@@ -1,6 +1,14 @@
-use super::*;
-use osroll_api::progress::FailureReason;
+//! The safety invariants, property-tested over every backend kind's machine with the
+//! same arbitrary combinations of spec, status, running system and memory.
+
+use std::fmt::Debug;
+
+use osroll_api::ProgressPhase::{self, *};
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+use super::*;
+use crate::slot::Slot;
 
 const SUM: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -13,332 +21,12 @@ fn image(v: &str) -> ImageRef {
     }
 }
 
-fn spec() -> OSUpgradeProgressSpec {
-    OSUpgradeProgressSpec {
-        node_name: "n1".into(),
-        image: Some(image("v2")),
-        ..Default::default()
-    }
-}
-
-fn status(phase: ProgressPhase, slot: &str) -> OSUpgradeProgressStatus {
-    OSUpgradeProgressStatus {
-        phase: Some(phase),
-        target_version: Some("v2".into()),
-        current_version: Some("v1".into()),
-        inactive_partition: Some(slot.into()),
-        ..Default::default()
-    }
-}
-
-fn facts(slot: Slot, version: &str, boot: &str) -> HostFacts {
-    HostFacts {
-        booted_slot: slot,
-        os_version: Some(version.into()),
-        boot_id: boot.into(),
-    }
-}
-
-struct Case {
-    spec: OSUpgradeProgressSpec,
-    status: OSUpgradeProgressStatus,
-    attempt: Option<ImageRef>,
-    facts: HostFacts,
-    reboot_boot_id: Option<String>,
-    rolled_back: Vec<RolledBackRecord>,
-}
-
-impl Case {
-    fn new(status: OSUpgradeProgressStatus) -> Self {
-        Case {
-            spec: spec(),
-            status,
-            attempt: Some(image("v2")),
-            facts: facts(Slot::A, "v1", "boot-1"),
-            reboot_boot_id: None,
-            rolled_back: vec![],
-        }
-    }
-    fn step(&self) -> Step {
-        next_step(&Input {
-            spec: &self.spec,
-            status: &self.status,
-            attempt_image: self.attempt.as_ref(),
-            facts: &self.facts,
-            reboot_boot_id: self.reboot_boot_id.as_deref(),
-            rolled_back: &self.rolled_back,
-        })
-    }
-}
-
-fn reason(step: Step) -> (ProgressPhase, FailureReason, String) {
-    match step {
-        Step::Finish {
-            phase,
-            reason,
-            message,
-        } => (phase, reason, message),
-        other => panic!("expected Finish, got {other:?}"),
-    }
-}
-
-#[test]
-fn no_status_starts_an_attempt() {
-    assert_eq!(
-        Case::new(OSUpgradeProgressStatus::default()).step(),
-        Step::Start { retry: false }
-    );
-}
-
-#[test]
-fn pending_installs_into_the_other_slot() {
-    let mut c = Case::new(status(ProgressPhase::Pending, "B"));
-    assert_eq!(c.step(), Step::Install { slot: Slot::B });
-    c.facts.booted_slot = Slot::B;
-    assert_eq!(c.step(), Step::Install { slot: Slot::A });
-}
-
-#[test]
-fn pending_on_a_node_already_running_the_target_completes() {
-    let mut c = Case::new(status(ProgressPhase::Pending, "B"));
-    c.facts.os_version = Some("v2".into());
-    assert_eq!(c.step(), Step::AlreadyCurrent);
-}
-
-#[test]
-fn pending_with_an_invalid_spec_fails_naming_the_field() {
-    type Mutation = Box<dyn Fn(&mut ImageRef)>;
-    let cases: Vec<(Mutation, &str)> = vec![
-        (
-            Box::new(|i| i.checksum = "sha256:abc".into()),
-            "spec.image.checksum",
-        ),
-        (
-            Box::new(|i| i.version = "latest!".into()),
-            "spec.image.version",
-        ),
-        (Box::new(|i| i.url = "ftp://x/y".into()), "spec.image.url"),
-        (Box::new(|i| i.url = "not a url".into()), "spec.image.url"),
-        (Box::new(|i| i.size = Some(0)), "spec.image.size"),
-    ];
-    for (mutate, field) in cases {
-        let mut c = Case::new(status(ProgressPhase::Pending, "B"));
-        let mut img = image("v2");
-        mutate(&mut img);
-        c.status.target_version = Some(img.version.clone());
-        c.spec.image = Some(img.clone());
-        c.attempt = Some(img);
-        let (phase, reason, msg) = reason(c.step());
-        assert_eq!(
-            (phase, reason),
-            (ProgressPhase::Failed, FailureReason::InvalidSpec)
-        );
-        assert!(msg.contains(field), "{msg}");
-    }
-    let mut c = Case::new(status(ProgressPhase::Pending, "B"));
-    c.spec.image = None;
-    assert!(reason(c.step()).2.contains("spec.image is missing"));
-}
-
-#[test]
-fn pending_refuses_a_version_that_rolled_back_until_the_nonce_changes() {
-    let mut c = Case::new(status(ProgressPhase::Pending, "B"));
-    c.rolled_back = vec![RolledBackRecord {
-        version: "v2".into(),
-        checksum: SUM.into(),
-        retry_nonce: None,
-    }];
-    let (phase, reason, msg) = reason(c.step());
-    assert_eq!(
-        (phase, reason),
-        (
-            ProgressPhase::RolledBack,
-            FailureReason::PreviouslyRolledBack
-        )
-    );
-    assert!(msg.contains("v2") && msg.contains("retryNonce"), "{msg}");
-    c.spec.retry_nonce = Some("again".into());
-    assert_eq!(c.step(), Step::Install { slot: Slot::B });
-}
-
-#[test]
-fn interrupted_staging_resumes_installing_the_same_slot() {
-    for phase in [
-        ProgressPhase::Downloading,
-        ProgressPhase::Writing,
-        ProgressPhase::Verifying,
-    ] {
-        let c = Case::new(status(phase, "B"));
-        assert_eq!(c.step(), Step::Install { slot: Slot::B }, "{phase:?}");
-    }
-}
-
-#[test]
-fn staging_restarts_if_the_node_now_runs_the_slot_being_written() {
-    let mut c = Case::new(status(ProgressPhase::Downloading, "B"));
-    c.facts.booted_slot = Slot::B;
-    assert_eq!(c.step(), Step::Start { retry: false });
-    c.status.inactive_partition = None;
-    c.facts.booted_slot = Slot::A;
-    assert_eq!(c.step(), Step::Start { retry: false });
-}
-
-#[test]
-fn staged_waits_for_approval_then_reboots() {
-    let mut c = Case::new(status(ProgressPhase::Staged, "B"));
-    assert_eq!(c.step(), Step::AwaitApproval);
-    c.spec.reboot_approved = true;
-    assert_eq!(c.step(), Step::Reboot { slot: Slot::B });
-}
-
-#[test]
-fn staged_but_already_booted_into_the_new_slot_commits() {
-    let mut c = Case::new(status(ProgressPhase::Staged, "B"));
-    c.facts = facts(Slot::B, "v2", "boot-2");
-    assert_eq!(c.step(), Step::Commit { slot: Slot::B });
-    c.facts.os_version = Some("v0".into());
-    assert_eq!(
-        c.step(),
-        Step::Start { retry: false },
-        "staged slot is now running another version"
-    );
-}
-
-#[test]
-fn rebooting_in_the_same_boot_reboots_again_or_disarms() {
-    let mut c = Case::new(status(ProgressPhase::Rebooting, "B"));
-    c.reboot_boot_id = Some("boot-1".into());
-    c.spec.reboot_approved = true;
-    assert_eq!(c.step(), Step::Reboot { slot: Slot::B });
-    c.spec.reboot_approved = false;
-    assert_eq!(c.step(), Step::Disarm);
-}
-
-#[test]
-fn rebooting_after_a_boot_into_the_target_commits() {
-    let mut c = Case::new(status(ProgressPhase::Rebooting, "B"));
-    c.reboot_boot_id = Some("boot-1".into());
-    c.facts = facts(Slot::B, "v2", "boot-2");
-    assert_eq!(c.step(), Step::Commit { slot: Slot::B });
-    // Approval withdrawn after the reboot happened changes nothing.
-    c.spec.reboot_approved = false;
-    assert_eq!(c.step(), Step::Commit { slot: Slot::B });
-    // Local record lost: judged by the facts alone.
-    c.reboot_boot_id = None;
-    assert_eq!(c.step(), Step::Commit { slot: Slot::B });
-}
-
-#[test]
-fn rebooting_back_on_the_old_slot_rolls_back() {
-    let mut c = Case::new(status(ProgressPhase::Rebooting, "B"));
-    c.reboot_boot_id = Some("boot-1".into());
-    c.facts = facts(Slot::A, "v1", "boot-2");
-    assert_eq!(
-        c.step(),
-        Step::RollBack {
-            booted: Slot::A,
-            tried: Slot::B
-        }
-    );
-}
-
-#[test]
-fn rebooting_into_the_new_slot_with_the_wrong_version_fails() {
-    let mut c = Case::new(status(ProgressPhase::Rebooting, "B"));
-    c.facts = facts(Slot::B, "v9", "boot-2");
-    let (phase, why, msg) = reason(c.step());
-    assert_eq!(
-        (phase, why),
-        (ProgressPhase::Failed, FailureReason::VersionMismatch)
-    );
-    assert!(msg.contains("v9") && msg.contains("v2"), "{msg}");
-    c.facts.os_version = None;
-    assert!(reason_of(&c).contains("(none)"));
-    c.status.inactive_partition = Some("Q".into());
-    assert_eq!(reason(c.step()).1, "InvalidStatus");
-}
-
-fn reason_of(c: &Case) -> String {
-    reason(c.step()).2
-}
-
-#[test]
-fn rebooting_ignores_spec_changes_until_resolved() {
-    let mut c = Case::new(status(ProgressPhase::Rebooting, "B"));
-    c.spec.image = Some(image("v3"));
-    c.facts = facts(Slot::B, "v2", "boot-2");
-    assert_eq!(c.step(), Step::Commit { slot: Slot::B });
-}
-
-#[test]
-fn terminal_phases_are_idle_until_the_nonce_changes() {
-    for phase in [
-        ProgressPhase::Completed,
-        ProgressPhase::Failed,
-        ProgressPhase::RolledBack,
-    ] {
-        let mut c = Case::new(status(phase, "B"));
-        assert_eq!(c.step(), Step::Idle, "{phase:?}");
-        c.spec.retry_nonce = Some("n1".into());
-        let expected = if phase == ProgressPhase::Completed {
-            Step::Idle
-        } else {
-            Step::Start { retry: true }
-        };
-        assert_eq!(c.step(), expected, "{phase:?}");
-        c.status.observed_retry_nonce = Some("n1".into());
-        assert_eq!(
-            c.step(),
-            Step::Idle,
-            "{phase:?} after the nonce was observed"
-        );
-    }
-}
-
-#[test]
-fn a_changed_target_restarts_any_phase_but_rebooting() {
-    for phase in [
-        ProgressPhase::Pending,
-        ProgressPhase::Downloading,
-        ProgressPhase::Staged,
-        ProgressPhase::Completed,
-        ProgressPhase::Failed,
-    ] {
-        let mut c = Case::new(status(phase, "B"));
-        c.spec.image = Some(image("v3"));
-        assert_eq!(c.step(), Step::Start { retry: false }, "{phase:?}");
-        // Same version, different checksum: also a different target.
-        let mut c = Case::new(status(phase, "B"));
-        let mut img = image("v2");
-        img.checksum = SUM.replace('1', "2");
-        c.spec.image = Some(img);
-        assert_eq!(c.step(), Step::Start { retry: false }, "{phase:?}");
-    }
-}
-
-#[test]
-fn a_spec_without_image_does_not_loop() {
-    let mut c = Case::new(status(ProgressPhase::Failed, "B"));
-    c.spec.image = None;
-    c.status.target_version = None;
-    assert_eq!(c.step(), Step::Idle);
-}
-
 fn arb_phase() -> impl Strategy<Value = Option<ProgressPhase>> {
-    use ProgressPhase::*;
-    prop::sample::select(vec![
-        None,
-        Some(Pending),
-        Some(Downloading),
-        Some(Writing),
-        Some(Verifying),
-        Some(Staged),
-        Some(Applying),
-        Some(Rebooting),
-        Some(Completed),
-        Some(Failed),
-        Some(RolledBack),
-    ])
+    prop::sample::select(
+        std::iter::once(None)
+            .chain(ProgressPhase::ALL.into_iter().map(Some))
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn arb_slot() -> impl Strategy<Value = Slot> {
@@ -354,10 +42,52 @@ fn arb_version() -> impl Strategy<Value = Option<String>> {
     ])
 }
 
-proptest! {
-    /// Invariants over arbitrary combinations of spec, status, facts and memory.
-    #[test]
-    fn safety_invariants(
+fn arb_nonce() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(prop::sample::select(vec!["a".to_string(), "b".to_string()]))
+}
+
+/// One arbitrary situation, seen by either kind of machine.
+#[derive(Debug)]
+struct World {
+    spec: OSUpgradeProgressSpec,
+    status: OSUpgradeProgressStatus,
+    attempt: Option<ImageRef>,
+    booted: Slot,
+    running: Option<String>,
+    same_boot: bool,
+    rolled_back: Vec<RolledBackRecord>,
+}
+
+impl World {
+    fn input<'a, F>(&'a self, facts: &'a F) -> Input<'a, F> {
+        Input {
+            spec: &self.spec,
+            status: &self.status,
+            attempt_image: self.attempt.as_ref(),
+            facts,
+            reboot_boot_id: Some(if self.same_boot { "now" } else { "before" }),
+            rolled_back: &self.rolled_back,
+        }
+    }
+
+    fn phase(&self) -> Option<ProgressPhase> {
+        self.status.phase
+    }
+
+    /// Whether the spec's image fell back on this node under the spec's nonce.
+    fn fell_back_before(&self) -> bool {
+        self.spec.image.as_ref().is_some_and(|img| {
+            self.rolled_back.iter().any(|r| {
+                r.version == img.version
+                    && r.checksum == img.checksum
+                    && r.retry_nonce == self.spec.retry_nonce
+            })
+        })
+    }
+}
+
+prop_compose! {
+    fn arb_world()(
         phase in arb_phase(),
         inactive in prop::option::of(arb_slot()),
         target in arb_version(),
@@ -366,55 +96,178 @@ proptest! {
         booted in arb_slot(),
         approved in any::<bool>(),
         same_boot in any::<bool>(),
-        nonce in prop::option::of(prop::sample::select(vec!["a".to_string(), "b".to_string()])),
-        observed in prop::option::of(prop::sample::select(vec!["a".to_string(), "b".to_string()])),
-    ) {
-        let spec = OSUpgradeProgressSpec {
-            node_name: "n".into(),
-            image: spec_version.as_deref().map(image),
-            retry_nonce: nonce.clone(),
-            reboot_approved: approved,
-            ..Default::default()
-        };
-        let status = OSUpgradeProgressStatus {
-            phase,
-            target_version: target.clone(),
-            inactive_partition: inactive.map(|s| s.to_string()),
-            observed_retry_nonce: observed.clone(),
-            ..Default::default()
-        };
-        let facts = HostFacts { booted_slot: booted, os_version: running.clone(), boot_id: "now".into() };
-        let attempt = target.as_deref().map(image);
-        let step = next_step(&Input {
-            spec: &spec,
-            status: &status,
-            attempt_image: attempt.as_ref(),
-            facts: &facts,
-            reboot_boot_id: Some(if same_boot { "now" } else { "before" }),
-            rolled_back: &[],
-        });
-        match step {
-            Step::Install { slot } => prop_assert_ne!(slot, booted, "never write the running slot"),
-            Step::Reboot { slot } => {
-                prop_assert!(approved, "reboot only when approved");
-                prop_assert!(matches!(phase, Some(ProgressPhase::Staged | ProgressPhase::Applying | ProgressPhase::Rebooting)));
-                prop_assert_ne!(slot, booted);
-            }
-            Step::Commit { slot } => {
-                prop_assert_eq!(slot, booted, "commit only the running slot");
-                prop_assert!(running.is_some() && running == target, "commit only the target version");
-                prop_assert!(matches!(phase, Some(ProgressPhase::Staged | ProgressPhase::Applying | ProgressPhase::Rebooting)));
-            }
-            Step::Start { retry: true } => {
-                prop_assert!(matches!(phase, Some(ProgressPhase::Failed | ProgressPhase::RolledBack)));
-                prop_assert_ne!(nonce, observed);
-            }
-            Step::RollBack { booted: b, tried } => {
-                prop_assert_eq!(b, booted);
-                prop_assert_ne!(tried, booted);
-                prop_assert_eq!(phase, Some(ProgressPhase::Rebooting));
-            }
-            _ => {}
+        nonce in arb_nonce(),
+        observed in arb_nonce(),
+        fell_back in prop::option::of(arb_nonce()),
+    ) -> World {
+        World {
+            spec: OSUpgradeProgressSpec {
+                node_name: "n".into(),
+                image: spec_version.as_deref().map(image),
+                retry_nonce: nonce,
+                reboot_approved: approved,
+                ..Default::default()
+            },
+            status: OSUpgradeProgressStatus {
+                phase,
+                target_version: target.clone(),
+                inactive_partition: inactive.map(|s| s.to_string()),
+                observed_retry_nonce: observed,
+                ..Default::default()
+            },
+            attempt: target.as_deref().map(image),
+            booted,
+            running,
+            same_boot,
+            // v2 fell back once, under this nonce.
+            rolled_back: fell_back
+                .map(|retry_nonce| RolledBackRecord {
+                    version: "v2".into(),
+                    checksum: SUM.into(),
+                    retry_nonce,
+                })
+                .into_iter()
+                .collect(),
         }
     }
+}
+
+/// What every machine respects, whatever its backend kind.
+fn common_invariants<P: Debug>(w: &World, step: &Step<P>) -> Result<(), TestCaseError> {
+    let phase = w.phase();
+    let approved = w.spec.reboot_approved;
+    match step {
+        Step::Apply { pre_hook, .. } => {
+            prop_assert!(
+                approved || phase == Some(Applying),
+                "apply only when approved, or to finish an apply under way"
+            );
+            prop_assert!(matches!(phase, Some(Staged | Applying)));
+            prop_assert_eq!(*pre_hook, phase == Some(Staged), "the hook runs once");
+        }
+        Step::Reboot { .. } => {
+            prop_assert!(approved, "reboot only when approved");
+            prop_assert!(phase == Some(Rebooting) && w.same_boot);
+        }
+        Step::Withdraw => {
+            prop_assert!(!approved && phase == Some(Rebooting) && w.same_boot);
+        }
+        Step::Confirm { .. } => {
+            prop_assert!(
+                matches!(phase, Some(Staged | Applying))
+                    || phase == Some(Rebooting) && !w.same_boot,
+                "confirm only what may have booted"
+            );
+        }
+        Step::RollBack { failure, .. } => {
+            prop_assert_eq!(phase, Some(Rebooting));
+            prop_assert!(!w.same_boot);
+            prop_assert_eq!(failure.phase, RolledBack);
+        }
+        Step::Start { retry: true } => {
+            prop_assert!(matches!(phase, Some(Failed | RolledBack)));
+            prop_assert_ne!(&w.spec.retry_nonce, &w.status.observed_retry_nonce);
+        }
+        Step::Stage { .. } => {
+            prop_assert!(matches!(
+                phase,
+                Some(Pending | Downloading | Writing | Verifying)
+            ));
+            prop_assert!(
+                phase != Some(Pending) || !w.fell_back_before(),
+                "a version that rolled back is not tried again until the nonce changes"
+            );
+        }
+        Step::Finish(f) => prop_assert!(matches!(f.phase, Failed | RolledBack)),
+        Step::Idle | Step::AwaitApproval | Step::Start { .. } | Step::AlreadyCurrent { .. } => {}
+    }
+    Ok(())
+}
+
+/// What the A/B machine respects about slots.
+fn slot_invariants(w: &World, step: &Step<Slot>) -> Result<(), TestCaseError> {
+    let booted = w.booted;
+    let target = &w.status.target_version;
+    match step {
+        Step::Stage { into } => prop_assert_ne!(*into, booted, "never write the running slot"),
+        Step::Apply { to, .. } | Step::Reboot { to } => {
+            prop_assert!(w.spec.reboot_approved, "reboot only when approved");
+            prop_assert!(matches!(w.phase(), Some(Staged | Applying | Rebooting)));
+            prop_assert_ne!(*to, booted);
+        }
+        Step::Confirm { on } => {
+            prop_assert_eq!(*on, booted, "commit only the running slot");
+            prop_assert!(
+                w.running.is_some() && w.running == *target,
+                "commit only the target version"
+            );
+            prop_assert!(matches!(w.phase(), Some(Staged | Applying | Rebooting)));
+        }
+        Step::RollBack {
+            booted: b, tried, ..
+        } => {
+            prop_assert_eq!(*b, booted);
+            prop_assert_ne!(*tried, booted);
+            prop_assert_eq!(w.phase(), Some(Rebooting));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+proptest! {
+    /// Invariants over arbitrary combinations of spec, status, facts and memory.
+    #[test]
+    fn safety_invariants(w in arb_world()) {
+        let host = HostFacts {
+            booted_slot: w.booted,
+            os_version: w.running.clone(),
+            boot_id: "now".into(),
+        };
+        let step = ab::next_step(&w.input(&host));
+        common_invariants(&w, &step)?;
+        slot_invariants(&w, &step)?;
+
+        let boot = BootFacts {
+            boot_id: "now".into(),
+            os_version: w.running.clone(),
+        };
+        let step = deploy::next_step(&w.input(&boot));
+        common_invariants(&w, &step)?;
+    }
+}
+
+#[test]
+fn the_opening_is_shared() {
+    let spec = OSUpgradeProgressSpec {
+        image: Some(image("v2")),
+        retry_nonce: Some("n".into()),
+        ..Default::default()
+    };
+    let facts = BootFacts {
+        boot_id: "now".into(),
+        os_version: None,
+    };
+    let at = |phase, reboot_boot_id| {
+        let status = OSUpgradeProgressStatus {
+            phase,
+            target_version: Some("v2".into()),
+            observed_retry_nonce: Some("n".into()),
+            ..Default::default()
+        };
+        open(&Input {
+            spec: &spec,
+            status: &status,
+            attempt_image: spec.image.as_ref(),
+            facts: &facts,
+            reboot_boot_id,
+            rolled_back: &[],
+        })
+    };
+    assert_eq!(at(None, None), Opening::Start { retry: false });
+    assert_eq!(at(Some(Rebooting), Some("now")), Opening::SameBoot);
+    assert_eq!(at(Some(Rebooting), Some("then")), Opening::AfterReboot);
+    assert_eq!(at(Some(Rebooting), None), Opening::AfterReboot);
+    assert_eq!(at(Some(Failed), None), Opening::Idle);
+    assert_eq!(at(Some(Staged), None), Opening::Continue(Staged));
 }

@@ -7,11 +7,10 @@
 //! user: Failed or RolledBack).
 
 use osroll_api::conditions::set_condition;
-use osroll_api::progress::FailureReason;
 use osroll_api::{Condition, ImageRef, OSUpgradeProgressStatus, ProgressPhase};
 
-use crate::host::HostFacts;
-use crate::slot::Slot;
+use crate::backends::{Begin, Ready};
+use crate::failure::Failure;
 
 /// Condition types.
 pub const STAGED: &str = "Staged";
@@ -35,34 +34,37 @@ fn set(
     );
 }
 
-/// A fresh attempt at `image` into the slot other than the running one.
+/// A fresh attempt at `image`, begun as the backend says (`begin`).
 pub fn start(
     prev: &OSUpgradeProgressStatus,
     image: Option<&ImageRef>,
     retry_nonce: Option<&str>,
-    facts: &HostFacts,
+    begin: &Begin,
     retry: bool,
     now: &str,
 ) -> OSUpgradeProgressStatus {
+    let message = begin.message.clone().unwrap_or_else(|| {
+        if retry {
+            "retry requested".into()
+        } else {
+            "waiting to download".into()
+        }
+    });
     let mut s = OSUpgradeProgressStatus {
-        current_version: facts.os_version.clone(),
+        current_version: begin.current_version.clone(),
         target_version: image.map(|i| i.version.clone()),
         phase: Some(ProgressPhase::Pending),
         started_at: Some(now.to_string()),
         completed_at: None,
         last_updated_at: Some(now.to_string()),
         retry_count: prev.retry_count + u32::from(retry),
-        inactive_partition: Some(facts.booted_slot.other().to_string()),
+        inactive_partition: begin.inactive_partition.map(|s| s.to_string()),
         failure_reason: None,
-        message: Some(if retry {
-            "retry requested".into()
-        } else {
-            "waiting to download".into()
-        }),
+        message: Some(message),
         bytes_done: None,
         bytes_total: None,
         observed_retry_nonce: retry_nonce.map(String::from),
-        reboot_required: Some(true),
+        reboot_required: begin.reboot_required,
         conditions: prev.conditions.clone(),
     };
     set(&mut s, STAGED, false, "Pending", "", now);
@@ -102,41 +104,31 @@ pub fn bytes(
     s
 }
 
-/// The image is verified in `slot`.
-pub fn staged(
-    prev: &OSUpgradeProgressStatus,
-    slot: Slot,
-    image_len: u64,
-    now: &str,
-) -> OSUpgradeProgressStatus {
-    let msg = format!(
-        "{image_len} bytes written to slot {slot} and verified; waiting for reboot approval"
-    );
-    let mut s = phase(prev, ProgressPhase::Staged, msg.clone(), now);
-    set(&mut s, STAGED, true, "Verified", &msg, now);
+/// The update is staged and ready to apply.
+pub fn staged(prev: &OSUpgradeProgressStatus, ready: &Ready, now: &str) -> OSUpgradeProgressStatus {
+    let mut s = phase(prev, ProgressPhase::Staged, ready.message.clone(), now);
+    if let Some(b) = ready.bytes {
+        s.bytes_done = Some(b);
+        s.bytes_total = Some(b);
+    }
+    s.reboot_required = Some(ready.reboot_required);
+    if ready.current_version.is_some() {
+        s.current_version = ready.current_version.clone();
+    }
+    set(&mut s, STAGED, true, ready.condition, &ready.message, now);
     s
 }
 
-/// The try of `slot` is armed and the node is rebooting.
-pub fn rebooting(prev: &OSUpgradeProgressStatus, slot: Slot, now: &str) -> OSUpgradeProgressStatus {
-    phase(
-        prev,
-        ProgressPhase::Rebooting,
-        format!("boot of slot {slot} armed once; rebooting"),
-        now,
-    )
-}
-
-/// The node runs the target from `slot` (or already did).
+/// The node runs the target, reporting `version` (or already did).
 pub fn completed(
     prev: &OSUpgradeProgressStatus,
-    facts: &HostFacts,
+    version: Option<String>,
     message: String,
     now: &str,
 ) -> OSUpgradeProgressStatus {
     let mut s = prev.clone();
     s.phase = Some(ProgressPhase::Completed);
-    s.current_version = facts.os_version.clone();
+    s.current_version = version;
     s.completed_at = Some(now.to_string());
     s.last_updated_at = Some(now.to_string());
     s.failure_reason = None;
@@ -146,31 +138,25 @@ pub fn completed(
     s
 }
 
-/// End in Failed or RolledBack.
-pub fn failed(
-    prev: &OSUpgradeProgressStatus,
-    phase: ProgressPhase,
-    reason: FailureReason,
-    message: String,
-    now: &str,
-) -> OSUpgradeProgressStatus {
+/// End in Failed or RolledBack, as `f` says.
+pub fn failed(prev: &OSUpgradeProgressStatus, f: &Failure, now: &str) -> OSUpgradeProgressStatus {
     debug_assert!(matches!(
-        phase,
+        f.phase,
         ProgressPhase::Failed | ProgressPhase::RolledBack
     ));
+    let reason = f.reason.as_str();
     let mut s = prev.clone();
-    s.phase = Some(phase);
+    s.phase = Some(f.phase);
     s.completed_at = Some(now.to_string());
     s.last_updated_at = Some(now.to_string());
     s.failure_reason = Some(reason.to_string());
-    let reason = reason.as_str();
-    s.message = Some(message.clone());
-    if phase == ProgressPhase::RolledBack {
-        set(&mut s, BOOTED, false, reason, &message, now);
+    s.message = Some(f.message.clone());
+    if f.phase == ProgressPhase::RolledBack {
+        set(&mut s, BOOTED, false, reason, &f.message, now);
     } else {
-        set(&mut s, STAGED, false, reason, &message, now);
+        set(&mut s, STAGED, false, reason, &f.message, now);
     }
-    set(&mut s, FAILED, true, reason, &message, now);
+    set(&mut s, FAILED, true, reason, &f.message, now);
     s
 }
 

@@ -1,11 +1,16 @@
 use super::*;
 use osroll_api::conditions::find;
+use osroll_api::progress::FailureReason;
 
-fn facts() -> HostFacts {
-    HostFacts {
-        booted_slot: Slot::A,
-        os_version: Some("v1".into()),
-        boot_id: "b".into(),
+use crate::slot::Slot;
+
+/// How an A/B backend begins on a node running v1 from slot A.
+fn facts() -> Begin {
+    Begin {
+        current_version: Some("v1".into()),
+        inactive_partition: Some(Slot::B),
+        reboot_required: Some(true),
+        message: None,
     }
 }
 
@@ -25,9 +30,7 @@ fn start_fills_the_attempt_and_counts_retries() {
             retry_count: 2,
             ..Default::default()
         },
-        ProgressPhase::Failed,
-        FailureReason::NetworkError,
-        "x".into(),
+        &Failure::new(FailureReason::NetworkError, "x"),
         "t0",
     );
     let s = start(&prev, Some(&img()), Some("n"), &facts(), true, "t1");
@@ -58,21 +61,24 @@ fn staged_completed_and_rolled_back_set_conditions() {
         false,
         "t0",
     );
-    let s1 = staged(&bytes(&s0, 10, Some(10), "t1"), Slot::B, 100, "t2");
+    let ready = Ready {
+        reboot_required: true,
+        current_version: None,
+        bytes: Some(10),
+        condition: "Verified",
+        message: "100 bytes written to slot B and verified".into(),
+    };
+    let s1 = staged(&bytes(&s0, 5, Some(10), "t1"), &ready, "t2");
     assert_eq!(s1.phase, Some(ProgressPhase::Staged));
     assert_eq!(s1.bytes_done, Some(10));
     assert!(find(&s1.conditions, STAGED).unwrap().is_true());
-    let s2 = rebooting(&s1, Slot::B, "t3");
+    assert_eq!(find(&s1.conditions, STAGED).unwrap().reason, "Verified");
+    let s2 = phase(&s1, ProgressPhase::Rebooting, "rebooting", "t3");
     assert!(
         find(&s2.conditions, STAGED).unwrap().is_true(),
         "still staged while rebooting"
     );
-    let booted = HostFacts {
-        booted_slot: Slot::B,
-        os_version: Some("v2".into()),
-        boot_id: "c".into(),
-    };
-    let s3 = completed(&s2, &booted, "done".into(), "t4");
+    let s3 = completed(&s2, Some("v2".into()), "done".into(), "t4");
     assert_eq!(
         (s3.phase, s3.current_version.as_deref()),
         (Some(ProgressPhase::Completed), Some("v2"))
@@ -80,9 +86,7 @@ fn staged_completed_and_rolled_back_set_conditions() {
     assert!(find(&s3.conditions, BOOTED).unwrap().is_true());
     let r = failed(
         &s2,
-        ProgressPhase::RolledBack,
-        FailureReason::BootFallback,
-        "fell back".into(),
+        &Failure::rolled_back(FailureReason::BootFallback, "fell back"),
         "t4",
     );
     assert_eq!(r.failure_reason.as_deref(), Some("BootFallback"));

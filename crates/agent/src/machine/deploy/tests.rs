@@ -1,6 +1,9 @@
 //! Every phase of the deployment-backend decision.
 
 use super::*;
+use crate::machine::RolledBackRecord;
+use osroll_api::OSUpgradeProgressStatus;
+use osroll_api::progress::FailureReason;
 
 fn image(v: &str) -> ImageRef {
     ImageRef {
@@ -39,12 +42,16 @@ impl Case {
             rolled_back: vec![],
         }
     }
-    fn step(&self) -> DeployStep {
-        next_deploy_step(&DeployInput {
+    fn step(&self) -> Step<()> {
+        let facts = BootFacts {
+            boot_id: self.boot.into(),
+            os_version: None,
+        };
+        next_step(&Input {
             spec: &self.spec,
             status: &self.status,
             attempt_image: self.attempt.as_ref(),
-            boot_id: self.boot,
+            facts: &facts,
             reboot_boot_id: self.reboot_boot,
             rolled_back: &self.rolled_back,
         })
@@ -53,14 +60,14 @@ impl Case {
 
 #[test]
 fn a_new_progress_starts_then_stages() {
-    assert_eq!(Case::new(None).step(), DeployStep::Start { retry: false });
+    assert_eq!(Case::new(None).step(), Step::Start { retry: false });
     assert_eq!(
         Case::new(Some(ProgressPhase::Pending)).step(),
-        DeployStep::Stage
+        Step::Stage { into: () }
     );
     assert_eq!(
         Case::new(Some(ProgressPhase::Downloading)).step(),
-        DeployStep::Stage,
+        Step::Stage { into: () },
         "interrupted staging is staged again"
     );
 }
@@ -68,9 +75,15 @@ fn a_new_progress_starts_then_stages() {
 #[test]
 fn staged_waits_for_approval_then_applies() {
     let mut c = Case::new(Some(ProgressPhase::Staged));
-    assert_eq!(c.step(), DeployStep::AwaitApproval);
+    assert_eq!(c.step(), Step::AwaitApproval);
     c.spec.reboot_approved = true;
-    assert_eq!(c.step(), DeployStep::Apply);
+    assert_eq!(
+        c.step(),
+        Step::Apply {
+            to: (),
+            pre_hook: true
+        }
+    );
 }
 
 #[test]
@@ -78,7 +91,13 @@ fn applying_is_finished_even_if_the_spec_moved_on() {
     let mut c = Case::new(Some(ProgressPhase::Applying));
     c.spec.reboot_approved = false;
     c.spec.image = Some(image("3.0"));
-    assert_eq!(c.step(), DeployStep::Apply);
+    assert_eq!(
+        c.step(),
+        Step::Apply {
+            to: (),
+            pre_hook: false
+        }
+    );
 }
 
 #[test]
@@ -86,18 +105,18 @@ fn rebooting_in_the_same_boot_asks_again_or_unapproves() {
     let mut c = Case::new(Some(ProgressPhase::Rebooting));
     c.reboot_boot = Some("boot-1");
     c.spec.reboot_approved = true;
-    assert_eq!(c.step(), DeployStep::Reboot);
+    assert_eq!(c.step(), Step::Reboot { to: () });
     c.spec.reboot_approved = false;
-    assert_eq!(c.step(), DeployStep::Unapprove);
+    assert_eq!(c.step(), Step::Withdraw);
 }
 
 #[test]
 fn rebooting_after_a_new_boot_confirms() {
     let mut c = Case::new(Some(ProgressPhase::Rebooting));
     c.reboot_boot = Some("boot-0");
-    assert_eq!(c.step(), DeployStep::Confirm);
+    assert_eq!(c.step(), Step::Confirm { on: () });
     c.reboot_boot = None;
-    assert_eq!(c.step(), DeployStep::Confirm, "local record lost");
+    assert_eq!(c.step(), Step::Confirm { on: () }, "local record lost");
 }
 
 #[test]
@@ -107,11 +126,11 @@ fn pending_with_a_bad_version_fails_naming_the_field() {
     c.attempt = c.spec.image.clone();
     c.status.target_version = Some("not a version!".into());
     match c.step() {
-        DeployStep::Finish {
+        Step::Finish(Failure {
             phase,
             reason,
             message,
-        } => {
+        }) => {
             assert_eq!(
                 (phase, reason),
                 (ProgressPhase::Failed, FailureReason::InvalidSpec)
@@ -132,14 +151,14 @@ fn a_version_that_fell_back_is_not_tried_again_until_the_nonce_changes() {
     }];
     assert!(matches!(
         c.step(),
-        DeployStep::Finish {
+        Step::Finish(Failure {
             phase: ProgressPhase::RolledBack,
             reason: FailureReason::PreviouslyRolledBack,
             ..
-        }
+        })
     ));
     c.spec.retry_nonce = Some("again".into());
-    assert_eq!(c.step(), DeployStep::Stage);
+    assert_eq!(c.step(), Step::Stage { into: () });
 }
 
 #[test]
@@ -150,17 +169,17 @@ fn terminal_phases_idle_until_retry_or_new_target() {
         ProgressPhase::RolledBack,
     ] {
         let mut c = Case::new(Some(phase));
-        assert_eq!(c.step(), DeployStep::Idle, "{phase:?}");
+        assert_eq!(c.step(), Step::Idle, "{phase:?}");
         c.spec.retry_nonce = Some("n".into());
         let want = if phase == ProgressPhase::Completed {
-            DeployStep::Idle
+            Step::Idle
         } else {
-            DeployStep::Start { retry: true }
+            Step::Start { retry: true }
         };
         assert_eq!(c.step(), want, "{phase:?}");
         c.spec.retry_nonce = None;
         c.spec.image = Some(image("3.0"));
-        assert_eq!(c.step(), DeployStep::Start { retry: false }, "{phase:?}");
+        assert_eq!(c.step(), Step::Start { retry: false }, "{phase:?}");
     }
 }
 
@@ -181,7 +200,7 @@ fn never_applies_or_reboots_without_approval() {
             c.reboot_boot = Some(if same_boot { "boot-1" } else { "boot-0" });
             let s = c.step();
             assert!(
-                !matches!(s, DeployStep::Apply | DeployStep::Reboot),
+                !matches!(s, Step::Apply { .. } | Step::Reboot { .. }),
                 "{phase:?} same_boot={same_boot}: {s:?}"
             );
         }
