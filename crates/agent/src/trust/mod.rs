@@ -9,8 +9,10 @@
 //! install starts, and fails the progress with the [`Refusal`]'s reason and message.
 
 use osroll_api::progress::FailureReason;
-use osroll_api::signing::{TrustedKey, verify_catalog};
-use osroll_api::{Catalog, ImageRef, OSUpgradeProgressSpec, RejectionReason};
+use osroll_api::signing::{TrustedKey, Verified, verify_catalog};
+use osroll_api::{
+    Catalog, CatalogImage, ImageRef, OSUpgradeProgressSpec, RejectionReason, SignedCatalog,
+};
 
 use crate::failure::Failure;
 
@@ -64,30 +66,7 @@ pub fn check(
     if !trust.require_signed_catalog && trust.keys.is_empty() {
         return Ok(());
     }
-    let verified = verify_catalog(
-        signed.content.as_bytes(),
-        Some(&signed.signature),
-        &trust.keys,
-        true,
-    )
-    .map_err(|r| {
-        Failure::new(
-            signature_reason(r.reason),
-            format!("spec.signedCatalog: {}", r.message),
-        )
-    })?
-    .expect("a present signature either verifies or is refused");
-    if let Some(d) = &spec.catalog_digest
-        && *d != verified.digest
-    {
-        return refuse(
-            FailureReason::CatalogDigestMismatch,
-            format!(
-                "spec.catalogDigest is {d} but the signed catalog hashes to {}",
-                verified.digest
-            ),
-        );
-    }
+    let verified = verify(signed, spec.catalog_digest.as_deref(), trust)?;
     let catalog = Catalog::parse(&signed.content).map_err(|r| {
         Failure::new(
             FailureReason::CatalogInvalid,
@@ -104,6 +83,56 @@ pub fn check(
             ),
         );
     };
+    let diffs = differences(image, entry);
+    if !diffs.is_empty() {
+        return refuse(
+            FailureReason::ImageNotInCatalog,
+            format!(
+                "spec.image for version {} differs from the signed catalog (key {}): {}",
+                image.version,
+                verified.key_id,
+                diffs.join("; ")
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The signature over the stamped catalog, by a trusted key, and the stamped digest.
+fn verify(
+    signed: &SignedCatalog,
+    digest: Option<&str>,
+    trust: &TrustConfig,
+) -> Result<Verified, Refusal> {
+    let verified = verify_catalog(
+        signed.content.as_bytes(),
+        Some(&signed.signature),
+        &trust.keys,
+        true,
+    )
+    .map_err(|r| {
+        Failure::new(
+            signature_reason(r.reason),
+            format!("spec.signedCatalog: {}", r.message),
+        )
+    })?
+    .expect("a present signature either verifies or is refused");
+    if let Some(d) = digest
+        && d != verified.digest
+    {
+        return Err(Failure::new(
+            FailureReason::CatalogDigestMismatch,
+            format!(
+                "spec.catalogDigest is {d} but the signed catalog hashes to {}",
+                verified.digest
+            ),
+        ));
+    }
+    Ok(verified)
+}
+
+/// How `image` differs from the catalog's `entry`, one phrase per field.
+fn differences(image: &ImageRef, entry: &CatalogImage) -> Vec<String> {
     let mut diffs = Vec::new();
     if image.url != entry.url {
         diffs.push(format!("url {:?} (catalog: {:?})", image.url, entry.url));
@@ -122,18 +151,7 @@ pub fn check(
             show(entry.size)
         ));
     }
-    if !diffs.is_empty() {
-        return refuse(
-            FailureReason::ImageNotInCatalog,
-            format!(
-                "spec.image for version {} differs from the signed catalog (key {}): {}",
-                image.version,
-                verified.key_id,
-                diffs.join("; ")
-            ),
-        );
-    }
-    Ok(())
+    diffs
 }
 
 #[cfg(test)]
