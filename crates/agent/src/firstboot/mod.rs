@@ -54,11 +54,59 @@ struct VersionFile {
     os_version_management: Option<serde_json::Value>,
 }
 
+/// Why the wanted version cannot be told.
+#[derive(Debug, thiserror::Error)]
+pub enum WantedError {
+    /// The version file is empty.
+    #[error("{origin} is empty")]
+    Empty {
+        /// The file.
+        origin: String,
+    },
+    /// The version file is not a version nor a YAML/JSON object of the known fields.
+    #[error("{origin}: {source}")]
+    Unreadable {
+        /// The file.
+        origin: String,
+        /// What the parser said.
+        source: serde_yaml::Error,
+    },
+    /// The version is not a version.
+    #[error("{origin}: version: {source}")]
+    Version {
+        /// The file or OSUpgrade.
+        origin: String,
+        /// Why.
+        source: osroll_api::version::VersionError,
+    },
+    /// No OSUpgrade to follow.
+    #[error("the cluster has no active OSUpgrade with a resolved version")]
+    NoActiveUpgrade,
+    /// The OSUpgrade's image is nowhere to be read.
+    #[error("{origin}: no progress object carries {version} and the catalog is not inline")]
+    NoImage {
+        /// The OSUpgrade.
+        origin: String,
+        /// Its resolved version.
+        version: String,
+    },
+    /// The OSUpgrade's inline catalog does not give the image.
+    #[error("{origin}: {}", source.message)]
+    Catalog {
+        /// The OSUpgrade.
+        origin: String,
+        /// Why.
+        source: osroll_api::Rejection,
+    },
+}
+
 /// Parse the local version file: one line with a version, or a YAML/JSON object.
-pub fn parse_version_file(text: &str, origin: &str) -> Result<Wanted, String> {
+pub fn parse_version_file(text: &str, origin: &str) -> Result<Wanted, WantedError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err(format!("{origin} is empty"));
+        return Err(WantedError::Empty {
+            origin: origin.to_string(),
+        });
     }
     let f: VersionFile = if !trimmed.contains(':') && !trimmed.contains('\n') {
         VersionFile {
@@ -69,11 +117,17 @@ pub fn parse_version_file(text: &str, origin: &str) -> Result<Wanted, String> {
             os_version_management: None,
         }
     } else {
-        serde_yaml::from_str(trimmed).map_err(|e| format!("{origin}: {e}"))?
+        serde_yaml::from_str(trimmed).map_err(|source| WantedError::Unreadable {
+            origin: origin.to_string(),
+            source,
+        })?
     };
     f.version
         .parse::<osroll_api::Version>()
-        .map_err(|e| format!("{origin}: version: {e}"))?;
+        .map_err(|source| WantedError::Version {
+            origin: origin.to_string(),
+            source,
+        })?;
     Ok(Wanted {
         image: ImageRef {
             version: f.version,
@@ -92,7 +146,7 @@ pub fn parse_version_file(text: &str, origin: &str) -> Result<Wanted, String> {
 pub fn wanted_from_cluster(
     upgrades: &[OSUpgrade],
     progresses: &[OSUpgradeProgress],
-) -> Result<Wanted, String> {
+) -> Result<Wanted, WantedError> {
     let mut active: Vec<&OSUpgrade> = upgrades
         .iter()
         .filter(|u| u.metadata.deletion_timestamp.is_none())
@@ -109,9 +163,7 @@ pub fn wanted_from_cluster(
             u.metadata.name.clone(),
         )
     });
-    let up = active
-        .last()
-        .ok_or("the cluster has no active OSUpgrade with a resolved version")?;
+    let up = active.last().ok_or(WantedError::NoActiveUpgrade)?;
     let name = up.metadata.name.clone().unwrap_or_default();
     let version = up
         .status
@@ -127,15 +179,21 @@ pub fn wanted_from_cluster(
     let image = match from_progress {
         Some(i) => i,
         None => {
-            let inline = up.spec.catalog.inline.as_deref().ok_or_else(|| {
-                format!(
-                    "{origin}: no progress object carries {version} and the catalog is not inline"
-                )
-            })?;
-            let cat = Catalog::parse(inline).map_err(|r| format!("{origin}: {}", r.message))?;
-            cat.resolve(&version, &[], true)
-                .map_err(|r| format!("{origin}: {}", r.message))?
-                .image
+            let inline = up
+                .spec
+                .catalog
+                .inline
+                .as_deref()
+                .ok_or_else(|| WantedError::NoImage {
+                    origin: origin.clone(),
+                    version: version.clone(),
+                })?;
+            let catalog = |source| WantedError::Catalog {
+                origin: origin.clone(),
+                source,
+            };
+            let cat = Catalog::parse(inline).map_err(catalog)?;
+            cat.resolve(&version, &[], true).map_err(catalog)?.image
         }
     };
     Ok(Wanted {

@@ -28,11 +28,16 @@ fn the_version_file_is_a_bare_version_or_an_object() {
     assert!(
         parse_version_file("  \n", "f")
             .unwrap_err()
+            .to_string()
             .contains("f is empty")
     );
-    let e = parse_version_file("not a version!", "f").unwrap_err();
+    let e = parse_version_file("not a version!", "f")
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("f: version"), "{e}");
-    let e = parse_version_file("version: \"2\"\nbogus: 1\n", "f").unwrap_err();
+    let e = parse_version_file("version: \"2\"\nbogus: 1\n", "f")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("bogus"), "{e}");
 }
 
@@ -97,7 +102,7 @@ fn the_cluster_answer_is_the_newest_active_upgrade() {
         wanted_from_cluster(&ups, &[p]).unwrap().image.url,
         "https://mirror/3.0"
     );
-    let e = wanted_from_cluster(&ups[2..], &[]).unwrap_err();
+    let e = wanted_from_cluster(&ups[2..], &[]).unwrap_err().to_string();
     assert!(e.contains("no active OSUpgrade"), "{e}");
 }
 

@@ -42,7 +42,7 @@ impl ImageSpec {
                 "url {url:?}: only http and https are supported"
             )));
         }
-        let sha256 = http::parse_checksum(checksum).map_err(InstallError::InvalidSpec)?;
+        let sha256 = http::parse_checksum(checksum)?;
         Ok(ImageSpec {
             url: url.to_string(),
             sha256,

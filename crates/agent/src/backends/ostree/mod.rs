@@ -71,6 +71,7 @@ impl fmt::Display for OstreeTool {
     }
 }
 
+// `Err = String`: the `osroll agent` command line parses it with that error type.
 impl FromStr for OstreeTool {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -392,12 +393,12 @@ pub enum OstreeError {
     #[error(transparent)]
     Command(#[from] CommandError),
     /// The tool's status output could not be understood.
-    #[error("cannot read `{command}` output: {problem}")]
+    #[error("cannot read `{command}` output: {source}")]
     Status {
         /// The status command.
         command: String,
         /// What is wrong with it.
-        problem: String,
+        source: StatusError,
     },
     /// Staging succeeded but the next boot would not be the target.
     #[error("after `{command}` the next boot is {got}, not the target {target}")]
@@ -490,8 +491,24 @@ pub fn stage_commands(config: &OstreeConfig, target: &OstreeTarget) -> Vec<Comma
         .collect()
 }
 
+/// Status output that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// JSON status (rpm-ostree, bootc) that does not parse.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A line of `ostree admin status` that does not fit its layout.
+    #[error("line {line}: {problem}")]
+    Line {
+        /// Its number, from 1.
+        line: usize,
+        /// What does not fit, quoting it.
+        problem: String,
+    },
+}
+
 /// Parse the output of [`status_command`] for `tool`.
-pub fn parse_status(tool: OstreeTool, output: &str) -> Result<DeploymentStatus, String> {
+pub fn parse_status(tool: OstreeTool, output: &str) -> Result<DeploymentStatus, StatusError> {
     match tool {
         OstreeTool::RpmOstreeRebase | OstreeTool::RpmOstreeDeploy => parse_rpm_ostree(output),
         OstreeTool::BootcSwitch => parse_bootc(output),
@@ -527,8 +544,8 @@ struct RpmOstreeDeployment {
     staged: bool,
 }
 
-fn parse_rpm_ostree(output: &str) -> Result<DeploymentStatus, String> {
-    let s: RpmOstreeStatus = serde_json::from_str(output).map_err(|e| e.to_string())?;
+fn parse_rpm_ostree(output: &str) -> Result<DeploymentStatus, StatusError> {
+    let s: RpmOstreeStatus = serde_json::from_str(output)?;
     let n = s.deployments.len();
     let booted_at = s.deployments.iter().position(|d| d.booted);
     let deployments = s
@@ -603,8 +620,8 @@ struct BootcOstree {
     stateroot: Option<String>,
 }
 
-fn parse_bootc(output: &str) -> Result<DeploymentStatus, String> {
-    let h: BootcHost = serde_json::from_str(output).map_err(|e| e.to_string())?;
+fn parse_bootc(output: &str) -> Result<DeploymentStatus, StatusError> {
+    let h: BootcHost = serde_json::from_str(output)?;
     let entry = |e: BootcEntry, booted, staged, rollback| {
         let (origin, version, image_digest) = match e.image {
             Some(i) => (Some(i.image.image), i.version, i.image_digest),
@@ -638,10 +655,11 @@ fn parse_bootc(output: &str) -> Result<DeploymentStatus, String> {
 /// `ostree admin status` prints, per deployment, a header line (`* ` marks the booted
 /// one) `<os> <checksum>.<serial> [(staged)|(pending)|(rollback)|...]` and indented
 /// `Key: value` lines under it.
-fn parse_ostree_admin(output: &str) -> Result<DeploymentStatus, String> {
+fn parse_ostree_admin(output: &str) -> Result<DeploymentStatus, StatusError> {
     let mut deployments: Vec<Deployment> = Vec::new();
     for (n, line) in output.lines().enumerate() {
         let n = n + 1;
+        let bad = |problem: String| StatusError::Line { line: n, problem };
         if line.trim().is_empty() || line.trim() == "No deployments." {
             continue;
         }
@@ -655,15 +673,15 @@ fn parse_ostree_admin(output: &str) -> Result<DeploymentStatus, String> {
         if let Some((booted, rest)) = header {
             let mut words = rest.split_whitespace();
             let (Some(os), Some(id)) = (words.next(), words.next()) else {
-                return Err(format!(
-                    "line {n}: expected `<os> <checksum>.<serial>`: {line:?}"
-                ));
+                return Err(bad(format!(
+                    "expected `<os> <checksum>.<serial>`: {line:?}"
+                )));
             };
             let (checksum, serial) = id
                 .rsplit_once('.')
                 .and_then(|(c, s)| Some((c, s.parse::<u32>().ok()?)))
                 .filter(|(c, _)| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
-                .ok_or_else(|| format!("line {n}: {id:?} is not `<64 hex>.<serial>`"))?;
+                .ok_or_else(|| bad(format!("{id:?} is not `<64 hex>.<serial>`")))?;
             let flags = words.collect::<Vec<_>>().join(" ");
             deployments.push(Deployment {
                 os_name: Some(os.to_string()),
@@ -677,7 +695,7 @@ fn parse_ostree_admin(output: &str) -> Result<DeploymentStatus, String> {
         } else if line.starts_with("    ") {
             let d = deployments
                 .last_mut()
-                .ok_or_else(|| format!("line {n}: detail before any deployment: {line:?}"))?;
+                .ok_or_else(|| bad(format!("detail before any deployment: {line:?}")))?;
             if let Some((k, v)) = line.trim().split_once(':') {
                 let v = v.trim().to_string();
                 match k.trim() {
@@ -687,7 +705,7 @@ fn parse_ostree_admin(output: &str) -> Result<DeploymentStatus, String> {
                 }
             }
         } else {
-            return Err(format!("line {n}: unexpected {line:?}"));
+            return Err(bad(format!("unexpected {line:?}")));
         }
     }
     // Without flags, a deployment listed before the booted one is the next boot's.
@@ -721,9 +739,9 @@ impl<R: CommandRunner> OstreeBackend<R> {
     pub fn status(&self) -> Result<DeploymentStatus, OstreeError> {
         let cmd = status_command(&self.config);
         let out = self.runner.run_checked(&cmd)?;
-        parse_status(self.config.tool, &out.stdout_text()).map_err(|problem| OstreeError::Status {
+        parse_status(self.config.tool, &out.stdout_text()).map_err(|source| OstreeError::Status {
             command: cmd.display(),
-            problem,
+            source,
         })
     }
 

@@ -401,6 +401,7 @@ fn unreadable_status_is_an_error_naming_the_problem() {
     assert!(
         parse_status(OstreeTool::OstreeAdminDeploy, "* fedora nothex.0\n")
             .unwrap_err()
+            .to_string()
             .contains("\"nothex.0\" is not `<64 hex>.<serial>`")
     );
     assert!(parse_status(OstreeTool::RpmOstreeRebase, "Deployments: none").is_err());

@@ -176,14 +176,14 @@ pub enum PluginError {
         detail: String,
     },
     /// It exited 0 but its stdout is not a valid reply.
-    #[error("plugin {path} {action}: invalid reply: {problem}")]
+    #[error("plugin {path} {action}: invalid reply: {source}")]
     Protocol {
         /// The plugin.
         path: PathBuf,
         /// The action.
         action: &'static str,
         /// What is wrong with the reply.
-        problem: String,
+        source: ReplyError,
     },
     /// A valid reply with `ok: false`.
     #[error("plugin {path} {action} failed: {error}")]
@@ -272,10 +272,10 @@ impl<R: CommandRunner> Plugin<R> {
         v.ok_or_else(|| PluginError::Protocol {
             path: self.path.clone(),
             action: action.as_str(),
-            problem: format!(
-                "`{field}` is required in a successful {} reply",
-                action.as_str()
-            ),
+            source: ReplyError::Missing {
+                field: field.to_string(),
+                action: action.as_str(),
+            },
         })
     }
 
@@ -318,10 +318,10 @@ impl<R: CommandRunner> Plugin<R> {
                 detail,
             });
         }
-        let protocol = |problem: String| PluginError::Protocol {
+        let protocol = |source: ReplyError| PluginError::Protocol {
             path: self.path.clone(),
             action: action.as_str(),
-            problem,
+            source,
         };
         let reply = parse_reply(&out.stdout).map_err(protocol)?;
         if !reply.ok {
@@ -335,48 +335,98 @@ impl<R: CommandRunner> Plugin<R> {
     }
 }
 
+/// Why a plugin's stdout is not a valid reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// Not text.
+    #[error("stdout is not UTF-8 ({0})")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    /// Nothing at all.
+    #[error("the plugin printed nothing on stdout")]
+    Empty,
+    /// Not JSON, or more than one value.
+    #[error("stdout is not one JSON value ({source}): {excerpt:?}")]
+    NotJson {
+        /// The parser's complaint.
+        source: serde_json::Error,
+        /// The start of what it printed.
+        excerpt: String,
+    },
+    /// JSON, but not an object.
+    #[error("expected a JSON object, got {0:?}")]
+    NotObject(String),
+    /// An object without the reply's fields and types.
+    #[error(transparent)]
+    Shape(serde_json::Error),
+    /// Another protocol version.
+    #[error("apiVersion {0:?} is not {API_VERSION:?}")]
+    ApiVersion(String),
+    /// A string field that is empty.
+    #[error("`{0}` is empty")]
+    EmptyField(&'static str),
+    /// A stale path that is not absolute.
+    #[error("`stalePaths` entry {0:?} is not an absolute path")]
+    RelativeStalePath(String),
+    /// `ok: true` with an `error`.
+    #[error("`error` is set although `ok` is true")]
+    ErrorWithOk,
+    /// `ok: false` without an `error`.
+    #[error("`ok` is false but `error` says nothing")]
+    SilentError,
+    /// A field the action's successful reply needs.
+    #[error("`{field}` is required in a successful {action} reply")]
+    Missing {
+        /// The field.
+        field: String,
+        /// The action.
+        action: &'static str,
+    },
+}
+
+/// The first 120 characters of `text`, trimmed.
+fn excerpt(text: &str) -> String {
+    let t = text.trim();
+    let cut: String = t.chars().take(120).collect();
+    if cut.len() < t.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
 /// Check stdout is exactly one reply object of this protocol version, with a consistent
 /// `ok`/`error` pair and no empty strings.
-fn parse_reply(stdout: &[u8]) -> Result<RawReply, String> {
-    let text = std::str::from_utf8(stdout).map_err(|e| format!("stdout is not UTF-8 ({e})"))?;
+fn parse_reply(stdout: &[u8]) -> Result<RawReply, ReplyError> {
+    let text = std::str::from_utf8(stdout).map_err(ReplyError::NotUtf8)?;
     if text.trim().is_empty() {
-        return Err("the plugin printed nothing on stdout".into());
+        return Err(ReplyError::Empty);
     }
-    let excerpt = || {
-        let t = text.trim();
-        let cut: String = t.chars().take(120).collect();
-        if cut.len() < t.len() {
-            format!("{cut}…")
-        } else {
-            cut
-        }
-    };
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| format!("stdout is not one JSON value ({e}): {:?}", excerpt()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|source| ReplyError::NotJson {
+            source,
+            excerpt: excerpt(text),
+        })?;
     if !value.is_object() {
-        return Err(format!("expected a JSON object, got {:?}", excerpt()));
+        return Err(ReplyError::NotObject(excerpt(text)));
     }
-    let reply: RawReply = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let reply: RawReply = serde_json::from_value(value).map_err(ReplyError::Shape)?;
     if reply.api_version != API_VERSION {
-        return Err(format!(
-            "apiVersion {:?} is not {API_VERSION:?}",
-            reply.api_version
-        ));
+        return Err(ReplyError::ApiVersion(reply.api_version));
     }
     for (field, v) in [
         ("currentVersion", &reply.current_version),
         ("error", &reply.error),
     ] {
         if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
-            return Err(format!("`{field}` is empty"));
+            return Err(ReplyError::EmptyField(field));
         }
     }
     if let Some(p) = reply.stale_paths.iter().find(|p| !p.starts_with('/')) {
-        return Err(format!("`stalePaths` entry {p:?} is not an absolute path"));
+        return Err(ReplyError::RelativeStalePath(p.clone()));
     }
     match (reply.ok, &reply.error) {
-        (true, Some(_)) => Err("`error` is set although `ok` is true".into()),
-        (false, None) => Err("`ok` is false but `error` says nothing".into()),
+        (true, Some(_)) => Err(ReplyError::ErrorWithOk),
+        (false, None) => Err(ReplyError::SilentError),
         _ => Ok(reply),
     }
 }

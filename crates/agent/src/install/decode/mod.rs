@@ -55,20 +55,19 @@ pub enum Format {
     Zstd,
 }
 
+/// A compression the installer does not decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}-compressed images are not supported (use zstd or a raw image)")]
+pub struct Unsupported(pub &'static str);
+
 /// Classify a stream by its first bytes (at least 4, fewer only at the end of a stream).
-pub fn sniff(head: &[u8]) -> Result<Format, String> {
+pub fn sniff(head: &[u8]) -> Result<Format, Unsupported> {
     match head {
         [0x28, 0xB5, 0x2F, 0xFD, ..] => Ok(Format::Zstd),
         [m, 0x2A, 0x4D, 0x18, ..] if m & 0xF0 == 0x50 => Ok(Format::Zstd),
-        [0x1F, 0x8B, ..] => {
-            Err("gzip-compressed images are not supported (use zstd or a raw image)".into())
-        }
-        [0xFD, b'7', b'z', b'X', b'Z', 0x00, ..] => {
-            Err("xz-compressed images are not supported (use zstd or a raw image)".into())
-        }
-        [b'B', b'Z', b'h', ..] => {
-            Err("bzip2-compressed images are not supported (use zstd or a raw image)".into())
-        }
+        [0x1F, 0x8B, ..] => Err(Unsupported("gzip")),
+        [0xFD, b'7', b'z', b'X', b'Z', 0x00, ..] => Err(Unsupported("xz")),
+        [b'B', b'Z', b'h', ..] => Err(Unsupported("bzip2")),
         _ => Ok(Format::Raw),
     }
 }
@@ -224,7 +223,7 @@ impl Stage {
                     })?;
                 Codec::Zstd(Box::new(dec), 1)
             }
-            Err(msg) => Codec::Failed(msg),
+            Err(e) => Codec::Failed(e.to_string()),
         };
         Ok(())
     }

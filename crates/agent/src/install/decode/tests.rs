@@ -6,10 +6,16 @@ fn sniffing() {
     assert_eq!(sniff(&[0x5E, 0x2A, 0x4D, 0x18]), Ok(Format::Zstd));
     assert_eq!(sniff(b"OSROLL"), Ok(Format::Raw));
     assert_eq!(sniff(b""), Ok(Format::Raw));
-    assert!(sniff(&[0x1F, 0x8B, 8, 0]).unwrap_err().contains("gzip"));
+    assert!(
+        sniff(&[0x1F, 0x8B, 8, 0])
+            .unwrap_err()
+            .to_string()
+            .contains("gzip")
+    );
     assert!(
         sniff(&[0xFD, b'7', b'z', b'X', b'Z', 0])
             .unwrap_err()
+            .to_string()
             .contains("xz")
     );
 }

@@ -17,6 +17,14 @@ pub enum InstallError {
     /// `spec.image` cannot be used (bad checksum syntax, size larger than the slot).
     #[error("invalid image spec: {0}")]
     InvalidSpec(String),
+    /// `spec.image.checksum` is not `sha256:<64 hex>`.
+    #[cfg(feature = "node")]
+    #[error("invalid image spec: {0}")]
+    Checksum(#[from] super::http::ChecksumError),
+    /// The CA bundle for the image server gives no certificate.
+    #[cfg(feature = "node")]
+    #[error("invalid image spec: {0}")]
+    CaBundle(#[from] super::http::CaBundleError),
     /// Network failures outlasted the retry budget.
     #[error(
         "network error fetching {url} (gave up after {attempts} consecutive failures at byte {offset}): {detail}"
@@ -121,7 +129,9 @@ impl InstallError {
     #[cfg(feature = "node")]
     pub fn reason(&self) -> FailureReason {
         match self {
-            InstallError::InvalidSpec(_) => FailureReason::InvalidSpec,
+            InstallError::InvalidSpec(_)
+            | InstallError::Checksum(_)
+            | InstallError::CaBundle(_) => FailureReason::InvalidSpec,
             InstallError::Network { .. } => FailureReason::NetworkError,
             InstallError::Http { .. } => FailureReason::HttpError,
             InstallError::Redirect { .. } => FailureReason::RedirectRefused,

@@ -138,35 +138,41 @@ pub struct RestartPlan {
     pub skipped: Vec<SkippedPod>,
 }
 
+/// A `restartOnLiveUpdate` selector Kubernetes would refuse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// An operator other than In, NotIn, Exists, DoesNotExist.
+    #[error("restartOnLiveUpdate: unknown operator {operator:?} for key {key:?}")]
+    UnknownOperator {
+        /// The operator.
+        operator: String,
+        /// The key it applies to.
+        key: String,
+    },
+    /// In/NotIn without values, or Exists/DoesNotExist with some.
+    #[error(
+        "restartOnLiveUpdate: operator {operator} for key {key:?} {} values",
+        if *needs_values { "needs" } else { "takes no" }
+    )]
+    Values {
+        /// The operator.
+        operator: String,
+        /// The key it applies to.
+        key: String,
+        /// Whether the operator needs values (it has none) or takes none (it has some).
+        needs_values: bool,
+    },
+}
+
 /// Decide which pods to restart. Fails only on an invalid selector.
-pub fn plan_restarts(input: &RestartInput<'_>) -> Result<RestartPlan, String> {
+pub fn plan_restarts(input: &RestartInput<'_>) -> Result<RestartPlan, SelectorError> {
     if input.reboot_follows {
         return Ok(RestartPlan::default());
     }
     if let Some(sel) = input.selector {
         validate_selector(sel)?;
     }
-    let known: BTreeSet<&str> = input.pods.iter().map(|p| p.pod.uid.as_str()).collect();
-    let mut reasons: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-
-    for proc_ in input.processes {
-        let uid = proc_.pod_uid.as_str();
-        if !known.contains(uid) || reasons.contains_key(uid) {
-            continue;
-        }
-        let stale = proc_.mounts.iter().find_map(|m| {
-            [&m.root, &m.source]
-                .into_iter()
-                .find(|path| input.stale.iter().any(|s| s.matches(path)))
-                .map(|path| (m, path))
-        });
-        if let Some((m, path)) = stale {
-            reasons.entry(uid).or_default().push(format!(
-                "pid {} has {} mounted from {path}, in the previous deployment",
-                proc_.pid, m.mount_point
-            ));
-        }
-    }
+    let mut reasons = stale_mounts(input);
     if let Some(sel) = input.selector {
         for p in input.pods {
             let old = p.created.is_none_or(|c| c < input.applied_at);
@@ -178,7 +184,6 @@ pub fn plan_restarts(input: &RestartInput<'_>) -> Result<RestartPlan, String> {
             }
         }
     }
-
     let mut plan = RestartPlan::default();
     let mut pods: Vec<&PodInfo> = input.pods.iter().collect();
     pods.sort_by(|a, b| a.pod.cmp(&b.pod));
@@ -208,26 +213,51 @@ pub fn plan_restarts(input: &RestartInput<'_>) -> Result<RestartPlan, String> {
     Ok(plan)
 }
 
-fn validate_selector(sel: &LabelSelector) -> Result<(), String> {
+/// For each known pod with a process holding a mount into the previous version, why
+/// (the first such process and mount).
+fn stale_mounts<'a>(input: &RestartInput<'a>) -> BTreeMap<&'a str, Vec<String>> {
+    let known: BTreeSet<&str> = input.pods.iter().map(|p| p.pod.uid.as_str()).collect();
+    let mut reasons: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for proc_ in input.processes {
+        let uid = proc_.pod_uid.as_str();
+        if !known.contains(uid) || reasons.contains_key(uid) {
+            continue;
+        }
+        let stale = proc_.mounts.iter().find_map(|m| {
+            [&m.root, &m.source]
+                .into_iter()
+                .find(|path| input.stale.iter().any(|s| s.matches(path)))
+                .map(|path| (m, path))
+        });
+        if let Some((m, path)) = stale {
+            reasons.entry(uid).or_default().push(format!(
+                "pid {} has {} mounted from {path}, in the previous deployment",
+                proc_.pid, m.mount_point
+            ));
+        }
+    }
+    reasons
+}
+
+fn validate_selector(sel: &LabelSelector) -> Result<(), SelectorError> {
     for e in sel.match_expressions.iter().flatten() {
         let n = e.values.as_ref().map_or(0, Vec::len);
         let ok = match e.operator.as_str() {
             "In" | "NotIn" => n > 0,
             "Exists" | "DoesNotExist" => n == 0,
             other => {
-                return Err(format!(
-                    "restartOnLiveUpdate: unknown operator {other:?} for key {:?}",
-                    e.key
-                ));
+                return Err(SelectorError::UnknownOperator {
+                    operator: other.to_string(),
+                    key: e.key.clone(),
+                });
             }
         };
         if !ok {
-            return Err(format!(
-                "restartOnLiveUpdate: operator {} for key {:?} {} values",
-                e.operator,
-                e.key,
-                if n == 0 { "needs" } else { "takes no" }
-            ));
+            return Err(SelectorError::Values {
+                operator: e.operator.clone(),
+                key: e.key.clone(),
+                needs_values: n == 0,
+            });
         }
     }
     Ok(())

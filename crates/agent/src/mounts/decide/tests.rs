@@ -221,12 +221,14 @@ fn selector_operators_follow_kubernetes() {
     assert!(super::selector_matches(&LabelSelector::default(), &labels));
     let err = super::validate_selector(&req("Equals", &["net"])).unwrap_err();
     assert!(
-        err.contains("unknown operator \"Equals\" for key \"tier\""),
+        err.to_string()
+            .contains("unknown operator \"Equals\" for key \"tier\""),
         "{err}"
     );
     let err = super::validate_selector(&req("In", &[])).unwrap_err();
     assert!(
-        err.contains("operator In for key \"tier\" needs values"),
+        err.to_string()
+            .contains("operator In for key \"tier\" needs values"),
         "{err}"
     );
     let none = BTreeSet::new();

@@ -21,7 +21,7 @@ use osroll_api::progress::FailureReason;
 use serde::{Deserialize, Serialize};
 
 use super::decide::{
-    PodInfo, PodRef, PodRestart, RestartInput, SkippedPod, StaleRef, plan_restarts,
+    PodInfo, PodRef, PodRestart, RestartInput, SelectorError, SkippedPod, StaleRef, plan_restarts,
 };
 use super::procfs::{own_pod_uid, scan_proc};
 
@@ -53,8 +53,8 @@ pub enum MountsError {
         problem: String,
     },
     /// `restartOnLiveUpdate` is not a valid selector.
-    #[error("{0}")]
-    Selector(String),
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
 }
 
 impl MountsError {
