@@ -250,29 +250,9 @@ impl<R: CommandRunner> Hooks<R> {
         let Some(path) = resolve_hook(&self.dir, &ctx.to_version, kind)? else {
             return Ok(None);
         };
-        let executable = std::fs::metadata(&path)
-            .map(|m| m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false);
-        let mut spec = if executable {
-            CommandSpec::new(&path, self.timeout)
-        } else {
-            CommandSpec::new("/bin/sh", self.timeout).arg(path.to_string_lossy())
-        };
-        spec = spec
-            .merged_output()
-            .env(
-                "OSROLL_FROM_VERSION",
-                ctx.from_version.clone().unwrap_or_default(),
-            )
-            .env("OSROLL_TO_VERSION", &ctx.to_version)
-            .env("OSROLL_REBOOT", ctx.reboot.to_string())
-            .env("OSROLL_PHASE", kind.as_str());
-        if let Some(node) = &ctx.node {
-            spec = spec.env("OSROLL_NODE", node);
-        }
         let out = self
             .runner
-            .run(&spec)
+            .run(&self.command(&path, kind, ctx))
             .map_err(|source| HookError::NotRunnable {
                 path: path.clone(),
                 source,
@@ -311,6 +291,32 @@ impl<R: CommandRunner> Hooks<R> {
                 output,
             }),
         }
+    }
+
+    /// The command running the hook at `path` (through `/bin/sh` when it is not
+    /// executable), with the attempt in its environment.
+    fn command(&self, path: &Path, kind: HookKind, ctx: &HookContext) -> CommandSpec {
+        let executable = std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false);
+        let mut spec = if executable {
+            CommandSpec::new(path, self.timeout)
+        } else {
+            CommandSpec::new("/bin/sh", self.timeout).arg(path.to_string_lossy())
+        };
+        spec = spec
+            .merged_output()
+            .env(
+                "OSROLL_FROM_VERSION",
+                ctx.from_version.clone().unwrap_or_default(),
+            )
+            .env("OSROLL_TO_VERSION", &ctx.to_version)
+            .env("OSROLL_REBOOT", ctx.reboot.to_string())
+            .env("OSROLL_PHASE", kind.as_str());
+        if let Some(node) = &ctx.node {
+            spec = spec.env("OSROLL_NODE", node);
+        }
+        spec
     }
 }
 

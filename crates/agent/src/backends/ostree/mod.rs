@@ -671,27 +671,7 @@ fn parse_ostree_admin(output: &str) -> Result<DeploymentStatus, StatusError> {
             None
         };
         if let Some((booted, rest)) = header {
-            let mut words = rest.split_whitespace();
-            let (Some(os), Some(id)) = (words.next(), words.next()) else {
-                return Err(bad(format!(
-                    "expected `<os> <checksum>.<serial>`: {line:?}"
-                )));
-            };
-            let (checksum, serial) = id
-                .rsplit_once('.')
-                .and_then(|(c, s)| Some((c, s.parse::<u32>().ok()?)))
-                .filter(|(c, _)| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
-                .ok_or_else(|| bad(format!("{id:?} is not `<64 hex>.<serial>`")))?;
-            let flags = words.collect::<Vec<_>>().join(" ");
-            deployments.push(Deployment {
-                os_name: Some(os.to_string()),
-                checksum: Some(checksum.to_string()),
-                serial: Some(serial),
-                booted,
-                staged: flags.contains("(staged)") || flags.contains("(pending)"),
-                rollback: flags.contains("(rollback)"),
-                ..Deployment::default()
-            });
+            deployments.push(parse_admin_header(n, line, rest, booted)?);
         } else if line.starts_with("    ") {
             let d = deployments
                 .last_mut()
@@ -716,6 +696,38 @@ fn parse_ostree_admin(output: &str) -> Result<DeploymentStatus, StatusError> {
         deployments[0].staged = true;
     }
     Ok(DeploymentStatus { deployments })
+}
+
+/// Line `n` of `ostree admin status`, a deployment's header (`rest`: after its `* `
+/// or `  `).
+fn parse_admin_header(
+    n: usize,
+    line: &str,
+    rest: &str,
+    booted: bool,
+) -> Result<Deployment, StatusError> {
+    let bad = |problem: String| StatusError::Line { line: n, problem };
+    let mut words = rest.split_whitespace();
+    let (Some(os), Some(id)) = (words.next(), words.next()) else {
+        return Err(bad(format!(
+            "expected `<os> <checksum>.<serial>`: {line:?}"
+        )));
+    };
+    let (checksum, serial) = id
+        .rsplit_once('.')
+        .and_then(|(c, s)| Some((c, s.parse::<u32>().ok()?)))
+        .filter(|(c, _)| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| bad(format!("{id:?} is not `<64 hex>.<serial>`")))?;
+    let flags = words.collect::<Vec<_>>().join(" ");
+    Ok(Deployment {
+        os_name: Some(os.to_string()),
+        checksum: Some(checksum.to_string()),
+        serial: Some(serial),
+        booted,
+        staged: flags.contains("(staged)") || flags.contains("(pending)"),
+        rollback: flags.contains("(rollback)"),
+        ..Deployment::default()
+    })
 }
 
 /// Drives the host's OSTree tool.
