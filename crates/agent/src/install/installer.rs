@@ -635,24 +635,16 @@ struct WriteConfig {
 /// The write stage: write blocks in order, return buffers to the pool, fsync, and read
 /// everything back (overlapped with writing when `O_DIRECT` is in use).
 fn write_stage(
-    mut slot: SlotFile,
+    slot: SlotFile,
     rx: std::sync::mpsc::Receiver<ToWriter>,
     pool: std::sync::mpsc::Sender<AlignedBuf>,
     progress: Arc<Progress>,
     result: oneshot::Sender<Result<WriteOutcome, InstallError>>,
     cfg: WriteConfig,
 ) {
-    let WriteConfig {
-        buffer_size,
-        verify_interval,
-        zero_ranges,
-    } = cfg;
-    let mut offset = 0u64;
-    let mut zeroed = 0u64;
-    let mut synced = 0u64;
     let mut follower = None;
-    if verify_interval > 0 && slot.is_direct() {
-        match spawn_follower(&slot, buffer_size, progress.clone()) {
+    if cfg.verify_interval > 0 && slot.is_direct() {
+        match spawn_follower(&slot, cfg.buffer_size, progress.clone()) {
             Ok(f) => follower = Some(f),
             Err(e) => {
                 let _ = result.send(Err(e));
@@ -660,32 +652,23 @@ fn write_stage(
             }
         }
     }
+    let mut w = Writer {
+        slot,
+        progress,
+        follower,
+        cfg,
+        offset: 0,
+        zeroed: 0,
+        synced: 0,
+    };
     let outcome = loop {
         match rx.recv() {
             Ok(ToWriter::Block(buf, len)) => {
-                let block = &buf.as_slice()[..len];
-                let written = if zero_ranges {
-                    slot.write_block_at(block, offset)
-                } else {
-                    slot.write_at(block, offset).map(|()| 0)
-                };
-                match written {
-                    Ok(z) => zeroed += z,
-                    Err(e) => break Err(e),
+                if let Err(e) = w.block(&buf.as_slice()[..len]) {
+                    break Err(e);
                 }
-                offset += len as u64;
-                progress.written.store(offset, Ordering::Relaxed);
                 // The decoder may have finished already; then nobody needs the buffer.
                 let _ = pool.send(buf);
-                if let Some(f) = &follower
-                    && offset - synced >= verify_interval
-                {
-                    if let Err(e) = slot.sync_data() {
-                        break Err(e);
-                    }
-                    synced = offset;
-                    let _ = f.tx.send(offset);
-                }
             }
             Ok(ToWriter::Abort(e)) => break Err(e),
             Ok(ToWriter::Finish { error: Some(e), .. }) => break Err(e),
@@ -695,14 +678,65 @@ fn write_stage(
                 error: None,
             }) => {
                 drop(pool);
-                break finish(&slot, len, hash, &progress, buffer_size, follower.take())
-                    .map(|o| WriteOutcome { zeroed, ..o });
+                break w.finish(len, hash);
             }
             // The installer was dropped mid-way.
             Err(_) => return,
         }
     };
     let _ = result.send(outcome);
+}
+
+/// Where the write stage is.
+struct Writer {
+    slot: SlotFile,
+    progress: Arc<Progress>,
+    follower: Option<Follower>,
+    cfg: WriteConfig,
+    /// Bytes written.
+    offset: u64,
+    /// Bytes zeroed by the slot instead of written.
+    zeroed: u64,
+    /// Bytes flushed and handed to the read-back.
+    synced: u64,
+}
+
+impl Writer {
+    /// Write the next block; flush and hand a region to the read-back when one is full.
+    fn block(&mut self, block: &[u8]) -> Result<(), InstallError> {
+        self.zeroed += if self.cfg.zero_ranges {
+            self.slot.write_block_at(block, self.offset)?
+        } else {
+            self.slot.write_at(block, self.offset)?;
+            0
+        };
+        self.offset += block.len() as u64;
+        self.progress.written.store(self.offset, Ordering::Relaxed);
+        if let Some(f) = &self.follower
+            && self.offset - self.synced >= self.cfg.verify_interval
+        {
+            self.slot.sync_data()?;
+            self.synced = self.offset;
+            let _ = f.tx.send(self.offset);
+        }
+        Ok(())
+    }
+
+    /// All `len` bytes (hashing to `hash`) are written: flush and read back.
+    fn finish(mut self, len: u64, hash: u128) -> Result<WriteOutcome, InstallError> {
+        let outcome = finish(
+            &self.slot,
+            len,
+            hash,
+            &self.progress,
+            self.cfg.buffer_size,
+            self.follower.take(),
+        )?;
+        Ok(WriteOutcome {
+            zeroed: self.zeroed,
+            ..outcome
+        })
+    }
 }
 
 fn finish(
