@@ -374,6 +374,71 @@ fn kill_group(pid: u32) {
     }
 }
 
+/// The process for `spec`, in its own process group, and the read end of the pipe
+/// both its outputs go to when they are merged.
+fn command(spec: &CommandSpec) -> io::Result<(Command, Option<io::PipeReader>)> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(
+            spec.env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        )
+        .process_group(0)
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    if !spec.merge_output {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        return Ok((cmd, None));
+    }
+    let (r, w) = io::pipe()?;
+    let w2 = w.try_clone()?;
+    cmd.stdout(w).stderr(w2);
+    Ok((cmd, Some(r)))
+}
+
+/// Wait for the command until `spec.timeout`, killing its group at the timeout.
+fn wait(child: &mut std::process::Child, spec: &CommandSpec) -> Result<Termination, CommandError> {
+    let pid = child.id();
+    let waited = child.wait_timeout(spec.timeout).map_err(|source| {
+        kill_group(pid);
+        CommandError::Io {
+            command: spec.display(),
+            source,
+        }
+    })?;
+    Ok(match waited {
+        Some(status) => Termination::from_status(status),
+        None => {
+            kill_group(pid);
+            let _ = child.wait();
+            Termination::TimedOut(spec.timeout)
+        }
+    })
+}
+
+/// Wait for `n` output readers to see their pipe close. Something the command left
+/// running in the background may hold the pipes longer: give it a moment, then kill
+/// what is left of the group `pid`.
+fn drain(done: mpsc::Receiver<()>, n: usize, pid: u32) {
+    let deadline = Instant::now() + PIPE_GRACE;
+    let mut closed = 0;
+    while closed < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match done.recv_timeout(left) {
+            Ok(()) => closed += 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                kill_group(pid);
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
+
 impl ProcessRunner {
     fn spawn(
         &self,
@@ -388,28 +453,7 @@ impl ProcessRunner {
         // milliseconds, so retry a few times before giving up.
         let mut attempt = 0u32;
         loop {
-            let mut cmd = Command::new(&spec.program);
-            cmd.args(&spec.args)
-                .envs(
-                    spec.env
-                        .iter()
-                        .map(|(k, v)| (OsString::from(k), OsString::from(v))),
-                )
-                .process_group(0)
-                .stdin(if spec.stdin.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                });
-            let mut merged = None;
-            if spec.merge_output {
-                let (r, w) = io::pipe().map_err(io_err)?;
-                let w2 = w.try_clone().map_err(io_err)?;
-                cmd.stdout(w).stderr(w2);
-                merged = Some(r);
-            } else {
-                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-            }
+            let (mut cmd, merged) = command(spec).map_err(io_err)?;
             match cmd.spawn() {
                 Ok(mut child) => {
                     // Dropping `cmd` closes our copies of the merged pipe's write end,
@@ -462,38 +506,9 @@ impl CommandRunner for ProcessRunner {
             .collect();
         drop(done_tx);
 
-        let waited = child.wait_timeout(spec.timeout).map_err(|source| {
-            kill_group(pid);
-            CommandError::Io {
-                command: spec.display(),
-                source,
-            }
-        })?;
-        let termination = match waited {
-            Some(status) => Termination::from_status(status),
-            None => {
-                kill_group(pid);
-                let _ = child.wait();
-                Termination::TimedOut(spec.timeout)
-            }
-        };
-
-        // The pipes close when the last process holding them exits. Something the
-        // command left running in the background may hold them longer: give it a
-        // moment, then kill what is left of the group.
-        let deadline = Instant::now() + PIPE_GRACE;
-        let mut closed = 0;
-        while closed < n_readers {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match done_rx.recv_timeout(left) {
-                Ok(()) => closed += 1,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    kill_group(pid);
-                    break;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
+        let termination = wait(&mut child, spec)?;
+        // The pipes close when the last process holding them exits.
+        drain(done_rx, n_readers, pid);
 
         let (stdout, t1) = take(&bufs[0]);
         let (stderr, t2) = bufs.get(1).map(take).unwrap_or_default();
