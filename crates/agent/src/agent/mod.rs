@@ -1,6 +1,6 @@
 //! The node agent's entry: [`Agent`] gathers what the agent runs with (configuration,
 //! progress source, host, local state, hooks, pod restarter) and hands it to the one
-//! [`executor`] over the backend its configuration picks.
+//! executor over the backend its configuration picks.
 //!
 //! The executor is a loop of observe, decide (the backend's pure machine), perform, and
 //! it records every transition first in the local state file, then in the object's

@@ -2,8 +2,8 @@
 //! executor drives OSTree and an OS plugin the same way: stage, apply (live or by
 //! reboot), confirm after the boot.
 //!
-//! The A/B image backend is not behind this trait: it is the slot-based path of
-//! [`crate::machine`] and [`crate::install`].
+//! The executor sees a deployment tool through [`super::deployment::DeploymentBackend`];
+//! the A/B image backend ([`super::ab`]) needs no tool.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The installer's size guard on its own: which limit applies to the decoded image
-//! ([`limit_for`], used by the installer), and [`decode_bounded`], which runs the real
+//! (`limit_for`, used by the installer), and [`decode_bounded`], which runs the real
 //! decode stage synchronously over a byte string with that limit and reports exactly
 //! what would have reached the slot writer.
 //!
