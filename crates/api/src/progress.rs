@@ -148,28 +148,33 @@ pub struct OSUpgradeProgressStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// Steps of one node's upgrade.
+/// Steps of one node's upgrade:
+///
+/// * `Pending`: an attempt started; nothing written yet;
+/// * `Downloading`: fetching the image (or having the deployment tool stage it);
+/// * `Writing`: the download is complete; the last writes are being flushed;
+/// * `Verifying`: reading the written slot back to check it;
+/// * `Staged`: ready to apply; waiting for `spec.rebootApproved`;
+/// * `Applying`: a deployment backend is switching to the staged update;
+/// * `Rebooting`: the node is rebooting into the update;
+/// * `Completed`: the node runs the target version;
+/// * `Failed`: the attempt failed; `failureReason` says why;
+/// * `RolledBack`: the node came back on the previous version.
+///
+/// The variants carry no doc comments of their own: the CRD schema would turn them into
+/// a `oneOf` of described values, which a structural schema does not allow.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[allow(missing_docs)]
 pub enum ProgressPhase {
-    /// An attempt started; nothing written yet.
     Pending,
-    /// Fetching the image (or having the deployment tool stage it).
     Downloading,
-    /// The download is complete; the last writes are being flushed.
     Writing,
-    /// Reading the written slot back to check it.
     Verifying,
-    /// Ready to apply; waiting for `spec.rebootApproved`.
     Staged,
-    /// A deployment backend is switching to the staged update.
     Applying,
-    /// The node is rebooting into the update.
     Rebooting,
-    /// The node runs the target version.
     Completed,
-    /// The attempt failed; `failureReason` says why.
     Failed,
-    /// The node came back on the previous version.
     RolledBack,
 }
 
