@@ -2,15 +2,17 @@
 //! with a one-shot boot once the controller approves the reboot, commits it after a good
 //! boot, and rolls back when the firmware falls back — surviving a kill at any instant.
 //!
-//! * [`machine`]: the pure decision `next_step(progress, host facts) -> step`;
-//! * [`agent`]: the executor loop; [`run`] is the entry point for a cluster,
-//!   [`run_with_source`] for any [`source::ProgressSource`] (e.g. a directory);
+//! * [`machine`]: the pure decisions `next_step(progress, facts) -> step`, one per
+//!   backend kind after a shared opening, and which progress to work on;
+//! * [`agent`]: the one executor loop over any backend; [`run`] is the entry point for a
+//!   cluster, [`run_with_source`] for any [`source::ProgressSource`] (e.g. a directory);
+//! * [`failure`]: how an attempt ends badly, with its `status.failureReason`;
 //! * [`install`]: the streaming installer (also behind `osroll flash`);
 //! * [`boot`]: GRUB grubenv and U-Boot boot control;
 //! * [`host`]: the real host; [`simhost`]: the simulated one used by tests and the demo;
 //! * [`state`]: the crash-safe local state file; [`status`]: status transitions;
 //! * [`trust`]: the check that an image comes from a catalog signed by a trusted key;
-//! * [`backends`]: OSTree and OS-plugin backends behind the same phases
+//! * [`backends`]: A/B slots, OSTree and OS-plugin backends behind one trait
 //!   ([`backends::driver::BackendConfig`] picks one; A/B images are the default);
 //! * [`hooks`]: pre- and post-install hooks run by the executor;
 //! * [`mounts`]: after an update applied without a reboot, restart the pods whose mounts
@@ -23,6 +25,8 @@ pub mod agent;
 #[cfg(feature = "node")]
 pub mod backends;
 pub mod boot;
+#[cfg(feature = "node")]
+pub mod failure;
 #[cfg(feature = "node")]
 pub mod firstboot;
 pub mod fsutil;

@@ -148,7 +148,21 @@ pub struct OSUpgradeProgressStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// Steps of one node's upgrade.
+/// Steps of one node's upgrade:
+///
+/// * `Pending`: an attempt started; nothing written yet;
+/// * `Downloading`: fetching the image (or having the deployment tool stage it);
+/// * `Writing`: the download is complete; the last writes are being flushed;
+/// * `Verifying`: reading the written slot back to check it;
+/// * `Staged`: ready to apply; waiting for `spec.rebootApproved`;
+/// * `Applying`: a deployment backend is switching to the staged update;
+/// * `Rebooting`: the node is rebooting into the update;
+/// * `Completed`: the node runs the target version;
+/// * `Failed`: the attempt failed; `failureReason` says why;
+/// * `RolledBack`: the node came back on the previous version.
+///
+/// The variants carry no doc comments of their own: the CRD schema would turn them into
+/// a `oneOf` of described values, which a structural schema does not allow.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[allow(missing_docs)]
 pub enum ProgressPhase {
@@ -165,9 +179,266 @@ pub enum ProgressPhase {
 }
 
 impl ProgressPhase {
+    /// Every phase, in the order an attempt passes through them.
+    pub const ALL: [ProgressPhase; 10] = [
+        Self::Pending,
+        Self::Downloading,
+        Self::Writing,
+        Self::Verifying,
+        Self::Staged,
+        Self::Applying,
+        Self::Rebooting,
+        Self::Completed,
+        Self::Failed,
+        Self::RolledBack,
+    ];
+
     /// Whether no further step follows without a user's retry.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::RolledBack)
+    }
+
+    /// The name written to `status.phase` (and used as a condition reason).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Downloading => "Downloading",
+            Self::Writing => "Writing",
+            Self::Verifying => "Verifying",
+            Self::Staged => "Staged",
+            Self::Applying => "Applying",
+            Self::Rebooting => "Rebooting",
+            Self::Completed => "Completed",
+            Self::Failed => "Failed",
+            Self::RolledBack => "RolledBack",
+        }
+    }
+}
+
+impl std::fmt::Display for ProgressPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the agent ended an attempt in Failed or RolledBack: the value of
+/// `status.failureReason`. Serialized as the variant's name ([`FailureReason::as_str`]).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum FailureReason {
+    // The progress itself.
+    /// `spec.image` is missing or malformed (version, checksum, URL, size).
+    InvalidSpec,
+    /// The status the agent recorded cannot be continued (e.g. no slot while Rebooting).
+    InvalidStatus,
+    /// The image URL breaks the image source policy (plain http not allowed, ...).
+    ImageSourceNotAllowed,
+    // Trust in the image.
+    /// The agent requires a signed catalog and the progress carries none.
+    CatalogNotSigned,
+    /// `spec.catalogDigest` is not the digest of the signed catalog.
+    CatalogDigestMismatch,
+    /// The signed catalog does not parse.
+    CatalogInvalid,
+    /// The image is not (or not exactly) an entry of the signed catalog.
+    ImageNotInCatalog,
+    /// The catalog's signature is missing where one is required.
+    SignatureMissing,
+    /// The catalog's signature is malformed or does not match its bytes.
+    SignatureInvalid,
+    /// The catalog was signed by a key the agent does not trust.
+    UnknownSigningKey,
+    // Downloading and writing an A/B slot.
+    /// Network failures outlasted the retry budget.
+    NetworkError,
+    /// The server answered in a way no retry can fix.
+    HttpError,
+    /// A redirect broke the image source policy.
+    RedirectRefused,
+    /// The server's certificate is not trusted, or the handshake failed.
+    TlsError,
+    /// The downloaded bytes do not hash to `spec.image.checksum`.
+    ChecksumMismatch,
+    /// The decoded image does not fit the slot or `spec.image.size`.
+    ImageTooLarge,
+    /// The decoded image is shorter than `spec.image.size`.
+    SizeMismatch,
+    /// The download is not a valid image (compression, format).
+    InvalidImage,
+    /// Writing the slot failed.
+    WriteError,
+    /// The slot does not read back what was written.
+    VerifyMismatch,
+    /// The slot's device cannot be found or opened.
+    SlotUnavailable,
+    // Switching and booting.
+    /// The bootloader environment could not be written.
+    BootControlError,
+    /// The host refused to reboot.
+    RebootFailed,
+    /// The new slot booted but reports another version than the target.
+    VersionMismatch,
+    /// The node tried the new slot and came back on the old one.
+    BootFallback,
+    /// A deployment backend reports the node booted something other than the target.
+    BootedWrongDeployment,
+    /// This version fell back on this node before; a new `retryNonce` allows it again.
+    PreviouslyRolledBack,
+    /// A live update finished but the node does not run the target.
+    LiveUpdateIncomplete,
+    // Install hooks.
+    /// The hooks directory does not select one hook unambiguously.
+    HookMisconfigured,
+    /// The hook could not be started.
+    HookNotRunnable,
+    /// The hook exited non-zero or was killed.
+    HookFailed,
+    /// The hook ran past its timeout.
+    HookTimedOut,
+    // Pods after a live update.
+    /// `restartOnLiveUpdate` is not a valid label selector.
+    InvalidRestartSelector,
+    /// Pods could not be restarted after a live update.
+    LiveRestartFailed,
+    // OSTree.
+    /// An OSTree command failed.
+    OstreeCommandFailed,
+    /// The OSTree tool's status could not be read.
+    OstreeStatusUnreadable,
+    /// Staging left another deployment next in line than the target.
+    OstreeStagedWrongDeployment,
+    /// The progress does not name a usable OSTree target.
+    OstreeInvalidTarget,
+    // OS plugin.
+    /// The plugin could not be started.
+    PluginNotRunnable,
+    /// The plugin exited non-zero, was killed or timed out.
+    PluginCrashed,
+    /// The plugin's reply is not valid.
+    PluginProtocolError,
+    /// The plugin answered with `ok: false`.
+    PluginRefused,
+}
+
+impl FailureReason {
+    /// Every reason.
+    pub const ALL: [FailureReason; 42] = [
+        Self::InvalidSpec,
+        Self::InvalidStatus,
+        Self::ImageSourceNotAllowed,
+        Self::CatalogNotSigned,
+        Self::CatalogDigestMismatch,
+        Self::CatalogInvalid,
+        Self::ImageNotInCatalog,
+        Self::SignatureMissing,
+        Self::SignatureInvalid,
+        Self::UnknownSigningKey,
+        Self::NetworkError,
+        Self::HttpError,
+        Self::RedirectRefused,
+        Self::TlsError,
+        Self::ChecksumMismatch,
+        Self::ImageTooLarge,
+        Self::SizeMismatch,
+        Self::InvalidImage,
+        Self::WriteError,
+        Self::VerifyMismatch,
+        Self::SlotUnavailable,
+        Self::BootControlError,
+        Self::RebootFailed,
+        Self::VersionMismatch,
+        Self::BootFallback,
+        Self::BootedWrongDeployment,
+        Self::PreviouslyRolledBack,
+        Self::LiveUpdateIncomplete,
+        Self::HookMisconfigured,
+        Self::HookNotRunnable,
+        Self::HookFailed,
+        Self::HookTimedOut,
+        Self::InvalidRestartSelector,
+        Self::LiveRestartFailed,
+        Self::OstreeCommandFailed,
+        Self::OstreeStatusUnreadable,
+        Self::OstreeStagedWrongDeployment,
+        Self::OstreeInvalidTarget,
+        Self::PluginNotRunnable,
+        Self::PluginCrashed,
+        Self::PluginProtocolError,
+        Self::PluginRefused,
+    ];
+
+    /// CamelCase name for `status.failureReason` (and the Failed condition's reason).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidSpec => "InvalidSpec",
+            Self::InvalidStatus => "InvalidStatus",
+            Self::ImageSourceNotAllowed => "ImageSourceNotAllowed",
+            Self::CatalogNotSigned => "CatalogNotSigned",
+            Self::CatalogDigestMismatch => "CatalogDigestMismatch",
+            Self::CatalogInvalid => "CatalogInvalid",
+            Self::ImageNotInCatalog => "ImageNotInCatalog",
+            Self::SignatureMissing => "SignatureMissing",
+            Self::SignatureInvalid => "SignatureInvalid",
+            Self::UnknownSigningKey => "UnknownSigningKey",
+            Self::NetworkError => "NetworkError",
+            Self::HttpError => "HttpError",
+            Self::RedirectRefused => "RedirectRefused",
+            Self::TlsError => "TlsError",
+            Self::ChecksumMismatch => "ChecksumMismatch",
+            Self::ImageTooLarge => "ImageTooLarge",
+            Self::SizeMismatch => "SizeMismatch",
+            Self::InvalidImage => "InvalidImage",
+            Self::WriteError => "WriteError",
+            Self::VerifyMismatch => "VerifyMismatch",
+            Self::SlotUnavailable => "SlotUnavailable",
+            Self::BootControlError => "BootControlError",
+            Self::RebootFailed => "RebootFailed",
+            Self::VersionMismatch => "VersionMismatch",
+            Self::BootFallback => "BootFallback",
+            Self::BootedWrongDeployment => "BootedWrongDeployment",
+            Self::PreviouslyRolledBack => "PreviouslyRolledBack",
+            Self::LiveUpdateIncomplete => "LiveUpdateIncomplete",
+            Self::HookMisconfigured => "HookMisconfigured",
+            Self::HookNotRunnable => "HookNotRunnable",
+            Self::HookFailed => "HookFailed",
+            Self::HookTimedOut => "HookTimedOut",
+            Self::InvalidRestartSelector => "InvalidRestartSelector",
+            Self::LiveRestartFailed => "LiveRestartFailed",
+            Self::OstreeCommandFailed => "OstreeCommandFailed",
+            Self::OstreeStatusUnreadable => "OstreeStatusUnreadable",
+            Self::OstreeStagedWrongDeployment => "OstreeStagedWrongDeployment",
+            Self::OstreeInvalidTarget => "OstreeInvalidTarget",
+            Self::PluginNotRunnable => "PluginNotRunnable",
+            Self::PluginCrashed => "PluginCrashed",
+            Self::PluginProtocolError => "PluginProtocolError",
+            Self::PluginRefused => "PluginRefused",
+        }
+    }
+
+    /// The reason named `s` (as written by [`FailureReason::as_str`]).
+    pub fn parse(s: &str) -> Option<FailureReason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compare with a `status.failureReason` string.
+impl PartialEq<str> for FailureReason {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+/// Compare with a `status.failureReason` string.
+impl PartialEq<&str> for FailureReason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -196,5 +467,76 @@ mod tests {
     fn terminal_phases() {
         assert!(ProgressPhase::RolledBack.is_terminal());
         assert!(!ProgressPhase::Staged.is_terminal());
+    }
+
+    #[test]
+    fn phases_are_written_by_name() {
+        for p in ProgressPhase::ALL {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+            assert_eq!(p.to_string(), p.as_str());
+            assert_eq!(p.as_str(), format!("{p:?}"));
+        }
+    }
+
+    /// The strings the agent has always written: users' alerts and scripts match them.
+    #[test]
+    fn failure_reasons_keep_their_wire_names() {
+        let wire = [
+            "InvalidSpec",
+            "InvalidStatus",
+            "ImageSourceNotAllowed",
+            "CatalogNotSigned",
+            "CatalogDigestMismatch",
+            "CatalogInvalid",
+            "ImageNotInCatalog",
+            "SignatureMissing",
+            "SignatureInvalid",
+            "UnknownSigningKey",
+            "NetworkError",
+            "HttpError",
+            "RedirectRefused",
+            "TlsError",
+            "ChecksumMismatch",
+            "ImageTooLarge",
+            "SizeMismatch",
+            "InvalidImage",
+            "WriteError",
+            "VerifyMismatch",
+            "SlotUnavailable",
+            "BootControlError",
+            "RebootFailed",
+            "VersionMismatch",
+            "BootFallback",
+            "BootedWrongDeployment",
+            "PreviouslyRolledBack",
+            "LiveUpdateIncomplete",
+            "HookMisconfigured",
+            "HookNotRunnable",
+            "HookFailed",
+            "HookTimedOut",
+            "InvalidRestartSelector",
+            "LiveRestartFailed",
+            "OstreeCommandFailed",
+            "OstreeStatusUnreadable",
+            "OstreeStagedWrongDeployment",
+            "OstreeInvalidTarget",
+            "PluginNotRunnable",
+            "PluginCrashed",
+            "PluginProtocolError",
+            "PluginRefused",
+        ];
+        assert_eq!(wire.len(), FailureReason::ALL.len());
+        for (r, name) in FailureReason::ALL.into_iter().zip(wire) {
+            assert_eq!(r.as_str(), name);
+            assert_eq!(serde_json::to_value(r).unwrap(), name);
+            assert_eq!(
+                serde_json::from_value::<FailureReason>(name.into()).unwrap(),
+                r
+            );
+            assert_eq!(FailureReason::parse(name), Some(r));
+            assert_eq!(r.to_string(), name);
+            assert!(r == name);
+        }
+        assert_eq!(FailureReason::parse("NoSuchReason"), None);
     }
 }

@@ -2,8 +2,8 @@
 //! executor drives OSTree and an OS plugin the same way: stage, apply (live or by
 //! reboot), confirm after the boot.
 //!
-//! The A/B image backend is not behind this trait: it is the slot-based path of
-//! [`crate::machine`] and [`crate::install`].
+//! The executor sees a deployment tool through [`super::deployment::DeploymentBackend`];
+//! the A/B image backend ([`super::ab`]) needs no tool.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use osroll_api::ImageRef;
 
-use super::ostree::{BootCheck, OstreeBackend, OstreeConfig, OstreeTarget, StageOutcome};
-use super::plugin::{Plugin, PluginRequest};
+use osroll_api::progress::FailureReason;
+
+use super::ostree::{
+    BootCheck, OstreeBackend, OstreeConfig, OstreeError, OstreeTarget, StageOutcome,
+};
+use super::plugin::{Plugin, PluginError, PluginRequest};
 use super::runner::{CommandRunner, ProcessRunner};
 use crate::mounts::decide::StaleRef;
 
@@ -61,14 +65,25 @@ pub struct Target {
     pub os_version_management: Option<serde_json::Value>,
 }
 
-/// A backend call that failed, ready for the progress status.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct BackendError {
-    /// Machine-readable cause.
-    pub reason: &'static str,
-    /// What failed, naming the command or plugin.
-    pub message: String,
+/// A backend call that failed; its message names the command or plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The OSTree backend.
+    #[error(transparent)]
+    Ostree(#[from] OstreeError),
+    /// The OS plugin.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+impl BackendError {
+    /// Machine-readable cause for `status.failureReason`.
+    pub fn reason(&self) -> FailureReason {
+        match self {
+            BackendError::Ostree(e) => e.reason(),
+            BackendError::Plugin(e) => e.reason(),
+        }
+    }
 }
 
 /// The outcome of staging.
@@ -135,27 +150,19 @@ pub trait DeployBackend: Send + Sync {
     fn confirm(&self, target: &Target) -> Result<Confirmed, BackendError>;
 }
 
-fn ostree_err(e: super::ostree::OstreeError) -> BackendError {
-    BackendError {
-        reason: e.reason(),
-        message: e.to_string(),
-    }
-}
-
 impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
     fn kind(&self) -> &'static str {
         "ostree"
     }
 
     fn running_version(&self) -> Result<Option<String>, BackendError> {
-        let st = self.status().map_err(ostree_err)?;
+        let st = self.status()?;
         Ok(st.booted().and_then(|b| b.version.clone()))
     }
 
     fn stage(&self, target: &Target) -> Result<Staging, BackendError> {
-        let t = OstreeTarget::from_progress(&target.image, target.os_version_management.as_ref())
-            .map_err(ostree_err)?;
-        Ok(match OstreeBackend::stage(self, &t).map_err(ostree_err)? {
+        let t = OstreeTarget::from_progress(&target.image, target.os_version_management.as_ref())?;
+        Ok(match OstreeBackend::stage(self, &t)? {
             StageOutcome::AlreadyBooted(d) => Staging::AlreadyCurrent {
                 message: format!("node already runs deployment {}", d.describe()),
             },
@@ -190,27 +197,17 @@ impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
     }
 
     fn confirm(&self, target: &Target) -> Result<Confirmed, BackendError> {
-        let t = OstreeTarget::from_progress(&target.image, target.os_version_management.as_ref())
-            .map_err(ostree_err)?;
-        Ok(
-            match OstreeBackend::confirm(self, &t).map_err(ostree_err)? {
-                BootCheck::OnTarget(d) => Confirmed::OnTarget {
-                    version: d
-                        .version
-                        .clone()
-                        .or_else(|| Some(target.image.version.clone())),
-                    message: format!("booted deployment {}", d.describe()),
-                },
-                BootCheck::RolledBack { message, .. } => Confirmed::Elsewhere { message },
+        let t = OstreeTarget::from_progress(&target.image, target.os_version_management.as_ref())?;
+        Ok(match OstreeBackend::confirm(self, &t)? {
+            BootCheck::OnTarget(d) => Confirmed::OnTarget {
+                version: d
+                    .version
+                    .clone()
+                    .or_else(|| Some(target.image.version.clone())),
+                message: format!("booted deployment {}", d.describe()),
             },
-        )
-    }
-}
-
-fn plugin_err(e: super::plugin::PluginError) -> BackendError {
-    BackendError {
-        reason: e.reason(),
-        message: e.to_string(),
+            BootCheck::RolledBack { message, .. } => Confirmed::Elsewhere { message },
+        })
     }
 }
 
@@ -240,7 +237,7 @@ impl<R: CommandRunner> DeployBackend for Plugin<R> {
 
     fn stage(&self, t: &Target) -> Result<Staging, BackendError> {
         use super::plugin::PluginAction;
-        let r = Plugin::stage(self, &request(PluginAction::Stage, t)).map_err(plugin_err)?;
+        let r = Plugin::stage(self, &request(PluginAction::Stage, t))?;
         if r.current_version.as_deref() == Some(t.image.version.as_str()) {
             return Ok(Staging::AlreadyCurrent {
                 message: with_message(
@@ -266,7 +263,7 @@ impl<R: CommandRunner> DeployBackend for Plugin<R> {
 
     fn apply(&self, t: &Target) -> Result<Applied, BackendError> {
         use super::plugin::PluginAction;
-        let r = Plugin::apply(self, &request(PluginAction::Apply, t)).map_err(plugin_err)?;
+        let r = Plugin::apply(self, &request(PluginAction::Apply, t))?;
         Ok(Applied {
             reboot_required: r.reboot_required,
             message: with_message(
@@ -280,7 +277,7 @@ impl<R: CommandRunner> DeployBackend for Plugin<R> {
 
     fn confirm(&self, t: &Target) -> Result<Confirmed, BackendError> {
         use super::plugin::PluginAction;
-        let r = Plugin::verify(self, &request(PluginAction::Verify, t)).map_err(plugin_err)?;
+        let r = Plugin::verify(self, &request(PluginAction::Verify, t))?;
         Ok(if r.current_version == t.image.version {
             Confirmed::OnTarget {
                 version: Some(r.current_version.clone()),

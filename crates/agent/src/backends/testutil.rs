@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Write an executable `<dir>/<name>` that appends its arguments to `<dir>/<name>.args`
 /// and then runs `body` (shell).
-pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+pub(crate) fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
     let record = dir.join(format!("{name}.args"));
     let text = format!(
@@ -20,7 +20,7 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 /// Every recorded invocation of `<dir>/<name>`, oldest first.
-pub fn recorded_args(dir: &Path, name: &str) -> Vec<Vec<String>> {
+pub(crate) fn recorded_args(dir: &Path, name: &str) -> Vec<Vec<String>> {
     let raw = fs::read(dir.join(format!("{name}.args"))).unwrap_or_default();
     let text = String::from_utf8(raw).unwrap();
     // Each call is `arg\0arg\0...\x1e`; the text ends with a separator.

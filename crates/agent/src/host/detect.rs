@@ -138,9 +138,19 @@ pub fn mounted_devices(mountinfo: &str) -> Vec<((u32, u32), String)> {
         .collect()
 }
 
+/// A block device that is mounted: a running system's disk, never a free slot.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("refusing to write {}: it is mounted at {mount_point}", device.display())]
+pub struct Mounted {
+    /// The device.
+    pub device: std::path::PathBuf,
+    /// Where it is mounted.
+    pub mount_point: String,
+}
+
 /// Refuse to write a block device that is mounted (per `mountinfo`): it is a running
 /// system's disk, never a free slot. Regular files are always allowed.
-pub fn ensure_not_mounted(target: &Path, mountinfo: &str) -> Result<(), String> {
+pub fn ensure_not_mounted(target: &Path, mountinfo: &str) -> Result<(), Mounted> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let Ok(meta) = std::fs::metadata(target) else {
         return Ok(());
@@ -156,10 +166,10 @@ pub fn ensure_not_mounted(target: &Path, mountinfo: &str) -> Result<(), String> 
         .into_iter()
         .find(|(d, _)| *d == dev)
     {
-        Some((_, at)) => Err(format!(
-            "refusing to write {}: it is mounted at {at}",
-            target.display()
-        )),
+        Some((_, at)) => Err(Mounted {
+            device: target.to_path_buf(),
+            mount_point: at,
+        }),
         None => Ok(()),
     }
 }
@@ -262,7 +272,7 @@ mod tests {
             });
         match node {
             Some(node) => {
-                let e = ensure_not_mounted(&node, &own).unwrap_err();
+                let e = ensure_not_mounted(&node, &own).unwrap_err().to_string();
                 assert!(
                     e.contains("refusing") && e.contains(&node.display().to_string()),
                     "{e}"

@@ -36,19 +36,71 @@ pub enum RebootKind {
 
 /// A host operation that failed, with what was attempted.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HostError(pub String);
-
-impl HostError {
-    /// `"<context>: <error>"`.
-    pub fn with(context: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
-        HostError(format!("{context}: {err}"))
-    }
+pub enum HostError {
+    /// An operation failed; `context` says which (the file, device or command).
+    #[error("{context}: {source}")]
+    Failed {
+        /// What was attempted.
+        context: String,
+        /// Why it failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The bootloader environment could not be read or written.
+    #[error(transparent)]
+    Boot(#[from] crate::boot::BootError),
+    /// No device is configured for a slot.
+    #[error("no partition configured for slot {slot} (--slot-{})", slot.as_str().to_lowercase())]
+    NoSlotDevice {
+        /// The slot.
+        slot: Slot,
+    },
+    /// The mount table has no root filesystem.
+    #[error("no mount on / in {}", mountinfo.display())]
+    NoRootMount {
+        /// The mount table read.
+        mountinfo: PathBuf,
+    },
+    /// Neither the kernel command line nor the root device names a slot.
+    #[error(
+        "cannot tell the booted slot: the kernel command line ({cmdline}) has no osroll.slot= and its root= names neither {slot_a} nor {slot_b}, and / is on device {}:{} which is neither",
+        root.0,
+        root.1
+    )]
+    BootedSlotUnknown {
+        /// The kernel command line.
+        cmdline: String,
+        /// Slot A's device.
+        slot_a: String,
+        /// Slot B's device.
+        slot_b: String,
+        /// Major and minor number of the device mounted on `/`.
+        root: (u32, u32),
+    },
+    /// The reboot command is empty.
+    #[error("empty reboot command")]
+    EmptyRebootCommand,
+    /// The reboot command ran and failed.
+    #[error("{command} exited with {status}: {stderr}")]
+    RebootRefused {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+        /// The end of what it printed on stderr.
+        stderr: String,
+    },
 }
 
-impl From<crate::boot::BootError> for HostError {
-    fn from(e: crate::boot::BootError) -> Self {
-        HostError(e.to_string())
+impl HostError {
+    /// `context` failed because of `err`.
+    pub fn with(
+        context: impl std::fmt::Display,
+        err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        HostError::Failed {
+            context: context.to_string(),
+            source: err.into(),
+        }
     }
 }
 

@@ -76,12 +76,7 @@ impl RealHost {
             Slot::A => self.cfg.slot_a.as_ref(),
             Slot::B => self.cfg.slot_b.as_ref(),
         }
-        .ok_or_else(|| {
-            HostError(format!(
-                "no partition configured for slot {slot} (--slot-{})",
-                slot.to_string().to_lowercase()
-            ))
-        })
+        .ok_or(HostError::NoSlotDevice { slot })
     }
 
     fn read(&self, path: &std::path::Path) -> Result<String, HostError> {
@@ -100,13 +95,14 @@ impl RealHost {
             return Ok(s);
         }
         let mountinfo = self.read(&self.cfg.mountinfo)?;
-        let root = root_device_from_mountinfo(&mountinfo).ok_or_else(|| {
-            HostError(format!("no mount on / in {}", self.cfg.mountinfo.display()))
-        })?;
+        let root =
+            root_device_from_mountinfo(&mountinfo).ok_or_else(|| HostError::NoRootMount {
+                mountinfo: self.cfg.mountinfo.clone(),
+            })?;
         for slot in Slot::ALL {
             if let Ok(meta) = self
                 .slot_path(slot)
-                .and_then(|p| std::fs::metadata(&p).map_err(|e| HostError(e.to_string())))
+                .and_then(|p| std::fs::metadata(&p).map_err(|e| HostError::with("stat", e)))
             {
                 let rdev = meta.rdev();
                 if (rustix::fs::major(rdev), rustix::fs::minor(rdev)) == root {
@@ -114,14 +110,12 @@ impl RealHost {
                 }
             }
         }
-        Err(HostError(format!(
-            "cannot tell the booted slot: the kernel command line ({}) has no osroll.slot= and its root= names neither {} nor {}, and / is on device {}:{} which is neither",
-            cmdline.trim(),
-            devices[0].1,
-            devices[1].1,
-            root.0,
-            root.1
-        )))
+        Err(HostError::BootedSlotUnknown {
+            cmdline: cmdline.trim().to_string(),
+            slot_a: devices[0].1.to_string(),
+            slot_b: devices[1].1.to_string(),
+            root,
+        })
     }
 }
 
@@ -158,20 +152,17 @@ impl Host for RealHost {
     fn reboot(&self) -> Result<RebootKind, HostError> {
         match &self.cfg.reboot {
             RebootMethod::Command(argv) => {
-                let (prog, args) = argv
-                    .split_first()
-                    .ok_or_else(|| HostError("empty reboot command".into()))?;
+                let (prog, args) = argv.split_first().ok_or(HostError::EmptyRebootCommand)?;
                 let out = Command::new(prog)
                     .args(args)
                     .output()
                     .map_err(|e| HostError::with(format!("running {}", argv.join(" ")), e))?;
                 if !out.status.success() {
-                    return Err(HostError(format!(
-                        "{} exited with {}: {}",
-                        argv.join(" "),
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )));
+                    return Err(HostError::RebootRefused {
+                        command: argv.join(" "),
+                        status: out.status,
+                        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    });
                 }
                 Ok(RebootKind::Requested)
             }

@@ -1,5 +1,5 @@
 //! The installer's size guard on its own: which limit applies to the decoded image
-//! ([`limit_for`], used by the installer), and [`decode_bounded`], which runs the real
+//! (`limit_for`, used by the installer), and [`decode_bounded`], which runs the real
 //! decode stage synchronously over a byte string with that limit and reports exactly
 //! what would have reached the slot writer.
 //!
@@ -97,6 +97,15 @@ pub fn decode_bounded(
         }
     };
     let limit_bytes = limit.as_ref().map(|l| l.bytes);
+    let rx = delivered(data, chunk);
+    let (prx, buffers) = buffer_pool(limit_bytes, block);
+    let (wtx, wrx) = std::sync::mpsc::sync_channel(buffers + 1);
+    decode::run(rx, wtx, prx, limit, window_log_max);
+    collect(wrx, limit_bytes)
+}
+
+/// `data` in pieces of `chunk` bytes, then the end, all queued already.
+fn delivered(data: &[u8], chunk: usize) -> tokio::sync::mpsc::Receiver<Input> {
     let chunks: Vec<&[u8]> = data.chunks(chunk.max(1)).collect();
     let (tx, rx) = tokio::sync::mpsc::channel(chunks.len() + 1);
     for c in chunks {
@@ -105,19 +114,25 @@ pub fn decode_bounded(
     }
     tx.try_send(Input::End)
         .unwrap_or_else(|_| unreachable!("the channel holds every chunk"));
-    drop(tx);
-    // Within the limit the stage fills at most limit/block buffers, plus the one it
-    // overflows: that many buffers, and a writer queue as deep, so it never blocks.
+    rx
+}
+
+/// Enough `block`-byte buffers that the stage never waits for a writer: within the
+/// limit it fills at most limit/block buffers, plus the one it overflows. The pool and
+/// how many it holds (the writer queue must be as deep).
+fn buffer_pool(limit: Option<u64>, block: usize) -> (std::sync::mpsc::Receiver<AlignedBuf>, usize) {
     let buf = AlignedBuf::new(block);
-    let buffers = limit_bytes.map_or(1, |l| l.div_ceil(buf.capacity() as u64) as usize + 2);
-    let (wtx, wrx) = std::sync::mpsc::sync_channel(buffers + 1);
+    let buffers = limit.map_or(1, |l| l.div_ceil(buf.capacity() as u64) as usize + 2);
     let (ptx, prx) = std::sync::mpsc::channel();
     ptx.send(buf).expect("receiver alive");
     for _ in 1..buffers {
         ptx.send(AlignedBuf::new(block)).expect("receiver alive");
     }
-    drop(ptx);
-    decode::run(rx, wtx, prx, limit, window_log_max);
+    (prx, buffers)
+}
+
+/// What reached the writer, and how the stage ended.
+fn collect(wrx: std::sync::mpsc::Receiver<ToWriter>, limit_bytes: Option<u64>) -> GuardReport {
     let mut written = Vec::new();
     let mut end = None;
     for m in wrx.try_iter() {

@@ -14,7 +14,7 @@ pub fn client(opts: &InstallOptions) -> Result<reqwest::Client, InstallError> {
         .redirect(redirect_policy())
         .tls_built_in_root_certs(opts.builtin_roots);
     if let Some(pem) = &opts.extra_ca_pem {
-        for cert in parse_ca_bundle(pem).map_err(InstallError::InvalidSpec)? {
+        for cert in parse_ca_bundle(pem)? {
             b = b.add_root_certificate(cert);
         }
     } else if !opts.builtin_roots {
@@ -26,12 +26,22 @@ pub fn client(opts: &InstallOptions) -> Result<reqwest::Client, InstallError> {
         .map_err(|e| InstallError::InvalidSpec(format!("HTTP client: {}", error_chain(&e))))
 }
 
+/// A CA bundle that gives no certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum CaBundleError {
+    /// It does not parse as PEM.
+    #[error("CA bundle: {}", error_chain(.0))]
+    Unreadable(#[source] reqwest::Error),
+    /// It parses but holds no certificate.
+    #[error("CA bundle holds no PEM certificate")]
+    Empty,
+}
+
 /// The certificates of a PEM bundle; an empty or unreadable bundle is an error.
-pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
-    let certs = reqwest::Certificate::from_pem_bundle(pem)
-        .map_err(|e| format!("CA bundle: {}", error_chain(&e)))?;
+pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, CaBundleError> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(CaBundleError::Unreadable)?;
     if certs.is_empty() {
-        return Err("CA bundle holds no PEM certificate".into());
+        return Err(CaBundleError::Empty);
     }
     Ok(certs)
 }
@@ -74,14 +84,32 @@ pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A checksum that is not `sha256:<64 hex>`.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ChecksumError {
+    /// Another algorithm, or none.
+    #[error("checksum {0:?} must start with \"sha256:\"")]
+    NotSha256(String),
+    /// The digest is not 64 hex digits.
+    #[error("checksum {checksum:?} must be \"sha256:\" followed by 64 hex digits")]
+    NotHex {
+        /// The checksum.
+        checksum: String,
+        /// What is wrong with the digest.
+        source: hex::FromHexError,
+    },
+}
+
 /// Parse `sha256:<64 hex>` (hex in either case) into the digest bytes.
-pub fn parse_checksum(s: &str) -> Result<[u8; 32], String> {
+pub fn parse_checksum(s: &str) -> Result<[u8; 32], ChecksumError> {
     let hex_part = s
         .strip_prefix("sha256:")
-        .ok_or_else(|| format!("checksum {s:?} must start with \"sha256:\""))?;
+        .ok_or_else(|| ChecksumError::NotSha256(s.to_string()))?;
     let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_part, &mut out)
-        .map_err(|_| format!("checksum {s:?} must be \"sha256:\" followed by 64 hex digits"))?;
+    hex::decode_to_slice(hex_part, &mut out).map_err(|source| ChecksumError::NotHex {
+        checksum: s.to_string(),
+        source,
+    })?;
     Ok(out)
 }
 
@@ -147,7 +175,7 @@ mod tests {
             &hex64,
         ] {
             let e = parse_checksum(bad).unwrap_err();
-            assert!(e.contains(bad), "{e}");
+            assert!(e.to_string().contains(bad), "{e}");
         }
     }
 

@@ -42,7 +42,7 @@ impl ImageSpec {
                 "url {url:?}: only http and https are supported"
             )));
         }
-        let sha256 = http::parse_checksum(checksum).map_err(InstallError::InvalidSpec)?;
+        let sha256 = http::parse_checksum(checksum)?;
         Ok(ImageSpec {
             url: url.to_string(),
             sha256,
@@ -434,6 +434,27 @@ impl Installer {
 
     /// One GET (a Range GET after the first bytes), streamed until it ends.
     async fn request(&mut self) -> Result<(), Fetch> {
+        let resp = self.send().await?;
+        let Some(mut skip) = self.accept(&resp)? else {
+            return Ok(());
+        };
+        let mut resp = resp;
+        while let Some(chunk) = self.next_chunk(&mut resp).await? {
+            let mut data = &chunk[..];
+            if skip > 0 {
+                let n = skip.min(data.len() as u64) as usize;
+                data = &data[n..];
+                skip -= n as u64;
+            }
+            if !data.is_empty() {
+                self.forward(data).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send the GET for what is still missing; a failure no retry can fix is fatal.
+    async fn send(&mut self) -> Result<reqwest::Response, Fetch> {
         let url = self.image.url.clone();
         let stall = self.opts.stall_timeout;
         let mut req = self.client.get(&url).header(ACCEPT_ENCODING, "identity");
@@ -442,58 +463,45 @@ impl Installer {
             self.resumed_at.push(self.offset);
         }
         self.requests += 1;
-        let resp = match tokio::time::timeout(stall, req.send()).await {
-            Err(_) => return Err(Fetch::Retryable(format!("no response within {stall:?}"))),
+        let fatal = |e: reqwest::Error, what: fn(String, String) -> InstallError| {
+            Err(Fetch::Fatal(what(url.clone(), error_chain(&e))))
+        };
+        match tokio::time::timeout(stall, req.send()).await {
+            Err(_) => Err(Fetch::Retryable(format!("no response within {stall:?}"))),
             Ok(Err(e)) if e.is_builder() => {
-                return Err(Fetch::Fatal(InstallError::Http {
-                    url,
-                    detail: error_chain(&e),
-                }));
+                fatal(e, |url, detail| InstallError::Http { url, detail })
             }
             Ok(Err(e)) if e.is_redirect() => {
-                return Err(Fetch::Fatal(InstallError::Redirect {
-                    url,
-                    detail: error_chain(&e),
-                }));
+                fatal(e, |url, detail| InstallError::Redirect { url, detail })
             }
             Ok(Err(e)) if http::is_tls_error(&e) => {
-                return Err(Fetch::Fatal(InstallError::Tls {
-                    url,
-                    detail: error_chain(&e),
-                }));
+                fatal(e, |url, detail| InstallError::Tls { url, detail })
             }
-            Ok(Err(e)) => return Err(Fetch::Retryable(error_chain(&e))),
-            Ok(Ok(r)) => r,
-        };
+            Ok(Err(e)) => Err(Fetch::Retryable(error_chain(&e))),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    fn http_error(&self, detail: String) -> Fetch {
+        Fetch::Fatal(InstallError::Http {
+            url: self.image.url.clone(),
+            detail,
+        })
+    }
+
+    /// Check the answer continues the download: how many leading bytes of its body to
+    /// skip (a server ignoring Range resends from the start), or `None` when there is
+    /// nothing left to fetch. Records the announced size.
+    fn accept(&mut self, resp: &reqwest::Response) -> Result<Option<u64>, Fetch> {
         let status = resp.status();
-        let fatal = |detail: String| {
-            Fetch::Fatal(InstallError::Http {
-                url: url.clone(),
-                detail,
-            })
-        };
-        let (mut skip, total) = match status {
+        let (skip, total) = match status {
             StatusCode::OK => (self.offset, resp.content_length()),
-            StatusCode::PARTIAL_CONTENT => {
-                let cr = resp
-                    .headers()
-                    .get(CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                let range = parse_content_range(cr).ok_or_else(|| {
-                    fatal(format!("206 answer with invalid Content-Range {cr:?}"))
-                })?;
-                if range.start != self.offset {
-                    return Err(fatal(format!(
-                        "asked for bytes={}-, got Content-Range {cr:?}",
-                        self.offset
-                    )));
-                }
-                (0, range.total)
+            StatusCode::PARTIAL_CONTENT => (0, self.content_range(resp)?),
+            StatusCode::RANGE_NOT_SATISFIABLE if self.total == Some(self.offset) => {
+                return Ok(None);
             }
-            StatusCode::RANGE_NOT_SATISFIABLE if self.total == Some(self.offset) => return Ok(()),
             StatusCode::RANGE_NOT_SATISFIABLE => {
-                return Err(fatal(format!(
+                return Err(self.http_error(format!(
                     "416 Range Not Satisfiable for bytes={}- although the server announced {} bytes",
                     self.offset,
                     self.total
@@ -503,74 +511,89 @@ impl Installer {
             s if status_is_retryable(s) => {
                 return Err(Fetch::Retryable(format!("server answered {s}")));
             }
-            s => return Err(fatal(format!("server answered {s}"))),
+            s => return Err(self.http_error(format!("server answered {s}"))),
         };
         if let (Some(old), Some(new)) = (self.total, total)
             && old != new
         {
-            return Err(fatal(format!(
+            return Err(self.http_error(format!(
                 "the image changed size between requests ({old} then {new} bytes)"
             )));
         }
-        if total.is_some() {
-            self.total = total;
-            self.progress
-                .total
-                .store(total.unwrap_or(0), Ordering::Relaxed);
+        if let Some(t) = total {
+            self.total = Some(t);
+            self.progress.total.store(t, Ordering::Relaxed);
         }
-        let mut resp = resp;
-        loop {
-            let chunk = match tokio::time::timeout(stall, resp.chunk()).await {
-                Err(_) => {
-                    return Err(Fetch::Retryable(format!(
-                        "stalled: no data for {stall:?} at byte {}",
-                        self.offset
-                    )));
-                }
-                Ok(Err(e)) => {
-                    let at = match self.total {
-                        Some(t) => format!("byte {} of {t} announced", self.offset),
-                        None => format!("byte {}", self.offset),
-                    };
-                    return Err(Fetch::Retryable(format!(
-                        "connection lost at {at}: {}",
-                        error_chain(&e)
-                    )));
-                }
-                Ok(Ok(None)) => {
-                    return match self.total {
-                        Some(t) if self.offset < t => Err(Fetch::Retryable(format!(
-                            "connection closed at byte {} of {t}",
-                            self.offset
-                        ))),
-                        _ => Ok(()),
-                    };
-                }
-                Ok(Ok(Some(c))) => c,
-            };
-            let mut data = &chunk[..];
-            if skip > 0 {
-                let n = skip.min(data.len() as u64) as usize;
-                data = &data[n..];
-                skip -= n as u64;
+        Ok(Some(skip))
+    }
+
+    /// The total size a 206 answer announces, once its range starts where we are.
+    fn content_range(&self, resp: &reqwest::Response) -> Result<Option<u64>, Fetch> {
+        let cr = resp
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let range = parse_content_range(cr).ok_or_else(|| {
+            self.http_error(format!("206 answer with invalid Content-Range {cr:?}"))
+        })?;
+        if range.start != self.offset {
+            return Err(self.http_error(format!(
+                "asked for bytes={}-, got Content-Range {cr:?}",
+                self.offset
+            )));
+        }
+        Ok(range.total)
+    }
+
+    /// The next piece of the body; `None` at its end (retryable if it ended short).
+    async fn next_chunk(
+        &self,
+        resp: &mut reqwest::Response,
+    ) -> Result<Option<bytes::Bytes>, Fetch> {
+        let stall = self.opts.stall_timeout;
+        match tokio::time::timeout(stall, resp.chunk()).await {
+            Err(_) => Err(Fetch::Retryable(format!(
+                "stalled: no data for {stall:?} at byte {}",
+                self.offset
+            ))),
+            Ok(Err(e)) => {
+                let at = match self.total {
+                    Some(t) => format!("byte {} of {t} announced", self.offset),
+                    None => format!("byte {}", self.offset),
+                };
+                Err(Fetch::Retryable(format!(
+                    "connection lost at {at}: {}",
+                    error_chain(&e)
+                )))
             }
-            if data.is_empty() {
-                continue;
-            }
-            self.sha.update(data);
-            self.offset += data.len() as u64;
-            self.progress
-                .downloaded
-                .store(self.offset, Ordering::Relaxed);
-            let pipe = self.pipe.as_mut().expect("pipeline started");
-            pipe.pending.extend_from_slice(data);
-            if pipe.pending.len() >= BATCH {
-                let batch = pipe.pending.split().freeze();
-                if pipe.tx.send(Input::Data(batch)).await.is_err() {
-                    return Err(Fetch::PipelineGone);
-                }
+            Ok(Ok(None)) => match self.total {
+                Some(t) if self.offset < t => Err(Fetch::Retryable(format!(
+                    "connection closed at byte {} of {t}",
+                    self.offset
+                ))),
+                _ => Ok(None),
+            },
+            Ok(Ok(Some(c))) => Ok(Some(c)),
+        }
+    }
+
+    /// Hash `data`, count it, and pass it on to the decoder in batches.
+    async fn forward(&mut self, data: &[u8]) -> Result<(), Fetch> {
+        self.sha.update(data);
+        self.offset += data.len() as u64;
+        self.progress
+            .downloaded
+            .store(self.offset, Ordering::Relaxed);
+        let pipe = self.pipe.as_mut().expect("pipeline started");
+        pipe.pending.extend_from_slice(data);
+        if pipe.pending.len() >= BATCH {
+            let batch = pipe.pending.split().freeze();
+            if pipe.tx.send(Input::Data(batch)).await.is_err() {
+                return Err(Fetch::PipelineGone);
             }
         }
+        Ok(())
     }
 }
 
@@ -612,24 +635,16 @@ struct WriteConfig {
 /// The write stage: write blocks in order, return buffers to the pool, fsync, and read
 /// everything back (overlapped with writing when `O_DIRECT` is in use).
 fn write_stage(
-    mut slot: SlotFile,
+    slot: SlotFile,
     rx: std::sync::mpsc::Receiver<ToWriter>,
     pool: std::sync::mpsc::Sender<AlignedBuf>,
     progress: Arc<Progress>,
     result: oneshot::Sender<Result<WriteOutcome, InstallError>>,
     cfg: WriteConfig,
 ) {
-    let WriteConfig {
-        buffer_size,
-        verify_interval,
-        zero_ranges,
-    } = cfg;
-    let mut offset = 0u64;
-    let mut zeroed = 0u64;
-    let mut synced = 0u64;
     let mut follower = None;
-    if verify_interval > 0 && slot.is_direct() {
-        match spawn_follower(&slot, buffer_size, progress.clone()) {
+    if cfg.verify_interval > 0 && slot.is_direct() {
+        match spawn_follower(&slot, cfg.buffer_size, progress.clone()) {
             Ok(f) => follower = Some(f),
             Err(e) => {
                 let _ = result.send(Err(e));
@@ -637,32 +652,23 @@ fn write_stage(
             }
         }
     }
+    let mut w = Writer {
+        slot,
+        progress,
+        follower,
+        cfg,
+        offset: 0,
+        zeroed: 0,
+        synced: 0,
+    };
     let outcome = loop {
         match rx.recv() {
             Ok(ToWriter::Block(buf, len)) => {
-                let block = &buf.as_slice()[..len];
-                let written = if zero_ranges {
-                    slot.write_block_at(block, offset)
-                } else {
-                    slot.write_at(block, offset).map(|()| 0)
-                };
-                match written {
-                    Ok(z) => zeroed += z,
-                    Err(e) => break Err(e),
+                if let Err(e) = w.block(&buf.as_slice()[..len]) {
+                    break Err(e);
                 }
-                offset += len as u64;
-                progress.written.store(offset, Ordering::Relaxed);
                 // The decoder may have finished already; then nobody needs the buffer.
                 let _ = pool.send(buf);
-                if let Some(f) = &follower
-                    && offset - synced >= verify_interval
-                {
-                    if let Err(e) = slot.sync_data() {
-                        break Err(e);
-                    }
-                    synced = offset;
-                    let _ = f.tx.send(offset);
-                }
             }
             Ok(ToWriter::Abort(e)) => break Err(e),
             Ok(ToWriter::Finish { error: Some(e), .. }) => break Err(e),
@@ -672,14 +678,65 @@ fn write_stage(
                 error: None,
             }) => {
                 drop(pool);
-                break finish(&slot, len, hash, &progress, buffer_size, follower.take())
-                    .map(|o| WriteOutcome { zeroed, ..o });
+                break w.finish(len, hash);
             }
             // The installer was dropped mid-way.
             Err(_) => return,
         }
     };
     let _ = result.send(outcome);
+}
+
+/// Where the write stage is.
+struct Writer {
+    slot: SlotFile,
+    progress: Arc<Progress>,
+    follower: Option<Follower>,
+    cfg: WriteConfig,
+    /// Bytes written.
+    offset: u64,
+    /// Bytes zeroed by the slot instead of written.
+    zeroed: u64,
+    /// Bytes flushed and handed to the read-back.
+    synced: u64,
+}
+
+impl Writer {
+    /// Write the next block; flush and hand a region to the read-back when one is full.
+    fn block(&mut self, block: &[u8]) -> Result<(), InstallError> {
+        self.zeroed += if self.cfg.zero_ranges {
+            self.slot.write_block_at(block, self.offset)?
+        } else {
+            self.slot.write_at(block, self.offset)?;
+            0
+        };
+        self.offset += block.len() as u64;
+        self.progress.written.store(self.offset, Ordering::Relaxed);
+        if let Some(f) = &self.follower
+            && self.offset - self.synced >= self.cfg.verify_interval
+        {
+            self.slot.sync_data()?;
+            self.synced = self.offset;
+            let _ = f.tx.send(self.offset);
+        }
+        Ok(())
+    }
+
+    /// All `len` bytes (hashing to `hash`) are written: flush and read back.
+    fn finish(mut self, len: u64, hash: u128) -> Result<WriteOutcome, InstallError> {
+        let outcome = finish(
+            &self.slot,
+            len,
+            hash,
+            &self.progress,
+            self.cfg.buffer_size,
+            self.follower.take(),
+        )?;
+        Ok(WriteOutcome {
+            zeroed: self.zeroed,
+            ..outcome
+        })
+    }
 }
 
 fn finish(

@@ -56,9 +56,19 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A mountinfo line without the fields every line has.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("mountinfo line {line}: malformed: {text:?}")]
+pub struct MalformedMountinfo {
+    /// Its number, from 1.
+    pub line: usize,
+    /// The line.
+    pub text: String,
+}
+
 /// Parse a mountinfo file:
 /// `id parent major:minor root mount-point options [optional...] - fstype source super-options`.
-pub fn parse_mountinfo(text: &str) -> Result<Vec<MountEntry>, String> {
+pub fn parse_mountinfo(text: &str) -> Result<Vec<MountEntry>, MalformedMountinfo> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -69,7 +79,10 @@ pub fn parse_mountinfo(text: &str) -> Result<Vec<MountEntry>, String> {
             .iter()
             .position(|f| *f == "-")
             .filter(|&p| p >= 6 && fields.len() >= p + 3)
-            .ok_or_else(|| format!("mountinfo line {}: malformed: {line:?}", n + 1))?;
+            .ok_or_else(|| MalformedMountinfo {
+                line: n + 1,
+                text: line.to_string(),
+            })?;
         out.push(MountEntry {
             root: unescape(fields[3]),
             mount_point: unescape(fields[4]),
@@ -193,6 +206,7 @@ mod tests {
         assert!(
             parse_mountinfo("1 2 3 / /x rw\n")
                 .unwrap_err()
+                .to_string()
                 .contains("line 1")
         );
     }

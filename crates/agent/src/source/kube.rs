@@ -74,10 +74,10 @@ impl Drop for KubeSource {
 
 impl ProgressSource for KubeSource {
     async fn list(&self) -> Result<Vec<OSUpgradeProgress>, SourceError> {
-        tokio::time::timeout(Duration::from_secs(30), self.store.wait_until_ready())
+        let ready = Duration::from_secs(30);
+        tokio::time::timeout(ready, self.store.wait_until_ready())
             .await
-            .map_err(|_| SourceError("no initial list of OSUpgradeProgress within 30s".into()))?
-            .map_err(|e| SourceError(format!("watch stopped: {e}")))?;
+            .map_err(|_| SourceError::NotReady(ready))??;
         Ok(self.store.state().iter().map(|p| (**p).clone()).collect())
     }
 
@@ -91,7 +91,10 @@ impl ProgressSource for KubeSource {
             .patch_status(name, &PatchParams::default(), &patch)
             .await
             .map(drop)
-            .map_err(|e| SourceError(format!("patching status of OSUpgradeProgress {name}: {e}")))
+            .map_err(|source| SourceError::Api {
+                what: format!("patching status of OSUpgradeProgress {name}"),
+                source,
+            })
     }
 
     async fn label_node(&self, labels: &BTreeMap<String, String>) -> Result<(), SourceError> {
@@ -103,7 +106,10 @@ impl ProgressSource for KubeSource {
             )
             .await
             .map(drop)
-            .map_err(|e| SourceError(format!("labelling Node {}: {e}", self.node)))
+            .map_err(|source| SourceError::Api {
+                what: format!("labelling Node {}", self.node),
+                source,
+            })
     }
 
     async fn changed(&self, timeout: Duration) {

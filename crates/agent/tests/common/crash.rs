@@ -24,14 +24,14 @@ use osroll_api::{OSUpgradeProgress, OSUpgradeProgressStatus, ProgressPhase};
 
 /// Where to crash: before or after effect number `at` (1-based).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub at: usize,
     pub after: bool,
 }
 
 impl Plan {
     /// `"<n>:before"` or `"<n>:after"` (the form passed to the agent process).
-    pub fn parse(s: &str) -> Option<Plan> {
+    pub(crate) fn parse(s: &str) -> Option<Plan> {
         let (n, when) = s.split_once(':')?;
         Some(Plan {
             at: n.parse().ok()?,
@@ -43,7 +43,7 @@ impl Plan {
         })
     }
 
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         format!(
             "{}:{}",
             self.at,
@@ -53,13 +53,13 @@ impl Plan {
 }
 
 /// The effect counter shared by the wrappers of one agent process.
-pub struct Effects {
+pub(crate) struct Effects {
     dir: PathBuf,
     plan: Option<Plan>,
 }
 
 impl Effects {
-    pub fn new(dir: &Path, plan: Option<Plan>) -> Arc<Effects> {
+    pub(crate) fn new(dir: &Path, plan: Option<Plan>) -> Arc<Effects> {
         Arc::new(Effects {
             dir: dir.to_path_buf(),
             plan,
@@ -71,7 +71,7 @@ impl Effects {
     }
 
     /// The effects recorded so far in `dir`.
-    pub fn recorded(dir: &Path) -> Vec<String> {
+    pub(crate) fn recorded(dir: &Path) -> Vec<String> {
         std::fs::read_to_string(dir.join("effects.log"))
             .unwrap_or_default()
             .lines()
@@ -80,7 +80,7 @@ impl Effects {
     }
 
     /// Whether the planned crash happened in `dir`.
-    pub fn crashed(dir: &Path) -> Option<String> {
+    pub(crate) fn crashed(dir: &Path) -> Option<String> {
         std::fs::read_to_string(dir.join("crashed")).ok()
     }
 
@@ -96,7 +96,7 @@ impl Effects {
     }
 
     /// Run effect `what`, crashing around it if planned.
-    pub fn run<R>(&self, what: &str, f: impl FnOnce() -> R) -> R {
+    pub(crate) fn run<R>(&self, what: &str, f: impl FnOnce() -> R) -> R {
         if !self.counting() {
             return f();
         }
@@ -129,14 +129,14 @@ impl Effects {
 }
 
 /// The simulated host, with its boot control and reboot counted.
-pub struct CrashHost {
+pub(crate) struct CrashHost {
     host: SimHost,
     boot: CrashBoot,
     fx: Arc<Effects>,
 }
 
 impl CrashHost {
-    pub fn new(host: SimHost, fx: Arc<Effects>) -> CrashHost {
+    pub(crate) fn new(host: SimHost, fx: Arc<Effects>) -> CrashHost {
         let boot = CrashBoot {
             host: host.clone(),
             fx: fx.clone(),
@@ -160,7 +160,7 @@ impl Host for CrashHost {
     }
 }
 
-pub struct CrashBoot {
+pub(crate) struct CrashBoot {
     host: SimHost,
     fx: Arc<Effects>,
 }
@@ -185,13 +185,13 @@ impl BootControl for CrashBoot {
 }
 
 /// The file progress source, with status publishes and node labels counted.
-pub struct CrashSource {
+pub(crate) struct CrashSource {
     inner: FileSource,
     fx: Arc<Effects>,
 }
 
 impl CrashSource {
-    pub fn new(inner: FileSource, fx: Arc<Effects>) -> CrashSource {
+    pub(crate) fn new(inner: FileSource, fx: Arc<Effects>) -> CrashSource {
         CrashSource { inner, fx }
     }
 }

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-pub mod server;
+pub(crate) mod server;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,12 +19,12 @@ use osroll_api::{
 use sha2::{Digest, Sha256};
 
 /// `sha256:<hex>` of `bytes`.
-pub fn checksum(bytes: &[u8]) -> String {
+pub(crate) fn checksum(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// zstd of `bytes` (level 3, with the frame checksum as the CLI writes it).
-pub fn zstd(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn zstd(bytes: &[u8]) -> Vec<u8> {
     let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
     enc.include_checksum(true).unwrap();
     std::io::Write::write_all(&mut enc, bytes).unwrap();
@@ -32,7 +32,11 @@ pub fn zstd(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Poll `f` until it returns Some, or panic with `what` after `timeout`.
-pub async fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -47,32 +51,32 @@ pub async fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() ->
 }
 
 /// A simulated node, its progress directory and its state directory.
-pub struct Node {
+pub(crate) struct Node {
     pub dir: tempfile::TempDir,
     pub host: SimHost,
 }
 
-pub const NODE: &str = "node-1";
-pub const PROGRESS: &str = "osupgrade-test";
+pub(crate) const NODE: &str = "node-1";
+pub(crate) const PROGRESS: &str = "osupgrade-test";
 
 impl Node {
-    pub fn new(slot_size: u64, version: &str) -> Node {
+    pub(crate) fn new(slot_size: u64, version: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let host = SimHost::create(&dir.path().join("host"), slot_size, version).unwrap();
         std::fs::create_dir_all(dir.path().join("progress")).unwrap();
         Node { dir, host }
     }
 
-    pub fn progress_dir(&self) -> PathBuf {
+    pub(crate) fn progress_dir(&self) -> PathBuf {
         self.dir.path().join("progress")
     }
 
-    pub fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
 
     /// Agent settings sized for tests: short timeouts and backoffs.
-    pub fn config(&self) -> AgentConfig {
+    pub(crate) fn config(&self) -> AgentConfig {
         let mut cfg = AgentConfig::new(NODE, self.state_dir());
         cfg.install = InstallOptions {
             stall_timeout: Duration::from_millis(300),
@@ -93,34 +97,34 @@ impl Node {
     }
 
     /// Write (or replace) the progress object.
-    pub fn put(&self, spec: OSUpgradeProgressSpec) {
+    pub(crate) fn put(&self, spec: OSUpgradeProgressSpec) {
         let p = OSUpgradeProgress::new(PROGRESS, spec);
         FileSource::write_progress(&self.progress_dir(), &p).unwrap();
     }
 
     /// Edit the progress spec.
-    pub fn edit(&self, f: impl FnOnce(&mut OSUpgradeProgressSpec)) {
+    pub(crate) fn edit(&self, f: impl FnOnce(&mut OSUpgradeProgressSpec)) {
         let bytes = std::fs::read(self.progress_dir().join(format!("{PROGRESS}.json"))).unwrap();
         let mut p: OSUpgradeProgress = serde_json::from_slice(&bytes).unwrap();
         f(&mut p.spec);
         FileSource::write_progress(&self.progress_dir(), &p).unwrap();
     }
 
-    pub fn status(&self) -> Option<OSUpgradeProgressStatus> {
+    pub(crate) fn status(&self) -> Option<OSUpgradeProgressStatus> {
         FileSource::read_status(&self.progress_dir(), PROGRESS)
     }
 
-    pub fn phase(&self) -> Option<ProgressPhase> {
+    pub(crate) fn phase(&self) -> Option<ProgressPhase> {
         self.status().and_then(|s| s.phase)
     }
 
     /// Start an in-process agent.
-    pub fn spawn_agent(&self) -> tokio::task::JoinHandle<anyhow::Result<AgentExit>> {
+    pub(crate) fn spawn_agent(&self) -> tokio::task::JoinHandle<anyhow::Result<AgentExit>> {
         self.spawn_agent_with(self.config())
     }
 
     /// Start an in-process agent with `cfg`.
-    pub fn spawn_agent_with(
+    pub(crate) fn spawn_agent_with(
         &self,
         cfg: AgentConfig,
     ) -> tokio::task::JoinHandle<anyhow::Result<AgentExit>> {
@@ -130,7 +134,7 @@ impl Node {
     }
 
     /// Wait until the status reaches one of `phases`.
-    pub async fn wait_phase(
+    pub(crate) async fn wait_phase(
         &self,
         phases: &[ProgressPhase],
         timeout: Duration,
@@ -142,17 +146,22 @@ impl Node {
         .await
     }
 
-    pub fn slot_bytes(&self, slot: Slot) -> Vec<u8> {
+    pub(crate) fn slot_bytes(&self, slot: Slot) -> Vec<u8> {
         std::fs::read(self.host.slot_file(slot)).unwrap()
     }
 
-    pub fn slot_hash(&self, slot: Slot) -> String {
+    pub(crate) fn slot_hash(&self, slot: Slot) -> String {
         checksum(&self.slot_bytes(slot))
     }
 }
 
 /// A progress spec for `url`.
-pub fn spec(version: &str, url: &str, checksum: &str, size: Option<u64>) -> OSUpgradeProgressSpec {
+pub(crate) fn spec(
+    version: &str,
+    url: &str,
+    checksum: &str,
+    size: Option<u64>,
+) -> OSUpgradeProgressSpec {
     OSUpgradeProgressSpec {
         node_name: NODE.into(),
         image: Some(ImageRef {
@@ -168,7 +177,7 @@ pub fn spec(version: &str, url: &str, checksum: &str, size: Option<u64>) -> OSUp
 }
 
 /// First `n` bytes of a file.
-pub fn head(path: &Path, n: usize) -> Vec<u8> {
+pub(crate) fn head(path: &Path, n: usize) -> Vec<u8> {
     let mut b = std::fs::read(path).unwrap();
     b.truncate(n);
     b

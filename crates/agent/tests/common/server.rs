@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// What to do to one response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Send this many body bytes, then close cleanly (Content-Length promised more).
     Truncate(usize),
     /// Send this many body bytes, then reset the connection (RST).
@@ -27,7 +27,7 @@ pub enum Fault {
 
 /// Everything the server does, changeable while it runs.
 #[derive(Default)]
-pub struct Script {
+pub(crate) struct Script {
     /// The body served.
     pub body: Arc<Vec<u8>>,
     /// Faults for the next responses, in order; none left: serve normally.
@@ -43,7 +43,7 @@ pub struct Script {
 }
 
 /// A running server.
-pub struct ImageServer {
+pub(crate) struct ImageServer {
     pub addr: SocketAddr,
     pub script: Arc<Mutex<Script>>,
     task: tokio::task::JoinHandle<()>,
@@ -57,7 +57,7 @@ impl Drop for ImageServer {
 
 impl ImageServer {
     /// Serve `body` at any path.
-    pub async fn start(body: Vec<u8>) -> ImageServer {
+    pub(crate) async fn start(body: Vec<u8>) -> ImageServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let script = Arc::new(Mutex::new(Script {
@@ -77,17 +77,17 @@ impl ImageServer {
     }
 
     /// URL of the image.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/image", self.addr)
     }
 
     /// Edit the script.
-    pub fn with<R>(&self, f: impl FnOnce(&mut Script) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Script) -> R) -> R {
         f(&mut self.script.lock().unwrap())
     }
 
     /// `Range` headers seen so far.
-    pub fn requests(&self) -> Vec<Option<String>> {
+    pub(crate) fn requests(&self) -> Vec<Option<String>> {
         self.with(|s| s.requests.clone())
     }
 }

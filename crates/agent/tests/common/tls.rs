@@ -17,14 +17,14 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 /// One answer: status, extra headers, body.
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Answer {
-    pub fn ok(body: Vec<u8>) -> Answer {
+    pub(crate) fn ok(body: Vec<u8>) -> Answer {
         Answer {
             status: 200,
             headers: vec![],
@@ -32,7 +32,7 @@ impl Answer {
         }
     }
 
-    pub fn redirect(location: &str) -> Answer {
+    pub(crate) fn redirect(location: &str) -> Answer {
         Answer {
             status: 302,
             headers: vec![("Location".into(), location.into())],
@@ -42,7 +42,7 @@ impl Answer {
 }
 
 /// A running HTTPS server.
-pub struct HttpsServer {
+pub(crate) struct HttpsServer {
     pub addr: SocketAddr,
     /// PEM of the CA that signed the server's certificate.
     pub ca_pem: String,
@@ -84,7 +84,9 @@ fn acceptor() -> (TlsAcceptor, String) {
 
 impl HttpsServer {
     /// Serve `answer(path)` for every GET.
-    pub async fn start(answer: impl Fn(&str) -> Answer + Send + Sync + 'static) -> HttpsServer {
+    pub(crate) async fn start(
+        answer: impl Fn(&str) -> Answer + Send + Sync + 'static,
+    ) -> HttpsServer {
         let (acceptor, ca_pem) = acceptor();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -128,7 +130,7 @@ impl HttpsServer {
     }
 
     /// `https://127.0.0.1:<port><path>`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.addr)
     }
 }

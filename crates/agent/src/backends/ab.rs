@@ -1,0 +1,258 @@
+//! The A/B image backend: stream the image into the slot the node did not boot from
+//! ([`crate::install`]), arm a one-shot boot of that slot, and commit it as the default
+//! once it came up running the target ([`crate::boot`] through the [`Host`]).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use osroll_api::policy::{Rewrite, check_image_url, rewrite};
+use osroll_api::progress::FailureReason;
+use osroll_api::{OSUpgradeProgressStatus, ProgressPhase};
+
+use super::{
+    Applied, Attempt, Backend, Begin, Confirmed, Ready, StageProgress, StageSnapshot, Staged,
+    Staging,
+};
+use crate::failure::{Failure, StepError};
+use crate::host::{Host, HostError, HostFacts};
+use crate::install::{Create, ImageSpec, InstallOptions, InstallPhase, Installer, Progress};
+use crate::machine::select::Deleted;
+use crate::machine::{Input, Step, ab, missing_image};
+use crate::slot::Slot;
+use crate::state::Tracked;
+
+/// Writes A/B slots of a [`Host`].
+pub struct SlotBackend {
+    host: Arc<dyn Host>,
+    install: InstallOptions,
+    mirrors: Vec<Rewrite>,
+    /// An install whose download gave up on the network, kept so that a retry resumes
+    /// at the same offset.
+    paused: Arc<Mutex<Option<Installer>>>,
+}
+
+impl SlotBackend {
+    /// The slots of `host`, written with `install`, downloading through `mirrors`.
+    pub fn new(host: Arc<dyn Host>, install: InstallOptions, mirrors: Vec<Rewrite>) -> Self {
+        SlotBackend {
+            host,
+            install,
+            mirrors,
+            paused: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The paused install of `spec` into `path` if it can resume, else a new one.
+    fn installer(&self, spec: ImageSpec, path: &Path) -> Result<Installer, Failure> {
+        let paused = self.paused.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match paused {
+            Some(p) if p.image() == &spec && p.target() == path && p.resumable() => {
+                tracing::info!(
+                    offset = p.progress().snapshot().downloaded,
+                    "resuming the interrupted download"
+                );
+                Ok(p)
+            }
+            _ => Ok(Installer::new(
+                spec,
+                path,
+                Create::No,
+                self.install.clone(),
+            )?),
+        }
+    }
+}
+
+/// Run `installer` to the end; a download that gave up on the network is kept in
+/// `paused` for the next attempt.
+async fn install(
+    mut installer: Installer,
+    paused: Arc<Mutex<Option<Installer>>>,
+    slot: Slot,
+) -> Result<Staged, StepError> {
+    match installer.run().await {
+        Ok(report) => {
+            tracing::info!(
+                bytes = report.downloaded,
+                image = report.image_len,
+                requests = report.requests,
+                resumed = ?report.resumed_at,
+                direct_io = report.direct_io,
+                zeroed = report.zeroed,
+                elapsed = ?report.elapsed,
+                "image staged"
+            );
+            Ok(Staged::Ready(Ready {
+                reboot_required: true,
+                current_version: None,
+                bytes: Some(report.downloaded),
+                condition: "Verified",
+                message: format!(
+                    "{} bytes written to slot {slot} and verified; waiting for reboot approval",
+                    report.image_len
+                ),
+            }))
+        }
+        Err(e) => {
+            if e.is_retryable() && installer.resumable() {
+                *paused.lock().unwrap_or_else(|e| e.into_inner()) = Some(installer);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// The installer's counters, as the status shows them.
+struct SlotProgress {
+    counters: Arc<Progress>,
+    slot: Slot,
+}
+
+impl StageProgress for SlotProgress {
+    fn snapshot(&self) -> StageSnapshot {
+        let snap = self.counters.snapshot();
+        let slot = self.slot;
+        let (phase, message) = match snap.phase {
+            InstallPhase::Downloading => (ProgressPhase::Downloading, "downloading".to_string()),
+            InstallPhase::Writing => (
+                ProgressPhase::Writing,
+                format!("download complete; flushing slot {slot}"),
+            ),
+            InstallPhase::Verifying => (
+                ProgressPhase::Verifying,
+                format!("reading slot {slot} back"),
+            ),
+        };
+        StageSnapshot {
+            done: snap.downloaded,
+            total: snap.total,
+            phase,
+            message,
+        }
+    }
+}
+
+impl Backend for SlotBackend {
+    type Place = Slot;
+    type Facts = HostFacts;
+
+    fn kind(&self) -> &'static str {
+        "A/B"
+    }
+
+    async fn observe(&self) -> Result<HostFacts, HostError> {
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.facts())
+            .await
+            .map_err(|e| HostError::with("inspecting the host", e))?
+    }
+
+    fn booted_slot(&self, facts: &HostFacts) -> Option<Slot> {
+        Some(facts.booted_slot)
+    }
+
+    fn next_step(&self, input: &Input<'_, HostFacts>) -> Step<Slot> {
+        ab::next_step(input)
+    }
+
+    fn on_deleted(&self, t: &Tracked, facts: &HostFacts) -> Deleted<Slot> {
+        ab::on_deleted(&t.status, t.reboot_boot_id.as_deref(), facts)
+    }
+
+    async fn begin(&self, facts: &HostFacts, _prev: &OSUpgradeProgressStatus) -> Begin {
+        Begin {
+            current_version: facts.os_version.clone(),
+            inactive_partition: Some(facts.booted_slot.other()),
+            reboot_required: Some(true),
+            message: None,
+        }
+    }
+
+    async fn stage(
+        &self,
+        attempt: &Attempt,
+        into: Slot,
+        facts: &HostFacts,
+    ) -> Result<Staging, StepError> {
+        if into == facts.booted_slot {
+            return Err(StepError::Retry(anyhow::anyhow!(
+                "refusing to write slot {into}: the node is running from it"
+            )));
+        }
+        let img = attempt.image.as_ref().ok_or_else(missing_image)?;
+        let path = self
+            .host
+            .slot_path(into)
+            .map_err(|e| Failure::new(FailureReason::SlotUnavailable, e.to_string()))?;
+        // The controller checked the catalog's URL already; a progress edited by hand
+        // (or written by an older controller) is held to the same rule here.
+        check_image_url(&img.url, attempt.allow_http_images).map_err(|v| {
+            Failure::new(
+                FailureReason::ImageSourceNotAllowed,
+                format!("spec.image.url {:?}: {}", v.url, v.why),
+            )
+        })?;
+        let url = rewrite(&img.url, &self.mirrors);
+        if url != img.url {
+            tracing::info!(catalog_url = %img.url, mirror_url = %url, "fetching from a mirror");
+        }
+        let installer = self.installer(ImageSpec::new(&url, &img.checksum, img.size)?, &path)?;
+        Ok(Staging {
+            message: format!(
+                "downloading {} into slot {into} ({})",
+                img.url,
+                path.display()
+            ),
+            progress: Some(Box::new(SlotProgress {
+                counters: installer.progress(),
+                slot: into,
+            })),
+            run: Box::pin(install(installer, self.paused.clone(), into)),
+        })
+    }
+
+    fn applying(&self, _attempt: &Attempt) -> Option<String> {
+        None
+    }
+
+    async fn apply(&self, _attempt: &Attempt, _to: Slot) -> Result<Applied, StepError> {
+        // The switch is the armed boot: a reboot always finishes it.
+        Ok(Applied {
+            reboot_required: true,
+            current_version: None,
+            message: String::new(),
+            stale: vec![],
+        })
+    }
+
+    async fn arm(&self, to: Slot) -> Result<String, StepError> {
+        self.host
+            .boot_control()
+            .arm_try(to)
+            .map_err(|e| Failure::new(FailureReason::BootControlError, e.to_string()))?;
+        Ok(format!("boot of slot {to} armed once; rebooting"))
+    }
+
+    async fn disarm(&self) -> Result<String, HostError> {
+        self.host.boot_control().disarm()?;
+        Ok("reboot approval withdrawn before the reboot; try disarmed".into())
+    }
+
+    async fn confirm(
+        &self,
+        _attempt: &Attempt,
+        on: Slot,
+        facts: &HostFacts,
+    ) -> Result<Confirmed, StepError> {
+        self.keep(on).await?;
+        let v = facts.os_version.clone().unwrap_or_default();
+        Ok(Confirmed::OnTarget {
+            version: facts.os_version.clone(),
+            message: format!("booted slot {on} running {v}; slot {on} committed as the default"),
+        })
+    }
+
+    async fn keep(&self, on: Slot) -> Result<(), HostError> {
+        Ok(self.host.boot_control().commit(on)?)
+    }
+}

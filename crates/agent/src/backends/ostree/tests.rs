@@ -1,0 +1,452 @@
+//! Tests of the OSTree backend against fake `rpm-ostree`, `bootc` and `ostree`
+//! executables that keep their deployments in a state directory, so a "reboot" is the
+//! test moving the staged deployment to booted (or not, for a fallback).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::backends::runner::ProcessRunner;
+use crate::backends::testutil::{recorded_args, script};
+
+fn csum(n: u32) -> String {
+    format!("{n:064x}")
+}
+
+fn digest(n: u32) -> String {
+    format!("sha256:{:064x}", 0xd16e_0000u64 + u64::from(n))
+}
+
+/// Shell helpers shared by the fakes: the state directory holds `booted`, `next` and
+/// `rollback` (a checksum each, or empty), `commits` (`<checksum> <version> <digest>`)
+/// and `refs` (`<name> <checksum>`).
+fn prelude(state: &Path) -> String {
+    format!(
+        r#"S='{}'
+info() {{ awk -v c="$1" -v f="$2" '$1==c {{print $f}}' "$S/commits"; }}
+resolve() {{ awk -v r="$1" '$1==r {{print $2}}' "$S/refs"; }}
+role() {{ cat "$S/$1" 2>/dev/null; }}
+stage_last_arg() {{
+  eval "ref=\${{$#}}"
+  c=$(resolve "$ref")
+  [ -n "$c" ] || {{ echo "error: cannot resolve $ref" >&2; exit 1; }}
+  echo "$c" > "$S/next"
+}}
+"#,
+        state.display()
+    )
+}
+
+const RPM_OSTREE: &str = r#"
+entry() {
+  printf '{"id":"fedora-%s.0","osname":"fedora","serial":0,"checksum":"%s","version":"%s","origin":"fedora:fedora/x86_64/coreos/stable","container-image-reference-digest":"%s","booted":%s,"staged":%s,"pinned":false,"requested-packages":[]}' \
+    "$1" "$1" "$(info "$1" 2)" "$(info "$1" 3)" "$2" "$3"
+}
+case "$1" in
+  status)
+    [ "$2" = --json ] || { echo "status wants --json" >&2; exit 2; }
+    printf '{"deployments":['; sep=
+    for r in next booted rollback; do
+      c=$(role $r); [ -n "$c" ] || continue
+      b=false; st=false; [ $r = booted ] && b=true; [ $r = next ] && st=true
+      printf '%s' "$sep"; entry "$c" $b $st; sep=,
+    done
+    printf '],"transaction":null,"cached-update":null}\n' ;;
+  rebase|deploy)
+    [ -e "$S/fail-stage" ] && { echo "error: Transaction in progress: upgrade" >&2; exit 1; }
+    stage_last_arg "$@"; echo "Staging deployment... done" ;;
+  *) echo "unknown command $1" >&2; exit 64 ;;
+esac
+"#;
+
+const BOOTC: &str = r#"
+entry() {
+  c=$(role "$1"); [ -n "$c" ] || { printf null; return; }
+  printf '{"image":{"image":{"image":"quay.io/example/os:%s","transport":"registry"},"version":"%s","timestamp":null,"imageDigest":"%s","architecture":"amd64"},"cachedUpdate":null,"incompatible":false,"pinned":false,"store":"ostreeContainer","ostree":{"checksum":"%s","deploySerial":0,"stateroot":"default"}}' \
+    "$(info "$c" 2)" "$(info "$c" 2)" "$(info "$c" 3)" "$c"
+}
+case "$1" in
+  status)
+    printf '{"apiVersion":"org.containers.bootc/v1","kind":"BootcHost","metadata":{"name":"host"},"spec":{"image":null,"bootOrder":"default"},"status":{"staged":%s,"booted":%s,"rollback":%s,"rollbackQueued":false,"type":"bootcHost"}}\n' \
+      "$(entry next)" "$(entry booted)" "$(entry rollback)" ;;
+  switch) stage_last_arg "$@"; echo "Queued for next boot" ;;
+  *) echo "unknown command $1" >&2; exit 64 ;;
+esac
+"#;
+
+const OSTREE: &str = r#"
+case "$1" in
+  pull) resolve "$2:$3" | grep -q . || { echo "error: No such ref $3" >&2; exit 1; } ;;
+  admin)
+    case "$2" in
+      status)
+        for r in next booted rollback; do
+          c=$(role $r); [ -n "$c" ] || continue
+          m='  '; f=''
+          [ $r = booted ] && m='* '; [ $r = next ] && f=' (staged)'; [ $r = rollback ] && f=' (rollback)'
+          printf '%sfedora %s.0%s\n    Version: %s\n    origin refspec: fedora:fedora/stable\n' "$m" "$c" "$f" "$(info "$c" 2)"
+        done ;;
+      deploy) stage_last_arg "$@" ;;
+      *) exit 64 ;;
+    esac ;;
+  *) exit 64 ;;
+esac
+"#;
+
+struct Fake {
+    dir: tempfile::TempDir,
+    name: &'static str,
+}
+
+impl Fake {
+    fn new(tool: OstreeTool) -> (Fake, OstreeBackend<ProcessRunner>) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        fs::create_dir(&state).unwrap();
+        let (name, body) = match tool {
+            OstreeTool::RpmOstreeRebase | OstreeTool::RpmOstreeDeploy => ("rpm-ostree", RPM_OSTREE),
+            OstreeTool::BootcSwitch => ("bootc", BOOTC),
+            OstreeTool::OstreeAdminDeploy => ("ostree", OSTREE),
+        };
+        let exe = script(dir.path(), name, &format!("{}{body}", prelude(&state)));
+        let mut commits = String::new();
+        for n in 1..=3 {
+            commits += &format!("{} 40.{n} {}\n", csum(n), digest(n));
+        }
+        fs::write(state.join("commits"), commits).unwrap();
+        let refs = format!(
+            "fedora:fedora/stable {c2}\nquay.io/example/os:40.2 {c2}\n40.2 {c2}\n\
+             quay.io/example/os:40.3 {c3}\nfedora:fedora/next {c3}\n",
+            c2 = csum(2),
+            c3 = csum(3)
+        );
+        fs::write(state.join("refs"), refs).unwrap();
+        fs::write(state.join("booted"), csum(1)).unwrap();
+        let mut config = OstreeConfig::new(tool);
+        config.program = Some(exe);
+        config.stage_timeout = Duration::from_secs(20);
+        config.status_timeout = Duration::from_secs(20);
+        let fake = Fake { dir, name };
+        (fake, OstreeBackend::new(config, ProcessRunner))
+    }
+
+    fn state(&self, f: &str) -> PathBuf {
+        self.dir.path().join("state").join(f)
+    }
+
+    fn set(&self, role: &str, value: &str) {
+        fs::write(self.state(role), value).unwrap();
+    }
+
+    fn get(&self, role: &str) -> String {
+        fs::read_to_string(self.state(role))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Power-cycle the fake host: it boots the staged deployment, or with `falls_back`
+    /// the bootloader returns to the old one and lists the new one as rollback.
+    fn reboot(&self, falls_back: bool) {
+        let (booted, next) = (self.get("booted"), self.get("next"));
+        if falls_back {
+            self.set("rollback", &next);
+        } else {
+            self.set("rollback", &booted);
+            self.set("booted", &next);
+        }
+        self.set("next", "");
+    }
+
+    fn calls(&self) -> Vec<Vec<String>> {
+        recorded_args(self.dir.path(), self.name)
+    }
+
+    fn stage_calls(&self) -> Vec<Vec<String>> {
+        self.calls()
+            .into_iter()
+            .filter(|c| {
+                c.first().is_some_and(|w| w != "status") && c.get(1).is_none_or(|w| w != "status")
+            })
+            .collect()
+    }
+}
+
+fn target(reference: &str, version: &str, checksum: Option<String>) -> OstreeTarget {
+    OstreeTarget {
+        reference: reference.into(),
+        version: Some(version.into()),
+        checksum,
+    }
+}
+
+#[test]
+fn rpm_ostree_rebase_stages_once_and_confirms_after_reboot() {
+    let (fake, mut backend) = Fake::new(OstreeTool::RpmOstreeRebase);
+    backend.config.stage_args = vec!["--bypass-driver".into()];
+    let t = target("quay.io/example/os:40.2", "40.2", Some(csum(2)));
+
+    let staged = backend.stage(&t).unwrap();
+    assert!(
+        matches!(&staged, StageOutcome::Staged(d) if d.version.as_deref() == Some("40.2")),
+        "{staged:?}"
+    );
+    assert_eq!(
+        fake.stage_calls(),
+        vec![vec!["rebase", "--bypass-driver", "quay.io/example/os:40.2"]]
+    );
+    // A restarted agent finds it staged and does not stage again.
+    assert!(matches!(
+        backend.stage(&t).unwrap(),
+        StageOutcome::AlreadyStaged(_)
+    ));
+    assert_eq!(fake.stage_calls().len(), 1);
+    // Before the reboot the node still runs the old deployment.
+    assert!(matches!(
+        backend.confirm(&t).unwrap(),
+        BootCheck::RolledBack { .. }
+    ));
+
+    fake.reboot(false);
+    match backend.confirm(&t).unwrap() {
+        BootCheck::OnTarget(d) => {
+            assert_eq!(d.checksum, Some(csum(2)));
+            assert_eq!(
+                d.deploy_dir(),
+                Some(format!("/ostree/deploy/fedora/deploy/{}.0", csum(2)))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        backend.stage(&t).unwrap(),
+        StageOutcome::AlreadyBooted(_)
+    ));
+    assert_eq!(fake.stage_calls().len(), 1);
+}
+
+#[test]
+fn rpm_ostree_boot_into_the_wrong_deployment_is_rolled_back() {
+    let (fake, backend) = Fake::new(OstreeTool::RpmOstreeDeploy);
+    let t = target("fedora:fedora/stable", "40.2", Some(csum(2)));
+    backend.stage(&t).unwrap();
+    assert_eq!(fake.stage_calls(), vec![vec!["deploy", "40.2"]]);
+
+    fake.reboot(true);
+    match backend.confirm(&t).unwrap() {
+        BootCheck::RolledBack { booted, message } => {
+            assert_eq!(booted.version.as_deref(), Some("40.1"));
+            assert!(
+                message.contains("booted fedora 000000000000.0 version 40.1"),
+                "{message}"
+            );
+            assert!(
+                message.contains("instead of fedora:fedora/stable version 40.2"),
+                "{message}"
+            );
+            assert!(
+                message.contains("still deployed but was not booted"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bootc_switch_matches_the_target_by_image_digest() {
+    let (fake, backend) = Fake::new(OstreeTool::BootcSwitch);
+    // Only the digest identifies the target: the version is unknown to the catalog.
+    let t = OstreeTarget {
+        reference: "quay.io/example/os:40.3".into(),
+        version: None,
+        checksum: Some(digest(3)),
+    };
+    let out = backend.stage(&t).unwrap();
+    assert!(
+        matches!(out, StageOutcome::Staged(ref d) if d.image_digest == Some(digest(3))),
+        "{out:?}"
+    );
+    assert_eq!(
+        fake.stage_calls(),
+        vec![vec!["switch", "quay.io/example/os:40.3"]]
+    );
+    fake.reboot(false);
+    assert!(matches!(
+        backend.confirm(&t).unwrap(),
+        BootCheck::OnTarget(_)
+    ));
+}
+
+#[test]
+fn ostree_admin_pulls_then_deploys_and_detects_a_fallback() {
+    let (fake, mut backend) = Fake::new(OstreeTool::OstreeAdminDeploy);
+    backend.config.os_name = Some("fedora".into());
+    let t = target("fedora:fedora/stable", "40.2", None);
+    let out = backend.stage(&t).unwrap();
+    assert!(
+        matches!(out, StageOutcome::Staged(ref d) if d.checksum == Some(csum(2))),
+        "{out:?}"
+    );
+    assert_eq!(
+        fake.stage_calls(),
+        vec![
+            vec!["pull", "fedora", "fedora/stable"],
+            vec![
+                "admin",
+                "deploy",
+                "--stage",
+                "--os=fedora",
+                "fedora:fedora/stable"
+            ],
+        ]
+    );
+    fake.reboot(true);
+    let BootCheck::RolledBack { message, .. } = backend.confirm(&t).unwrap() else {
+        panic!("expected a rollback");
+    };
+    assert!(message.contains("version 40.1"), "{message}");
+}
+
+#[test]
+fn a_staged_deployment_other_than_the_target_is_an_error() {
+    let (_fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
+    // The ref has moved on to 40.3 while the catalog still says 40.2.
+    let t = target("fedora:fedora/next", "40.2", Some(csum(2)));
+    let err = backend.stage(&t).unwrap_err();
+    assert_eq!(err.reason(), "OstreeStagedWrongDeployment");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("next boot is fedora 000000000000.0 version 40.3"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("not the target fedora:fedora/next version 40.2"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_failing_tool_reports_its_stderr() {
+    let (fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
+    fake.set("fail-stage", "");
+    let err = backend
+        .stage(&target("fedora:fedora/stable", "40.2", None))
+        .unwrap_err();
+    assert_eq!(err.reason(), "OstreeCommandFailed");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("rpm-ostree rebase fedora:fedora/stable` exited with code 1"),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with("error: Transaction in progress: upgrade"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn host_prefix_wraps_every_command() {
+    let mut config = OstreeConfig::new(OstreeTool::BootcSwitch);
+    config.host_prefix = ["nsenter", "--target", "1", "--mount", "--"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(
+        status_command(&config).display(),
+        "nsenter --target 1 --mount -- bootc status --json"
+    );
+    let cmds = stage_commands(&config, &target("quay.io/x/os:1", "1", None));
+    assert_eq!(cmds.len(), 1);
+    assert_eq!(
+        cmds[0].display(),
+        "nsenter --target 1 --mount -- bootc switch quay.io/x/os:1"
+    );
+}
+
+#[test]
+fn rpm_ostree_deploy_without_a_version_uses_the_commit() {
+    let config = OstreeConfig::new(OstreeTool::RpmOstreeDeploy);
+    let t = OstreeTarget {
+        reference: "fedora:fedora/stable".into(),
+        version: None,
+        checksum: Some(format!("sha256:{}", csum(7))),
+    };
+    let cmds = stage_commands(&config, &t);
+    assert_eq!(
+        cmds[0].args,
+        vec!["deploy".to_string(), format!("revision={}", csum(7))]
+    );
+}
+
+#[test]
+fn parses_ostree_admin_status_with_pending_and_unknown_details() {
+    let text = format!(
+        "  fedora {}.1 (pending)\n    Version: 41.1\n    origin refspec: fedora:fedora/41\n\
+         * fedora {}.0\n    Version: 40.9\n    Unlocked: development\n    origin refspec: fedora:fedora/40\n",
+        csum(9),
+        csum(8)
+    );
+    let s = parse_status(OstreeTool::OstreeAdminDeploy, &text).unwrap();
+    assert_eq!(s.booted().unwrap().version.as_deref(), Some("40.9"));
+    let staged = s.staged().unwrap();
+    assert_eq!(
+        (staged.serial, staged.origin.as_deref()),
+        (Some(1), Some("fedora:fedora/41"))
+    );
+}
+
+#[test]
+fn unreadable_status_is_an_error_naming_the_problem() {
+    assert!(
+        parse_status(OstreeTool::OstreeAdminDeploy, "* fedora nothex.0\n")
+            .unwrap_err()
+            .to_string()
+            .contains("\"nothex.0\" is not `<64 hex>.<serial>`")
+    );
+    assert!(parse_status(OstreeTool::RpmOstreeRebase, "Deployments: none").is_err());
+    let no_booted = r#"{"deployments":[{"checksum":"ab","booted":false}]}"#;
+    let s = parse_status(OstreeTool::RpmOstreeRebase, no_booted).unwrap();
+    let t = target("r", "1", None);
+    assert!(matches!(
+        confirm_boot(&s, &t),
+        Err(OstreeError::NoBootedDeployment)
+    ));
+}
+
+#[test]
+fn target_reference_comes_from_os_version_management_or_the_url() {
+    let image = ImageRef {
+        version: "40.2".into(),
+        url: "https://images.example/os-40.2".into(),
+        checksum: format!("sha256:{}", csum(2)),
+        size: None,
+    };
+    let t = OstreeTarget::from_progress(&image, None).unwrap();
+    assert_eq!(t.reference, "https://images.example/os-40.2");
+    let ovm = serde_json::json!({"ostree": {"reference": "ostree-unverified-registry:quay.io/x/os:40.2"}});
+    let t = OstreeTarget::from_progress(&image, Some(&ovm)).unwrap();
+    assert_eq!(t.reference, "ostree-unverified-registry:quay.io/x/os:40.2");
+    assert_eq!(t.version.as_deref(), Some("40.2"));
+    let bad = serde_json::json!({"ostree": {"reference": 7}});
+    let err = OstreeTarget::from_progress(&image, Some(&bad))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("osVersionManagement.ostree.reference must be a non-empty string, got 7"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tool_names_round_trip() {
+    for t in OstreeTool::ALL {
+        assert_eq!(t.as_str().parse::<OstreeTool>().unwrap(), t);
+    }
+    assert!(
+        "yum"
+            .parse::<OstreeTool>()
+            .unwrap_err()
+            .contains("bootc-switch")
+    );
+}

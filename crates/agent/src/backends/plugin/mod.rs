@@ -1,0 +1,435 @@
+//! The OS plugin backend: for hosts whose OS version is whatever an external program
+//! understands (a package set, an image, a vendor's patch tool).
+//!
+//! The agent runs the configured executable once per step with the action as its only
+//! argument and one JSON request on stdin, and reads one JSON reply from stdout. The
+//! protocol is versioned (`apiVersion: osroll.io/plugin/v1`) and replies are checked
+//! strictly: a plugin that crashes, times out, prints something that is not exactly one
+//! reply object, or leaves out a field its action requires fails the step with a message
+//! naming the plugin and the problem. See `docs/plugin-protocol.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use osroll_api::ImageRef;
+use osroll_api::progress::FailureReason;
+use serde::{Deserialize, Serialize};
+
+use super::runner::{CommandError, CommandRunner, CommandSpec, TAIL_BYTES, TAIL_LINES, tail_text};
+
+/// The protocol version this agent speaks, in requests and required in replies.
+pub const API_VERSION: &str = "osroll.io/plugin/v1";
+
+/// What the agent asks the plugin to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginAction {
+    /// Prepare the target without disturbing the running system; say whether applying
+    /// it will need a reboot.
+    Stage,
+    /// Switch to the staged target (the node is drained if a reboot was announced).
+    Apply,
+    /// Report what version is running now.
+    Verify,
+}
+
+impl PluginAction {
+    /// `stage`, `apply` or `verify`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginAction::Stage => "stage",
+            PluginAction::Apply => "apply",
+            PluginAction::Verify => "verify",
+        }
+    }
+}
+
+/// The JSON object written to the plugin's stdin.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginRequest {
+    /// Always [`API_VERSION`].
+    pub api_version: &'static str,
+    /// The step.
+    pub action: PluginAction,
+    /// Name of the node the agent runs on.
+    pub node: String,
+    /// The version to reach.
+    pub target_version: String,
+    /// The version the agent last saw running, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+    /// `spec.osVersionManagement` of the progress, unchanged (`{}` when unset).
+    pub os_version_management: serde_json::Value,
+    /// The catalog image for the target, when the progress has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRef>,
+}
+
+impl PluginRequest {
+    /// A request for `action` on `node` towards `target_version`.
+    pub fn new(action: PluginAction, node: &str, target_version: &str) -> Self {
+        PluginRequest {
+            api_version: API_VERSION,
+            action,
+            node: node.to_string(),
+            target_version: target_version.to_string(),
+            current_version: None,
+            os_version_management: serde_json::Value::Object(Default::default()),
+            image: None,
+        }
+    }
+
+    /// Hand over `spec.osVersionManagement`.
+    pub fn with_os_version_management(mut self, v: Option<&serde_json::Value>) -> Self {
+        self.os_version_management = v
+            .cloned()
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+        self
+    }
+
+    /// Tell the plugin what runs now.
+    pub fn with_current_version(mut self, v: Option<&str>) -> Self {
+        self.current_version = v.map(str::to_string);
+        self
+    }
+
+    /// Hand over the catalog image.
+    pub fn with_image(mut self, image: Option<&ImageRef>) -> Self {
+        self.image = image.cloned();
+        self
+    }
+}
+
+/// A reply exactly as the protocol allows it; anything else is a protocol error.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawReply {
+    api_version: String,
+    ok: bool,
+    #[serde(default)]
+    reboot_required: Option<bool>,
+    #[serde(default)]
+    current_version: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    stale_paths: Vec<String>,
+}
+
+/// The plugin's answer to `stage`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageReply {
+    /// Applying the staged target needs a reboot (false: it can be applied live,
+    /// without draining).
+    pub reboot_required: bool,
+    /// What runs now, if the plugin said.
+    pub current_version: Option<String>,
+    /// Free text for the progress message.
+    pub message: Option<String>,
+}
+
+/// The plugin's answer to `apply`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyReply {
+    /// A reboot is needed to finish (the agent reboots, then verifies).
+    pub reboot_required: bool,
+    /// What runs now (the target, for a live update).
+    pub current_version: String,
+    /// Free text for the progress message.
+    pub message: Option<String>,
+    /// Directories of the previous OS version: after a live update, pods with a mount
+    /// into one of them are restarted.
+    pub stale_paths: Vec<String>,
+}
+
+/// The plugin's answer to `verify`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReply {
+    /// What runs now.
+    pub current_version: String,
+    /// Free text for the progress message.
+    pub message: Option<String>,
+}
+
+/// A plugin call that did not produce a valid successful reply.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The plugin could not be started.
+    #[error("plugin {path}: cannot run it: {source}")]
+    NotRunnable {
+        /// The plugin.
+        path: PathBuf,
+        /// Why.
+        source: CommandError,
+    },
+    /// Non-zero exit, killed by a signal, or timed out.
+    #[error("plugin {path} {action}: {detail}")]
+    Crashed {
+        /// The plugin.
+        path: PathBuf,
+        /// The action.
+        action: &'static str,
+        /// How it ended, with the tail of its stderr.
+        detail: String,
+    },
+    /// It exited 0 but its stdout is not a valid reply.
+    #[error("plugin {path} {action}: invalid reply: {source}")]
+    Protocol {
+        /// The plugin.
+        path: PathBuf,
+        /// The action.
+        action: &'static str,
+        /// What is wrong with the reply.
+        source: ReplyError,
+    },
+    /// A valid reply with `ok: false`.
+    #[error("plugin {path} {action} failed: {error}")]
+    Refused {
+        /// The plugin.
+        path: PathBuf,
+        /// The action.
+        action: &'static str,
+        /// The plugin's `error`.
+        error: String,
+    },
+}
+
+impl PluginError {
+    /// Machine-readable cause for `status.failureReason`.
+    pub fn reason(&self) -> FailureReason {
+        match self {
+            PluginError::NotRunnable { .. } => FailureReason::PluginNotRunnable,
+            PluginError::Crashed { .. } => FailureReason::PluginCrashed,
+            PluginError::Protocol { .. } => FailureReason::PluginProtocolError,
+            PluginError::Refused { .. } => FailureReason::PluginRefused,
+        }
+    }
+}
+
+/// Default time a plugin may take for one action.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// A configured plugin executable.
+pub struct Plugin<R> {
+    path: PathBuf,
+    timeout: Duration,
+    runner: R,
+}
+
+impl<R: CommandRunner> Plugin<R> {
+    /// The plugin at `path`, each action limited to `timeout`.
+    pub fn new(path: impl Into<PathBuf>, timeout: Duration, runner: R) -> Self {
+        Plugin {
+            path: path.into(),
+            timeout,
+            runner,
+        }
+    }
+
+    /// The executable.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `stage`: prepare the target.
+    pub fn stage(&self, req: &PluginRequest) -> Result<StageReply, PluginError> {
+        let r = self.call(PluginAction::Stage, req)?;
+        Ok(StageReply {
+            reboot_required: self.need(PluginAction::Stage, "rebootRequired", r.reboot_required)?,
+            current_version: r.current_version,
+            message: r.message,
+        })
+    }
+
+    /// `apply`: switch to the target.
+    pub fn apply(&self, req: &PluginRequest) -> Result<ApplyReply, PluginError> {
+        let r = self.call(PluginAction::Apply, req)?;
+        Ok(ApplyReply {
+            reboot_required: self.need(PluginAction::Apply, "rebootRequired", r.reboot_required)?,
+            current_version: self.need(PluginAction::Apply, "currentVersion", r.current_version)?,
+            message: r.message,
+            stale_paths: r.stale_paths,
+        })
+    }
+
+    /// `verify`: what runs now.
+    pub fn verify(&self, req: &PluginRequest) -> Result<VerifyReply, PluginError> {
+        let r = self.call(PluginAction::Verify, req)?;
+        Ok(VerifyReply {
+            current_version: self.need(
+                PluginAction::Verify,
+                "currentVersion",
+                r.current_version,
+            )?,
+            message: r.message,
+        })
+    }
+
+    fn need<T>(&self, action: PluginAction, field: &str, v: Option<T>) -> Result<T, PluginError> {
+        v.ok_or_else(|| PluginError::Protocol {
+            path: self.path.clone(),
+            action: action.as_str(),
+            source: ReplyError::Missing {
+                field: field.to_string(),
+                action: action.as_str(),
+            },
+        })
+    }
+
+    /// Run the plugin for `action` (which overrides `req.action`) and check the reply's
+    /// envelope.
+    fn call(&self, action: PluginAction, req: &PluginRequest) -> Result<RawReply, PluginError> {
+        let req = PluginRequest {
+            action,
+            ..req.clone()
+        };
+        let body = serde_json::to_vec(&req).expect("a request always serializes");
+        let spec = CommandSpec::new(&self.path, self.timeout)
+            .arg(action.as_str())
+            .env("OSROLL_PLUGIN_API", API_VERSION)
+            .stdin(body);
+        let out = self
+            .runner
+            .run(&spec)
+            .map_err(|source| PluginError::NotRunnable {
+                path: self.path.clone(),
+                source,
+            })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !stderr.trim().is_empty() {
+            tracing::info!(plugin = %self.path.display(), action = action.as_str(), "plugin log:\n{}", stderr.trim_end());
+        }
+        if !out.success() {
+            let tail = tail_text(&out.stderr, TAIL_LINES, TAIL_BYTES);
+            let mut detail = if tail.is_empty() {
+                out.termination.to_string()
+            } else {
+                format!("{}: {tail}", out.termination)
+            };
+            if let Some(e) = parse_reply(&out.stdout).ok().and_then(|r| r.error) {
+                detail.push_str(&format!(" (its reply said: {e})"));
+            }
+            return Err(PluginError::Crashed {
+                path: self.path.clone(),
+                action: action.as_str(),
+                detail,
+            });
+        }
+        let protocol = |source: ReplyError| PluginError::Protocol {
+            path: self.path.clone(),
+            action: action.as_str(),
+            source,
+        };
+        let reply = parse_reply(&out.stdout).map_err(protocol)?;
+        if !reply.ok {
+            return Err(PluginError::Refused {
+                path: self.path.clone(),
+                action: action.as_str(),
+                error: reply.error.unwrap_or_default(),
+            });
+        }
+        Ok(reply)
+    }
+}
+
+/// Why a plugin's stdout is not a valid reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// Not text.
+    #[error("stdout is not UTF-8 ({0})")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    /// Nothing at all.
+    #[error("the plugin printed nothing on stdout")]
+    Empty,
+    /// Not JSON, or more than one value.
+    #[error("stdout is not one JSON value ({source}): {excerpt:?}")]
+    NotJson {
+        /// The parser's complaint.
+        source: serde_json::Error,
+        /// The start of what it printed.
+        excerpt: String,
+    },
+    /// JSON, but not an object.
+    #[error("expected a JSON object, got {0:?}")]
+    NotObject(String),
+    /// An object without the reply's fields and types.
+    #[error(transparent)]
+    Shape(serde_json::Error),
+    /// Another protocol version.
+    #[error("apiVersion {0:?} is not {API_VERSION:?}")]
+    ApiVersion(String),
+    /// A string field that is empty.
+    #[error("`{0}` is empty")]
+    EmptyField(&'static str),
+    /// A stale path that is not absolute.
+    #[error("`stalePaths` entry {0:?} is not an absolute path")]
+    RelativeStalePath(String),
+    /// `ok: true` with an `error`.
+    #[error("`error` is set although `ok` is true")]
+    ErrorWithOk,
+    /// `ok: false` without an `error`.
+    #[error("`ok` is false but `error` says nothing")]
+    SilentError,
+    /// A field the action's successful reply needs.
+    #[error("`{field}` is required in a successful {action} reply")]
+    Missing {
+        /// The field.
+        field: String,
+        /// The action.
+        action: &'static str,
+    },
+}
+
+/// The first 120 characters of `text`, trimmed.
+fn excerpt(text: &str) -> String {
+    let t = text.trim();
+    let cut: String = t.chars().take(120).collect();
+    if cut.len() < t.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
+/// Check stdout is exactly one reply object of this protocol version, with a consistent
+/// `ok`/`error` pair and no empty strings.
+fn parse_reply(stdout: &[u8]) -> Result<RawReply, ReplyError> {
+    let text = std::str::from_utf8(stdout).map_err(ReplyError::NotUtf8)?;
+    if text.trim().is_empty() {
+        return Err(ReplyError::Empty);
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|source| ReplyError::NotJson {
+            source,
+            excerpt: excerpt(text),
+        })?;
+    if !value.is_object() {
+        return Err(ReplyError::NotObject(excerpt(text)));
+    }
+    let reply: RawReply = serde_json::from_value(value).map_err(ReplyError::Shape)?;
+    if reply.api_version != API_VERSION {
+        return Err(ReplyError::ApiVersion(reply.api_version));
+    }
+    for (field, v) in [
+        ("currentVersion", &reply.current_version),
+        ("error", &reply.error),
+    ] {
+        if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            return Err(ReplyError::EmptyField(field));
+        }
+    }
+    if let Some(p) = reply.stale_paths.iter().find(|p| !p.starts_with('/')) {
+        return Err(ReplyError::RelativeStalePath(p.clone()));
+    }
+    match (reply.ok, &reply.error) {
+        (true, Some(_)) => Err(ReplyError::ErrorWithOk),
+        (false, None) => Err(ReplyError::SilentError),
+        _ => Ok(reply),
+    }
+}
+
+#[cfg(test)]
+mod tests;
