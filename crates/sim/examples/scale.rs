@@ -3,7 +3,7 @@
 //! `maxUnavailable` M, and the controller in a child process so its memory is its own.
 //!
 //! ```text
-//! cargo run --release -p osroll-controller --example scale -- --nodes 1000 --max-unavailable 10%
+//! cargo run --release -p osroll-sim --example scale -- --nodes 1000 --max-unavailable 10%
 //! ```
 //!
 //! Reports the rollout's wall time against the ideal schedule (batches x the mean time a
@@ -20,8 +20,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use osroll_agent::{AgentConfig, AgentExit, SimHost};
+use osroll_agent::{AgentConfig, SimHost};
 use osroll_api::{OSUpgrade, UpgradePhase, labels};
+use osroll_sim::demo::node::run_machine;
 use osroll_sim::testing::Cluster;
 use osroll_sim::{Kubelet, KubeletConfig};
 use serde_json::json;
@@ -88,31 +89,6 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-async fn agent_loop(
-    cfg: AgentConfig,
-    client: kube::Client,
-    host: SimHost,
-    kubelet: Arc<Kubelet>,
-    downtime: Duration,
-) {
-    loop {
-        match osroll_agent::run(cfg.clone(), client.clone(), Arc::new(host.clone())).await {
-            Ok(AgentExit::Rebooted) => {
-                let _ = kubelet.go_down("rebooting").await;
-                tokio::time::sleep(downtime).await;
-                if let Err(e) = host.boot() {
-                    eprintln!("{}: boot: {e}", cfg.node_name);
-                }
-                let _ = kubelet.come_up().await;
-            }
-            Err(e) => {
-                eprintln!("{}: agent: {e:#}", cfg.node_name);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
 #[derive(Default)]
 struct Disruption {
     cordoned: HashMap<String, Instant>,
@@ -137,6 +113,14 @@ fn main() -> anyhow::Result<()> {
     if argv.get(1).map(String::as_str) == Some("--controller-child") {
         return rt.block_on(controller_child(PathBuf::from(&argv[2])));
     }
+    // The machines' agent errors and failed boots, on stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     rt.block_on(bench(args()?))
 }
 
@@ -176,7 +160,7 @@ async fn bench(a: Args) -> anyhow::Result<()> {
         cfg.install.buffer_size = 64 * 1024;
         cfg.install.buffers = 2;
         cfg.progress_interval = Duration::from_secs(5);
-        tasks.push(tokio::spawn(agent_loop(
+        tasks.push(tokio::spawn(run_machine(
             cfg,
             nodes_client.clone(),
             host,
