@@ -3,7 +3,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p osroll && strip target/release/osroll
+# Without the default `demo` feature: no test cluster and no simulated host in the image.
+RUN cargo build --release --locked -p osroll --no-default-features && strip target/release/osroll
 
 FROM debian:bookworm-slim
 # ca-certificates: https image downloads; u-boot-tools: fw_printenv/fw_setenv for U-Boot

@@ -9,7 +9,8 @@
 //! * [`failure`]: how an attempt ends badly, with its `status.failureReason`;
 //! * [`install`]: the streaming installer (also behind `osroll flash`);
 //! * [`boot`]: GRUB grubenv and U-Boot boot control;
-//! * [`host`]: the real host; [`simhost`]: the simulated one used by tests and the demo;
+//! * [`host`]: the real host; `simhost` (feature `sim-host`): the simulated one used by
+//!   tests and the demo;
 //! * [`state`]: the crash-safe local state file; [`status`]: status transitions;
 //! * [`trust`]: the check that an image comes from a catalog signed by a trusted key;
 //! * [`backends`]: A/B slots, OSTree and OS-plugin backends behind one trait
@@ -39,7 +40,7 @@ pub mod install;
 pub mod machine;
 #[cfg(feature = "node")]
 pub mod mounts;
-#[cfg(feature = "node")]
+#[cfg(feature = "sim-host")]
 pub mod simhost;
 pub mod slot;
 #[cfg(feature = "node")]
@@ -58,7 +59,7 @@ use std::sync::Arc;
 pub use agent::{Agent, AgentConfig, AgentExit};
 #[cfg(feature = "node")]
 pub use host::{Host, HostFacts};
-#[cfg(feature = "node")]
+#[cfg(feature = "sim-host")]
 pub use simhost::SimHost;
 pub use slot::Slot;
 

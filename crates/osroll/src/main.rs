@@ -1,9 +1,13 @@
 //! `osroll`: one binary for the controller, the node agent and the user's CLI.
 //!
-//! Each subcommand lives in its own module under `cmd/`; this file only parses the
-//! command line and dispatches.
+//! Each subcommand lives in its own module under `cmd/`, the rollout view shared by
+//! `status` and `demo` under `view/`; this file only parses the command line and
+//! dispatches. `osroll demo` (and the agent's `--sim-host`) exist only with the default
+//! cargo feature `demo`; the release image is built without it, so no node runs a binary
+//! that contains the test cluster.
 
 mod cmd;
+mod view;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +38,7 @@ enum Command {
     /// Show a rollout: progress bars per node and totals (`--watch` to follow it).
     Status(cmd::status::StatusCmd),
     /// Run a whole rollout on an embedded test cluster (a demo, not a deployment).
+    #[cfg(feature = "demo")]
     Demo(cmd::demo::DemoCmd),
     // Subcommands from other modules are added above this line, one variant each.
 }
@@ -48,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(c) => cmd::agent::run(*c),
         Command::Flash(c) => cmd::flash::run(c),
         Command::Status(c) => cmd::status::run(c),
+        #[cfg(feature = "demo")]
         Command::Demo(c) => cmd::demo::run(c),
         // Dispatch arms for other modules are added above this line.
     }

@@ -1,5 +1,6 @@
 //! `osroll demo` and `osroll status` as a user runs them: the real binary, its exit code
-//! and its output.
+//! and its output. The demo tests exist in builds with the `demo` feature (the default),
+//! as `osroll demo` does.
 
 use std::process::Command;
 
@@ -12,6 +13,7 @@ fn osroll() -> Command {
     Command::new(env!("CARGO_BIN_EXE_osroll"))
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_with_five_nodes_completes_every_node() {
     let out = osroll().args(["demo", "--nodes", "5"]).output().unwrap();
@@ -50,6 +52,7 @@ fn demo_with_five_nodes_completes_every_node() {
     }
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_rejects_a_bad_max_unavailable() {
     let out = osroll()

@@ -9,7 +9,6 @@ pub mod kubelet;
 pub mod rbac;
 pub mod server;
 pub mod testing;
-pub mod view;
 pub mod workloads;
 
 pub use kubelet::{Kubelet, KubeletConfig};

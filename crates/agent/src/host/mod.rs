@@ -3,7 +3,7 @@
 //!
 //! The state machine never touches the host; the executor asks a [`Host`] for
 //! [`HostFacts`] and carries out steps through it. [`real::RealHost`] drives a real
-//! machine, [`crate::simhost::SimHost`] a directory that stands in for one.
+//! machine, `simhost::SimHost` (feature `sim-host`) a directory that stands in for one.
 
 pub mod detect;
 pub mod real;

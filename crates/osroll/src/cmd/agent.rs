@@ -1,6 +1,7 @@
 //! `osroll agent`: the node agent (DaemonSet pod). A thin adapter that turns flags into
-//! an `osroll_agent::AgentConfig`, a host (real, or simulated with `--sim-host`) and a
-//! progress source (the cluster, or a directory with `--progress-dir`).
+//! an `osroll_agent::AgentConfig`, a host (real, or simulated with `--sim-host` in a build
+//! with the `demo` feature) and a progress source (the cluster, or a directory with
+//! `--progress-dir`).
 //!
 //! Defaults match the DaemonSet from `osroll create agent` (hostPID, host `/dev`,
 //! `/boot` at `/host/boot`, state in `/var/lib/osroll`, hooks ConfigMap at
@@ -22,7 +23,7 @@ use osroll_agent::firstboot::{self, FirstBootExit};
 use osroll_agent::host::real::{RealHost, RealHostConfig};
 use osroll_agent::install::{InstallOptions, RetryPolicy};
 use osroll_agent::source::file::FileSource;
-use osroll_agent::{AgentConfig, AgentExit, Host, SimHost};
+use osroll_agent::{AgentConfig, AgentExit, Host};
 
 use super::mounted;
 
@@ -48,7 +49,7 @@ enum BackendKind {
 
 /// Node agent options; each has an environment fallback for the DaemonSet.
 #[derive(Args, Debug)]
-pub struct AgentCmd {
+pub(crate) struct AgentCmd {
     /// This node's name (downward API spec.nodeName; with --firstboot, the host name
     /// when unset).
     #[arg(long, env = "NODE_NAME")]
@@ -156,9 +157,11 @@ pub struct AgentCmd {
     )]
     reboot_command: String,
     /// Drive a simulated node in this directory instead of the real host.
+    #[cfg(feature = "demo")]
     #[arg(long, env = "OSROLL_SIM_HOST")]
     sim_host: Option<PathBuf>,
     /// With --sim-host: first complete a pending simulated reboot (SimHost::boot).
+    #[cfg(feature = "demo")]
     #[arg(long, requires = "sim_host")]
     sim_boot: bool,
     /// Read progress objects from this directory instead of the Kubernetes API.
@@ -280,23 +283,35 @@ impl AgentCmd {
         cfg.resync = secs("resync", self.resync)?;
         cfg.progress_interval =
             secs("progress-interval", self.progress_interval)?.max(Duration::from_millis(10));
+        #[cfg(feature = "demo")]
         if self.sim_host.is_some() {
             cfg.error_backoff = Duration::from_millis(200);
         }
         Ok(cfg)
     }
 
+    /// `--sim-host`: the simulated node in that directory, powered on first with
+    /// `--sim-boot`.
+    #[cfg(feature = "demo")]
+    fn sim_host(&self) -> anyhow::Result<Option<Arc<dyn Host>>> {
+        let Some(dir) = &self.sim_host else {
+            return Ok(None);
+        };
+        let host = osroll_agent::SimHost::open(dir)
+            .with_context(|| format!("--sim-host {}", dir.display()))?;
+        if self.sim_boot && host.reboot_requested() {
+            let out = host
+                .boot()
+                .with_context(|| format!("booting simulated node {}", dir.display()))?;
+            tracing::info!(slot = %out.slot, fell_back = out.fell_back, "simulated node booted");
+        }
+        Ok(Some(Arc::new(host)))
+    }
+
     fn host(&self) -> anyhow::Result<Arc<dyn Host>> {
-        if let Some(dir) = &self.sim_host {
-            let host =
-                SimHost::open(dir).with_context(|| format!("--sim-host {}", dir.display()))?;
-            if self.sim_boot && host.reboot_requested() {
-                let out = host
-                    .boot()
-                    .with_context(|| format!("booting simulated node {}", dir.display()))?;
-                tracing::info!(slot = %out.slot, fell_back = out.fell_back, "simulated node booted");
-            }
-            return Ok(Arc::new(host));
+        #[cfg(feature = "demo")]
+        if let Some(host) = self.sim_host()? {
+            return Ok(host);
         }
         let ab = self.backend == BackendKind::Ab;
         let parse = |flag: &str, v: &Option<String>| -> anyhow::Result<_> {
@@ -343,18 +358,10 @@ impl AgentCmd {
 }
 
 /// Run until a simulated reboot (exit 0) or a fatal error; a real reboot ends the process.
-pub fn run(cmd: AgentCmd) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+pub(crate) fn run(cmd: AgentCmd) -> anyhow::Result<()> {
+    let rt = super::logging_and_runtime("info")?;
     let cfg = cmd.config()?;
     let host = cmd.host()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     if cmd.firstboot {
         return rt.block_on(run_firstboot(&cmd, cfg, host));
     }
@@ -429,7 +436,10 @@ async fn run_firstboot(
             Ok(())
         }
         FirstBootExit::Finished(st) => {
-            let phase = st.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+            let phase = st
+                .phase
+                .map(crate::view::progress_phase_name)
+                .unwrap_or_default();
             let msg = st.message.clone().unwrap_or_default();
             if st.phase == Some(osroll_api::ProgressPhase::Completed) {
                 println!("first boot: {phase}: {msg}");

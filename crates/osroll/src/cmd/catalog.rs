@@ -9,7 +9,7 @@ use osroll_api::signing;
 
 /// Catalog tools.
 #[derive(Subcommand)]
-pub enum CatalogCmd {
+pub(crate) enum CatalogCmd {
     /// Create a minisign key pair for signing catalogs.
     Keygen {
         /// Where to write the public key.
@@ -47,7 +47,7 @@ pub enum CatalogCmd {
 
 /// Arguments of `catalog verify`.
 #[derive(Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// Catalog YAML file.
     catalog: PathBuf,
     /// File of trusted public keys (one or more minisign keys).
@@ -69,7 +69,7 @@ fn sig_path(catalog: &Path) -> PathBuf {
 }
 
 /// Run one catalog tool.
-pub fn run(cmd: CatalogCmd) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: CatalogCmd) -> anyhow::Result<()> {
     match cmd {
         CatalogCmd::Keygen {
             public_key,

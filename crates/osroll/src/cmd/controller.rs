@@ -11,7 +11,7 @@ use osroll_controller::ControllerConfig;
 
 /// Controller options; each flag has an environment fallback for the Deployment.
 #[derive(Args, Debug)]
-pub struct ControllerCmd {
+pub(crate) struct ControllerCmd {
     /// Namespace of the controller's Lease and of ConfigMap catalogs.
     #[arg(long, env = "POD_NAMESPACE", default_value = "osroll-system")]
     namespace: String,
@@ -93,17 +93,9 @@ impl ControllerCmd {
 }
 
 /// Run until SIGINT/SIGTERM.
-pub fn run(cmd: ControllerCmd) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+pub(crate) fn run(cmd: ControllerCmd) -> anyhow::Result<()> {
+    let rt = super::logging_and_runtime("info")?;
     let cfg = cmd.config()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async move {
         let client = kube::Client::try_default()
             .await

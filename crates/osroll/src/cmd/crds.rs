@@ -1,7 +1,7 @@
 //! `osroll crds`: print the CRDs for `kubectl apply -f -`.
 
 /// Print both CRDs.
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     print!("{}", osroll_api::crd::crds_yaml());
     Ok(())
 }

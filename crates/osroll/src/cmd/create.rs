@@ -5,7 +5,7 @@ use osroll_api::manifests;
 
 /// Which component's manifests to print.
 #[derive(Subcommand)]
-pub enum CreateCmd {
+pub(crate) enum CreateCmd {
     /// Namespace, service account, RBAC and the controller Deployment.
     Controller(Target),
     /// Namespace, service account, RBAC and the agent DaemonSet.
@@ -21,7 +21,7 @@ pub enum CreateCmd {
 
 /// Where and what to deploy.
 #[derive(Args)]
-pub struct Target {
+pub(crate) struct Target {
     /// Container image; default is the image tagged with this binary's version.
     #[arg(long, env = "OSROLL_IMAGE")]
     image: Option<String>,
@@ -52,7 +52,7 @@ impl Target {
 }
 
 /// Print the manifests.
-pub fn run(cmd: CreateCmd) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: CreateCmd) -> anyhow::Result<()> {
     let image = |t: &Target| t.image.clone().unwrap_or_else(manifests::default_image);
     let objects = match &cmd {
         CreateCmd::Controller(t) => {

@@ -1,14 +1,18 @@
 //! `osroll demo`: a whole rollout on the embedded test cluster (test API server,
 //! kubelet-lite nodes with the real agent on simulated hosts, the real controller). A thin
-//! adapter over `osroll_sim::demo`; the cluster is a stand-in for demos only.
+//! adapter over `osroll_sim::demo` that follows the rollout with [`crate::view`]; the
+//! cluster is a stand-in for demos only, and only a build with the `demo` feature has it.
 
 use std::io::Write as _;
 
 use clap::Args;
+use osroll_sim::demo::{Demo, DemoOptions, UPGRADE};
+
+use crate::view::{live, upgrade_phase_name};
 
 /// Demo options.
 #[derive(Args, Debug)]
-pub struct DemoCmd {
+pub(crate) struct DemoCmd {
     /// Number of simulated nodes.
     #[arg(long, default_value_t = 5)]
     nodes: usize,
@@ -21,59 +25,60 @@ pub struct DemoCmd {
 }
 
 /// Run the demo; exits non-zero unless every node completed.
-pub fn run(cmd: DemoCmd) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
-    let opts = osroll_sim::demo::DemoOptions {
+pub(crate) fn run(cmd: DemoCmd) -> anyhow::Result<()> {
+    let opts = DemoOptions {
         nodes: cmd.nodes,
         max_unavailable: osroll_sim::demo::parse_max_unavailable(&cmd.max_unavailable)?,
         ..Default::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = super::logging_and_runtime("error")?;
     let (demo, ok) = rt.block_on(async move {
-        let mut out = std::io::stdout();
-        let mut renderer = osroll_sim::view::live::default_renderer();
-        let demo = osroll_sim::demo::run(&opts, &mut out, renderer.as_mut()).await?;
-        drop(renderer);
-        let phase = demo
-            .phase
-            .map(|p| format!("{p:?}"))
-            .unwrap_or_else(|| "unknown".into());
-        writeln!(
-            out,
-            "\nrollout {phase} in {:.1}s\n",
-            demo.elapsed.as_secs_f64()
-        )?;
-        write!(out, "{}", demo.table())?;
-        let ok = demo.succeeded();
-        if cmd.keep {
-            let kc = demo.kubeconfig().display().to_string();
-            writeln!(out, "\nThe cluster stays up until Ctrl-C. Try:")?;
-            writeln!(out, "  export KUBECONFIG={kc}")?;
-            writeln!(out, "  kubectl get osupgrades,osupgradeprogresses")?;
-            writeln!(out, "  kubectl get nodes -o wide")?;
-            writeln!(out, "  osroll status {}", osroll_sim::demo::UPGRADE)?;
-            out.flush()?;
-            tokio::signal::ctrl_c().await?;
-        }
-        let mut demo = demo;
+        let mut demo = roll_out(&opts).await?;
+        let ok = report(&demo, cmd.keep).await;
         demo.stop().await;
-        anyhow::Ok((
-            demo,
-            ok.then_some(()).ok_or_else(|| {
-                anyhow::anyhow!("the rollout did not complete on every node (phase {phase})")
-            }),
-        ))
+        anyhow::Ok((demo, ok))
     })?;
     // Client tasks go with the runtime, before the API server goes with the demo.
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     drop(demo);
     ok
+}
+
+/// Set the demo up and follow its rollout in the live view until it ends.
+async fn roll_out(opts: &DemoOptions) -> anyhow::Result<Demo> {
+    let mut out = std::io::stdout();
+    let mut renderer = live::default_renderer();
+    osroll_sim::demo::run(opts, &mut out, async |client| {
+        let views = live::watch(client, Some(UPGRADE), true, renderer.as_mut()).await?;
+        Ok(views.first().map(|v| v.phase))
+    })
+    .await
+}
+
+/// Print the outcome and the per-node table, with `keep` wait for Ctrl-C; an error
+/// unless every node completed.
+async fn report(demo: &Demo, keep: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    let phase = demo.phase.map(upgrade_phase_name).unwrap_or("unknown");
+    writeln!(
+        out,
+        "\nrollout {phase} in {:.1}s\n",
+        demo.elapsed.as_secs_f64()
+    )?;
+    write!(out, "{}", demo.table())?;
+    if keep {
+        let kc = demo.kubeconfig().display().to_string();
+        writeln!(out, "\nThe cluster stays up until Ctrl-C. Try:")?;
+        writeln!(out, "  export KUBECONFIG={kc}")?;
+        writeln!(out, "  kubectl get osupgrades,osupgradeprogresses")?;
+        writeln!(out, "  kubectl get nodes -o wide")?;
+        writeln!(out, "  osroll status {UPGRADE}")?;
+        out.flush()?;
+        tokio::signal::ctrl_c().await?;
+    }
+    anyhow::ensure!(
+        demo.succeeded(),
+        "the rollout did not complete on every node (phase {phase})"
+    );
+    Ok(())
 }

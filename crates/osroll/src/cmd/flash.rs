@@ -16,7 +16,7 @@ use osroll_agent::install::{
 
 /// Flash options.
 #[derive(Args, Debug)]
-pub struct FlashCmd {
+pub(crate) struct FlashCmd {
     /// Image URL (http or https; zstd-compressed or raw).
     url: String,
     /// `sha256:<64 hex>` of the bytes served at URL.
@@ -47,7 +47,7 @@ pub struct FlashCmd {
 }
 
 /// Flash one image.
-pub fn run(cmd: FlashCmd) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: FlashCmd) -> anyhow::Result<()> {
     let image = ImageSpec::new(&cmd.url, &cmd.checksum, cmd.size)?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     osroll_agent::host::detect::ensure_not_mounted(&cmd.to, &mountinfo)

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 /// The contents of `path`, or of every visible regular file directly inside it, joined
 /// with newlines. `flag` names the option in errors.
-pub fn read_file_or_dir(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_file_or_dir(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
     let meta = std::fs::metadata(path).with_context(|| format!("--{flag} {}", path.display()))?;
     if !meta.is_dir() {
         return std::fs::read(path).with_context(|| format!("--{flag} {}", path.display()));
@@ -39,7 +39,7 @@ pub fn read_file_or_dir(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Minisign public keys from a file or directory; at least one is required.
-pub fn trusted_keys(
+pub(crate) fn trusted_keys(
     flag: &str,
     path: &Path,
 ) -> anyhow::Result<Vec<osroll_api::signing::TrustedKey>> {

@@ -2,8 +2,9 @@
 //! server (with the shipped RBAC enforced), a local image server with generated 1.0 and
 //! 2.0 images, N kubelet-lite nodes each running the real agent on a simulated A/B host,
 //! workloads guarded by PodDisruptionBudgets, and the real controller; applies an
-//! OSUpgrade to `stable` (2.0), shows the live view until the rollout ends, and reports
-//! per node what happened and how long each phase took.
+//! OSUpgrade to `stable` (2.0), hands the rollout to the caller's view until it ends
+//! (`osroll demo` shows its live view), and reports per node what happened and how long
+//! each phase took.
 
 pub mod images;
 pub mod node;
@@ -27,7 +28,6 @@ use tokio::task::JoinHandle;
 
 use crate::server::ServerConfig;
 use crate::testing::{Cluster, wait_for};
-use crate::view::live::{Renderer, watch};
 use images::ImageServer;
 use node::{MachineOptions, SimNode};
 use timeline::{SummaryRow, Timeline, render_table, summarize};
@@ -102,10 +102,7 @@ pub struct Demo {
     /// From applying the OSUpgrade to its end.
     pub elapsed: Duration,
     nodes: Vec<SimNode>,
-    controller: Option<(
-        JoinHandle<anyhow::Result<()>>,
-        tokio::sync::oneshot::Sender<()>,
-    )>,
+    controller: Option<ControllerTask>,
     _images: ImageServer,
     workloads: Option<crate::workloads::Workloads>,
     timeline: Option<Timeline>,
@@ -211,31 +208,9 @@ async fn apply_rbac(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn createworkloads(client: &kube::Client, nodes: usize) -> anyhow::Result<()> {
-    let apply = |api: Api<DynamicObject>, obj: Value| async move {
-        let name = obj["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        api.patch(
-            &name,
-            &PatchParams::apply("osroll-demo").force(),
-            &Patch::Apply(&obj),
-        )
-        .await
-        .with_context(|| format!("creating {name}"))
-    };
-    let ar = |g: &str, v: &str, k: &str, p: &str| {
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), p)
-    };
-    let deploy = ar("apps", "v1", "Deployment", "deployments");
-    let ds = ar("apps", "v1", "DaemonSet", "daemonsets");
-    let pdb = ar(
-        "policy",
-        "v1",
-        "PodDisruptionBudget",
-        "poddisruptionbudgets",
-    );
+/// The demo's workloads: Deployment web (PDB maxUnavailable 1), Deployment cache (PDB
+/// minAvailable 1) and DaemonSet log-shipper, as (plural, object) pairs.
+fn workload_manifests(nodes: usize) -> Vec<(&'static str, Value)> {
     let ns = WORKLOAD_NS;
     let app = |name: &str, replicas: usize| {
         json!({
@@ -254,35 +229,49 @@ async fn createworkloads(client: &kube::Client, nodes: usize) -> anyhow::Result<
         }
         json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": name, "namespace": ns}, "spec": spec})
     };
-    let web = nodes.saturating_sub(1).max(2);
-    apply(
-        Api::namespaced_with(client.clone(), ns, &deploy),
-        app("web", web),
-    )
-    .await?;
-    apply(
-        Api::namespaced_with(client.clone(), ns, &pdb),
-        budget("web", json!({"maxUnavailable": 1})),
-    )
-    .await?;
-    apply(
-        Api::namespaced_with(client.clone(), ns, &deploy),
-        app("cache", 2),
-    )
-    .await?;
-    apply(
-        Api::namespaced_with(client.clone(), ns, &pdb),
-        budget("cache", json!({"minAvailable": 1})),
-    )
-    .await?;
     let shipper = json!({
         "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "log-shipper", "namespace": ns},
         "spec": {"selector": {"matchLabels": {"app": "log-shipper"}},
             "template": {"metadata": {"labels": {"app": "log-shipper"}},
                 "spec": {"containers": [{"name": "shipper", "image": "registry.example/shipper:1"}]}}},
     });
-    apply(Api::namespaced_with(client.clone(), ns, &ds), shipper).await?;
-    let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let web = nodes.saturating_sub(1).max(2);
+    vec![
+        ("deployments", app("web", web)),
+        (
+            "poddisruptionbudgets",
+            budget("web", json!({"maxUnavailable": 1})),
+        ),
+        ("deployments", app("cache", 2)),
+        (
+            "poddisruptionbudgets",
+            budget("cache", json!({"minAvailable": 1})),
+        ),
+        ("daemonsets", shipper),
+    ]
+}
+
+/// Create the workloads and wait until every Deployment is ready.
+async fn create_workloads(client: &kube::Client, nodes: usize) -> anyhow::Result<()> {
+    for (plural, obj) in workload_manifests(nodes) {
+        let (group, version) = obj["apiVersion"]
+            .as_str()
+            .and_then(|v| v.split_once('/'))
+            .unwrap_or_default();
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let ar =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        Api::<DynamicObject>::namespaced_with(client.clone(), WORKLOAD_NS, &ar)
+            .patch(
+                name,
+                &PatchParams::apply("osroll-demo").force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .with_context(|| format!("creating {name}"))?;
+    }
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), WORKLOAD_NS);
     wait_for("the workloads to be ready", Duration::from_secs(30), || {
         let deps = deps.clone();
         async move {
@@ -327,23 +316,57 @@ async fn slots(client: &kube::Client) -> anyhow::Result<BTreeMap<String, String>
         .collect())
 }
 
-/// Run the demo: set everything up, roll out, and report. `out` gets the narration and
-/// `renderer` the live view.
-pub async fn run(
-    opts: &DemoOptions,
-    out: &mut dyn Write,
-    renderer: &mut dyn Renderer,
-) -> anyhow::Result<Demo> {
+/// The controller task and the sender that stops it.
+type ControllerTask = (
+    JoinHandle<anyhow::Result<()>>,
+    tokio::sync::oneshot::Sender<()>,
+);
+
+/// Run the demo: set everything up, apply the OSUpgrade, let `follow` show the rollout
+/// until it ends (it gets an admin client and returns the last phase it saw), and
+/// summarize what happened on each node. `out` gets the narration.
+pub async fn run<F>(opts: &DemoOptions, out: &mut dyn Write, follow: F) -> anyhow::Result<Demo>
+where
+    F: AsyncFnOnce(kube::Client) -> anyhow::Result<Option<UpgradePhase>>,
+{
     if opts.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
     let started = Instant::now();
+    let cluster = start_cluster(opts, out).await?;
+    let admin = cluster.client();
+    let images = start_images(opts, out).await?;
+    let dir = tempfile::Builder::new().prefix("osroll-demo-").tempdir()?;
+    let nodes = start_nodes(&cluster, dir.path(), opts, out).await?;
+    let workloads = start_workloads(&cluster, opts.nodes, out).await?;
+    let slots_before = slots(&admin).await?;
+    let controller = start_controller(&cluster).await?;
+    let timeline = Timeline::start(admin.clone());
+    apply_upgrade(&admin, &images, opts, started.elapsed(), out).await?;
+    let (phase, elapsed) = follow_rollout(&admin, opts.timeout, follow, out).await?;
+    let slots_after = slots(&admin).await?;
+    let rows = summarize(&timeline.snapshot(), &slots_before, &slots_after);
+    Ok(Demo {
+        cluster,
+        rows,
+        phase,
+        elapsed,
+        nodes,
+        controller: Some(controller),
+        _images: images,
+        workloads,
+        timeline: Some(timeline),
+        _dir: dir,
+    })
+}
+
+/// The test API server with the CRDs and the shipped RBAC.
+async fn start_cluster(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result<Cluster> {
     let cluster = Cluster::sim(ServerConfig {
         enforce_rbac: opts.enforce_rbac,
         ..ServerConfig::default()
     })
     .await?;
-    let admin = cluster.client();
     writeln!(
         out,
         "test API server: {} (kubeconfig {})",
@@ -351,17 +374,31 @@ pub async fn run(
         cluster.kubeconfig().display()
     )?;
     cluster.install_crds().await?;
-    apply_rbac(&admin).await?;
+    apply_rbac(&cluster.client()).await?;
+    Ok(cluster)
+}
+
+/// The image server with the from- and to-version images.
+async fn start_images(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result<ImageServer> {
     let images = ImageServer::start(&[FROM_VERSION, TO_VERSION], opts.image_size).await?;
     writeln!(
         out,
         "image server: {} and {} ({} expanded, {} compressed)",
         images.images[0].url,
         images.images[1].url,
-        crate::view::human_bytes(images.images[1].size),
-        crate::view::human_bytes(images.images[1].compressed)
+        human_bytes(images.images[1].size),
+        human_bytes(images.images[1].compressed)
     )?;
-    let dir = tempfile::Builder::new().prefix("osroll-demo-").tempdir()?;
+    Ok(images)
+}
+
+/// `opts.nodes` machines in `dir`, once every agent has labelled its Node.
+async fn start_nodes(
+    cluster: &Cluster,
+    dir: &Path,
+    opts: &DemoOptions,
+    out: &mut dyn Write,
+) -> anyhow::Result<Vec<SimNode>> {
     let machine = MachineOptions {
         slot_size: (opts.image_size as u64).next_multiple_of(1024 * 1024),
         downtime: opts.downtime,
@@ -372,29 +409,26 @@ pub async fn run(
     for i in 1..=opts.nodes {
         let name = format!("node-{i}");
         let kubelet_client = cluster.client_for(&format!("system:node:{name}")).await?;
-        nodes.push(
-            SimNode::start(
-                kubelet_client,
-                agent_client.clone(),
-                dir.path(),
-                &name,
-                FROM_VERSION,
-                &machine,
-            )
-            .await?,
-        );
+        let node = SimNode::start(
+            kubelet_client,
+            agent_client.clone(),
+            dir,
+            &name,
+            FROM_VERSION,
+            &machine,
+        )
+        .await?;
+        nodes.push(node);
     }
-    let node_api: Api<Node> = Api::all(admin.clone());
+    let node_api: Api<Node> = Api::all(cluster.client());
+    let managed = ListParams::default().labels(&format!("{}=true", labels::MANAGED));
     wait_for(
         "every agent to report its node",
         Duration::from_secs(30),
         || {
-            let node_api = node_api.clone();
+            let (node_api, managed) = (node_api.clone(), managed.clone());
             async move {
-                let l = node_api
-                    .list(&ListParams::default().labels(&format!("{}=true", labels::MANAGED)))
-                    .await
-                    .ok()?;
+                let l = node_api.list(&managed).await.ok()?;
                 (l.items.len() == opts.nodes).then_some(())
             }
         },
@@ -405,16 +439,28 @@ pub async fn run(
         "{} nodes on {FROM_VERSION}, each with kubelet-lite and the osroll agent on a simulated A/B host",
         opts.nodes
     )?;
+    Ok(nodes)
+}
+
+/// The workloads in [`WORKLOAD_NS`] and the controllers that keep them running.
+async fn start_workloads(
+    cluster: &Cluster,
+    nodes: usize,
+    out: &mut dyn Write,
+) -> anyhow::Result<Option<crate::workloads::Workloads>> {
     cluster.ensure_namespace(WORKLOAD_NS).await?;
     let workloads = cluster.start_workloads();
-    createworkloads(&admin, opts.nodes).await?;
+    create_workloads(&cluster.client(), nodes).await?;
     writeln!(
         out,
         "workloads in {WORKLOAD_NS}: Deployment web (PDB maxUnavailable 1), Deployment cache (PDB minAvailable 1), DaemonSet log-shipper"
     )?;
-    let slots_before = slots(&admin).await?;
+    Ok(workloads)
+}
 
-    let controller_client = cluster.client_for(&sa_user(CONTROLLER_SA)).await?;
+/// The real controller, as its service account, until the sender fires.
+async fn start_controller(cluster: &Cluster) -> anyhow::Result<ControllerTask> {
+    let client = cluster.client_for(&sa_user(CONTROLLER_SA)).await?;
     let cfg = osroll_controller::ControllerConfig {
         namespace: DEFAULT_NAMESPACE.into(),
         identity: "osroll-controller-demo".into(),
@@ -424,14 +470,20 @@ pub async fn run(
         ..osroll_controller::ControllerConfig::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(osroll_controller::run_until(
-        cfg,
-        controller_client,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let timeline = Timeline::start(admin.clone());
+    let task = tokio::spawn(osroll_controller::run_until(cfg, client, async move {
+        let _ = stopped.await;
+    }));
+    Ok((task, stop))
+}
+
+/// Create the OSUpgrade to `stable` from the image server's catalog.
+async fn apply_upgrade(
+    admin: &kube::Client,
+    images: &ImageServer,
+    opts: &DemoOptions,
+    setup: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let up = upgrade(&images.catalog(TO_VERSION), &opts.max_unavailable)?;
     Api::<OSUpgrade>::all(admin.clone())
         .create(&PostParams::default(), &up)
@@ -444,26 +496,30 @@ pub async fn run(
     writeln!(
         out,
         "applied OSUpgrade {UPGRADE}: version stable ({TO_VERSION}), maxUnavailable {max} (setup took {:.1}s)\n",
-        started.elapsed().as_secs_f64()
+        setup.as_secs_f64()
     )?;
     out.flush()?;
+    Ok(())
+}
 
-    let rollout_start = Instant::now();
-    let watched = tokio::time::timeout(
-        opts.timeout,
-        watch(admin.clone(), Some(UPGRADE), true, renderer),
-    )
-    .await;
-    let elapsed = rollout_start.elapsed();
-    let phase = match watched {
-        Ok(Ok(views)) => views.first().map(|v| v.phase),
-        Ok(Err(e)) => return Err(e),
+/// Let `follow` show the rollout until it ends or `timeout` passes: the final phase and
+/// how long the rollout took.
+async fn follow_rollout<F>(
+    admin: &kube::Client,
+    timeout: Duration,
+    follow: F,
+    out: &mut dyn Write,
+) -> anyhow::Result<(Option<UpgradePhase>, Duration)>
+where
+    F: AsyncFnOnce(kube::Client) -> anyhow::Result<Option<UpgradePhase>>,
+{
+    let start = Instant::now();
+    let followed = tokio::time::timeout(timeout, follow(admin.clone())).await;
+    let elapsed = start.elapsed();
+    let phase = match followed {
+        Ok(phase) => phase?,
         Err(_) => {
-            writeln!(
-                out,
-                "\nthe rollout did not finish within {:?}",
-                opts.timeout
-            )?;
+            writeln!(out, "\nthe rollout did not finish within {timeout:?}")?;
             Api::<OSUpgrade>::all(admin.clone())
                 .get(UPGRADE)
                 .await
@@ -472,20 +528,23 @@ pub async fn run(
                 .and_then(|s| s.phase)
         }
     };
-    let slots_after = slots(&admin).await?;
-    let rows = summarize(&timeline.snapshot(), &slots_before, &slots_after);
-    Ok(Demo {
-        cluster,
-        rows,
-        phase,
-        elapsed,
-        nodes,
-        controller: Some((controller, stop)),
-        _images: images,
-        workloads,
-        timeline: Some(timeline),
-        _dir: dir,
-    })
+    Ok((phase, elapsed))
+}
+
+/// `4.0 MiB`: sizes in the narration.
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! A simulated machine for the demo: kubelet-lite for the Node and its pods, a `SimHost`
-//! directory for disks and firmware, and the real osroll agent, started again after each
-//! simulated reboot the way a node's init system would after power-on.
+//! A simulated machine for the demo and the cluster tests: kubelet-lite for the Node and
+//! its pods, a `SimHost` directory for disks and firmware, and the real osroll agent,
+//! started again after each simulated reboot the way a node's init system would after
+//! power-on ([`run_machine`], also used by the scale benchmark).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -68,7 +69,7 @@ impl SimNode {
         cfg.install.direct_io = false;
         cfg.install.buffer_size = 256 * 1024;
         cfg.install.buffers = 2;
-        let task = tokio::spawn(machine_loop(
+        let task = tokio::spawn(run_machine(
             cfg,
             agent_client,
             host.clone(),
@@ -84,8 +85,11 @@ impl SimNode {
     }
 }
 
-/// Run the agent; on a simulated reboot take the node down, power it on, start again.
-async fn machine_loop(
+/// Run the agent of one simulated machine for ever: on a simulated reboot take the Node
+/// down for `downtime`, power the host on (the firmware picks the slot), bring the Node
+/// back with the OS it booted and start the agent again; after an agent error, start it
+/// again after a pause, as an init system would.
+pub async fn run_machine(
     cfg: AgentConfig,
     client: kube::Client,
     host: SimHost,

@@ -3,7 +3,7 @@
 //! `maxUnavailable` M, and the controller in a child process so its memory is its own.
 //!
 //! ```text
-//! cargo run --release -p osroll-controller --example scale -- --nodes 1000 --max-unavailable 10%
+//! cargo run --release -p osroll-sim --example scale -- --nodes 1000 --max-unavailable 10%
 //! ```
 //!
 //! Reports the rollout's wall time against the ideal schedule (batches x the mean time a
@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,10 +20,11 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use osroll_agent::{AgentConfig, AgentExit, SimHost};
-use osroll_api::{OSUpgrade, UpgradePhase, labels};
+use osroll_agent::{AgentConfig, SimHost};
+use osroll_api::{OSUpgrade, OSUpgradeStatus, UpgradePhase, labels};
+use osroll_sim::demo::node::run_machine;
 use osroll_sim::testing::Cluster;
-use osroll_sim::{Kubelet, KubeletConfig};
+use osroll_sim::{AuditEntry, Kubelet, KubeletConfig};
 use serde_json::json;
 
 const CONTROLLER_USER: &str = "system:serviceaccount:osroll-system:osroll-controller";
@@ -88,31 +89,6 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-async fn agent_loop(
-    cfg: AgentConfig,
-    client: kube::Client,
-    host: SimHost,
-    kubelet: Arc<Kubelet>,
-    downtime: Duration,
-) {
-    loop {
-        match osroll_agent::run(cfg.clone(), client.clone(), Arc::new(host.clone())).await {
-            Ok(AgentExit::Rebooted) => {
-                let _ = kubelet.go_down("rebooting").await;
-                tokio::time::sleep(downtime).await;
-                if let Err(e) = host.boot() {
-                    eprintln!("{}: boot: {e}", cfg.node_name);
-                }
-                let _ = kubelet.come_up().await;
-            }
-            Err(e) => {
-                eprintln!("{}: agent: {e:#}", cfg.node_name);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
 #[derive(Default)]
 struct Disruption {
     cordoned: HashMap<String, Instant>,
@@ -129,6 +105,48 @@ struct Disruption {
     gaps: Vec<Duration>,
 }
 
+impl Disruption {
+    /// Node `name` was seen `cordoned` (or not) at `now`.
+    fn record(&mut self, name: String, cordoned: bool, now: Instant) {
+        match (cordoned, self.cordoned.contains_key(&name)) {
+            (true, false) => {
+                self.cordoned.insert(name, now);
+                self.first.get_or_insert(now);
+                self.concurrent += 1;
+                self.max_concurrent = self.max_concurrent.max(self.concurrent);
+                self.cordons.push(now);
+                if let Some(freed) = self.free.pop_front() {
+                    self.gaps.push(now - freed);
+                }
+            }
+            (false, true) => {
+                let t0 = self.cordoned.remove(&name).unwrap();
+                self.spans.push(now - t0);
+                self.last = Some(now);
+                self.concurrent -= 1;
+                self.free.push_back(now);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What the rollout measured, for the report.
+struct Rollout {
+    phase: UpgradePhase,
+    status: OSUpgradeStatus,
+    /// From creating the OSUpgrade to its end.
+    wall: Duration,
+    /// The controller's peak RSS (VmHWM), KiB.
+    peak_kib: u64,
+    /// The controller's CPU time, seconds.
+    cpu: f64,
+    /// Events published by the end.
+    events: usize,
+    /// The controller's API requests.
+    requests: Vec<AuditEntry>,
+}
+
 fn main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -137,6 +155,14 @@ fn main() -> anyhow::Result<()> {
     if argv.get(1).map(String::as_str) == Some("--controller-child") {
         return rt.block_on(controller_child(PathBuf::from(&argv[2])));
     }
+    // The machines' agent errors and failed boots (logged by `run_machine`), on stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("osroll_sim=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     rt.block_on(bench(args()?))
 }
 
@@ -149,7 +175,26 @@ async fn bench(a: Args) -> anyhow::Result<()> {
     );
     cluster.install_crds().await?;
     cluster.ensure_namespace(NS).await?;
-    let admin = cluster.client();
+    let (image, image_url) = serve_image().await?;
+    let dir = tempfile::tempdir()?;
+    let (tasks, kubelets) = start_machines(&cluster, dir.path(), &a).await?;
+    eprintln!(
+        "{} nodes up in {:.1}s",
+        a.nodes,
+        t_setup.elapsed().as_secs_f64()
+    );
+    let disruption = watch_disruption(Api::all(cluster.client()));
+    let rollout = roll_out(&cluster, &a, &image, &image_url).await?;
+    report(&a, &rollout, &disruption.lock().unwrap())?;
+    for t in tasks {
+        t.abort();
+    }
+    drop(kubelets);
+    Ok(())
+}
+
+/// Serve the 2.0 image on loopback: its bytes and URL.
+async fn serve_image() -> anyhow::Result<(Vec<u8>, String)> {
     let image = osroll_agent::simhost::image_bytes("2.0", 64 * 1024);
     let img = image.clone();
     let app = axum::Router::new().route(
@@ -159,24 +204,32 @@ async fn bench(a: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let image_url = format!("http://{}/2.0.img", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((image, image_url))
+}
 
-    let dir = tempfile::tempdir()?;
+/// `a.nodes` machines on 1.0 in `dir`, once every agent has labelled its Node: their
+/// tasks and kubelets.
+async fn start_machines(
+    cluster: &Cluster,
+    dir: &std::path::Path,
+    a: &Args,
+) -> anyhow::Result<(Vec<tokio::task::JoinHandle<()>>, Vec<Arc<Kubelet>>)> {
     let nodes_client = cluster.client_for("system:nodes").await?;
     let mut tasks = Vec::new();
     let mut kubelets = Vec::new();
     for i in 0..a.nodes {
         let name = format!("node-{i:04}");
-        let host = SimHost::create(&dir.path().join(&name), 128 * 1024, "1.0")?;
+        let host = SimHost::create(&dir.join(&name), 128 * 1024, "1.0")?;
         let mut kc = KubeletConfig::new(&name);
         kc.heartbeat = Duration::from_secs(10);
         kc.status_refresh = Duration::from_secs(60);
         let kubelet = Arc::new(Kubelet::start(nodes_client.clone(), kc).await?);
-        let mut cfg = AgentConfig::new(&name, dir.path().join(&name).join("state"));
+        let mut cfg = AgentConfig::new(&name, dir.join(&name).join("state"));
         cfg.install.direct_io = false;
         cfg.install.buffer_size = 64 * 1024;
         cfg.install.buffers = 2;
         cfg.progress_interval = Duration::from_secs(5);
-        tasks.push(tokio::spawn(agent_loop(
+        tasks.push(tokio::spawn(run_machine(
             cfg,
             nodes_client.clone(),
             host,
@@ -185,12 +238,12 @@ async fn bench(a: Args) -> anyhow::Result<()> {
         )));
         kubelets.push(kubelet);
     }
-    let node_api: Api<Node> = Api::all(admin.clone());
+    let node_api: Api<Node> = Api::all(cluster.client());
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let lp = ListParams::default().labels(&format!("{}=true", labels::MANAGED));
         if node_api.list(&lp).await?.items.len() == a.nodes {
-            break;
+            return Ok((tasks, kubelets));
         }
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -198,69 +251,57 @@ async fn bench(a: Args) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!(
-        "{} nodes up in {:.1}s",
-        a.nodes,
-        t_setup.elapsed().as_secs_f64()
-    );
+}
 
-    // Disruption from watch events: cordon -> uncordon per node.
-    let disruption = Arc::new(std::sync::Mutex::new(Disruption::default()));
-    {
-        let d = disruption.clone();
-        let api = node_api.clone();
-        tokio::spawn(async move {
-            let mut s = watcher(api, watcher::Config::default())
-                .applied_objects()
-                .boxed();
-            while let Some(Ok(n)) = s.next().await {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                let cordoned = n
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.unschedulable)
-                    .unwrap_or(false);
-                let mut d = d.lock().unwrap();
-                let now = Instant::now();
-                match (cordoned, d.cordoned.contains_key(&name)) {
-                    (true, false) => {
-                        d.cordoned.insert(name, now);
-                        d.first.get_or_insert(now);
-                        d.concurrent += 1;
-                        d.max_concurrent = d.max_concurrent.max(d.concurrent);
-                        d.cordons.push(now);
-                        if let Some(freed) = d.free.pop_front() {
-                            d.gaps.push(now - freed);
-                        }
-                    }
-                    (false, true) => {
-                        let t0 = d.cordoned.remove(&name).unwrap();
-                        d.spans.push(now - t0);
-                        d.last = Some(now);
-                        d.concurrent -= 1;
-                        d.free.push_back(now);
-                    }
-                    _ => {}
-                }
-            }
-        });
-    }
+/// Disruption from watch events (cordon -> uncordon per node), recorded in the background.
+fn watch_disruption(api: Api<Node>) -> Arc<Mutex<Disruption>> {
+    let disruption = Arc::new(Mutex::new(Disruption::default()));
+    let d = disruption.clone();
+    tokio::spawn(async move {
+        let mut s = watcher(api, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(n)) = s.next().await {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            let cordoned = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false);
+            d.lock().unwrap().record(name, cordoned, Instant::now());
+        }
+    });
+    disruption
+}
 
+/// The OSUpgrade `scale` to 2.0 with `maxUnavailable` from the command line.
+fn scale_upgrade(a: &Args, image: &[u8], image_url: &str) -> anyhow::Result<OSUpgrade> {
     let catalog = format!(
         "images:\n  - version: \"2.0\"\n    url: {image_url}\n    checksum: {}\n    size: {}\n",
-        osroll_api::catalog::digest(&image),
+        osroll_api::catalog::digest(image),
         image.len()
     );
     let mu: serde_json::Value = match a.max_unavailable.parse::<i64>() {
         Ok(n) => json!(n),
         Err(_) => json!(a.max_unavailable),
     };
-    let up: OSUpgrade = serde_json::from_value(json!({
+    Ok(serde_json::from_value(json!({
         "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
         "metadata": {"name": "scale"},
         "spec": {"version": "2.0", "catalog": {"inline": catalog}, "allowHttpImages": true,
                  "strategy": {"maxUnavailable": mu}},
-    }))?;
+    }))?)
+}
+
+/// Start the controller in its own process, create the OSUpgrade, wait for its end and
+/// for the Events behind it, and measure the controller on the way.
+async fn roll_out(
+    cluster: &Cluster,
+    a: &Args,
+    image: &[u8],
+    image_url: &str,
+) -> anyhow::Result<Rollout> {
+    let up = scale_upgrade(a, image, image_url)?;
     if let Some(s) = cluster.server() {
         s.clear_audit();
     }
@@ -273,81 +314,98 @@ async fn bench(a: Args) -> anyhow::Result<()> {
         .context("starting the controller process")?;
     let pid = child.id();
     let t0 = Instant::now();
-    Api::<OSUpgrade>::all(admin.clone())
-        .create(&PostParams::default(), &up)
-        .await?;
-    let ups: Api<OSUpgrade> = Api::all(admin.clone());
+    let ups: Api<OSUpgrade> = Api::all(cluster.client());
+    ups.create(&PostParams::default(), &up).await?;
     let mut peak_kib = 0;
+    let (phase, status) = wait_done(&ups, pid, &mut peak_kib).await?;
+    let wall = t0.elapsed();
+    let events = wait_events_settled(cluster, pid, &mut peak_kib).await?;
+    peak_kib = peak_kib.max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
+    let cpu = cpu_seconds(pid).unwrap_or(0.0);
+    let audit = cluster.server().map(|s| s.audit()).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    let requests = audit
+        .into_iter()
+        .filter(|e| e.user == CONTROLLER_USER)
+        .collect();
+    Ok(Rollout {
+        phase,
+        status,
+        wall,
+        peak_kib,
+        cpu,
+        events,
+        requests,
+    })
+}
+
+/// Poll the OSUpgrade until Completed or Failed, sampling the controller's peak RSS.
+async fn wait_done(
+    ups: &Api<OSUpgrade>,
+    pid: u32,
+    peak_kib: &mut u64,
+) -> anyhow::Result<(UpgradePhase, OSUpgradeStatus)> {
     let deadline = Instant::now() + Duration::from_secs(3600);
-    let phase = loop {
-        peak_kib = peak_kib.max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
+    loop {
+        *peak_kib = (*peak_kib).max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
         let st = ups.get("scale").await?.status.unwrap_or_default();
         if let Some(p @ (UpgradePhase::Completed | UpgradePhase::Failed)) = st.phase {
-            break (p, st);
+            return Ok((p, st));
         }
         anyhow::ensure!(
             Instant::now() < deadline,
             "rollout did not finish within an hour"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    let wall = t0.elapsed();
-    // Events are published from a queue behind the decisions: let it drain so the
-    // request count includes them.
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(admin.clone());
+    }
+}
+
+/// Events are published from a queue behind the decisions: wait until their count holds
+/// still for 3 s, so the request count includes them. The number of Events.
+async fn wait_events_settled(
+    cluster: &Cluster,
+    pid: u32,
+    peak_kib: &mut u64,
+) -> anyhow::Result<usize> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(cluster.client());
     let (mut last, mut stable) = (0, 0);
     let drain_deadline = Instant::now() + Duration::from_secs(300);
     while stable < 3 && Instant::now() < drain_deadline {
-        peak_kib = peak_kib.max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
+        *peak_kib = (*peak_kib).max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
         let n = events.list(&ListParams::default()).await?.items.len();
         stable = if n == last { stable + 1 } else { 0 };
         last = n;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    peak_kib = peak_kib.max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
-    let cpu = cpu_seconds(pid).unwrap_or(0.0);
-    let audit = cluster.server().map(|s| s.audit()).unwrap_or_default();
-    let _ = child.kill();
-    let _ = child.wait();
+    Ok(last)
+}
 
-    let mine: Vec<_> = audit.iter().filter(|e| e.user == CONTROLLER_USER).collect();
-    let mut by_kind: HashMap<String, usize> = HashMap::new();
-    for e in &mine {
-        let sub = if e.subresource.is_empty() {
-            String::new()
-        } else {
-            format!("/{}", e.subresource)
-        };
-        *by_kind
-            .entry(format!("{} {}{sub}", e.verb, e.resource))
-            .or_default() += 1;
-    }
-    let mut by_kind: Vec<(String, usize)> = by_kind.into_iter().collect();
-    by_kind.sort_by_key(|k| std::cmp::Reverse(k.1));
+/// `maxUnavailable` from the command line, resolved against the node count.
+fn max_unavailable(a: &Args) -> anyhow::Result<usize> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let v = match a.max_unavailable.parse::<i32>() {
+        Ok(n) => IntOrString::Int(n),
+        Err(_) => IntOrString::String(a.max_unavailable.clone()),
+    };
+    Ok(osroll_controller::planner::Budget::parse(&v, "--max-unavailable")?.resolve(a.nodes))
+}
 
-    let d = disruption.lock().unwrap();
+/// Print every figure.
+fn report(a: &Args, r: &Rollout, d: &Disruption) -> anyhow::Result<()> {
+    let max_unavailable = max_unavailable(a)?;
+    let batches = a.nodes.div_ceil(max_unavailable);
     let n = d.spans.len().max(1);
     let mean = d.spans.iter().sum::<Duration>() / n as u32;
     let mut sorted = d.spans.clone();
     sorted.sort();
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
-    let max_unavailable = osroll_controller::planner::Budget::parse(
-        &match a.max_unavailable.parse::<i32>() {
-            Ok(n) => k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n),
-            Err(_) => k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
-                a.max_unavailable.clone(),
-            ),
-        },
-        "--max-unavailable",
-    )?
-    .resolve(a.nodes);
-    let batches = a.nodes.div_ceil(max_unavailable);
     let ideal = mean * batches as u32;
     let disrupting = match (d.first, d.last) {
         (Some(f), Some(l)) => l - f,
         _ => Duration::ZERO,
     };
-    let counts = phase.1.nodes.clone().unwrap_or_default();
+    let counts = r.status.nodes.clone().unwrap_or_default();
     println!("osroll scale benchmark");
     println!("  nodes                      {}", a.nodes);
     println!(
@@ -360,11 +418,11 @@ async fn bench(a: Args) -> anyhow::Result<()> {
     );
     println!(
         "  outcome                    {:?}: {} completed, {} failed, {} rolled back",
-        phase.0, counts.completed, counts.failed, counts.rolled_back
+        r.phase, counts.completed, counts.failed, counts.rolled_back
     );
     println!(
         "  wall time (create->done)   {:.1}s (includes staging every node)",
-        wall.as_secs_f64()
+        r.wall.as_secs_f64()
     );
     println!(
         "  disruption phase           {:.1}s (first cordon -> last uncordon)",
@@ -384,6 +442,13 @@ async fn bench(a: Args) -> anyhow::Result<()> {
         "  disruption phase / ideal   {:.3}",
         disrupting.as_secs_f64() / ideal.as_secs_f64().max(1e-9)
     );
+    report_slots(d, max_unavailable, disrupting);
+    report_controller(a, r);
+    Ok(())
+}
+
+/// How fully the disruption budget was used.
+fn report_slots(d: &Disruption, max_unavailable: usize, disrupting: Duration) {
     let busy: Duration = d.spans.iter().sum();
     println!(
         "  slot utilization           {:.3} (node-seconds disrupted / (maxUnavailable x disruption phase))",
@@ -415,23 +480,35 @@ async fn bench(a: Args) -> anyhow::Result<()> {
         pct(90),
         gaps.len()
     );
-    println!("  events published           {last}");
+}
+
+/// The controller's cost: Events, memory, CPU and API requests by kind.
+fn report_controller(a: &Args, r: &Rollout) {
+    let mut by_kind: HashMap<String, usize> = HashMap::new();
+    for e in &r.requests {
+        let sub = if e.subresource.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", e.subresource)
+        };
+        *by_kind
+            .entry(format!("{} {}{sub}", e.verb, e.resource))
+            .or_default() += 1;
+    }
+    let mut by_kind: Vec<(String, usize)> = by_kind.into_iter().collect();
+    by_kind.sort_by_key(|k| std::cmp::Reverse(k.1));
+    println!("  events published           {}", r.events);
     println!(
         "  controller peak RSS        {:.1} MiB",
-        peak_kib as f64 / 1024.0
+        r.peak_kib as f64 / 1024.0
     );
-    println!("  controller CPU time        {cpu:.1}s");
+    println!("  controller CPU time        {:.1}s", r.cpu);
     println!(
         "  controller API requests    {} ({:.1} per node)",
-        mine.len(),
-        mine.len() as f64 / a.nodes as f64
+        r.requests.len(),
+        r.requests.len() as f64 / a.nodes as f64
     );
     for (k, v) in by_kind.iter().take(12) {
         println!("    {v:>7}  {k}");
     }
-    for t in tasks {
-        t.abort();
-    }
-    drop(kubelets);
-    Ok(())
 }

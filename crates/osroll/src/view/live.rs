@@ -1,6 +1,6 @@
 //! The live view: watches OSUpgrades and OSUpgradeProgress objects and redraws on every
 //! change, as indicatif progress bars on a terminal or, elsewhere (CI logs, pipes), as
-//! one line per phase change. Used by `osroll status --watch` and by the demo.
+//! one line per phase change. Used by `osroll status --watch` and by `osroll demo`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -17,7 +17,7 @@ use osroll_api::{OSUpgrade, OSUpgradeProgress, ProgressPhase};
 use super::{NodeView, RolloutView, node_line, render};
 
 /// Something that shows rollouts as they change.
-pub trait Renderer: Send {
+pub(crate) trait Renderer: Send {
     /// Show the current state.
     fn update(&mut self, views: &[RolloutView]);
     /// Show the final state and stop drawing.
@@ -25,7 +25,7 @@ pub trait Renderer: Send {
 }
 
 /// One line per change of a rollout header or of a node's phase.
-pub struct LineRenderer<W: Write + Send> {
+pub(crate) struct LineRenderer<W: Write + Send> {
     out: W,
     headers: BTreeMap<String, String>,
     phases: BTreeMap<(String, String), ProgressPhase>,
@@ -33,7 +33,7 @@ pub struct LineRenderer<W: Write + Send> {
 
 impl<W: Write + Send> LineRenderer<W> {
     /// Write to `out`.
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         LineRenderer {
             out,
             headers: BTreeMap::new(),
@@ -67,7 +67,7 @@ impl<W: Write + Send> Renderer for LineRenderer<W> {
 }
 
 /// indicatif bars: a totals bar per rollout and a bar per node.
-pub struct BarsRenderer {
+pub(crate) struct BarsRenderer {
     multi: MultiProgress,
     totals: BTreeMap<String, ProgressBar>,
     nodes: BTreeMap<(String, String), ProgressBar>,
@@ -75,12 +75,12 @@ pub struct BarsRenderer {
 
 impl BarsRenderer {
     /// Draw on stderr.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_target(ProgressDrawTarget::stderr())
     }
 
     /// Draw on `target`.
-    pub fn with_target(target: ProgressDrawTarget) -> Self {
+    pub(crate) fn with_target(target: ProgressDrawTarget) -> Self {
         BarsRenderer {
             multi: MultiProgress::with_draw_target(target),
             totals: BTreeMap::new(),
@@ -103,7 +103,10 @@ impl BarsRenderer {
             (Some(c), _) => c.clone(),
             _ => String::new(),
         };
-        format!("{:<11} {bytes:>19}  {versions}", format!("{:?}", n.phase))
+        format!(
+            "{:<11} {bytes:>19}  {versions}",
+            super::progress_phase_name(n.phase)
+        )
     }
 }
 
@@ -157,7 +160,7 @@ impl Renderer for BarsRenderer {
 }
 
 /// A renderer for this process: bars when stderr is a terminal, lines on stdout otherwise.
-pub fn default_renderer() -> Box<dyn Renderer> {
+pub(crate) fn default_renderer() -> Box<dyn Renderer> {
     use std::io::IsTerminal;
     if std::io::stderr().is_terminal() {
         Box::new(BarsRenderer::new())
@@ -184,7 +187,7 @@ fn views(
 /// Watch the rollout `name` (all when None) and render every change. With
 /// `until_finished`, return once every shown rollout is Completed, Failed or Rejected;
 /// otherwise run until the watches end.
-pub async fn watch(
+pub(crate) async fn watch(
     client: Client,
     name: Option<&str>,
     until_finished: bool,
@@ -254,7 +257,7 @@ impl<F: std::future::Future<Output = Result<(), reflector::store::WriterDropped>
 }
 
 /// One snapshot of the rollout `name` (all when None), as text.
-pub async fn snapshot(client: Client, name: Option<&str>) -> anyhow::Result<String> {
+pub(crate) async fn snapshot(client: Client, name: Option<&str>) -> anyhow::Result<String> {
     let ps = Api::<OSUpgradeProgress>::all(client.clone())
         .list(&ListParams::default())
         .await

@@ -3,36 +3,36 @@
 //! progress bar per node. [`live`] keeps it current from watches, with indicatif bars on
 //! a terminal and one line per change otherwise. Works against any cluster.
 
-pub mod live;
+pub(crate) mod live;
 
 use osroll_api::{OSUpgrade, OSUpgradeProgress, ProgressPhase, UpgradePhase};
 
 /// One node's line.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NodeView {
+pub(crate) struct NodeView {
     /// Node name.
-    pub node: String,
+    pub(crate) node: String,
     /// Progress object name.
-    pub progress: String,
+    pub(crate) progress: String,
     /// Phase (Pending when the agent has not written one yet).
-    pub phase: ProgressPhase,
+    pub(crate) phase: ProgressPhase,
     /// Image bytes processed.
-    pub bytes_done: u64,
+    pub(crate) bytes_done: u64,
     /// Image bytes in all (0 when unknown).
-    pub bytes_total: u64,
+    pub(crate) bytes_total: u64,
     /// Version the node runs.
-    pub current: Option<String>,
+    pub(crate) current: Option<String>,
     /// Version being installed.
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
     /// Slot the new image goes to.
-    pub slot: Option<String>,
+    pub(crate) slot: Option<String>,
     /// Failure reason or message, if any.
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
 impl NodeView {
     /// From one progress object.
-    pub fn from_progress(p: &OSUpgradeProgress) -> NodeView {
+    pub(crate) fn from_progress(p: &OSUpgradeProgress) -> NodeView {
         let st = p.status.clone().unwrap_or_default();
         let target = st
             .target_version
@@ -61,7 +61,7 @@ impl NodeView {
     }
 
     /// Fraction of the image done, 0..=1 (1 once past staging).
-    pub fn fraction(&self) -> f64 {
+    pub(crate) fn fraction(&self) -> f64 {
         match self.phase {
             ProgressPhase::Staged
             | ProgressPhase::Applying
@@ -75,28 +75,28 @@ impl NodeView {
 
 /// Node counts by stage.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Nodes in the rollout.
-    pub total: usize,
+    pub(crate) total: usize,
     /// Not started.
-    pub pending: usize,
+    pub(crate) pending: usize,
     /// Downloading, writing or verifying.
-    pub staging: usize,
+    pub(crate) staging: usize,
     /// Staged, waiting for their turn.
-    pub staged: usize,
+    pub(crate) staged: usize,
     /// Applying or rebooting.
-    pub updating: usize,
+    pub(crate) updating: usize,
     /// Done.
-    pub completed: usize,
+    pub(crate) completed: usize,
     /// Failed.
-    pub failed: usize,
+    pub(crate) failed: usize,
     /// Fell back to the old slot.
-    pub rolled_back: usize,
+    pub(crate) rolled_back: usize,
 }
 
 impl Totals {
     /// Count `nodes`.
-    pub fn of(nodes: &[NodeView]) -> Totals {
+    pub(crate) fn of(nodes: &[NodeView]) -> Totals {
         let mut t = Totals {
             total: nodes.len(),
             ..Default::default()
@@ -118,7 +118,7 @@ impl Totals {
     }
 
     /// `3/5 completed, 1 updating, 1 staged`: the non-zero counts.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut parts = vec![format!("{}/{} completed", self.completed, self.total)];
         for (n, what) in [
             (self.updating, "updating"),
@@ -138,25 +138,25 @@ impl Totals {
 
 /// One OSUpgrade and its nodes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RolloutView {
+pub(crate) struct RolloutView {
     /// OSUpgrade name.
-    pub name: String,
+    pub(crate) name: String,
     /// `spec.version`.
-    pub desired: String,
+    pub(crate) desired: String,
     /// `status.resolvedVersion`.
-    pub resolved: Option<String>,
+    pub(crate) resolved: Option<String>,
     /// `status.phase` (Pending before the controller saw it).
-    pub phase: UpgradePhase,
+    pub(crate) phase: UpgradePhase,
     /// `status.message`.
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     /// Nodes, by name.
-    pub nodes: Vec<NodeView>,
+    pub(crate) nodes: Vec<NodeView>,
 }
 
 impl RolloutView {
     /// Build from an OSUpgrade and any progress objects (those of other upgrades are
     /// ignored).
-    pub fn build(upgrade: &OSUpgrade, progresses: &[OSUpgradeProgress]) -> RolloutView {
+    pub(crate) fn build(upgrade: &OSUpgrade, progresses: &[OSUpgradeProgress]) -> RolloutView {
         let name = upgrade.metadata.name.clone().unwrap_or_default();
         let mut nodes: Vec<NodeView> = progresses
             .iter()
@@ -176,12 +176,12 @@ impl RolloutView {
     }
 
     /// Node counts.
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         Totals::of(&self.nodes)
     }
 
     /// Whether nothing more will happen without a user.
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         matches!(
             self.phase,
             UpgradePhase::Completed | UpgradePhase::Failed | UpgradePhase::Rejected
@@ -189,24 +189,24 @@ impl RolloutView {
     }
 
     /// The header line: `fleet: stable -> v2  Progressing  (2/5 completed, 1 updating)`.
-    pub fn header(&self) -> String {
+    pub(crate) fn header(&self) -> String {
         let resolved = self
             .resolved
             .as_deref()
             .map(|r| format!(" -> {r}"))
             .unwrap_or_default();
         format!(
-            "{}: {}{resolved}  {:?}  ({})",
+            "{}: {}{resolved}  {}  ({})",
             self.name,
             self.desired,
-            self.phase,
+            upgrade_phase_name(self.phase),
             self.totals().summary()
         )
     }
 }
 
 /// Whether progress `p` belongs to OSUpgrade `name` (by `spec.sourceRef` or the source label).
-pub fn belongs_to(p: &OSUpgradeProgress, name: &str) -> bool {
+pub(crate) fn belongs_to(p: &OSUpgradeProgress, name: &str) -> bool {
     p.spec.source_ref.as_ref().is_some_and(|s| s.name == name)
         || p.metadata
             .labels
@@ -215,8 +215,37 @@ pub fn belongs_to(p: &OSUpgradeProgress, name: &str) -> bool {
             .is_some_and(|s| s == name)
 }
 
+/// A node's phase as the API spells it (`RolledBack`).
+pub(crate) fn progress_phase_name(p: ProgressPhase) -> &'static str {
+    match p {
+        ProgressPhase::Pending => "Pending",
+        ProgressPhase::Downloading => "Downloading",
+        ProgressPhase::Writing => "Writing",
+        ProgressPhase::Verifying => "Verifying",
+        ProgressPhase::Staged => "Staged",
+        ProgressPhase::Applying => "Applying",
+        ProgressPhase::Rebooting => "Rebooting",
+        ProgressPhase::Completed => "Completed",
+        ProgressPhase::Failed => "Failed",
+        ProgressPhase::RolledBack => "RolledBack",
+    }
+}
+
+/// A rollout's phase as the API spells it (`Progressing`).
+pub(crate) fn upgrade_phase_name(p: UpgradePhase) -> &'static str {
+    match p {
+        UpgradePhase::Pending => "Pending",
+        UpgradePhase::Accepted => "Accepted",
+        UpgradePhase::Rejected => "Rejected",
+        UpgradePhase::Progressing => "Progressing",
+        UpgradePhase::Paused => "Paused",
+        UpgradePhase::Completed => "Completed",
+        UpgradePhase::Failed => "Failed",
+    }
+}
+
 /// `12.5 MiB`.
-pub fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut u = 0;
@@ -241,7 +270,7 @@ fn bar(fraction: f64, width: usize) -> String {
 }
 
 /// The node line used by the text rendering and the line log.
-pub fn node_line(n: &NodeView, bar_width: usize) -> String {
+pub(crate) fn node_line(n: &NodeView, bar_width: usize) -> String {
     let versions = match (&n.current, &n.target) {
         (Some(c), Some(t)) if c != t => format!("{c} -> {t}"),
         (Some(c), _) => c.clone(),
@@ -260,7 +289,7 @@ pub fn node_line(n: &NodeView, bar_width: usize) -> String {
     let mut line = format!(
         "{:<14} {:<11} {} {:>3}% {bytes} {versions}",
         n.node,
-        format!("{:?}", n.phase),
+        progress_phase_name(n.phase),
         bar(n.fraction(), bar_width),
         (n.fraction() * 100.0).round() as u32,
     );
@@ -273,7 +302,7 @@ pub fn node_line(n: &NodeView, bar_width: usize) -> String {
 }
 
 /// Plain-text rendering of one rollout.
-pub fn render(v: &RolloutView) -> String {
+pub(crate) fn render(v: &RolloutView) -> String {
     let mut out = format!("{}\n", v.header());
     if let Some(m) = &v.message {
         out.push_str(&format!("  {m}\n"));
@@ -351,5 +380,36 @@ mod tests {
         let line = node_line(&NodeView::from_progress(&p), 10);
         assert!(line.ends_with("(BootFellBack)"), "{line}");
         assert_eq!(human_bytes(5 * 1024 * 1024 + 512 * 1024), "5.5 MiB");
+    }
+
+    #[test]
+    fn phase_names_are_the_api_spelling() {
+        use ProgressPhase as P;
+        for p in [
+            P::Pending,
+            P::Downloading,
+            P::Writing,
+            P::Verifying,
+            P::Staged,
+            P::Applying,
+            P::Rebooting,
+            P::Completed,
+            P::Failed,
+            P::RolledBack,
+        ] {
+            assert_eq!(json!(progress_phase_name(p)), json!(p));
+        }
+        use UpgradePhase as U;
+        for p in [
+            U::Pending,
+            U::Accepted,
+            U::Rejected,
+            U::Progressing,
+            U::Paused,
+            U::Completed,
+            U::Failed,
+        ] {
+            assert_eq!(json!(upgrade_phase_name(p)), json!(p));
+        }
     }
 }
