@@ -438,7 +438,7 @@ async fn run_firstboot(
         FirstBootExit::Finished(st) => {
             let phase = st
                 .phase
-                .map(crate::view::progress_phase_name)
+                .map(osroll_api::progress::ProgressPhase::as_str)
                 .unwrap_or_default();
             let msg = st.message.clone().unwrap_or_default();
             if st.phase == Some(osroll_api::ProgressPhase::Completed) {

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use clap::Args;
 use osroll_sim::demo::{Demo, DemoOptions, UPGRADE};
 
-use crate::view::{live, upgrade_phase_name};
+use crate::view::live;
 
 /// Demo options.
 #[derive(Args, Debug)]
@@ -59,7 +59,10 @@ async fn roll_out(opts: &DemoOptions) -> anyhow::Result<Demo> {
 /// unless every node completed.
 async fn report(demo: &Demo, keep: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
-    let phase = demo.phase.map(upgrade_phase_name).unwrap_or("unknown");
+    let phase = demo
+        .phase
+        .map(osroll_api::upgrade::UpgradePhase::as_str)
+        .unwrap_or("unknown");
     writeln!(
         out,
         "\nrollout {phase} in {:.1}s\n",

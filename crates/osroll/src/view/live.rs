@@ -103,10 +103,7 @@ impl BarsRenderer {
             (Some(c), _) => c.clone(),
             _ => String::new(),
         };
-        format!(
-            "{:<11} {bytes:>19}  {versions}",
-            super::progress_phase_name(n.phase)
-        )
+        format!("{:<11} {bytes:>19}  {versions}", n.phase.as_str())
     }
 }
 

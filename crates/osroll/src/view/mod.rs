@@ -199,7 +199,7 @@ impl RolloutView {
             "{}: {}{resolved}  {}  ({})",
             self.name,
             self.desired,
-            upgrade_phase_name(self.phase),
+            self.phase.as_str(),
             self.totals().summary()
         )
     }
@@ -213,35 +213,6 @@ pub(crate) fn belongs_to(p: &OSUpgradeProgress, name: &str) -> bool {
             .as_ref()
             .and_then(|l| l.get(osroll_api::labels::SOURCE))
             .is_some_and(|s| s == name)
-}
-
-/// A node's phase as the API spells it (`RolledBack`).
-pub(crate) fn progress_phase_name(p: ProgressPhase) -> &'static str {
-    match p {
-        ProgressPhase::Pending => "Pending",
-        ProgressPhase::Downloading => "Downloading",
-        ProgressPhase::Writing => "Writing",
-        ProgressPhase::Verifying => "Verifying",
-        ProgressPhase::Staged => "Staged",
-        ProgressPhase::Applying => "Applying",
-        ProgressPhase::Rebooting => "Rebooting",
-        ProgressPhase::Completed => "Completed",
-        ProgressPhase::Failed => "Failed",
-        ProgressPhase::RolledBack => "RolledBack",
-    }
-}
-
-/// A rollout's phase as the API spells it (`Progressing`).
-pub(crate) fn upgrade_phase_name(p: UpgradePhase) -> &'static str {
-    match p {
-        UpgradePhase::Pending => "Pending",
-        UpgradePhase::Accepted => "Accepted",
-        UpgradePhase::Rejected => "Rejected",
-        UpgradePhase::Progressing => "Progressing",
-        UpgradePhase::Paused => "Paused",
-        UpgradePhase::Completed => "Completed",
-        UpgradePhase::Failed => "Failed",
-    }
 }
 
 /// `12.5 MiB`.
@@ -289,7 +260,7 @@ pub(crate) fn node_line(n: &NodeView, bar_width: usize) -> String {
     let mut line = format!(
         "{:<14} {:<11} {} {:>3}% {bytes} {versions}",
         n.node,
-        progress_phase_name(n.phase),
+        n.phase.as_str(),
         bar(n.fraction(), bar_width),
         (n.fraction() * 100.0).round() as u32,
     );
@@ -380,36 +351,5 @@ mod tests {
         let line = node_line(&NodeView::from_progress(&p), 10);
         assert!(line.ends_with("(BootFellBack)"), "{line}");
         assert_eq!(human_bytes(5 * 1024 * 1024 + 512 * 1024), "5.5 MiB");
-    }
-
-    #[test]
-    fn phase_names_are_the_api_spelling() {
-        use ProgressPhase as P;
-        for p in [
-            P::Pending,
-            P::Downloading,
-            P::Writing,
-            P::Verifying,
-            P::Staged,
-            P::Applying,
-            P::Rebooting,
-            P::Completed,
-            P::Failed,
-            P::RolledBack,
-        ] {
-            assert_eq!(json!(progress_phase_name(p)), json!(p));
-        }
-        use UpgradePhase as U;
-        for p in [
-            U::Pending,
-            U::Accepted,
-            U::Rejected,
-            U::Progressing,
-            U::Paused,
-            U::Completed,
-            U::Failed,
-        ] {
-            assert_eq!(json!(upgrade_phase_name(p)), json!(p));
-        }
     }
 }

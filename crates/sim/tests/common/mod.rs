@@ -6,7 +6,9 @@
 //! reboot = NotReady for a while, then Completed or RolledBack as the node's fate says);
 //! the real agent is exercised by the cluster tests that use the sim's kubelet-lite.
 
-#![allow(dead_code)]
+// Each test binary includes this module and uses a different part of it; items are `pub`
+// so that `fleet` can share them.
+#![allow(dead_code, unreachable_pub)]
 
 pub mod fleet;
 
