@@ -33,6 +33,8 @@ fn deploy_directory_is_up_to_date() {
         ("crds.yaml", &["crds"][..]),
         ("controller.yaml", &["create", "controller"][..]),
         ("agent.yaml", &["create", "agent"][..]),
+        ("boot/grub.cfg", &["create", "boot", "grub"][..]),
+        ("boot/boot.cmd", &["create", "boot", "uboot"][..]),
     ] {
         let committed = std::fs::read_to_string(root.join(file)).unwrap_or_default();
         assert!(

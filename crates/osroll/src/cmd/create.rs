@@ -19,6 +19,58 @@ pub enum CreateCmd {
         #[command(flatten)]
         node: AgentNodeArgs,
     },
+    /// The bootloader script for A/B slots: one-shot try, fallback to the default slot.
+    Boot(BootArgs),
+}
+
+/// Which bootloader's script to print.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Loader {
+    /// `grub.cfg` for the boot partition.
+    Grub,
+    /// U-Boot script source (`boot.cmd`; `mkimage -T script -d boot.cmd boot.scr`).
+    Uboot,
+}
+
+/// The boot layout the script expects (docs/boot-integration.md).
+#[derive(Args)]
+pub struct BootArgs {
+    /// Bootloader.
+    #[arg(value_enum)]
+    loader: Loader,
+    /// GPT partition labels of slot A and slot B.
+    #[arg(long, value_name = "LABEL_A,LABEL_B", default_value = "osroll-a,osroll-b")]
+    slot_labels: osroll_agent::host::discover::SlotLabels,
+    /// Partition number of slot A on the boot disk.
+    #[arg(long, default_value_t = 3)]
+    part_a: u32,
+    /// Partition number of slot B on the boot disk.
+    #[arg(long, default_value_t = 4)]
+    part_b: u32,
+    /// Kernel inside a slot's filesystem.
+    #[arg(long, default_value = "/boot/vmlinuz")]
+    kernel: String,
+    /// Initramfs inside a slot's filesystem (loaded when present).
+    #[arg(long, default_value = "/boot/initrd.img")]
+    initrd: String,
+}
+
+impl BootArgs {
+    fn script(&self) -> String {
+        use osroll_agent::boot::scripts;
+        let layout = scripts::BootLayout {
+            label_a: self.slot_labels.a.clone(),
+            label_b: self.slot_labels.b.clone(),
+            part_a: self.part_a,
+            part_b: self.part_b,
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+        };
+        match self.loader {
+            Loader::Grub => scripts::grub_cfg(&layout),
+            Loader::Uboot => scripts::uboot_script(&layout),
+        }
+    }
 }
 
 /// Node-side settings of every agent (each becomes the agent flag's environment
@@ -143,6 +195,10 @@ pub fn run(cmd: CreateCmd) -> anyhow::Result<()> {
                 objects.extend(manifests::agent_admission_policy(&t.namespace));
             }
             objects
+        }
+        CreateCmd::Boot(b) => {
+            print!("{}", b.script());
+            return Ok(());
         }
     };
     print!("{}", manifests::to_yaml(&objects));
