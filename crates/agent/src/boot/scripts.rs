@@ -152,7 +152,13 @@ mod tests {
             ..BootLayout::default()
         };
         for s in [grub_cfg(&l), uboot_script(&l)] {
-            for needle in ["osroll_default", "osroll_try", "r-a", "osroll-b", "osroll.slot="] {
+            for needle in [
+                "osroll_default",
+                "osroll_try",
+                "r-a",
+                "osroll-b",
+                "osroll.slot=",
+            ] {
                 assert!(s.contains(needle), "{needle} missing:\n{s}");
             }
         }

@@ -39,7 +39,11 @@ pub struct BootArgs {
     #[arg(value_enum)]
     loader: Loader,
     /// GPT partition labels of slot A and slot B.
-    #[arg(long, value_name = "LABEL_A,LABEL_B", default_value = "osroll-a,osroll-b")]
+    #[arg(
+        long,
+        value_name = "LABEL_A,LABEL_B",
+        default_value = "osroll-a,osroll-b"
+    )]
     slot_labels: osroll_agent::host::discover::SlotLabels,
     /// Partition number of slot A on the boot disk.
     #[arg(long, default_value_t = 3)]
