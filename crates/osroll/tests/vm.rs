@@ -30,9 +30,19 @@ fn vm() {
     let mut env = scenarios::Env::start();
     eprintln!("vm: artefacts built in {:.1?}", t0.elapsed());
     let mut report = Vec::new();
-    report.extend(scenarios::upgrade(&mut env));
-    report.extend(scenarios::broken(&mut env));
-    report.extend(scenarios::power_cuts(&mut env));
+    // OSROLL_VM_SCENARIOS=ac runs a subset while working on one (default: all).
+    let only = std::env::var("OSROLL_VM_SCENARIOS").unwrap_or_else(|_| "abc".into());
+    type Scenario = fn(&mut scenarios::Env) -> Vec<String>;
+    let all: [(char, Scenario); 3] = [
+        ('a', scenarios::upgrade),
+        ('b', scenarios::broken),
+        ('c', scenarios::power_cuts),
+    ];
+    for (key, scenario) in all {
+        if only.contains(key) {
+            report.extend(scenario(&mut env));
+        }
+    }
     let boots = env.boots;
     println!("\nVM tier report");
     for line in &report {

@@ -179,7 +179,7 @@ mount -t sysfs sys /sys
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 part() { for u in /sys/class/block/*/uevent; do grep -qx "PARTNAME=$1" "$u" && sed -n 's/^DEVNAME=//p' "$u"; done; }
-mount -t ext2 /dev/$(part boot) /boot
+mount -t ext4 /dev/$(part boot) /boot
 mount -t ext4 /dev/$(part osroll-var) /var
 . /etc/os-release
 slot=$(sed -n 's/.*osroll\.slot=\([AB]\).*/\1/p' /proc/cmdline)
@@ -318,15 +318,10 @@ pub fn build(work: &Path, grub_cfg: &str, pod_sh: &str, sa: &[(&str, String)]) -
         "osroll_default=A",
         "osroll_cmdline=console=ttyS0 panic=1 quiet",
     ]));
-    // ext2: GRUB reads a filesystem without replaying a journal, so the agent's fsynced
-    // rename of grubenv must not sit in an ext4 journal (docs/boot-integration.md).
-    let boot_img = work.join("boot.ext2");
-    let _ = fs::remove_file(&boot_img);
-    run(Command::new("mkfs.ext2")
-        .args(["-q", "-F", "-L", "boot", "-d"])
-        .arg(&boot)
-        .arg(&boot_img)
-        .arg("4M"));
+    // ext4 with a journal: GRUB never replays it, which is why the agent overwrites
+    // grubenv in place (osroll_agent::boot::grubenv::write_in_place).
+    let boot_img = work.join("boot.ext4");
+    mkfs(&boot_img, &boot, 4, "boot");
 
     let var = work.join("varfs");
     container_image(&var.join("lib/osroll-vm/image"));

@@ -270,7 +270,7 @@ fn check_started_from_spec(env: &Env, b: &Boot) {
     assert_eq!(got, want, "environment differs from the DaemonSet's");
 }
 
-fn phase_line(p: &str) -> String {
+pub fn phase_line(p: &str) -> String {
     format!("Some({p})")
 }
 
