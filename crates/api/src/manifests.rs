@@ -7,6 +7,11 @@
 
 use serde_json::{Value, json};
 
+mod node;
+pub use node::{
+    AgentNodeOptions, LOCAL_IMAGE_REPOSITORY, add_agent_node_options, local_image, use_local_image,
+};
+
 /// Namespace both components run in unless told otherwise.
 pub const DEFAULT_NAMESPACE: &str = "osroll-system";
 /// Service account of the controller.
@@ -132,8 +137,14 @@ pub const CONTROLLER_NAMESPACE_RULES: &[Rule] = &[
     },
 ];
 
-/// Cluster-wide rules of the node agents.
+/// Cluster-wide rules of the node agents (every mode: the DaemonSet and `--firstboot`).
 pub const AGENT_CLUSTER_RULES: &[Rule] = &[
+    // `--firstboot` without a version file asks for the cluster's active OSUpgrade.
+    Rule {
+        groups: &["osroll.io"],
+        resources: &["osupgrades"],
+        verbs: &["get", "list"],
+    },
     Rule {
         groups: &["osroll.io"],
         resources: &["osupgradeprogresses"],
@@ -291,7 +302,9 @@ pub fn agent(image: &str, ns: &str) -> Vec<Value> {
                         "env": [field_env("NODE_NAME", "spec.nodeName")],
                         "resources": { "requests": { "cpu": "20m", "memory": "32Mi" }, "limits": { "memory": "128Mi" } },
                         // Writes block devices, the boot environment, and reboots the host.
-                        "securityContext": { "privileged": true },
+                        // The image's user is 65532; privileged alone keeps that user, so
+                        // the agent runs as root explicitly.
+                        "securityContext": { "privileged": true, "runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false },
                         "volumeMounts": [
                             { "name": "host-dev", "mountPath": "/dev" },
                             { "name": "host-boot", "mountPath": "/host/boot" },

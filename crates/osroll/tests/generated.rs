@@ -33,6 +33,8 @@ fn deploy_directory_is_up_to_date() {
         ("crds.yaml", &["crds"][..]),
         ("controller.yaml", &["create", "controller"][..]),
         ("agent.yaml", &["create", "agent"][..]),
+        ("boot/grub.cfg", &["create", "boot", "grub"][..]),
+        ("boot/boot.cmd", &["create", "boot", "uboot"][..]),
     ] {
         let committed = std::fs::read_to_string(root.join(file)).unwrap_or_default();
         assert!(
@@ -270,4 +272,112 @@ fn trust_config_maps_are_mounted_and_passed_through_the_flags_environment() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--trusted-keys-configmap"));
+}
+
+fn workload(objs: &[Value]) -> &Value {
+    objs.iter()
+        .find(|o| o["kind"] == "DaemonSet" || o["kind"] == "Deployment")
+        .unwrap()
+}
+
+/// The agent runs as root (the image's user is 65532), and its ClusterRole covers every
+/// mode, `--firstboot`'s list of OSUpgrades included.
+#[test]
+fn agent_runs_as_root_with_rbac_for_every_mode() {
+    let objs = docs(&osroll(&["create", "agent"]));
+    let c = &workload(&objs)["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["securityContext"]["runAsUser"], 0);
+    assert_eq!(c["securityContext"]["privileged"], true);
+    let role = objs.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
+    let rules = serde_json::to_string(&role["rules"]).unwrap();
+    assert!(
+        rules.contains(r#""resources":["osupgrades"],"verbs":["get","list"]"#),
+        "{rules}"
+    );
+}
+
+/// Every node flag of `create agent` becomes the variable the agent's own flag reads.
+#[test]
+fn agent_node_flags_set_the_agent_flags_environment() {
+    let objs = docs(&osroll(&[
+        "create",
+        "agent",
+        "--backend",
+        "ab",
+        "--slot-labels",
+        "root-a,root-b",
+        "--grubenv",
+        "/boot/grub/grubenv",
+        "--reboot-command",
+        "syscall",
+        "--version-key",
+        "IMAGE_VERSION",
+    ]));
+    let c = &workload(&objs)["spec"]["template"]["spec"]["containers"][0];
+    let env: Vec<(String, String)> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.into(), e["value"].as_str()?.into())))
+        .collect();
+    let want = [
+        ("OSROLL_BACKEND", "ab"),
+        ("OSROLL_SLOT_LABELS", "root-a,root-b"),
+        ("OSROLL_REBOOT_COMMAND", "syscall"),
+        ("OSROLL_VERSION_KEY", "IMAGE_VERSION"),
+        ("OSROLL_GRUBENV", "/host/boot/grub/grubenv"),
+    ];
+    for (k, v) in want {
+        assert!(
+            env.contains(&(k.into(), v.into())),
+            "{k}={v} not in {env:?}"
+        );
+    }
+    let help = osroll(&["agent", "--help"]);
+    for (var, _) in want {
+        assert!(
+            help.contains(&format!("[env: {var}=")),
+            "agent --help lacks {var}"
+        );
+    }
+    let uboot = docs(&osroll(&[
+        "create",
+        "agent",
+        "--fw-env-config",
+        "/etc/fw_env.config",
+    ]));
+    let text = serde_json::to_string(workload(&uboot)).unwrap();
+    assert!(
+        text.contains(r#"{"name":"OSROLL_BOOT_CONTROL","value":"uboot"}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#""hostPath":{"path":"/etc/fw_env.config","type":"File"}"#));
+    for bad in [
+        &["--slot-labels", "same,same"][..],
+        &["--grubenv", "rel/grubenv"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_osroll"))
+            .args(["create", "agent"])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?} accepted");
+    }
+}
+
+/// Without `--image` the controller uses the image the node OS ships: never pulled,
+/// scheduled only on managed nodes. With `--image`, neither.
+#[test]
+fn controller_without_image_uses_the_local_image_on_managed_nodes() {
+    let objs = docs(&osroll(&["create", "controller"]));
+    let pod = &workload(&objs)["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["image"],
+        format!("localhost/osroll:v{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(pod["containers"][0]["imagePullPolicy"], "Never");
+    assert_eq!(pod["nodeSelector"]["osroll.io/managed"], "true");
+    let objs = docs(&osroll(&["create", "controller", "--image", "r/o:1"]));
+    let pod = &workload(&objs)["spec"]["template"]["spec"];
+    assert!(pod["nodeSelector"].is_null() && pod["containers"][0]["imagePullPolicy"].is_null());
 }

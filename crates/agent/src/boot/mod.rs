@@ -12,28 +12,12 @@
 //! which slot is running: the new one with the target version means
 //! [`BootControl::commit`] (default := new slot); the old one means the try failed.
 //!
-//! GRUB (`grub.cfg` fragment matching [`grubenv`]):
-//!
-//! ```text
-//! load_env osroll_default osroll_try
-//! set osroll_boot="${osroll_default}"
-//! if [ -n "${osroll_try}" ]; then
-//!   set osroll_boot="${osroll_try}"
-//!   set osroll_try=
-//!   save_env osroll_try
-//! fi
-//! # ... menuentry for slot ${osroll_boot}, kernel command line includes osroll.slot=${osroll_boot}
-//! ```
-//!
-//! U-Boot (`bootcmd` fragment matching [`uboot`]):
-//!
-//! ```text
-//! setenv osroll_boot ${osroll_default}
-//! if test -n "${osroll_try}"; then setenv osroll_boot ${osroll_try}; setenv osroll_try; saveenv; fi
-//! # ... load the kernel of slot ${osroll_boot}, bootargs include osroll.slot=${osroll_boot}
-//! ```
+//! The bootloader's side is shipped, not described: [`scripts`] generates the GRUB
+//! `grub.cfg` and the U-Boot boot script (`osroll create boot grub|uboot`, committed under
+//! `deploy/boot/`), and `docs/boot-integration.md` states the contract.
 
 pub mod grubenv;
+pub mod scripts;
 pub mod uboot;
 
 use crate::slot::Slot;

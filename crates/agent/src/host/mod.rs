@@ -6,6 +6,7 @@
 //! machine, `simhost::SimHost` (feature `sim-host`) a directory that stands in for one.
 
 pub mod detect;
+pub mod discover;
 pub mod real;
 
 use std::path::PathBuf;

@@ -117,6 +117,13 @@ pub(crate) struct AgentCmd {
     /// Slot B's partition: a path, PARTLABEL=<label> or PARTUUID=<uuid>.
     #[arg(long, env = "OSROLL_SLOT_B")]
     slot_b: Option<String>,
+    /// Without --slot-a/--slot-b: the GPT partition labels of slot A and slot B, found
+    /// in sysfs (else the running root= on the kernel command line and its sibling).
+    #[arg(long, env = "OSROLL_SLOT_LABELS", default_value = "osroll-a,osroll-b")]
+    slot_labels: osroll_agent::host::discover::SlotLabels,
+    /// sysfs block class directory, read to find the slots by label.
+    #[arg(long, env = "OSROLL_SYS_BLOCK", default_value = "/sys/class/block")]
+    sys_block: PathBuf,
     /// Bootloader.
     #[arg(long, env = "OSROLL_BOOT_CONTROL", value_enum, default_value = "grub")]
     boot_control: BootKind,
@@ -324,6 +331,28 @@ impl AgentCmd {
                 None => Ok(None),
             }
         };
+        let cmdline = if self.cmdline.exists() {
+            self.cmdline.clone()
+        } else {
+            PathBuf::from("/proc/cmdline")
+        };
+        let (slot_a, slot_b) = match (ab, &self.slot_a, &self.slot_b) {
+            (true, None, None) => {
+                let paths = osroll_agent::host::discover::DiscoverPaths {
+                    class_block: &self.sys_block,
+                    dev_dir: &self.dev_dir,
+                    cmdline: &cmdline,
+                };
+                let [a, b] = osroll_agent::host::discover::discover(&paths, &self.slot_labels)
+                    .map_err(|e| anyhow::anyhow!("finding the A/B slots: {e}"))?;
+                tracing::info!(slot_a = %a, slot_b = %b, "slots found");
+                (Some(a), Some(b))
+            }
+            _ => (
+                parse("slot-a", &self.slot_a)?,
+                parse("slot-b", &self.slot_b)?,
+            ),
+        };
         let boot: Box<dyn BootControl> = match self.boot_control {
             BootKind::Grub => Box::new(GrubBoot::new(&self.grubenv)),
             BootKind::Uboot => {
@@ -334,14 +363,9 @@ impl AgentCmd {
                 })
             }
         };
-        let cmdline = if self.cmdline.exists() {
-            self.cmdline.clone()
-        } else {
-            PathBuf::from("/proc/cmdline")
-        };
         Ok(Arc::new(RealHost::new(RealHostConfig {
-            slot_a: parse("slot-a", &self.slot_a)?,
-            slot_b: parse("slot-b", &self.slot_b)?,
+            slot_a,
+            slot_b,
             dev_dir: self.dev_dir.clone(),
             cmdline,
             mountinfo: self.mountinfo.clone(),

@@ -35,8 +35,14 @@ pub fn generate() -> anyhow::Result<Tls> {
     ];
     let ca = ca_params.self_signed(&ca_key).context("CA certificate")?;
     let key = KeyPair::generate().context("server key")?;
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    // 10.0.2.2 is the host as qemu's user-mode network shows it to a guest: the VM tier's
+    // agent reaches this server there, as pods reach a real API server through the
+    // service address its certificate names.
+    let mut params = CertificateParams::new(vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "10.0.2.2".to_string(),
+    ])?;
     params
         .distinguished_name
         .push(DnType::CommonName, "osroll-sim");

@@ -8,12 +8,35 @@
 //!
 //! We keep variable order and unknown variables, write the same bytes `grub-editenv`
 //! would for the same sequence of `set`s (tested against the real tool when it is
-//! installed), and replace the file atomically so a crash never leaves a torn block.
+//! installed), and overwrite an existing block in place as GRUB does (see
+//! [`write_in_place`] for why a rename is not enough for a bootloader).
 
 use std::path::{Path, PathBuf};
 
 use super::{BootControl, BootError, BootState, VAR_DEFAULT, VAR_TRY, parse_slot_var};
 use crate::fsutil::write_atomic;
+
+/// Overwrite an existing block of the same size in place (its data blocks, no metadata
+/// change) and flush it; create it atomically otherwise.
+///
+/// GRUB reads the boot filesystem without replaying a journal and without fsck, so a
+/// rename is invisible to it while the change sits in an ext4 journal, and on a
+/// journal-less filesystem a power cut after a rename can leave bitmaps that need
+/// fsck (both seen in the VM tier). Overwriting in place is what `grub-editenv` and
+/// GRUB's own `save_env` do. A write torn between the block's two sectors keeps the
+/// agent's variables whole when they sit in the first one (they do unless other
+/// variables come before them).
+pub fn write_in_place(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.len() == bytes.len() as u64 => {
+            let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        }
+        _ => write_atomic(path, bytes),
+    }
+}
 use crate::slot::Slot;
 
 /// First line of every environment block.
@@ -227,7 +250,7 @@ impl GrubBoot {
             return Ok(());
         }
         let bytes = env.encode().map_err(|e| self.err(op, e))?;
-        write_atomic(&self.path, &bytes).map_err(|e| self.err(op, e))
+        write_in_place(&self.path, &bytes).map_err(|e| self.err(op, e))
     }
 }
 

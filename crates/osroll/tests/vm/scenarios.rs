@@ -1,0 +1,350 @@
+//! The scenarios of the VM tier, and the environment they share (test API server, image
+//! servers, the disk built once). Every boot must reach a slot's init; each scenario
+//! returns report lines for the summary.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use osroll_api::{OSUpgradeProgress, ProgressPhase};
+use osroll_sim::server::ServerConfig;
+use osroll_sim::testing::Cluster;
+use serde_json::{Value, json};
+
+use super::guest::{self, Artefacts};
+use super::image_server::ImageServer;
+use super::pod;
+use super::qemu::Boot;
+
+pub(crate) const NODE: &str = "vm-node";
+const NS: &str = "osroll-system";
+/// Flags the fleet would give `osroll create agent` for this node type: the guest has no
+/// systemd, so the agent reboots with reboot(2).
+pub(crate) const CREATE_AGENT: &[&str] = &["create", "agent", "--reboot-command", "syscall"];
+const BOOT: Duration = Duration::from_secs(90);
+const STAGE: Duration = Duration::from_secs(60);
+
+pub(crate) struct Env {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) cluster: Cluster,
+    pub(crate) good: ImageServer,
+    pub(crate) broken: ImageServer,
+    pub(crate) art: Artefacts,
+    pub(crate) spec: pod::PodSpec,
+    pub(crate) boots: usize,
+    _work: tempfile::TempDir,
+}
+
+fn osroll(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_osroll"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "osroll {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn docs(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+impl Env {
+    pub(crate) fn start() -> Env {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cluster = rt
+            .block_on(Cluster::sim(ServerConfig {
+                enforce_rbac: true,
+                ..Default::default()
+            }))
+            .unwrap();
+        let server = cluster.server().unwrap();
+        let port: u16 = server.url().rsplit(':').next().unwrap().parse().unwrap();
+        rt.block_on(cluster.install_crds()).unwrap();
+        // The agent's RBAC exactly as generated; its token is bound to the node's pod.
+        let objects = docs(&osroll(CREATE_AGENT));
+        let rbac: Vec<Value> = objects
+            .iter()
+            .filter(|o| o["kind"] != "DaemonSet")
+            .cloned()
+            .collect();
+        let yaml = rbac
+            .iter()
+            .map(|o| serde_yaml::to_string(o).unwrap())
+            .collect::<Vec<_>>()
+            .join("---\n");
+        let out = rt
+            .block_on(cluster.kubectl_run(&["apply", "-f", "-"], Some(&yaml)))
+            .unwrap();
+        assert!(out.success(), "kubectl apply: {}", out.stderr);
+        let node: k8s_openapi::api::core::v1::Node =
+            serde_json::from_value(json!({"metadata": {"name": NODE}})).unwrap();
+        rt.block_on(Api::all(cluster.client()).create(&PostParams::default(), &node))
+            .unwrap();
+        let user = format!("system:serviceaccount:{NS}:osroll-agent");
+        let kubeconfig =
+            std::fs::read_to_string(server.kubeconfig_for_node(&user, NODE).unwrap()).unwrap();
+        let token = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("token: "))
+            .unwrap()
+            .trim_matches('"')
+            .to_string();
+        let sa = [
+            ("token", token),
+            ("ca.crt", server.ca_pem().to_string()),
+            ("namespace", NS.to_string()),
+        ];
+
+        let spec = pod::from_daemonset(&objects, NODE, ("10.0.2.2", port));
+        let work = tempfile::Builder::new()
+            .prefix("osroll-vm-")
+            .tempdir()
+            .unwrap();
+        let grub_cfg = osroll(&["create", "boot", "grub"]);
+        let art = guest::build(work.path(), &grub_cfg, &pod::script(&spec), &sa);
+        let pack = |p: &Path| zstd::encode_all(std::fs::read(p).unwrap().as_slice(), 3).unwrap();
+        let good = rt.block_on(ImageServer::start(pack(&art.v2)));
+        let broken = rt.block_on(ImageServer::start(pack(&art.v2_broken)));
+        Env {
+            rt,
+            cluster,
+            good,
+            broken,
+            art,
+            spec,
+            boots: 0,
+            _work: work,
+        }
+    }
+
+    /// A fresh copy of the base disk (v1 in slot A).
+    pub(crate) fn fresh_disk(&self, name: &str) -> PathBuf {
+        let p = self.art.work.join(format!("disk-{name}.img"));
+        std::fs::copy(&self.art.disk, &p).unwrap();
+        p
+    }
+
+    pub(crate) fn boot(&mut self, disk: &Path) -> Boot {
+        self.boots += 1;
+        Boot::start(disk)
+    }
+
+    /// Wait for the guest's init: the slot and version it booted.
+    pub(crate) fn up(&self, b: &Boot) -> (String, String) {
+        let (_, l) = b.wait_for("osroll-vm: up ", BOOT);
+        let field = |k: &str| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap_or("")
+                .to_string()
+        };
+        (field("slot="), field("version="))
+    }
+
+    fn api(&self) -> Api<OSUpgradeProgress> {
+        Api::all(self.cluster.client())
+    }
+
+    /// Replace every progress with one for v2 from `server`.
+    pub(crate) fn progress(&self, name: &str, server_is_good: bool, approved: bool) {
+        let server = if server_is_good {
+            &self.good
+        } else {
+            &self.broken
+        };
+        let body = server.with(|s| s.body.clone());
+        let raw = if server_is_good {
+            &self.art.v2
+        } else {
+            &self.art.v2_broken
+        };
+        let size = std::fs::metadata(raw).unwrap().len();
+        let url = server.url().replace("127.0.0.1", "10.0.2.2");
+        let p: OSUpgradeProgress = serde_json::from_value(json!({
+            "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgradeProgress",
+            "metadata": { "name": name, "labels": { osroll_api::labels::NODE: NODE } },
+            "spec": {
+                "nodeName": NODE,
+                "image": { "version": "v2", "url": url, "checksum": osroll_api::catalog::digest(&body), "size": size },
+                "rebootApproved": approved,
+                "allowHttpImages": true,
+            }
+        }))
+        .unwrap();
+        self.rt.block_on(async {
+            let api = self.api();
+            for old in api.list(&Default::default()).await.unwrap() {
+                api.delete(&old.metadata.name.unwrap(), &Default::default())
+                    .await
+                    .unwrap();
+            }
+            api.create(&PostParams::default(), &p).await.unwrap();
+        });
+    }
+
+    pub(crate) fn patch_spec(&self, name: &str, spec: Value) {
+        self.rt
+            .block_on(self.api().patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            ))
+            .unwrap();
+    }
+
+    /// The progress's status once `done` holds for it (deadline `timeout`).
+    pub(crate) fn wait_status(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(&osroll_api::OSUpgradeProgressStatus) -> bool,
+    ) -> osroll_api::OSUpgradeProgressStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self
+                .rt
+                .block_on(self.api().get(name))
+                .unwrap()
+                .status
+                .unwrap_or_default();
+            if done(&st) {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "progress {name} never got there: {st:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub(crate) fn wait_phase(
+        &self,
+        name: &str,
+        phase: ProgressPhase,
+        timeout: Duration,
+    ) -> osroll_api::OSUpgradeProgressStatus {
+        self.wait_status(name, timeout, |s| s.phase == Some(phase))
+    }
+}
+
+/// The agent in the guest was started from exactly the container spec: its argv and
+/// environment as the guest's PID 1 read them from /proc.
+fn check_started_from_spec(env: &Env, b: &Boot) {
+    let (_, cmd) = b.wait_for("osroll-vm: agent-cmdline ", BOOT);
+    let (_, environ) = b.wait_for("osroll-vm: agent-environ ", BOOT);
+    let split = |l: &str, p: &str| -> Vec<String> {
+        l.split_once(p)
+            .unwrap()
+            .1
+            .split('\t')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        split(&cmd, "agent-cmdline "),
+        env.spec.argv,
+        "argv differs from the DaemonSet's"
+    );
+    let mut got = split(&environ, "agent-environ ");
+    let mut want: Vec<String> = env
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "environment differs from the DaemonSet's");
+}
+
+pub(crate) fn phase_line(p: &str) -> String {
+    format!("Some({p})")
+}
+
+/// a. v1 on A; the agent stages v2 into B and reboots; GRUB tries B once; the agent
+/// checks version and slot and commits; a cold boot still boots B.
+pub(crate) fn upgrade(env: &mut Env) -> Vec<String> {
+    let t = Instant::now();
+    let disk = env.fresh_disk("upgrade");
+    env.progress("upgrade", true, true);
+    let mut b = env.boot(&disk);
+    assert_eq!(env.up(&b), ("A".into(), "v1".into()));
+    check_started_from_spec(env, &b);
+    b.wait_for(&phase_line("Rebooting"), STAGE);
+    b.wait_exit(BOOT);
+    let mut b = env.boot(&disk);
+    b.wait_for("osroll: booting slot B", BOOT);
+    assert_eq!(env.up(&b), ("B".into(), "v2".into()));
+    b.wait_for(&phase_line("Completed"), BOOT);
+    let st = env.wait_phase("upgrade", ProgressPhase::Completed, BOOT);
+    assert_eq!(st.current_version.as_deref(), Some("v2"));
+    b.cut();
+    let mut b = env.boot(&disk);
+    assert_eq!(
+        env.up(&b),
+        ("B".into(), "v2".into()),
+        "the commit made B the default"
+    );
+    b.cut();
+    vec![
+        "agent in the VM started from exactly the `osroll create agent` container spec (argv and environment compared)".into(),
+        format!("a. upgrade: A/v1 -> v2 staged into B -> GRUB tried B once -> committed -> cold boot: B/v2, Completed ({:.0?})", t.elapsed()),
+    ]
+}
+
+/// b. v2 does not come up (its init exits, the kernel panics); GRUB falls back to A,
+/// the progress ends RolledBack, and v2 is tried again only after retryNonce changes.
+pub(crate) fn broken(env: &mut Env) -> Vec<String> {
+    let t = Instant::now();
+    let disk = env.fresh_disk("broken");
+    env.progress("broken", false, true);
+    let mut b = env.boot(&disk);
+    assert_eq!(env.up(&b), ("A".into(), "v1".into()));
+    b.wait_for(&phase_line("Rebooting"), STAGE);
+    b.wait_exit(BOOT);
+    let mut b = env.boot(&disk);
+    b.wait_for("osroll: booting slot B", BOOT);
+    b.wait_for("osroll-vm: broken image, init exits", BOOT);
+    b.wait_exit(BOOT);
+    let mut b = env.boot(&disk);
+    assert_eq!(env.up(&b), ("A".into(), "v1".into()), "GRUB fell back to A");
+    let st = env.wait_phase("broken", ProgressPhase::RolledBack, BOOT);
+    // Not retried on its own: a spec change that is not a new nonce starts nothing.
+    let (from, _) = b.wait_for(&phase_line("RolledBack"), BOOT);
+    env.patch_spec(
+        "broken",
+        json!({ "rebootApproved": true, "osVersionManagement": { "touch": 1 } }),
+    );
+    let quiet = !b.seen_within(&phase_line("Downloading"), from, Duration::from_secs(8));
+    assert!(quiet, "v2 was tried again without a new retryNonce");
+    env.patch_spec("broken", json!({ "retryNonce": "retry-1" }));
+    b.wait_any(&[&phase_line("Downloading")], STAGE, from);
+    let st2 = env.wait_status("broken", BOOT, |s| {
+        s.observed_retry_nonce.as_deref() == Some("retry-1")
+    });
+    b.cut();
+    vec![format!(
+        "b. broken v2: B's init exited -> kernel panic -> GRUB fell back to A -> RolledBack ({}); untouched until retryNonce changed, then retried (retryCount {}) ({:.0?})",
+        st.failure_reason.unwrap_or_default(),
+        st2.retry_count,
+        t.elapsed()
+    )]
+}
+
+/// c. Power cuts; see [`super::cuts`].
+pub(crate) fn power_cuts(env: &mut Env) -> Vec<String> {
+    super::cuts::run(env)
+}
