@@ -62,6 +62,9 @@ pub struct OSUpgradeProgressSpec {
     /// Allow an `http://` image URL (copied from the OSUpgrade).
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_http_images: bool,
+    /// Kernel arguments to apply with the image (copied from the OSUpgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_arguments: Option<crate::upgrade::KernelArguments>,
 }
 
 /// Catalog text and its detached minisign signature.

@@ -54,6 +54,22 @@ pub struct OSUpgradeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::opaque_object")]
     pub os_version_management: Option<serde_json::Value>,
+    /// Kernel command-line arguments to add and remove with this update; they reach each
+    /// node with the image and take effect on the boot into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_arguments: Option<KernelArguments>,
+}
+
+/// Kernel command-line changes that travel with an image.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KernelArguments {
+    /// Arguments to add (`key=value` or a bare flag), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    /// Arguments to remove: an exact `key=value`, or a bare `key` for every value of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
 }
 
 pub(crate) fn is_false(b: &bool) -> bool {

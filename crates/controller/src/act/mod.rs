@@ -58,6 +58,7 @@ pub fn new_progress(up: &OSUpgrade, node: &str, t: &ProgressTemplate) -> OSUpgra
             catalog_digest: t.catalog_digest.clone(),
             signed_catalog: t.signed_catalog.clone(),
             allow_http_images: up.spec.allow_http_images,
+            kernel_arguments: up.spec.kernel_arguments.clone(),
         },
     );
     p.metadata.labels = Some(
