@@ -92,8 +92,8 @@ impl BarsRenderer {
         let bytes = if n.bytes_total > 0 {
             format!(
                 "{}/{}",
-                super::human_bytes(n.bytes_done.min(n.bytes_total)),
-                super::human_bytes(n.bytes_total)
+                osroll_api::progress::human_bytes(n.bytes_done.min(n.bytes_total)),
+                osroll_api::progress::human_bytes(n.bytes_total)
             )
         } else {
             String::new()

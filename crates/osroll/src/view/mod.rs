@@ -215,22 +215,6 @@ pub(crate) fn belongs_to(p: &OSUpgradeProgress, name: &str) -> bool {
             .is_some_and(|s| s == name)
 }
 
-/// `12.5 MiB`.
-pub(crate) fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn bar(fraction: f64, width: usize) -> String {
     let filled = (fraction * width as f64).round() as usize;
     format!(
@@ -251,8 +235,8 @@ pub(crate) fn node_line(n: &NodeView, bar_width: usize) -> String {
     let bytes = if n.bytes_total > 0 {
         format!(
             "{:>10}/{:<10}",
-            human_bytes(n.bytes_done.min(n.bytes_total)),
-            human_bytes(n.bytes_total)
+            osroll_api::progress::human_bytes(n.bytes_done.min(n.bytes_total)),
+            osroll_api::progress::human_bytes(n.bytes_total)
         )
     } else {
         format!("{:21}", "")
@@ -350,6 +334,5 @@ mod tests {
         p.status.as_mut().unwrap().failure_reason = Some("BootFellBack".into());
         let line = node_line(&NodeView::from_progress(&p), 10);
         assert!(line.ends_with("(BootFellBack)"), "{line}");
-        assert_eq!(human_bytes(5 * 1024 * 1024 + 512 * 1024), "5.5 MiB");
     }
 }

@@ -386,8 +386,8 @@ async fn start_images(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result
         "image server: {} and {} ({} expanded, {} compressed)",
         images.images[0].url,
         images.images[1].url,
-        human_bytes(images.images[1].size),
-        human_bytes(images.images[1].compressed)
+        osroll_api::progress::human_bytes(images.images[1].size),
+        osroll_api::progress::human_bytes(images.images[1].compressed)
     )?;
     Ok(images)
 }
@@ -529,22 +529,6 @@ where
         }
     };
     Ok((phase, elapsed))
-}
-
-/// `4.0 MiB`: sizes in the narration.
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 #[cfg(test)]
