@@ -271,7 +271,8 @@ fn check_started_from_spec(env: &Env, b: &Boot) {
 }
 
 pub(crate) fn phase_line(p: &str) -> String {
-    format!("Some({p})")
+    // The executor logs `phase="Rebooting"` (with colour codes around `phase=`).
+    format!("\"{p}\"")
 }
 
 /// a. v1 on A; the agent stages v2 into B and reboots; GRUB tries B once; the agent
