@@ -1,30 +1,14 @@
 //! The committed `deploy/` files are exactly what `osroll` generates, and what it
 //! generates is valid for a real API server.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
+use common::{docs, osroll};
 use osroll_api::crd::structural_problems;
 use serde_json::Value;
-
-fn osroll(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_osroll"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "osroll {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn docs(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect()
-}
 
 #[test]
 fn deploy_directory_is_up_to_date() {

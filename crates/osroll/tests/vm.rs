@@ -6,6 +6,7 @@
 //! (10.0.2.2 is the host's loopback). Scenarios: an upgrade, a broken image, power cuts.
 //! Tools come from Debian packages (ci/debian-packages.txt); a missing one fails the test.
 
+mod common;
 #[path = "vm/cuts.rs"]
 mod cuts;
 #[path = "vm/guest.rs"]

@@ -12,6 +12,8 @@ use osroll_sim::server::ServerConfig;
 use osroll_sim::testing::Cluster;
 use serde_json::{Value, json};
 
+use crate::common::{docs, osroll};
+
 use super::guest::{self, Artefacts};
 use super::image_server::ImageServer;
 use super::pod;
@@ -34,25 +36,6 @@ pub(crate) struct Env {
     pub(crate) spec: pod::PodSpec,
     pub(crate) boots: usize,
     _work: tempfile::TempDir,
-}
-
-fn osroll(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_osroll"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "osroll {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn docs(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect()
 }
 
 impl Env {
