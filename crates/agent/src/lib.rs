@@ -64,9 +64,8 @@ pub use simhost::SimHost;
 pub use slot::Slot;
 
 /// Run the agent against a Kubernetes cluster until a simulated reboot (a real reboot
-/// ends the process). Watches the OSUpgradeProgress objects labelled
-/// `osroll.io/node=<cfg.node_name>`, writes only their status subresource, and labels
-/// the Node.
+/// ends the process). Watches the OSUpgradeProgress objects whose `spec.nodeName` is
+/// `cfg.node_name`, writes only their status subresource, and labels the Node.
 #[cfg(feature = "node")]
 pub async fn run(
     cfg: AgentConfig,

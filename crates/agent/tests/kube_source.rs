@@ -1,6 +1,6 @@
 //! The Kubernetes side of the agent against an in-memory stand-in for the API server
 //! (a `tower` service behind a real `kube::Client`): the agent lists with the node's
-//! label selector, and its only writes are JSON merge patches of `/status` and of its own
+//! `spec.nodeName` field selector, and its only writes are JSON merge patches of `/status` and of its own
 //! Node's labels.
 
 mod common;
@@ -110,7 +110,7 @@ fn client(api: Arc<Mutex<Api>>) -> kube::Client {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_lists_by_node_label_and_writes_only_status_and_node_labels() {
+async fn agent_lists_by_node_name_and_writes_only_status_and_node_labels() {
     let img = osroll_agent::simhost::image_bytes("v2", 1 << 20);
     let z = zstd(&img);
     let srv = ImageServer::start(z.clone()).await;
@@ -119,7 +119,6 @@ async fn agent_lists_by_node_label_and_writes_only_status_and_node_labels() {
         spec("v2", &srv.url(), &checksum(&z), Some(img.len() as u64)),
     );
     p.metadata.uid = Some("uid-1".into());
-    p.metadata.labels = Some([("osroll.io/node".to_string(), NODE.to_string())].into());
     let api = Arc::new(Mutex::new(Api {
         progress: serde_json::to_value(&p).unwrap(),
         requests: vec![],
@@ -145,7 +144,7 @@ async fn agent_lists_by_node_label_and_writes_only_status_and_node_labels() {
     let reqs = api.lock().unwrap().requests.clone();
     let list = reqs.iter().find(|r| r.method == Method::GET).unwrap();
     assert!(
-        list.uri.contains("labelSelector=osroll.io%2Fnode%3Dnode-1"),
+        list.uri.contains("fieldSelector=spec.nodeName%3Dnode-1"),
         "{}",
         list.uri
     );

@@ -19,6 +19,7 @@ use crate::upgrade::is_false;
     status = "OSUpgradeProgressStatus",
     derive = "PartialEq",
     derive = "Default",
+    selectable = ".spec.nodeName",
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
     printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.sourceRef.name"}"#,
     printcolumn = r#"{"name":"Current","type":"string","jsonPath":".status.currentVersion"}"#,

@@ -344,7 +344,7 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
         // A collection read must be narrowed to this node by its selector.
         if matches!(e.verb.as_str(), "list" | "watch") && e.name.is_empty() {
             let narrowed = match e.resource.as_str() {
-                "osupgradeprogresses" => selects(&e.label_selector, "osroll.io/node", node),
+                "osupgradeprogresses" => selects(&e.field_selector, "spec.nodeName", node),
                 "nodes" => selects(&e.field_selector, "metadata.name", node),
                 "pods" => selects(&e.field_selector, "spec.nodeName", node),
                 _ => false,
@@ -393,7 +393,7 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
         agent_calls.iter().any(|e| e.seq <= rollout_calls
             && e.verb == "watch"
             && e.resource == "osupgradeprogresses"
-            && !e.label_selector.is_empty()),
+            && !e.field_selector.is_empty()),
         "the agents' watch of their progress objects was seen, with its selector"
     );
     assert!(did(CONTROLLER_USER, "patch", "nodes", ""), "cordon");

@@ -169,7 +169,8 @@ async fn scenario(kill_midway: bool) -> anyhow::Result<()> {
     assert!(
         st.conditions
             .iter()
-            .any(|c| c.type_ == "Ready" && c.is_true())
+            .any(|c| c.type_ == "Ready" && !c.is_true() && c.reason == "CompletedWithFailures"),
+        "a node rolled back: not Ready"
     );
     assert!(
         st.conditions

@@ -1,7 +1,13 @@
 //! Progress objects from the Kubernetes API: a watch (list + watch, reconnecting with
-//! backoff) on OSUpgradeProgress with the label selector `osroll.io/node=<node>` feeds
+//! backoff) on OSUpgradeProgress with the field selector `spec.nodeName=<node>` feeds
 //! a local cache; the agent writes only the status subresource (JSON merge patch on
 //! `/status`) and the labels of its own Node.
+//!
+//! The agent selects by `spec.nodeName` (a `selectableFields` entry of the CRD, served by
+//! Kubernetes 1.30 and later), not by the `osroll.io/node` label the controller also sets:
+//! a progress written by hand with only `spec.nodeName` is picked up without any
+//! controller running, and one whose label disagrees with its `nodeName` is never read
+//! by the wrong node.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,14 +18,14 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use osroll_api::{OSUpgradeProgress, OSUpgradeProgressStatus, labels};
+use osroll_api::{OSUpgradeProgress, OSUpgradeProgressStatus};
 use tokio::sync::Notify;
 
 use super::{ProgressSource, SourceError};
 
-/// The label selector the agent watches with.
+/// The field selector the agent watches with.
 pub fn selector(node: &str) -> String {
-    format!("{}={node}", labels::NODE)
+    format!("spec.nodeName={node}")
 }
 
 /// The JSON merge patch the agent applies to its Node.
@@ -44,7 +50,7 @@ impl KubeSource {
         let (store, writer) = reflector::store();
         let notify = Arc::new(Notify::new());
         let n = notify.clone();
-        let cfg = watcher::Config::default().labels(&selector(node));
+        let cfg = watcher::Config::default().fields(&selector(node));
         let stream = watcher(api.clone(), cfg).default_backoff().reflect(writer);
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
@@ -123,9 +129,9 @@ mod tests {
 
     #[test]
     fn selector_and_label_patch() {
-        assert_eq!(selector("node-1"), "osroll.io/node=node-1");
+        assert_eq!(selector("node-1"), "spec.nodeName=node-1");
         let p = node_label_patch(&BTreeMap::from([(
-            labels::SLOT.to_string(),
+            osroll_api::labels::SLOT.to_string(),
             "B".to_string(),
         )]));
         assert_eq!(p["metadata"]["labels"]["osroll.io/slot"], "B");

@@ -3,8 +3,10 @@
 //! the conditions, so the executor only decides *when* to call them.
 //!
 //! Conditions: `Staged` (the new image is verified in the inactive slot), `Booted` (the
-//! node runs the target version from the new slot) and `Failed` (the attempt needs a
-//! user: Failed or RolledBack).
+//! node runs the target version from the new slot), `Failed` (the attempt needs a
+//! user: Failed or RolledBack) and `Ready` (True exactly when the node runs the target:
+//! `kubectl wait --for=condition=Ready osupgradeprogress/X` returns once it completed
+//! and keeps waiting on a failed or rolled-back attempt; the reason is the phase).
 
 use osroll_api::conditions::set_condition;
 use osroll_api::{Condition, ImageRef, OSUpgradeProgressStatus, ProgressPhase};
@@ -18,6 +20,8 @@ pub const STAGED: &str = "Staged";
 pub const BOOTED: &str = "Booted";
 /// Condition types.
 pub const FAILED: &str = "Failed";
+/// Condition types.
+pub const READY: &str = "Ready";
 
 fn set(
     s: &mut OSUpgradeProgressStatus,
@@ -70,6 +74,7 @@ pub fn start(
     set(&mut s, STAGED, false, "Pending", "", now);
     set(&mut s, BOOTED, false, "Pending", "", now);
     set(&mut s, FAILED, false, "Pending", "", now);
+    set(&mut s, READY, false, "Pending", "", now);
     s
 }
 
@@ -87,6 +92,8 @@ pub fn phase(
     if !matches!(phase, ProgressPhase::Staged | ProgressPhase::Rebooting) {
         set(&mut s, STAGED, false, phase.as_str(), "", now);
     }
+    let message = s.message.clone().unwrap_or_default();
+    set(&mut s, READY, false, phase.as_str(), &message, now);
     s
 }
 
@@ -135,6 +142,7 @@ pub fn completed(
     s.message = Some(message.clone());
     set(&mut s, BOOTED, true, "Committed", &message, now);
     set(&mut s, FAILED, false, "Completed", "", now);
+    set(&mut s, READY, true, "Completed", &message, now);
     s
 }
 
@@ -157,6 +165,7 @@ pub fn failed(prev: &OSUpgradeProgressStatus, f: &Failure, now: &str) -> OSUpgra
         set(&mut s, STAGED, false, reason, &f.message, now);
     }
     set(&mut s, FAILED, true, reason, &f.message, now);
+    set(&mut s, READY, false, f.phase.as_str(), &f.message, now);
     s
 }
 

@@ -106,3 +106,39 @@ fn merge_patch_nulls_cleared_fields() {
     assert_eq!(p["status"]["conditions"], serde_json::json!([]));
     assert_eq!(p["status"]["retryCount"], 0);
 }
+
+#[test]
+fn ready_is_true_only_on_the_target() {
+    let ready = |s: &OSUpgradeProgressStatus| {
+        let c = find(&s.conditions, READY).expect("every status carries Ready");
+        (c.is_true(), c.reason.clone())
+    };
+    let s0 = start(
+        &OSUpgradeProgressStatus::default(),
+        Some(&img()),
+        None,
+        &facts(),
+        false,
+        "t0",
+    );
+    assert_eq!(ready(&s0), (false, "Pending".into()));
+    let s1 = phase(&s0, ProgressPhase::Downloading, "downloading", "t1");
+    assert_eq!(ready(&s1), (false, "Downloading".into()));
+    let done = completed(&s1, Some("v2".into()), "done".into(), "t2");
+    assert_eq!(ready(&done), (true, "Completed".into()));
+    let f = failed(
+        &s1,
+        &Failure::new(FailureReason::ChecksumMismatch, "bad"),
+        "t2",
+    );
+    assert_eq!(ready(&f), (false, "Failed".into()));
+    let rb = failed(
+        &s1,
+        &Failure::rolled_back(FailureReason::BootFallback, "fell back"),
+        "t2",
+    );
+    assert_eq!(ready(&rb), (false, "RolledBack".into()));
+    // A retry after completion is not Ready until it completes again.
+    let again = start(&done, Some(&img()), Some("n"), &facts(), true, "t3");
+    assert_eq!(ready(&again), (false, "Pending".into()));
+}

@@ -121,13 +121,16 @@ impl Summary<'_> {
         }
     }
 
-    /// Phase, reason, message, and the Ready/Progressing/Degraded conditions.
+    /// Phase, reason, message, and the Ready/Progressing/Degraded conditions. Ready is
+    /// True only when every selected node runs the target: a rollout that completed with
+    /// failed, rolled-back or skipped nodes stays Ready=False (reason
+    /// `CompletedWithFailures`), so `kubectl wait --for=condition=Ready` does not return.
     pub(super) fn describe(&self) -> (UpgradePhase, UpgradeReason, String, Vec<Condition>) {
         let (phase, reason, message) = self.phase();
         let conditions = vec![
             Condition::new(
                 "Ready",
-                phase == UpgradePhase::Completed,
+                reason == UpgradeReason::AllNodesUpgraded,
                 reason.as_str(),
                 message.clone(),
             ),

@@ -462,7 +462,19 @@ fn completed_when_every_node_is_done_and_released() {
     );
     assert!(p.message.contains("1 rolled back (rb)"), "{}", p.message);
     let ready = p.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-    assert!(ready.is_true());
+    assert!(!ready.is_true(), "a node rolled back: not Ready");
+    assert_eq!(ready.reason, "CompletedWithFailures");
+    nodes.pop();
+    let clean = plan(&obs(nodes.clone(), s.clone()), now());
+    let ready = clean
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.is_true() && ready.reason == "AllNodesUpgraded",
+        "{ready:?}"
+    );
     nodes[0].cordoned_by_us = true;
     nodes[0].unschedulable = true;
     assert_eq!(

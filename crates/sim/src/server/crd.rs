@@ -170,6 +170,15 @@ fn served_version(
         schema: schema.cloned(),
         columns,
         status: v.pointer("/subresources/status").is_some(),
+        selectable: v
+            .get("selectableFields")
+            .and_then(Value::as_array)
+            .map(|fs| {
+                fs.iter()
+                    .map(|f| s(f, "/jsonPath").trim_start_matches('.').to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     Some((vname.to_string(), def))
 }

@@ -33,6 +33,9 @@ pub struct CustomVersion {
     pub columns: Vec<PrinterColumn>,
     /// Whether `/status` is a separate subresource.
     pub status: bool,
+    /// `selectableFields` paths without the leading dot (`spec.nodeName`): with
+    /// `metadata.name` and `metadata.namespace`, the only fields a selector may use.
+    pub selectable: Vec<String>,
 }
 
 /// The CRD behind a custom resource.

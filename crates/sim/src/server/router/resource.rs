@@ -96,6 +96,22 @@ impl ResourceRequest<'_> {
     /// The request's field selector, in the stored shape.
     fn fields(&self) -> ApiResult<FieldSelector> {
         let f = FieldSelector::parse(self.query.get("fieldSelector").unwrap_or_default())?;
+        if let Some(custom) = &self.rd.custom {
+            let selectable = custom
+                .versions
+                .get(&self.version)
+                .map(|v| v.selectable.as_slice())
+                .unwrap_or_default();
+            // A CRD answers only metadata.name, metadata.namespace and its selectableFields.
+            if let Some(p) = f.paths().find(|p| {
+                !matches!(*p, "metadata.name" | "metadata.namespace")
+                    && !selectable.iter().any(|s| s == p)
+            }) {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {p}"
+                )));
+            }
+        }
         Ok(if self.events_v1 {
             f.map_paths(events::core_path)
         } else {

@@ -158,6 +158,11 @@ impl FieldSelector {
         )
     }
 
+    /// The paths the terms compare.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(p, _, _)| p.as_str())
+    }
+
     /// The value an equality term pins `path` to, if any (e.g. `metadata.name`).
     pub fn pinned(&self, path: &str) -> Option<&str> {
         self.0
