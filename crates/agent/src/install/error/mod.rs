@@ -67,6 +67,17 @@ pub enum InstallError {
         /// What rustls said.
         detail: String,
     },
+    /// Reading the image from a stream (stdin, a TCP connection) failed or stalled: a
+    /// stream cannot be resumed, so this is permanent for the install.
+    #[error("reading the image from {from} failed at byte {offset}: {source}")]
+    Stream {
+        /// `stdin`, or the peer's address.
+        from: String,
+        /// Bytes received before the failure.
+        offset: u64,
+        /// What the read returned (`TimedOut` for a stall).
+        source: std::io::Error,
+    },
     /// The downloaded bytes do not hash to `spec.image.checksum`.
     #[error(
         "checksum mismatch: the {bytes} downloaded bytes hash to sha256:{actual}, spec.image.checksum is sha256:{expected}"
@@ -132,7 +143,9 @@ impl InstallError {
             InstallError::InvalidSpec(_)
             | InstallError::Checksum(_)
             | InstallError::CaBundle(_) => FailureReason::InvalidSpec,
-            InstallError::Network { .. } => FailureReason::NetworkError,
+            InstallError::Network { .. } | InstallError::Stream { .. } => {
+                FailureReason::NetworkError
+            }
             InstallError::Http { .. } => FailureReason::HttpError,
             InstallError::Redirect { .. } => FailureReason::RedirectRefused,
             InstallError::Tls { .. } => FailureReason::TlsError,
