@@ -11,6 +11,7 @@
 //! | `boot-count` | number of boots so far; the boot id is `sim-boot-<n>` |
 //! | `fail-next-boot-A`, `fail-next-boot-B` | knobs: the next boot of that slot fails |
 //! | `reboot-requested` | present after the agent asked for a reboot, until [`SimHost::boot`] |
+//! | `cmdline` | the booted "kernel"'s command line, built as the shipped GRUB script builds it |
 //!
 //! The OS version a slot reports is the one in the header of the image written to it
 //! (see [`image_bytes`]): a slot holding garbage, or an image cut short, has no version
@@ -210,6 +211,10 @@ impl SimHost {
             )));
         };
         write_atomic(&self.dir.join("booted"), format!("{slot}\n").as_bytes())?;
+        write_atomic(
+            &self.dir.join("cmdline"),
+            self.cmdline_for(slot)?.as_bytes(),
+        )?;
         let n = self.boot_count()? + 1;
         write_atomic(&self.dir.join("boot-count"), format!("{n}\n").as_bytes())?;
         match fs::remove_file(self.dir.join("reboot-requested")) {
@@ -224,6 +229,25 @@ impl SimHost {
         })
     }
 
+    /// The kernel command line the shipped GRUB script gives `slot`:
+    /// `root=PARTLABEL=osroll-<a|b> osroll.slot=<slot> $osroll_cmdline $osroll_cmdline_<slot>`.
+    pub fn cmdline_for(&self, slot: Slot) -> io::Result<String> {
+        let env = self.boot.load().map_err(|e| other_err(e.to_string()))?;
+        let var = |n: &str| env.get(n).unwrap_or_default().to_string();
+        let parts = [
+            format!("root=PARTLABEL=osroll-{}", slot.as_str().to_lowercase()),
+            format!("osroll.slot={slot}"),
+            var("osroll_cmdline"),
+            var(&crate::boot::slot_cmdline_var(slot)),
+        ];
+        Ok(parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" "))
+    }
+
     /// Whether `slot` boots now; consumes its fail knob if set.
     fn boots(&self, slot: Slot) -> io::Result<bool> {
         match fs::remove_file(self.knob(slot)) {
@@ -236,6 +260,14 @@ impl SimHost {
 }
 
 impl Host for SimHost {
+    fn kernel_command_line(&self) -> Option<String> {
+        match fs::read_to_string(self.dir.join("cmdline")) {
+            Ok(c) => Some(c),
+            // Created before the first simulated boot: what the firmware would boot.
+            Err(_) => self.cmdline_for(self.booted_slot().ok()?).ok(),
+        }
+    }
+
     fn facts(&self) -> Result<HostFacts, HostError> {
         let ctx = |what: &str| format!("simulated node {}: reading {what}", self.dir.display());
         let booted_slot = self

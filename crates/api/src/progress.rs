@@ -147,6 +147,10 @@ pub struct OSUpgradeProgressStatus {
     /// Whether applying the staged update needs a reboot (false: live update).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot_required: Option<bool>,
+    /// The node's kernel command line (`/proc/cmdline`) when it completed: the
+    /// effective `spec.kernelArguments`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_command_line: Option<String>,
     /// Staged, Booted, and the like.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -248,7 +252,8 @@ impl std::fmt::Display for ProgressPhase {
 )]
 pub enum FailureReason {
     // The progress itself.
-    /// `spec.image` is missing or malformed (version, checksum, URL, size).
+    /// `spec.image` is missing or malformed (version, checksum, URL, size), or
+    /// `spec.kernelArguments` holds an argument that cannot be passed.
     InvalidSpec,
     /// The status the agent recorded cannot be continued (e.g. no slot while Rebooting).
     InvalidStatus,

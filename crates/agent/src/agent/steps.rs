@@ -75,6 +75,7 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
             current_version: t.status.current_version.clone(),
             os_version_management: obj.spec.os_version_management.clone(),
             allow_http_images: obj.spec.allow_http_images,
+            kernel_arguments: obj.spec.kernel_arguments.clone(),
         }
     }
 
@@ -105,7 +106,8 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
 
     /// Completed without a post-install hook: nothing was installed.
     async fn complete_now(&mut self, version: Option<String>, message: String) -> StepResult {
-        let next = status::completed(&self.tracked().status, version, message, &now());
+        let mut next = status::completed(&self.tracked().status, version, message, &now());
+        next.kernel_command_line = self.host.kernel_command_line();
         self.transition(next).await?;
         Ok(Tick::Busy)
     }

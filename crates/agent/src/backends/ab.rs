@@ -1,18 +1,22 @@
 //! The A/B image backend: stream the image into the slot the node did not boot from
 //! ([`crate::install`]), arm a one-shot boot of that slot, and commit it as the default
-//! once it came up running the target ([`crate::boot`] through the [`Host`]).
+//! once it came up running the target ([`crate::boot`] through the [`Host`]). Before the
+//! try is armed the new slot gets the running slot's kernel arguments edited by
+//! `spec.kernelArguments` ([`crate::boot::kargs`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use osroll_api::policy::{Rewrite, check_image_url, rewrite};
 use osroll_api::progress::FailureReason;
+use osroll_api::upgrade::KernelArguments;
 use osroll_api::{OSUpgradeProgressStatus, ProgressPhase};
 
 use super::{
     Applied, Attempt, Backend, Begin, Confirmed, Ready, StageProgress, StageSnapshot, Staged,
     Staging,
 };
+use crate::boot::{BootControl, BootError, kargs};
 use crate::failure::{Failure, StepError};
 use crate::host::{Host, HostError, HostFacts};
 use crate::install::{Create, ImageSpec, InstallOptions, InstallPhase, Installer, Progress};
@@ -180,6 +184,8 @@ impl Backend for SlotBackend {
             )));
         }
         let img = attempt.image.as_ref().ok_or_else(missing_image)?;
+        // Arguments the slot's boot variable cannot carry fail before the download.
+        slot_kargs("", attempt.kernel_arguments.as_ref())?;
         let path = self
             .host
             .slot_path(into)
@@ -215,7 +221,10 @@ impl Backend for SlotBackend {
         None
     }
 
-    async fn apply(&self, _attempt: &Attempt, _to: Slot) -> Result<Applied, StepError> {
+    async fn apply(&self, attempt: &Attempt, to: Slot) -> Result<Applied, StepError> {
+        let boot = self.host.boot_control();
+        let args = set_slot_kargs(boot, attempt.kernel_arguments.as_ref(), to)?;
+        tracing::info!(slot = %to, kernel_arguments = %args, "slot kernel arguments set");
         // The switch is the armed boot: a reboot always finishes it.
         Ok(Applied {
             reboot_required: true,
@@ -255,4 +264,30 @@ impl Backend for SlotBackend {
     async fn keep(&self, on: Slot) -> Result<(), HostError> {
         Ok(self.host.boot_control().commit(on)?)
     }
+}
+
+/// The arguments of a slot whose predecessor had `current`, after `change`.
+fn slot_kargs(current: &str, change: Option<&KernelArguments>) -> Result<String, Failure> {
+    let (add, remove) = change.map_or((&[][..], &[][..]), |k| (&k.add[..], &k.remove[..]));
+    kargs::edit(current, add, remove).map_err(|e| {
+        Failure::new(
+            FailureReason::InvalidSpec,
+            format!("spec.kernelArguments: {e}"),
+        )
+    })
+}
+
+/// Give slot `to` the running slot's kernel arguments edited by `change` (written only
+/// when they differ); returns them.
+fn set_slot_kargs(
+    boot: &dyn BootControl,
+    change: Option<&KernelArguments>,
+    to: Slot,
+) -> Result<String, Failure> {
+    let boot_err = |e: BootError| Failure::new(FailureReason::BootControlError, e.to_string());
+    let next = slot_kargs(&boot.slot_cmdline(to.other()).map_err(boot_err)?, change)?;
+    if boot.slot_cmdline(to).map_err(boot_err)? != next {
+        boot.set_slot_cmdline(to, &next).map_err(boot_err)?;
+    }
+    Ok(next)
 }

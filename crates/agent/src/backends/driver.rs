@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use osroll_api::ImageRef;
+use osroll_api::upgrade::KernelArguments;
 
 use osroll_api::progress::FailureReason;
 
@@ -63,6 +64,8 @@ pub struct Target {
     pub current_version: Option<String>,
     /// `spec.osVersionManagement`, unchanged.
     pub os_version_management: Option<serde_json::Value>,
+    /// Kernel arguments to add and remove with the update.
+    pub kernel_arguments: KernelArguments,
 }
 
 /// A backend call that failed; its message names the command or plugin.
@@ -216,6 +219,7 @@ fn request(action: super::plugin::PluginAction, t: &Target) -> PluginRequest {
         .with_current_version(t.current_version.as_deref())
         .with_os_version_management(t.os_version_management.as_ref())
         .with_image(Some(&t.image))
+        .with_kernel_arguments(&t.kernel_arguments)
 }
 
 fn with_message(base: String, plugin_message: Option<String>) -> String {

@@ -8,6 +8,10 @@
 //!   variable *before* starting the kernel, so if that boot hangs or panics, the watchdog
 //!   reset lands on `osroll_default` again (the rollback).
 //!
+//! A third, per slot, carries the slot's kernel arguments: `osroll_cmdline_<A|B>`
+//! ([`slot_cmdline_var`], edited by [`kargs`] for `spec.kernelArguments` before a try
+//! is armed).
+//!
 //! The agent arms a try with [`BootControl::arm_try`], reboots, and after the boot checks
 //! which slot is running: the new one with the target version means
 //! [`BootControl::commit`] (default := new slot); the old one means the try failed.
@@ -17,6 +21,7 @@
 //! `deploy/boot/`), and `docs/boot-integration.md` states the contract.
 
 pub mod grubenv;
+pub mod kargs;
 pub mod scripts;
 pub mod uboot;
 
@@ -26,6 +31,12 @@ use crate::slot::Slot;
 pub const VAR_DEFAULT: &str = "osroll_default";
 /// Environment variable holding the one-shot try slot.
 pub const VAR_TRY: &str = "osroll_try";
+
+/// The variable holding `slot`'s own kernel arguments (`osroll_cmdline_A`), which the
+/// shipped scripts append to that slot's kernel command line.
+pub fn slot_cmdline_var(slot: Slot) -> String {
+    format!("osroll_cmdline_{slot}")
+}
 
 /// What the bootloader environment currently asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,6 +69,24 @@ pub trait BootControl: Send + Sync {
     fn disarm(&self) -> Result<(), BootError>;
     /// Make `slot` the default and clear any armed try. Idempotent.
     fn commit(&self, slot: Slot) -> Result<(), BootError>;
+    /// `slot`'s own kernel arguments ([`slot_cmdline_var`]), empty when unset. A boot
+    /// control without that variable has none.
+    fn slot_cmdline(&self, slot: Slot) -> Result<String, BootError> {
+        let _ = slot;
+        Ok(String::new())
+    }
+    /// Set `slot`'s own kernel arguments (empty: unset). Idempotent. A boot control
+    /// without that variable refuses any.
+    fn set_slot_cmdline(&self, slot: Slot, args: &str) -> Result<(), BootError> {
+        if args.is_empty() {
+            return Ok(());
+        }
+        Err(BootError {
+            backend: "boot control".into(),
+            op: format!("set the kernel arguments of slot {slot}"),
+            detail: "this boot control cannot carry kernel arguments".into(),
+        })
+    }
 }
 
 /// Parse a slot variable; empty or missing means unset, anything else must be `A`/`B`.

@@ -165,4 +165,37 @@ mod tests {
         assert!(grub_cfg(&l).contains("save_env osroll_try") && grub_cfg(&l).contains("gpt7"));
         assert!(uboot_script(&l).contains("setenv osroll_part 7"));
     }
+
+    /// The variable the agent writes a slot's kernel arguments into
+    /// ([`super::super::slot_cmdline_var`]) is what each script appends for that slot.
+    #[test]
+    fn scripts_append_the_slot_kernel_arguments_the_agent_writes() {
+        let l = BootLayout::default();
+        let grub = grub_cfg(&l);
+        let uboot = uboot_script(&l);
+        for slot in crate::slot::Slot::ALL {
+            let var = super::super::slot_cmdline_var(slot);
+            assert!(
+                grub.lines()
+                    .any(|x| x.starts_with("load_env") && x.split(' ').any(|w| w == var)),
+                "grub.cfg loads {var}"
+            );
+            assert!(
+                grub.contains(&format!("set osroll_extra=\"${var}\"")),
+                "{grub}"
+            );
+            assert!(
+                uboot.contains(&format!("setenv osroll_extra \"${{{var}}}\"")),
+                "{uboot}"
+            );
+        }
+        assert!(
+            grub.contains("osroll.slot=$1 $osroll_cmdline $osroll_extra\n"),
+            "{grub}"
+        );
+        assert!(
+            uboot.contains("osroll.slot=${osroll_slot} ${osroll_cmdline} ${osroll_extra}\""),
+            "{uboot}"
+        );
+    }
 }

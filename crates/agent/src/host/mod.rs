@@ -115,6 +115,11 @@ pub trait Host: Send + Sync {
     fn boot_control(&self) -> &dyn BootControl;
     /// Reboot the node (only ever called after `spec.rebootApproved`).
     fn reboot(&self) -> Result<RebootKind, HostError>;
+    /// The running kernel's command line (`/proc/cmdline`), for the status; `None`
+    /// where the host cannot tell.
+    fn kernel_command_line(&self) -> Option<String> {
+        None
+    }
     /// This boot's id alone: deployment backends (OSTree, plugin) need no slot.
     fn boot_id(&self) -> Result<String, HostError> {
         self.facts().map(|f| f.boot_id)

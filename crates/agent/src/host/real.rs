@@ -120,6 +120,11 @@ impl RealHost {
 }
 
 impl Host for RealHost {
+    fn kernel_command_line(&self) -> Option<String> {
+        let cmdline = self.read(&self.cfg.cmdline).ok()?;
+        Some(cmdline.trim().to_string())
+    }
+
     fn boot_id(&self) -> Result<String, HostError> {
         Ok(self.read(&self.cfg.boot_id)?.trim().to_string())
     }

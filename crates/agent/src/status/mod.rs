@@ -69,6 +69,7 @@ pub fn start(
         bytes_total: None,
         observed_retry_nonce: retry_nonce.map(String::from),
         reboot_required: begin.reboot_required,
+        kernel_command_line: prev.kernel_command_line.clone(),
         conditions: prev.conditions.clone(),
     };
     set(&mut s, STAGED, false, "Pending", "", now);
@@ -188,6 +189,7 @@ pub fn merge_patch(status: &OSUpgradeProgressStatus) -> serde_json::Value {
         bytes_total: Some(0),
         observed_retry_nonce: Some(String::new()),
         reboot_required: Some(false),
+        kernel_command_line: Some(String::new()),
         conditions: vec![Condition::default()],
     })
     .expect("status serializes");

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use osroll_api::ImageRef;
 use osroll_api::progress::FailureReason;
+use osroll_api::upgrade::KernelArguments;
 use serde::{Deserialize, Serialize};
 
 use super::runner::{CommandError, CommandRunner, CommandSpec, TAIL_BYTES, TAIL_LINES, tail_text};
@@ -64,6 +65,9 @@ pub struct PluginRequest {
     /// The catalog image for the target, when the progress has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageRef>,
+    /// `spec.kernelArguments` (`add`, `remove`), when it asks for a change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_arguments: Option<KernelArguments>,
 }
 
 impl PluginRequest {
@@ -77,7 +81,15 @@ impl PluginRequest {
             current_version: None,
             os_version_management: serde_json::Value::Object(Default::default()),
             image: None,
+            kernel_arguments: None,
         }
+    }
+
+    /// Hand over `spec.kernelArguments` (left out when it changes nothing).
+    pub fn with_kernel_arguments(mut self, k: &KernelArguments) -> Self {
+        self.kernel_arguments =
+            Some(k.clone()).filter(|k| !(k.add.is_empty() && k.remove.is_empty()));
+        self
     }
 
     /// Hand over `spec.osVersionManagement`.

@@ -257,3 +257,24 @@ fn apply_reply_names_the_previous_version_directories() {
     assert_eq!(err.reason(), "PluginProtocolError");
     assert!(err.to_string().contains("\"relative/dir\""), "{err}");
 }
+
+#[test]
+fn kernel_arguments_ride_in_the_request_only_when_they_change_something() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, p) = plugin(
+        dir.path(),
+        r#"echo '{"apiVersion":"osroll.io/plugin/v1","ok":true,"rebootRequired":true}'"#,
+    );
+    let k = KernelArguments {
+        add: vec!["console=ttyS0".into(), "nosmt".into()],
+        remove: vec!["quiet".into()],
+    };
+    p.stage(&request().with_kernel_arguments(&k)).unwrap();
+    assert_eq!(
+        saved_request(dir.path())["kernelArguments"],
+        json!({"add": ["console=ttyS0", "nosmt"], "remove": ["quiet"]})
+    );
+    p.stage(&request().with_kernel_arguments(&KernelArguments::default()))
+        .unwrap();
+    assert!(saved_request(dir.path()).get("kernelArguments").is_none());
+}

@@ -13,7 +13,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{BootControl, BootError, BootState, VAR_DEFAULT, VAR_TRY, parse_slot_var};
+use super::{
+    BootControl, BootError, BootState, VAR_DEFAULT, VAR_TRY, parse_slot_var, slot_cmdline_var,
+};
 use crate::fsutil::write_atomic;
 
 /// Overwrite an existing block of the same size in place (its data blocks, no metadata
@@ -282,6 +284,26 @@ impl BootControl for GrubBoot {
             env.set(VAR_DEFAULT, slot.as_str())?;
             env.unset(VAR_TRY);
             Ok(())
+        })
+    }
+
+    fn slot_cmdline(&self, slot: Slot) -> Result<String, BootError> {
+        let env = self.load()?;
+        Ok(env
+            .get(&slot_cmdline_var(slot))
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    fn set_slot_cmdline(&self, slot: Slot, args: &str) -> Result<(), BootError> {
+        let var = slot_cmdline_var(slot);
+        self.update(&format!("set the kernel arguments of slot {slot}"), |env| {
+            if args.is_empty() {
+                env.unset(&var);
+                Ok(())
+            } else {
+                env.set(&var, args)
+            }
         })
     }
 }

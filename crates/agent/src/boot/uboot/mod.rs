@@ -5,7 +5,9 @@
 use std::ffi::OsString;
 use std::process::Command;
 
-use super::{BootControl, BootError, BootState, VAR_DEFAULT, VAR_TRY, parse_slot_var};
+use super::{
+    BootControl, BootError, BootState, VAR_DEFAULT, VAR_TRY, parse_slot_var, slot_cmdline_var,
+};
 use crate::slot::Slot;
 
 /// [`BootControl`] that shells out to `fw_printenv` and `fw_setenv`.
@@ -131,6 +133,32 @@ impl BootControl for UBoot {
             self.set(&format!("commit slot {slot}"), VAR_TRY, None)?;
         }
         Ok(())
+    }
+
+    fn slot_cmdline(&self, slot: Slot) -> Result<String, BootError> {
+        let out = self.run("read the environment", &self.printenv, &[])?;
+        let var = slot_cmdline_var(slot);
+        let vars = parse_printenv(&out);
+        Ok(vars
+            .iter()
+            .find(|(k, _)| *k == var)
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default())
+    }
+
+    /// `fw_setenv NAME VALUE` (one argument, spaces and all); `fw_setenv NAME` unsets.
+    fn set_slot_cmdline(&self, slot: Slot, args: &str) -> Result<(), BootError> {
+        if self.slot_cmdline(slot)? == args {
+            return Ok(());
+        }
+        let var = slot_cmdline_var(slot);
+        let op = format!("set the kernel arguments of slot {slot}");
+        let argv: Vec<&str> = if args.is_empty() {
+            vec![&var]
+        } else {
+            vec![&var, args]
+        };
+        self.run(&op, &self.setenv, &argv).map(drop)
     }
 }
 

@@ -121,3 +121,29 @@ fn printenv_parsing_keeps_values_with_equals() {
         [("a", "1"), ("b", "x=y")]
     );
 }
+
+#[test]
+fn slot_kernel_arguments_are_one_fw_setenv_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = fake_tools(dir.path());
+    assert_eq!(boot.slot_cmdline(Slot::B).unwrap(), "");
+    boot.set_slot_cmdline(Slot::B, "console=ttyS0 nosmt")
+        .unwrap();
+    assert_eq!(boot.slot_cmdline(Slot::B).unwrap(), "console=ttyS0 nosmt");
+    assert_eq!(boot.slot_cmdline(Slot::A).unwrap(), "");
+    boot.set_slot_cmdline(Slot::B, "console=ttyS0 nosmt")
+        .unwrap(); // unchanged: no call
+    boot.set_slot_cmdline(Slot::B, "").unwrap();
+    assert_eq!(boot.slot_cmdline(Slot::B).unwrap(), "");
+    let sets: Vec<String> = log(dir.path())
+        .into_iter()
+        .filter(|c| c.starts_with("fw_setenv"))
+        .collect();
+    assert_eq!(
+        sets,
+        [
+            "fw_setenv osroll_cmdline_B console=ttyS0 nosmt",
+            "fw_setenv osroll_cmdline_B"
+        ]
+    );
+}
