@@ -167,6 +167,14 @@ pub const AGENT_CLUSTER_RULES: &[Rule] = &[
     EVENTS_CORE,
 ];
 
+/// Rules of the node agents in their namespace (the controller's): `--firstboot` reads
+/// an OSUpgrade's `catalog.configMap` there.
+pub const AGENT_NAMESPACE_RULES: &[Rule] = &[Rule {
+    groups: &[""],
+    resources: &["configmaps"],
+    verbs: &["get"],
+}];
+
 fn labels(component: &str) -> Value {
     json!({ "app.kubernetes.io/name": "osroll", "app.kubernetes.io/component": component })
 }
@@ -329,8 +337,17 @@ pub fn agent(image: &str, ns: &str) -> Vec<Value> {
             },
         },
     });
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": { "name": name, "namespace": ns, "labels": labels("agent") },
+        "rules": AGENT_NAMESPACE_RULES.iter().map(Rule::to_json).collect::<Vec<_>>(),
+    });
     let mut objects = identity(ns, name, "agent", AGENT_CLUSTER_RULES);
-    objects.push(daemonset);
+    objects.extend([
+        role,
+        binding("RoleBinding", name, ns, "agent", name),
+        daemonset,
+    ]);
     objects
 }
 

@@ -117,8 +117,8 @@ async fn update(tool: Arc<FakeTool>, hooks: Arc<FakeHooks>) -> OSUpgradeProgress
             version: "2.0".into(),
             ..Default::default()
         },
-        os_version_management: None,
         origin: "test".into(),
+        ..Wanted::default()
     };
     let source = Arc::new(MemorySource::new(firstboot_progress("n1", &wanted)));
     let mut cfg = AgentConfig::new("n1", dir.path().join("state"));

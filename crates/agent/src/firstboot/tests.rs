@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use osroll_api::{OSUpgradeSpec, OSUpgradeStatus, SourceRef};
+use osroll_api::{ImageRef, OSUpgrade, OSUpgradeSpec, OSUpgradeStatus, SourceRef, UpgradePhase};
 use serde_json::json;
 
 use super::*;
@@ -65,6 +65,15 @@ fn upgrade(name: &str, created: i64, resolved: Option<&str>, phase: UpgradePhase
     u
 }
 
+/// `wanted` from the cluster's objects when the catalog is inline.
+fn from_cluster(ups: &[OSUpgrade], ps: &[OSUpgradeProgress]) -> Result<Wanted, WantedError> {
+    let up = wanted::active_upgrade(ups)?;
+    match wanted::from_progress(up, ps) {
+        Some(w) => Ok(w),
+        None => wanted::from_catalog(up, &wanted::inline_catalog(up).unwrap()),
+    }
+}
+
 #[test]
 fn the_cluster_answer_is_the_newest_active_upgrade() {
     let ups = vec![
@@ -74,7 +83,7 @@ fn the_cluster_answer_is_the_newest_active_upgrade() {
         upgrade("unresolved", 400, None, UpgradePhase::Pending),
     ];
     // No progress of "new" yet: resolved from its inline catalog.
-    let w = wanted_from_cluster(&ups, &[]).unwrap();
+    let w = from_cluster(&ups, &[]).unwrap();
     assert_eq!(
         (
             w.image.version.as_str(),
@@ -99,11 +108,65 @@ fn the_cluster_answer_is_the_newest_active_upgrade() {
         },
     );
     assert_eq!(
-        wanted_from_cluster(&ups, &[p]).unwrap().image.url,
+        from_cluster(&ups, &[p]).unwrap().image.url,
         "https://mirror/3.0"
     );
-    let e = wanted_from_cluster(&ups[2..], &[]).unwrap_err().to_string();
+    let e = from_cluster(&ups[2..], &[]).unwrap_err().to_string();
     assert!(e.contains("no active OSUpgrade"), "{e}");
+}
+
+#[test]
+fn the_first_boot_progress_carries_the_upgrades_policy_not_its_own() {
+    let mut up = upgrade("new", 200, Some("3.0"), UpgradePhase::Progressing);
+    let cat = wanted::inline_catalog(&up).unwrap();
+    // Nothing opted in: no http, no signature, but the digest of what was read.
+    let w = wanted::from_catalog(&up, &cat).unwrap();
+    let p = firstboot_progress("n", &w);
+    assert!(!p.spec.allow_http_images);
+    assert_eq!(p.spec.signed_catalog, None);
+    assert_eq!(
+        p.spec.catalog_digest,
+        Some(osroll_api::catalog::digest(cat.text.as_bytes()))
+    );
+    assert!(p.spec.reboot_approved);
+    up.spec.allow_http_images = true;
+    up.spec.kernel_arguments = Some(osroll_api::upgrade::KernelArguments {
+        add: vec!["nosmt".into()],
+        remove: vec![],
+    });
+    let signed = wanted::CatalogText {
+        signature: Some("untrusted comment: x".into()),
+        ..cat.clone()
+    };
+    let p = firstboot_progress("n", &wanted::from_catalog(&up, &signed).unwrap());
+    assert!(p.spec.allow_http_images);
+    assert_eq!(p.spec.kernel_arguments.unwrap().add, ["nosmt"]);
+    assert_eq!(
+        p.spec.signed_catalog,
+        Some(osroll_api::SignedCatalog {
+            content: cat.text.clone(),
+            signature: "untrusted comment: x".into()
+        })
+    );
+    // A progress's stamped catalog and policy travel as the controller set them.
+    let stamped = OSUpgradeProgress::new(
+        "p",
+        OSUpgradeProgressSpec {
+            source_ref: Some(SourceRef { name: "new".into() }),
+            image: Some(w.image.clone()),
+            allow_http_images: true,
+            signed_catalog: Some(osroll_api::SignedCatalog {
+                content: "c".into(),
+                signature: "s".into(),
+            }),
+            catalog_digest: Some("sha256:x".into()),
+            ..Default::default()
+        },
+    );
+    let w = wanted::from_progress(&up, &[stamped]).unwrap();
+    assert!(w.allow_http_images);
+    assert_eq!(w.catalog_digest.as_deref(), Some("sha256:x"));
+    assert_eq!(w.signed_catalog.unwrap().signature, "s");
 }
 
 /// A plugin whose OS is `<dir>/running`; applying needs a reboot, which the test

@@ -180,6 +180,11 @@ struct RawImage {
     size: Option<u64>,
 }
 
+/// ConfigMap key holding a catalog (`spec.catalog.configMap`).
+pub const CONFIG_MAP_KEY: &str = "catalog.yaml";
+/// ConfigMap key holding its detached signature.
+pub const CONFIG_MAP_SIGNATURE_KEY: &str = "catalog.yaml.minisig";
+
 /// `sha256:<hex>` of catalog bytes, recorded in status so a resolution can be traced to
 /// the exact catalog it came from.
 pub fn digest(bytes: &[u8]) -> String {

@@ -151,7 +151,8 @@ mod tests {
                 ..Default::default()
             },
         );
-        let pod = &objs[4]["spec"]["template"]["spec"];
+        let ds = objs.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
+        let pod = &ds["spec"]["template"]["spec"];
         let env = serde_json::to_string(&pod["containers"][0]["env"]).unwrap();
         assert!(
             env.contains(r#""OSROLL_GRUBENV","value":"/host/boot/efi/grubenv""#),

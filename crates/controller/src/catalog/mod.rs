@@ -23,10 +23,7 @@ use osroll_api::{
 use crate::chain::Chain;
 use crate::cluster::Cluster;
 
-/// ConfigMap key holding the catalog.
-pub const CONFIG_MAP_KEY: &str = "catalog.yaml";
-/// ConfigMap key holding its detached signature.
-pub const CONFIG_MAP_SIGNATURE_KEY: &str = "catalog.yaml.minisig";
+pub use osroll_api::catalog::{CONFIG_MAP_KEY, CONFIG_MAP_SIGNATURE_KEY};
 /// Largest catalog accepted.
 pub const MAX_CATALOG_BYTES: usize = 4 << 20;
 

@@ -105,6 +105,14 @@ pub(crate) struct AgentCmd {
         default_value = "/var/lib/osroll/firstboot.done"
     )]
     firstboot_done: PathBuf,
+    /// With --firstboot: the controller's namespace, where an OSUpgrade's
+    /// `catalog.configMap` lives.
+    #[arg(
+        long,
+        env = "OSROLL_CATALOG_NAMESPACE",
+        default_value = osroll_api::manifests::DEFAULT_NAMESPACE
+    )]
+    catalog_namespace: String,
     /// Kubeconfig for reaching the cluster from the host (first boot runs outside a pod).
     #[arg(long, env = "OSROLL_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -440,17 +448,9 @@ async fn run_firstboot(
             .map_err(anyhow::Error::msg)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let c = client(cmd).await?;
-            let ups = kube::Api::<osroll_api::OSUpgrade>::all(c.clone())
-                .list(&Default::default())
+            firstboot::wanted_from_api(c, &cmd.catalog_namespace, &cfg.install)
                 .await
-                .context("listing OSUpgrades")?
-                .items;
-            let progress = kube::Api::<osroll_api::OSUpgradeProgress>::all(c)
-                .list(&Default::default())
-                .await
-                .context("listing OSUpgradeProgresses")?
-                .items;
-            firstboot::wanted_from_cluster(&ups, &progress).map_err(anyhow::Error::msg)?
+                .context("asking the cluster for the wanted version")?
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     };
