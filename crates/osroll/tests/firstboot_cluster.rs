@@ -1,7 +1,8 @@
 //! `osroll agent --firstboot --require-signed-catalog` against the test API server with
 //! RBAC enforced, as the agent's service account from the generated manifests: no
 //! version file, so it follows the active OSUpgrade, whose catalog is a signed
-//! ConfigMap in the controller's namespace. The node (a simulated A/B host) downloads
+//! ConfigMap in the controller's namespace (or, in the second test, a signed catalog
+//! served at a URL, with `<url>.minisig` beside it). The node (a simulated A/B host) downloads
 //! the image over plain http only because the OSUpgrade allows it, boots the new slot
 //! with the OSUpgrade's kernel arguments, and the unit's stamp is written. A catalog
 //! signed by another key, or not signed at all, fails the first boot before anything is
@@ -177,4 +178,78 @@ async fn first_boot_follows_a_signed_configmap_catalog_under_the_agents_rbac() {
         assert_eq!(host.slot_version(Slot::B).unwrap(), None, "nothing written");
         assert!(!host.reboot_requested());
     }
+}
+
+/// Serve `files` (path -> body) over HTTP on loopback (404 for anything else); the base
+/// URL.
+async fn serve(files: Vec<(&'static str, String)>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut app = axum::Router::new();
+    for (path, body) in files {
+        app = app.route(path, axum::routing::get(move || async move { body }));
+    }
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_boot_follows_a_signed_url_catalog() {
+    let cluster = Cluster::start_with(ServerConfig {
+        enforce_rbac: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    cluster.install_crds().await.unwrap();
+    cluster.ensure_namespace(NS).await.unwrap();
+    let agent_yaml = manifests::to_yaml(&manifests::agent("osroll:test", NS));
+    let out = cluster
+        .kubectl_run(&["apply", "-f", "-"], Some(&agent_yaml))
+        .await
+        .unwrap();
+    assert!(out.success(), "applying the agent manifests: {out:?}");
+    let kubeconfig = cluster.kubeconfig_for(AGENT).unwrap();
+
+    let images = ImageServer::start(&["2.0"], 256 << 10).await.unwrap();
+    let catalog = images.catalog("2.0");
+    let (public, secret) = osroll_api::signing::keygen().unwrap();
+    let signature = osroll_api::signing::sign(catalog.as_bytes(), &secret, None, None).unwrap();
+    let base = serve(vec![
+        ("/catalog.yaml", catalog.clone()),
+        ("/catalog.yaml.minisig", signature),
+    ])
+    .await;
+    let up: OSUpgrade = serde_json::from_value(json!({
+        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
+        "metadata": {"name": "fleet"},
+        "spec": {
+            "version": "stable",
+            "catalog": {"url": format!("{base}/catalog.yaml")},
+            "allowHttpImages": true,
+        },
+    }))
+    .unwrap();
+    let ups: Api<OSUpgrade> = Api::all(cluster.client());
+    ups.create(&PostParams::default(), &up).await.unwrap();
+    ups.patch_status(
+        "fleet",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Progressing", "resolvedVersion": "2.0"}})),
+    )
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    node(dir.path(), &public);
+    let out = firstboot(dir.path(), &kubeconfig);
+    assert!(out.status.success(), "{}", text(&out));
+    let host = SimHost::open(&dir.path().join("host")).unwrap();
+    assert_eq!(host.boot().unwrap().version.as_deref(), Some("2.0"));
+    let out = firstboot(dir.path(), &kubeconfig);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Completed"),
+        "{}",
+        text(&out)
+    );
 }
