@@ -135,22 +135,36 @@ async fn fetch_url(
     };
     check_image_url(url, allow_http).map_err(|v| fail(v.why.to_string()))?;
     let client = crate::install::http::client(tls).map_err(|e| fail(e.to_string()))?;
-    let get = |u: String| {
-        let client = client.clone();
-        async move {
-            let resp = client.get(&u).send().await?;
-            if resp.status() == reqwest::StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            resp.error_for_status()?.text().await.map(Some)
-        }
-    };
-    let text = get(url.to_string())
-        .await
-        .map_err(|e: reqwest::Error| fail(crate::install::http::error_chain(&e)))?
+    let text = get(&client, url)
+        .await?
         .ok_or_else(|| fail("404 Not Found".into()))?;
-    let signature = get(format!("{url}.minisig"))
-        .await
-        .map_err(|e: reqwest::Error| fail(crate::install::http::error_chain(&e)))?;
+    let signature = get(&client, &format!("{url}.minisig")).await?;
     Ok(CatalogText { text, signature })
+}
+
+/// Largest catalog (or signature) read from a URL, as the controller's limit.
+const MAX_CATALOG_BYTES: usize = 4 << 20;
+
+/// The body at `url` as text, `None` on 404; read up to [`MAX_CATALOG_BYTES`].
+async fn get(client: &reqwest::Client, url: &str) -> Result<Option<String>, ClusterError> {
+    let fail = |detail: String| ClusterError::Fetch {
+        url: url.to_string(),
+        detail,
+    };
+    let chain = |e: reqwest::Error| fail(crate::install::http::error_chain(&e));
+    let resp = client.get(url).send().await.map_err(chain)?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let mut resp = resp.error_for_status().map_err(chain)?;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(chain)? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_CATALOG_BYTES {
+            return Err(fail(format!("larger than {MAX_CATALOG_BYTES} bytes")));
+        }
+    }
+    String::from_utf8(body)
+        .map(Some)
+        .map_err(|e| fail(format!("not UTF-8: {e}")))
 }

@@ -16,6 +16,11 @@ use sha2::{Digest, Sha256};
 use crate::progress::ImageRef;
 use crate::version::{Version, VersionError};
 
+/// ConfigMap key holding a catalog (`spec.catalog.configMap`).
+pub const CONFIG_MAP_KEY: &str = "catalog.yaml";
+/// ConfigMap key holding its detached signature.
+pub const CONFIG_MAP_SIGNATURE_KEY: &str = "catalog.yaml.minisig";
+
 /// A parsed catalog, with every problem found in it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Catalog {
@@ -179,11 +184,6 @@ struct RawImage {
     #[serde(default)]
     size: Option<u64>,
 }
-
-/// ConfigMap key holding a catalog (`spec.catalog.configMap`).
-pub const CONFIG_MAP_KEY: &str = "catalog.yaml";
-/// ConfigMap key holding its detached signature.
-pub const CONFIG_MAP_SIGNATURE_KEY: &str = "catalog.yaml.minisig";
 
 /// `sha256:<hex>` of catalog bytes, recorded in status so a resolution can be traced to
 /// the exact catalog it came from.
