@@ -1,7 +1,7 @@
 //! The Kubernetes side of the agent against an in-memory stand-in for the API server
 //! (a `tower` service behind a real `kube::Client`): the agent lists with the node's
-//! `spec.nodeName` field selector, and its only writes are JSON merge patches of `/status` and of its own
-//! Node's labels.
+//! `spec.nodeName` field selector, and its only writes are JSON merge patches of
+//! `/status` and of its own Node's labels.
 
 mod common;
 
