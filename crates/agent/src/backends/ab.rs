@@ -291,3 +291,34 @@ fn set_slot_kargs(
     }
     Ok(next)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::grubenv::GrubBoot;
+
+    fn change(add: &[&str], remove: &[&str]) -> KernelArguments {
+        KernelArguments {
+            add: add.iter().map(|s| s.to_string()).collect(),
+            remove: remove.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn slot_arguments_carry_over_to_later_images_and_stay_per_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = GrubBoot::new(dir.path().join("grubenv"));
+        boot.set_slot_cmdline(Slot::A, "quiet").unwrap();
+        // A -> B with a change.
+        let k = change(&["nosmt"], &["quiet"]);
+        assert_eq!(set_slot_kargs(&boot, Some(&k), Slot::B).unwrap(), "nosmt");
+        assert_eq!(boot.slot_cmdline(Slot::A).unwrap(), "quiet", "A kept");
+        // B -> A without kernelArguments: A gets B's, so nosmt stays.
+        assert_eq!(set_slot_kargs(&boot, None, Slot::A).unwrap(), "nosmt");
+        assert_eq!(boot.slot_cmdline(Slot::A).unwrap(), "nosmt");
+        // Removing everything unsets the variable.
+        let k = change(&[], &["nosmt"]);
+        assert_eq!(set_slot_kargs(&boot, Some(&k), Slot::B).unwrap(), "");
+        assert!(boot.load().unwrap().get("osroll_cmdline_B").is_none());
+    }
+}
