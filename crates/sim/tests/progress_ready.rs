@@ -4,6 +4,8 @@
 //! * a hand-made OSUpgradeProgress carrying only `spec.nodeName` and an image (no label,
 //!   no source, no controller running) is picked up by that node's agent, and
 //!   `kubectl wait --for=condition=Ready` returns once it completed;
+//! * on an API server whose CRD cannot select `spec.nodeName` (Kubernetes before 1.30),
+//!   the agent falls back to the `osroll.io/node` label;
 //! * with the controller, a node whose OS plugin refuses the update ends Failed: the
 //!   same wait times out on its progress, and on the OSUpgrade, which finished with a
 //!   failure and so is not Ready, while the healthy node's progress is Ready.
@@ -73,6 +75,14 @@ impl Fleet {
     async fn start(nodes: &[&str], refusing: &[&str]) -> anyhow::Result<Fleet> {
         let cluster = Cluster::start().await?;
         cluster.install_crds().await?;
+        Fleet::start_on(cluster, nodes, refusing).await
+    }
+
+    async fn start_on(
+        cluster: Cluster,
+        nodes: &[&str],
+        refusing: &[&str],
+    ) -> anyhow::Result<Fleet> {
         cluster.ensure_namespace(NS).await?;
         let dir = tempfile::tempdir()?;
         let mut agents = Vec::new();
@@ -310,5 +320,55 @@ async fn a_failed_node_and_an_upgrade_with_failures_are_not_ready() -> anyhow::R
         "{not_ready:?}"
     );
     ctrl.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_selectable_fields_the_agent_falls_back_to_the_node_label() -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let cluster = Cluster::start().await?;
+    cluster.install_crds().await?;
+    // The CRD as an API server before 1.30 keeps it: no selectableFields.
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    let name = "osupgradeprogresses.osroll.io";
+    let mut crd = crds.get(name).await?;
+    for v in &mut crd.spec.versions {
+        v.selectable_fields = None;
+    }
+    crds.replace(name, &PostParams::default(), &crd).await?;
+    let fleet = Fleet::start_on(cluster, &["old"], &[]).await?;
+    let labelled = HAND_MADE
+        .replace("nodeName: solo", "nodeName: old")
+        .replace(
+            "name: by-hand",
+            "name: labelled\n  labels:\n    osroll.io/node: old",
+        );
+    let out = fleet
+        .cluster
+        .kubectl_run(&["apply", "-f", "-"], Some(&labelled))
+        .await?;
+    assert!(out.success(), "{out:?}");
+    wait_for("the agent to stage it", Duration::from_secs(30), || async {
+        let st = fleet.progress("labelled").await.ok()?.status?;
+        (st.phase == Some(ProgressPhase::Staged)).then_some(())
+    })
+    .await?;
+    if let Some(audit) = fleet.cluster.audit() {
+        let lists: Vec<(String, String, u16)> = audit
+            .iter()
+            .filter(|e| e.user == "system:node:old" && e.resource == "osupgradeprogresses")
+            .filter(|e| e.verb == "list")
+            .map(|e| (e.field_selector.clone(), e.label_selector.clone(), e.code))
+            .collect();
+        assert_eq!(
+            lists.first(),
+            Some(&("spec.nodeName=old".to_string(), String::new(), 400)),
+            "{lists:?}"
+        );
+        assert!(
+            lists.contains(&(String::new(), "osroll.io/node=old".to_string(), 200)),
+            "{lists:?}"
+        );
+    }
     Ok(())
 }

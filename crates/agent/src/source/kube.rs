@@ -7,7 +7,9 @@
 //! Kubernetes 1.30 and later), not by the `osroll.io/node` label the controller also sets:
 //! a progress written by hand with only `spec.nodeName` is picked up without any
 //! controller running, and one whose label disagrees with its `nodeName` is never read
-//! by the wrong node.
+//! by the wrong node. An API server that cannot select that field (before 1.30) answers
+//! the first list with 400 `field label not supported`; the agent then watches by the
+//! label instead, and only progress objects the controller labelled reach it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +28,60 @@ use super::{ProgressSource, SourceError};
 /// The field selector the agent watches with.
 pub fn selector(node: &str) -> String {
     format!("spec.nodeName={node}")
+}
+
+/// The label selector the agent falls back to where `spec.nodeName` is not selectable.
+pub fn label_selector(node: &str) -> String {
+    format!("{}={node}", osroll_api::labels::NODE)
+}
+
+/// Whether the API server refused the field selector itself (a CRD field that is not
+/// selectable there), as opposed to failing for any other reason.
+pub fn field_selector_refused(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s))
+        if s.code == 400 && s.message.contains("field label not supported"))
+}
+
+/// Keep `writer` filled from a watch of `node`'s progress objects, by field selector,
+/// else (see the module doc) by label; wake `notify` on every change.
+async fn watch(
+    api: Api<OSUpgradeProgress>,
+    node: String,
+    mut writer: reflector::store::Writer<OSUpgradeProgress>,
+    notify: Arc<Notify>,
+) {
+    let mut by_field = true;
+    loop {
+        let cfg = if by_field {
+            watcher::Config::default().fields(&selector(&node))
+        } else {
+            watcher::Config::default().labels(&label_selector(&node))
+        };
+        let mut stream = std::pin::pin!(watcher(api.clone(), cfg).default_backoff());
+        let mut listed = false;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(ev) => {
+                    // `Init` comes before the list; only its end proves the selector works.
+                    listed |= matches!(ev, watcher::Event::InitDone);
+                    writer.apply_watcher_event(&ev);
+                    notify.notify_one();
+                }
+                Err(e) if by_field && !listed && field_selector_refused(&e) => {
+                    tracing::warn!(
+                        "{e}: this API server cannot select spec.nodeName (Kubernetes before 1.30); watching by the {} label",
+                        osroll_api::labels::NODE
+                    );
+                    by_field = false;
+                    break;
+                }
+                Err(e) => tracing::warn!("watching OSUpgradeProgress: {e}"),
+            }
+        }
+        if by_field {
+            return;
+        }
+    }
 }
 
 /// The JSON merge patch the agent applies to its Node.
@@ -49,18 +105,7 @@ impl KubeSource {
         let api: Api<OSUpgradeProgress> = Api::all(client.clone());
         let (store, writer) = reflector::store();
         let notify = Arc::new(Notify::new());
-        let n = notify.clone();
-        let cfg = watcher::Config::default().fields(&selector(node));
-        let stream = watcher(api.clone(), cfg).default_backoff().reflect(writer);
-        let task = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(ev) = stream.next().await {
-                match ev {
-                    Ok(_) => n.notify_one(),
-                    Err(e) => tracing::warn!("watching OSUpgradeProgress: {e}"),
-                }
-            }
-        });
+        let task = tokio::spawn(watch(api.clone(), node.into(), writer, notify.clone()));
         KubeSource {
             api,
             nodes: Api::all(client),
