@@ -75,6 +75,7 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
             current_version: t.status.current_version.clone(),
             os_version_management: obj.spec.os_version_management.clone(),
             allow_http_images: obj.spec.allow_http_images,
+            kernel_arguments: obj.spec.kernel_arguments.clone(),
         }
     }
 

@@ -85,6 +85,7 @@ fn target(attempt: &Attempt, missing: impl FnOnce() -> Failure) -> Result<Target
         image: attempt.image.clone().ok_or_else(missing)?,
         current_version: attempt.current_version.clone(),
         os_version_management: attempt.os_version_management.clone(),
+        kernel_arguments: attempt.kernel_arguments.clone().unwrap_or_default(),
     })
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use osroll_api::ImageRef;
+use osroll_api::upgrade::KernelArguments;
 
 use osroll_api::progress::FailureReason;
 
@@ -63,6 +64,8 @@ pub struct Target {
     pub current_version: Option<String>,
     /// `spec.osVersionManagement`, unchanged.
     pub os_version_management: Option<serde_json::Value>,
+    /// Kernel arguments to add and remove with the update.
+    pub kernel_arguments: KernelArguments,
 }
 
 /// A backend call that failed; its message names the command or plugin.
@@ -150,6 +153,14 @@ pub trait DeployBackend: Send + Sync {
     fn confirm(&self, target: &Target) -> Result<Confirmed, BackendError>;
 }
 
+/// What the OSTree tool is asked to deploy for `t`.
+fn ostree_target(t: &Target) -> Result<OstreeTarget, OstreeError> {
+    Ok(
+        OstreeTarget::from_progress(&t.image, t.os_version_management.as_ref())?
+            .with_kernel_arguments(&t.kernel_arguments),
+    )
+}
+
 impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
     fn kind(&self) -> &'static str {
         "ostree"
@@ -161,7 +172,7 @@ impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
     }
 
     fn stage(&self, target: &Target) -> Result<Staging, BackendError> {
-        let t = OstreeTarget::from_progress(&target.image, target.os_version_management.as_ref())?;
+        let t = ostree_target(target)?;
         Ok(match OstreeBackend::stage(self, &t)? {
             StageOutcome::AlreadyBooted(d) => Staging::AlreadyCurrent {
                 message: format!("node already runs deployment {}", d.describe()),
@@ -197,7 +208,7 @@ impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
     }
 
     fn confirm(&self, target: &Target) -> Result<Confirmed, BackendError> {
-        let t = OstreeTarget::from_progress(&target.image, target.os_version_management.as_ref())?;
+        let t = ostree_target(target)?;
         Ok(match OstreeBackend::confirm(self, &t)? {
             BootCheck::OnTarget(d) => Confirmed::OnTarget {
                 version: d

@@ -22,6 +22,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 
+use osroll_api::upgrade::KernelArguments;
 use osroll_api::{ImageRef, OSUpgradeProgressStatus, ProgressPhase};
 
 pub use self::driver::{Applied, Confirmed};
@@ -45,6 +46,8 @@ pub struct Attempt {
     pub os_version_management: Option<serde_json::Value>,
     /// Whether the image may come over plain `http://`.
     pub allow_http_images: bool,
+    /// `spec.kernelArguments`: changes to the kernel command line that come with the image.
+    pub kernel_arguments: Option<KernelArguments>,
 }
 
 /// What a backend records about the node when an attempt begins.

@@ -18,9 +18,12 @@ use std::time::Duration;
 
 use osroll_api::ImageRef;
 use osroll_api::progress::FailureReason;
+use osroll_api::upgrade::KernelArguments;
 use serde::{Deserialize, Serialize};
 
 use super::runner::{CommandError, CommandRunner, CommandSpec};
+
+pub mod kargs;
 
 /// Which host tool stages deployments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -153,6 +156,9 @@ pub struct OstreeTarget {
     /// OSTree commit checksum or container image digest, with or without `sha256:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
+    /// Kernel arguments the new deployment adds and removes (see [`kargs`]).
+    #[serde(default, skip_serializing_if = "kargs::is_empty")]
+    pub kernel_arguments: KernelArguments,
 }
 
 impl OstreeTarget {
@@ -180,11 +186,23 @@ impl OstreeTarget {
                 ));
             }
         };
+        if reference.starts_with('-') {
+            return Err(OstreeError::BadTarget(format!(
+                "reference {reference:?} starts with `-` and would be read as an option"
+            )));
+        }
         Ok(OstreeTarget {
             reference,
             version: Some(image.version.clone()).filter(|v| !v.is_empty()),
             checksum: Some(image.checksum.clone()).filter(|c| !c.is_empty()),
+            kernel_arguments: KernelArguments::default(),
         })
+    }
+
+    /// The same target, with `kargs` applied by the deployment.
+    pub fn with_kernel_arguments(mut self, kargs: &KernelArguments) -> Self {
+        self.kernel_arguments = kargs.clone();
+        self
     }
 
     fn describe(&self) -> String {
@@ -416,6 +434,14 @@ pub enum OstreeError {
     /// The target cannot be built from the progress.
     #[error("invalid OSTree target: {0}")]
     BadTarget(String),
+    /// The tool has no way to change kernel arguments with a deployment.
+    #[error("{tool} cannot change kernel arguments with the update ({hint})")]
+    KernelArgumentsUnsupported {
+        /// The tool.
+        tool: OstreeTool,
+        /// Where such arguments belong instead.
+        hint: &'static str,
+    },
 }
 
 impl OstreeError {
@@ -427,7 +453,9 @@ impl OstreeError {
                 FailureReason::OstreeStatusUnreadable
             }
             OstreeError::StagedWrong { .. } => FailureReason::OstreeStagedWrongDeployment,
-            OstreeError::BadTarget(_) => FailureReason::OstreeInvalidTarget,
+            OstreeError::BadTarget(_) | OstreeError::KernelArgumentsUnsupported { .. } => {
+                FailureReason::OstreeInvalidTarget
+            }
         }
     }
 }
@@ -449,46 +477,69 @@ pub fn status_command(config: &OstreeConfig) -> CommandSpec {
     c.with_prefix(&config.host_prefix)
 }
 
-/// The commands that stage `target`, in order.
-pub fn stage_commands(config: &OstreeConfig, target: &OstreeTarget) -> Vec<CommandSpec> {
+/// The commands that stage `target`, in order; an error when the tool cannot apply the
+/// target's kernel arguments. References follow `--` where the tool accepts it.
+pub fn stage_commands(
+    config: &OstreeConfig,
+    target: &OstreeTarget,
+) -> Result<Vec<CommandSpec>, OstreeError> {
     let c = config.command(config.stage_timeout);
     let extra = config.stage_args.iter().cloned();
-    let cmds = match config.tool {
-        OstreeTool::RpmOstreeRebase => vec![c.arg("rebase").args(extra).arg(&target.reference)],
+    let kargs = kargs::stage_args(config.tool, &target.kernel_arguments)?;
+    let mut cmds = match config.tool {
+        OstreeTool::RpmOstreeRebase => {
+            vec![c.arg("rebase").args(extra).arg("--").arg(&target.reference)]
+        }
         OstreeTool::RpmOstreeDeploy => {
             let rev = match (&target.version, &target.checksum) {
                 (Some(v), _) => v.clone(),
                 (None, Some(c)) => format!("revision={}", normalize_digest(c)),
                 (None, None) => target.reference.clone(),
             };
-            vec![c.arg("deploy").args(extra).arg(rev)]
+            vec![c.arg("deploy").args(extra).arg("--").arg(rev)]
         }
-        OstreeTool::BootcSwitch => vec![c.arg("switch").args(extra).arg(&target.reference)],
-        OstreeTool::OstreeAdminDeploy => {
-            let mut cmds = Vec::new();
-            if config.pull
-                && let Some((remote, rf)) = target.reference.split_once(':')
-            {
-                let mut pull = config.command(config.stage_timeout).arg("pull");
-                if let Some(s) = &config.sysroot {
-                    pull = pull.arg(format!("--repo={}/ostree/repo", s.display()));
-                }
-                cmds.push(pull.args([remote, rf]));
-            }
-            let mut deploy = c.args(["admin", "deploy", "--stage"]);
-            if let Some(os) = &config.os_name {
-                deploy = deploy.arg(format!("--os={os}"));
-            }
-            if let Some(s) = &config.sysroot {
-                deploy = deploy.arg(format!("--sysroot={}", s.display()));
-            }
-            cmds.push(deploy.args(extra).arg(&target.reference));
-            cmds
+        OstreeTool::BootcSwitch => {
+            vec![c.arg("switch").args(extra).arg("--").arg(&target.reference)]
         }
+        OstreeTool::OstreeAdminDeploy => ostree_admin_deploy(config, target, kargs),
     };
-    cmds.into_iter()
+    cmds.extend(kargs::after_stage(config, &target.kernel_arguments));
+    Ok(cmds
+        .into_iter()
         .map(|c| c.with_prefix(&config.host_prefix))
-        .collect()
+        .collect())
+}
+
+/// `ostree pull` (for a `remote:ref` reference) then `ostree admin deploy --stage`.
+fn ostree_admin_deploy(
+    config: &OstreeConfig,
+    target: &OstreeTarget,
+    kargs: Vec<String>,
+) -> Vec<CommandSpec> {
+    let mut cmds = Vec::new();
+    if config.pull
+        && let Some((remote, rf)) = target.reference.split_once(':')
+    {
+        let mut pull = config.command(config.stage_timeout).arg("pull");
+        if let Some(s) = &config.sysroot {
+            pull = pull.arg(format!("--repo={}/ostree/repo", s.display()));
+        }
+        cmds.push(pull.args(["--", remote, rf]));
+    }
+    let mut deploy = config
+        .command(config.stage_timeout)
+        .args(["admin", "deploy", "--stage"]);
+    if let Some(os) = &config.os_name {
+        deploy = deploy.arg(format!("--os={os}"));
+    }
+    if let Some(s) = &config.sysroot {
+        deploy = deploy.arg(format!("--sysroot={}", s.display()));
+    }
+    let extra = config.stage_args.iter().cloned();
+    // No `--` here: `ostree admin deploy` (2022.7) then finds no reference at all. A
+    // reference that starts with `-` is refused when the target is built instead.
+    cmds.push(deploy.args(extra).args(kargs).arg(&target.reference));
+    cmds
 }
 
 /// Status output that cannot be read.
@@ -765,7 +816,7 @@ impl<R: CommandRunner> OstreeBackend<R> {
             StagePlan::AlreadyStaged(d) => return Ok(StageOutcome::AlreadyStaged(d)),
             StagePlan::Stage => {}
         }
-        let cmds = stage_commands(&self.config, target);
+        let cmds = stage_commands(&self.config, target)?;
         for cmd in &cmds {
             self.runner.run_checked(cmd)?;
         }

@@ -1,6 +1,8 @@
-//! Tests of the OSTree backend against fake `rpm-ostree`, `bootc` and `ostree`
-//! executables that keep their deployments in a state directory, so a "reboot" is the
-//! test moving the staged deployment to booted (or not, for a fallback).
+//! Tests of the OSTree backend against scripted fake `rpm-ostree`, `bootc` and `ostree`
+//! executables (the `scripted_` tests) that keep their deployments in a state
+//! directory, so a "reboot" is the test moving the staged deployment to booted (or not,
+//! for a fallback). rpm-ostree and bootc are not packaged where the tests run; the real
+//! `ostree` tool is driven by `tests/ostree_real.rs`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -77,7 +79,7 @@ esac
 
 const OSTREE: &str = r#"
 case "$1" in
-  pull) resolve "$2:$3" | grep -q . || { echo "error: No such ref $3" >&2; exit 1; } ;;
+  pull) [ "$2" = -- ] && shift; resolve "$2:$3" | grep -q . || { echo "error: No such ref $3" >&2; exit 1; } ;;
   admin)
     case "$2" in
       status)
@@ -178,11 +180,12 @@ fn target(reference: &str, version: &str, checksum: Option<String>) -> OstreeTar
         reference: reference.into(),
         version: Some(version.into()),
         checksum,
+        kernel_arguments: KernelArguments::default(),
     }
 }
 
 #[test]
-fn rpm_ostree_rebase_stages_once_and_confirms_after_reboot() {
+fn scripted_rpm_ostree_rebase_stages_once_and_confirms_after_reboot() {
     let (fake, mut backend) = Fake::new(OstreeTool::RpmOstreeRebase);
     backend.config.stage_args = vec!["--bypass-driver".into()];
     let t = target("quay.io/example/os:40.2", "40.2", Some(csum(2)));
@@ -194,7 +197,12 @@ fn rpm_ostree_rebase_stages_once_and_confirms_after_reboot() {
     );
     assert_eq!(
         fake.stage_calls(),
-        vec![vec!["rebase", "--bypass-driver", "quay.io/example/os:40.2"]]
+        vec![vec![
+            "rebase",
+            "--bypass-driver",
+            "--",
+            "quay.io/example/os:40.2"
+        ]]
     );
     // A restarted agent finds it staged and does not stage again.
     assert!(matches!(
@@ -227,11 +235,11 @@ fn rpm_ostree_rebase_stages_once_and_confirms_after_reboot() {
 }
 
 #[test]
-fn rpm_ostree_boot_into_the_wrong_deployment_is_rolled_back() {
+fn scripted_rpm_ostree_boot_into_the_wrong_deployment_is_rolled_back() {
     let (fake, backend) = Fake::new(OstreeTool::RpmOstreeDeploy);
     let t = target("fedora:fedora/stable", "40.2", Some(csum(2)));
     backend.stage(&t).unwrap();
-    assert_eq!(fake.stage_calls(), vec![vec!["deploy", "40.2"]]);
+    assert_eq!(fake.stage_calls(), vec![vec!["deploy", "--", "40.2"]]);
 
     fake.reboot(true);
     match backend.confirm(&t).unwrap() {
@@ -255,13 +263,14 @@ fn rpm_ostree_boot_into_the_wrong_deployment_is_rolled_back() {
 }
 
 #[test]
-fn bootc_switch_matches_the_target_by_image_digest() {
+fn scripted_bootc_switch_matches_the_target_by_image_digest() {
     let (fake, backend) = Fake::new(OstreeTool::BootcSwitch);
     // Only the digest identifies the target: the version is unknown to the catalog.
     let t = OstreeTarget {
         reference: "quay.io/example/os:40.3".into(),
         version: None,
         checksum: Some(digest(3)),
+        kernel_arguments: KernelArguments::default(),
     };
     let out = backend.stage(&t).unwrap();
     assert!(
@@ -270,7 +279,7 @@ fn bootc_switch_matches_the_target_by_image_digest() {
     );
     assert_eq!(
         fake.stage_calls(),
-        vec![vec!["switch", "quay.io/example/os:40.3"]]
+        vec![vec!["switch", "--", "quay.io/example/os:40.3"]]
     );
     fake.reboot(false);
     assert!(matches!(
@@ -280,7 +289,7 @@ fn bootc_switch_matches_the_target_by_image_digest() {
 }
 
 #[test]
-fn ostree_admin_pulls_then_deploys_and_detects_a_fallback() {
+fn scripted_ostree_admin_pulls_then_deploys_and_detects_a_fallback() {
     let (fake, mut backend) = Fake::new(OstreeTool::OstreeAdminDeploy);
     backend.config.os_name = Some("fedora".into());
     let t = target("fedora:fedora/stable", "40.2", None);
@@ -292,7 +301,7 @@ fn ostree_admin_pulls_then_deploys_and_detects_a_fallback() {
     assert_eq!(
         fake.stage_calls(),
         vec![
-            vec!["pull", "fedora", "fedora/stable"],
+            vec!["pull", "--", "fedora", "fedora/stable"],
             vec![
                 "admin",
                 "deploy",
@@ -310,7 +319,7 @@ fn ostree_admin_pulls_then_deploys_and_detects_a_fallback() {
 }
 
 #[test]
-fn a_staged_deployment_other_than_the_target_is_an_error() {
+fn scripted_a_staged_deployment_other_than_the_target_is_an_error() {
     let (_fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
     // The ref has moved on to 40.3 while the catalog still says 40.2.
     let t = target("fedora:fedora/next", "40.2", Some(csum(2)));
@@ -328,7 +337,7 @@ fn a_staged_deployment_other_than_the_target_is_an_error() {
 }
 
 #[test]
-fn a_failing_tool_reports_its_stderr() {
+fn scripted_a_failing_tool_reports_its_stderr() {
     let (fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
     fake.set("fail-stage", "");
     let err = backend
@@ -337,7 +346,7 @@ fn a_failing_tool_reports_its_stderr() {
     assert_eq!(err.reason(), "OstreeCommandFailed");
     let msg = err.to_string();
     assert!(
-        msg.contains("rpm-ostree rebase fedora:fedora/stable` exited with code 1"),
+        msg.contains("rpm-ostree rebase -- fedora:fedora/stable` exited with code 1"),
         "{msg}"
     );
     assert!(
@@ -356,11 +365,11 @@ fn host_prefix_wraps_every_command() {
         status_command(&config).display(),
         "nsenter --target 1 --mount -- bootc status --json"
     );
-    let cmds = stage_commands(&config, &target("quay.io/x/os:1", "1", None));
+    let cmds = stage_commands(&config, &target("quay.io/x/os:1", "1", None)).unwrap();
     assert_eq!(cmds.len(), 1);
     assert_eq!(
         cmds[0].display(),
-        "nsenter --target 1 --mount -- bootc switch quay.io/x/os:1"
+        "nsenter --target 1 --mount -- bootc switch -- quay.io/x/os:1"
     );
 }
 
@@ -371,11 +380,16 @@ fn rpm_ostree_deploy_without_a_version_uses_the_commit() {
         reference: "fedora:fedora/stable".into(),
         version: None,
         checksum: Some(format!("sha256:{}", csum(7))),
+        kernel_arguments: KernelArguments::default(),
     };
-    let cmds = stage_commands(&config, &t);
+    let cmds = stage_commands(&config, &t).unwrap();
     assert_eq!(
         cmds[0].args,
-        vec!["deploy".to_string(), format!("revision={}", csum(7))]
+        vec![
+            "deploy".to_string(),
+            "--".into(),
+            format!("revision={}", csum(7))
+        ]
     );
 }
 
@@ -436,6 +450,10 @@ fn target_reference_comes_from_os_version_management_or_the_url() {
         err.contains("osVersionManagement.ostree.reference must be a non-empty string, got 7"),
         "{err}"
     );
+    // `ostree admin deploy` takes no `--`: an option-like reference is refused here.
+    let option = serde_json::json!({"ostree": {"reference": "--os=other"}});
+    let err = OstreeTarget::from_progress(&image, Some(&option)).unwrap_err();
+    assert_eq!(err.reason(), FailureReason::OstreeInvalidTarget);
 }
 
 #[test]
@@ -449,4 +467,43 @@ fn tool_names_round_trip() {
             .unwrap_err()
             .contains("bootc-switch")
     );
+}
+
+fn kargs(add: &[&str], remove: &[&str]) -> KernelArguments {
+    KernelArguments {
+        add: add.iter().map(|s| s.to_string()).collect(),
+        remove: remove.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[test]
+fn kernel_arguments_ride_on_each_tools_staging() {
+    let k = kargs(&["console=ttyS0", "quiet"], &["rhgb"]);
+    let t = target("fedora:fedora/stable", "40.2", None).with_kernel_arguments(&k);
+    let mut admin = OstreeConfig::new(OstreeTool::OstreeAdminDeploy);
+    admin.pull = false;
+    let cmds = stage_commands(&admin, &t).unwrap();
+    assert_eq!(
+        cmds.iter().map(CommandSpec::display).collect::<Vec<_>>(),
+        vec![
+            "ostree admin deploy --stage --karg-append=console=ttyS0 --karg-append=quiet \
+             --karg-delete=rhgb fedora:fedora/stable"
+        ]
+    );
+    let rpm = OstreeConfig::new(OstreeTool::RpmOstreeRebase);
+    let cmds = stage_commands(&rpm, &t).unwrap();
+    assert_eq!(
+        cmds.iter().map(CommandSpec::display).collect::<Vec<_>>(),
+        vec![
+            "rpm-ostree rebase -- fedora:fedora/stable",
+            "rpm-ostree kargs --append=console=ttyS0 --append=quiet --delete-if-present=rhgb",
+        ]
+    );
+    let bootc = OstreeConfig::new(OstreeTool::BootcSwitch);
+    let err = stage_commands(&bootc, &t).unwrap_err();
+    assert_eq!(err.reason(), FailureReason::OstreeInvalidTarget);
+    assert!(err.to_string().contains("kargs.d"), "{err}");
+    // Without kernel arguments no tool gets any extra command.
+    let plain = target("fedora:fedora/stable", "40.2", None);
+    assert_eq!(stage_commands(&rpm, &plain).unwrap().len(), 1);
 }
