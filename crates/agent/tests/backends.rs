@@ -446,7 +446,7 @@ async fn scripted_rpm_ostree_stage_reboot_confirm_and_a_boot_into_the_wrong_depl
         rebooted(spawn(&node, cfg.clone(), None)).await;
         let args = fs::read_to_string(d.join("rpm-ostree.args")).unwrap();
         assert!(
-            args.lines().any(|l| l == "rebase fedora:fedora/2.0"),
+            args.lines().any(|l| l == "rebase -- fedora:fedora/2.0"),
             "{args}"
         );
         assert_eq!(node.status().unwrap().reboot_required, Some(true));
