@@ -233,3 +233,28 @@ async fn the_agent_updates_an_ostree_node_through_a_reboot() {
     let opts = &f.sysroot.entries()[0].options;
     assert!(opts.iter().any(|o| o == "quiet"), "{opts:?}");
 }
+
+#[test]
+fn ostree_admin_cannot_switch_live_so_an_update_without_reboot_still_reboots() {
+    let f = fixture();
+    let b = backend(&f.sysroot);
+    let mut t = target(image("2.0", &f.c2), KernelArguments::default());
+    t.os_version_management = Some(serde_json::json!({"ostree": {"rebootRequired": false}}));
+    match DeployBackend::stage(&b, &t).unwrap() {
+        Staging::Staged {
+            reboot_required,
+            message,
+            ..
+        } => {
+            assert!(reboot_required);
+            assert!(
+                message.contains("cannot switch deployments live"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let applied = DeployBackend::apply(&b, &t).unwrap();
+    assert!(applied.reboot_required && applied.stale.is_empty());
+    assert_eq!(b.running_version().unwrap().as_deref(), Some("1.0"));
+}

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::runner::{CommandError, CommandRunner, CommandSpec};
 
 pub mod kargs;
+pub mod live;
 
 /// Which host tool stages deployments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -159,6 +160,9 @@ pub struct OstreeTarget {
     /// Kernel arguments the new deployment adds and removes (see [`kargs`]).
     #[serde(default, skip_serializing_if = "kargs::is_empty")]
     pub kernel_arguments: KernelArguments,
+    /// The update needs no reboot: apply it live where the tool can (see [`live`]).
+    #[serde(default)]
+    pub live: bool,
 }
 
 impl OstreeTarget {
@@ -196,7 +200,14 @@ impl OstreeTarget {
             version: Some(image.version.clone()).filter(|v| !v.is_empty()),
             checksum: Some(image.checksum.clone()).filter(|c| !c.is_empty()),
             kernel_arguments: KernelArguments::default(),
+            live: false,
         })
+    }
+
+    /// The same target, applied live (`true`) where the tool can.
+    pub fn with_live(mut self, live: bool) -> Self {
+        self.live = live;
+        self
     }
 
     /// The same target, with `kargs` applied by the deployment.
@@ -205,7 +216,8 @@ impl OstreeTarget {
         self
     }
 
-    fn describe(&self) -> String {
+    /// For messages: the reference, version and short checksum.
+    pub fn describe(&self) -> String {
         let mut s = self.reference.clone();
         if let Some(v) = &self.version {
             s.push_str(&format!(" version {v}"));
@@ -241,6 +253,10 @@ pub struct Deployment {
     pub staged: bool,
     /// The fallback entry.
     pub rollback: bool,
+    /// The commit applied live over this (booted) deployment (rpm-ostree's
+    /// `live-replaced`): what actually runs until the next boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_checksum: Option<String>,
 }
 
 impl Deployment {
@@ -324,6 +340,20 @@ impl DeploymentStatus {
     pub fn staged(&self) -> Option<&Deployment> {
         self.deployments.iter().find(|d| d.staged && !d.booted)
     }
+
+    /// The deployment whose tree runs now: the booted one, or the one whose commit was
+    /// applied live over it.
+    pub fn running(&self) -> Option<&Deployment> {
+        let booted = self.booted()?;
+        let Some(live) = &booted.live_checksum else {
+            return Some(booted);
+        };
+        let applied = self
+            .deployments
+            .iter()
+            .find(|d| d.checksum.as_deref() == Some(live.as_str()));
+        Some(applied.unwrap_or(booted))
+    }
 }
 
 /// What staging has to do.
@@ -339,7 +369,7 @@ pub enum StagePlan {
 
 /// Decide whether anything needs staging.
 pub fn plan_stage(status: &DeploymentStatus, target: &OstreeTarget) -> StagePlan {
-    if let Some(b) = status.booted().filter(|b| b.is(target)) {
+    if let Some(b) = status.running().filter(|b| b.is(target)) {
         return StagePlan::AlreadyBooted(b.clone());
     }
     if let Some(s) = status.staged().filter(|s| s.is(target)) {
@@ -434,6 +464,16 @@ pub enum OstreeError {
     /// The target cannot be built from the progress.
     #[error("invalid OSTree target: {0}")]
     BadTarget(String),
+    /// A live apply ran but the running system is not the target.
+    #[error("after `{command}` the running system is {got}, not the target {target}")]
+    LiveNotApplied {
+        /// The live-apply command.
+        command: String,
+        /// What runs instead.
+        got: String,
+        /// The target.
+        target: String,
+    },
     /// The tool has no way to change kernel arguments with a deployment.
     #[error("{tool} cannot change kernel arguments with the update ({hint})")]
     KernelArgumentsUnsupported {
@@ -453,6 +493,7 @@ impl OstreeError {
                 FailureReason::OstreeStatusUnreadable
             }
             OstreeError::StagedWrong { .. } => FailureReason::OstreeStagedWrongDeployment,
+            OstreeError::LiveNotApplied { .. } => FailureReason::LiveUpdateIncomplete,
             OstreeError::BadTarget(_) | OstreeError::KernelArgumentsUnsupported { .. } => {
                 FailureReason::OstreeInvalidTarget
             }
@@ -593,6 +634,8 @@ struct RpmOstreeDeployment {
     booted: bool,
     #[serde(default)]
     staged: bool,
+    #[serde(default, rename = "live-replaced")]
+    live_replaced: Option<String>,
 }
 
 fn parse_rpm_ostree(output: &str) -> Result<DeploymentStatus, StatusError> {
@@ -616,6 +659,7 @@ fn parse_rpm_ostree(output: &str) -> Result<DeploymentStatus, StatusError> {
             // the booted one is pending even when not marked staged.
             staged: d.staged || (i == 0 && !d.booted && booted_at.is_some()),
             rollback: !d.booted && booted_at.is_some_and(|b| i > b) && i + 1 == n,
+            live_checksum: d.live_replaced.filter(|c| !c.is_empty()),
         })
         .collect();
     Ok(DeploymentStatus { deployments })
@@ -693,6 +737,7 @@ fn parse_bootc(output: &str) -> Result<DeploymentStatus, StatusError> {
             booted,
             staged,
             rollback,
+            live_checksum: None,
         }
     };
     let s = h.status;

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
+use crate::backends::driver::{DeployBackend, Staging, Target};
 use crate::backends::runner::ProcessRunner;
 use crate::backends::testutil::{recorded_args, script};
+use crate::mounts::decide::StaleRef;
 
 fn csum(n: u32) -> String {
     format!("{n:064x}")
@@ -42,8 +44,9 @@ stage_last_arg() {{
 
 const RPM_OSTREE: &str = r#"
 entry() {
-  printf '{"id":"fedora-%s.0","osname":"fedora","serial":0,"checksum":"%s","version":"%s","origin":"fedora:fedora/x86_64/coreos/stable","container-image-reference-digest":"%s","booted":%s,"staged":%s,"pinned":false,"requested-packages":[]}' \
-    "$1" "$1" "$(info "$1" 2)" "$(info "$1" 3)" "$2" "$3"
+  lr=; [ "$2" = true ] && [ -n "$(role live)" ] && lr=",\"live-replaced\":\"$(role live)\""
+  printf '{"id":"fedora-%s.0","osname":"fedora","serial":0,"checksum":"%s","version":"%s","origin":"fedora:fedora/x86_64/coreos/stable","container-image-reference-digest":"%s","booted":%s,"staged":%s,"pinned":false%s,"requested-packages":[]}' \
+    "$1" "$1" "$(info "$1" 2)" "$(info "$1" 3)" "$2" "$3" "$lr"
 }
 case "$1" in
   status)
@@ -58,6 +61,9 @@ case "$1" in
   rebase|deploy)
     [ -e "$S/fail-stage" ] && { echo "error: Transaction in progress: upgrade" >&2; exit 1; }
     stage_last_arg "$@"; echo "Staging deployment... done" ;;
+  apply-live)
+    [ "$2" = --allow-replacement ] || { echo "error: would replace files" >&2; exit 1; }
+    [ -e "$S/fail-live" ] || role next > "$S/live" ;;
   *) echo "unknown command $1" >&2; exit 64 ;;
 esac
 "#;
@@ -181,6 +187,7 @@ fn target(reference: &str, version: &str, checksum: Option<String>) -> OstreeTar
         version: Some(version.into()),
         checksum,
         kernel_arguments: KernelArguments::default(),
+        live: false,
     }
 }
 
@@ -271,6 +278,7 @@ fn scripted_bootc_switch_matches_the_target_by_image_digest() {
         version: None,
         checksum: Some(digest(3)),
         kernel_arguments: KernelArguments::default(),
+        live: false,
     };
     let out = backend.stage(&t).unwrap();
     assert!(
@@ -381,6 +389,7 @@ fn rpm_ostree_deploy_without_a_version_uses_the_commit() {
         version: None,
         checksum: Some(format!("sha256:{}", csum(7))),
         kernel_arguments: KernelArguments::default(),
+        live: false,
     };
     let cmds = stage_commands(&config, &t).unwrap();
     assert_eq!(
@@ -506,4 +515,119 @@ fn kernel_arguments_ride_on_each_tools_staging() {
     // Without kernel arguments no tool gets any extra command.
     let plain = target("fedora:fedora/stable", "40.2", None);
     assert_eq!(stage_commands(&rpm, &plain).unwrap().len(), 1);
+}
+
+fn live_target(version: &str, checksum: Option<String>) -> Target {
+    Target {
+        node: "node-1".into(),
+        image: ImageRef {
+            version: version.into(),
+            url: "fedora:fedora/stable".into(),
+            checksum: checksum.unwrap_or_default(),
+            size: None,
+        },
+        current_version: Some("40.1".into()),
+        os_version_management: Some(serde_json::json!({"ostree": {"rebootRequired": false}})),
+        kernel_arguments: KernelArguments::default(),
+    }
+}
+
+#[test]
+fn scripted_rpm_ostree_applies_live_and_names_the_previous_deployment_as_stale() {
+    let (fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
+    let t = live_target("40.2", Some(csum(2)));
+    let staged = DeployBackend::stage(&backend, &t).unwrap();
+    assert!(
+        matches!(
+            &staged,
+            Staging::Staged {
+                reboot_required: false,
+                ..
+            }
+        ),
+        "{staged:?}"
+    );
+    let applied = DeployBackend::apply(&backend, &t).unwrap();
+    assert!(!applied.reboot_required, "{applied:?}");
+    assert_eq!(applied.current_version.as_deref(), Some("40.2"));
+    assert_eq!(
+        applied.stale,
+        vec![
+            StaleRef::Path(format!("/ostree/deploy/fedora/deploy/{}.0", csum(1))),
+            StaleRef::DeploymentChecksum(csum(1)),
+        ]
+    );
+    assert!(
+        fake.stage_calls()
+            .contains(&vec!["apply-live".into(), "--allow-replacement".into()])
+    );
+    assert_eq!(
+        DeployBackend::running_version(&backend).unwrap().as_deref(),
+        Some("40.2")
+    );
+    // Applying again (a restarted agent) runs nothing new; staging finds it running.
+    let n = fake.stage_calls().len();
+    DeployBackend::apply(&backend, &t).unwrap();
+    assert!(matches!(
+        DeployBackend::stage(&backend, &t).unwrap(),
+        Staging::AlreadyCurrent { .. }
+    ));
+    assert_eq!(fake.stage_calls().len(), n);
+}
+
+#[test]
+fn scripted_a_live_apply_that_does_not_reach_the_target_fails() {
+    let (fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
+    let t = live_target("40.2", Some(csum(2)));
+    DeployBackend::stage(&backend, &t).unwrap();
+    fake.set("fail-live", "");
+    let err = DeployBackend::apply(&backend, &t).unwrap_err();
+    assert_eq!(err.reason(), FailureReason::LiveUpdateIncomplete);
+    assert!(
+        err.to_string().contains("running system is fedora"),
+        "{err}"
+    );
+}
+
+#[test]
+fn scripted_tools_without_a_live_switch_reboot_even_when_no_reboot_is_needed() {
+    for tool in [OstreeTool::BootcSwitch, OstreeTool::OstreeAdminDeploy] {
+        let (_fake, mut backend) = Fake::new(tool);
+        backend.config.pull = false;
+        let mut t = live_target("40.2", Some(csum(2)));
+        t.image.url = "quay.io/example/os:40.2".into();
+        match DeployBackend::stage(&backend, &t).unwrap() {
+            Staging::Staged {
+                reboot_required,
+                message,
+                ..
+            } => {
+                assert!(reboot_required, "{tool}");
+                assert!(
+                    message.contains("cannot switch deployments live"),
+                    "{message}"
+                );
+            }
+            other => panic!("{tool}: {other:?}"),
+        }
+        let applied = DeployBackend::apply(&backend, &t).unwrap();
+        assert!(
+            applied.reboot_required && applied.stale.is_empty(),
+            "{tool}"
+        );
+    }
+}
+
+#[test]
+fn no_reboot_comes_from_os_version_management() {
+    let ovm = |v| serde_json::json!({"ostree": {"rebootRequired": v}});
+    assert!(live::requested(Some(&ovm(serde_json::json!(false)))).unwrap());
+    assert!(!live::requested(Some(&ovm(serde_json::json!(true)))).unwrap());
+    assert!(!live::requested(None).unwrap());
+    let err = live::requested(Some(&ovm(serde_json::json!("no")))).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("rebootRequired must be true or false"),
+        "{err}"
+    );
 }
