@@ -1,6 +1,7 @@
 //! The executor driving deployment backends on a simulated node: a small shell OS
-//! plugin (reboot and live replies, crash, garbage), fake `rpm-ostree` (stage, reboot,
-//! confirm, a boot into the wrong deployment), install hooks around the update, and
+//! plugin (reboot and live replies, crash, garbage), a scripted `rpm-ostree` (stage,
+//! reboot, confirm, a boot into the wrong deployment; rpm-ostree is not packaged here, the
+//! real `ostree` is driven by `ostree_real.rs`), install hooks around the update, and
 //! the pods restarted after a live update.
 
 mod common;
@@ -422,7 +423,7 @@ fn deployment(checksum: char, version: &str, booted: bool, staged: bool) -> serd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ostree_stage_reboot_confirm_and_a_boot_into_the_wrong_deployment() {
+async fn scripted_rpm_ostree_stage_reboot_confirm_and_a_boot_into_the_wrong_deployment() {
     for wrong_boot in [false, true] {
         let node = Node::new(1 << 20, "1.0");
         let d = node.dir.path();
@@ -445,7 +446,7 @@ async fn ostree_stage_reboot_confirm_and_a_boot_into_the_wrong_deployment() {
         rebooted(spawn(&node, cfg.clone(), None)).await;
         let args = fs::read_to_string(d.join("rpm-ostree.args")).unwrap();
         assert!(
-            args.lines().any(|l| l == "rebase fedora:fedora/2.0"),
+            args.lines().any(|l| l == "rebase -- fedora:fedora/2.0"),
             "{args}"
         );
         assert_eq!(node.status().unwrap().reboot_required, Some(true));

@@ -14,6 +14,7 @@ use osroll_api::upgrade::KernelArguments;
 
 use osroll_api::progress::FailureReason;
 
+use super::ostree::live;
 use super::ostree::{
     BootCheck, OstreeBackend, OstreeConfig, OstreeError, OstreeTarget, StageOutcome,
 };
@@ -153,6 +154,15 @@ pub trait DeployBackend: Send + Sync {
     fn confirm(&self, target: &Target) -> Result<Confirmed, BackendError>;
 }
 
+/// What the OSTree tool is asked to deploy for `t`.
+fn ostree_target(t: &Target) -> Result<OstreeTarget, OstreeError> {
+    Ok(
+        OstreeTarget::from_progress(&t.image, t.os_version_management.as_ref())?
+            .with_kernel_arguments(&t.kernel_arguments)
+            .with_live(live::requested(t.os_version_management.as_ref())?),
+    )
+}
+
 impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
     fn kind(&self) -> &'static str {
         "ostree"
@@ -160,47 +170,67 @@ impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
 
     fn running_version(&self) -> Result<Option<String>, BackendError> {
         let st = self.status()?;
-        Ok(st.booted().and_then(|b| b.version.clone()))
+        Ok(st.running().and_then(|b| b.version.clone()))
     }
 
     fn stage(&self, target: &Target) -> Result<Staging, BackendError> {
-        let t = OstreeTarget::from_progress(&target.image, target.os_version_management.as_ref())?;
+        let t = ostree_target(target)?;
+        let tool = self.config().tool;
+        let reboot_required = !live::applies_live(tool, &t);
+        let then = match (reboot_required, t.live) {
+            (false, _) => "it is switched to live once approved".to_string(),
+            (true, true) => format!(
+                "{tool} cannot switch deployments live, so it takes a reboot; waiting for reboot approval"
+            ),
+            (true, false) => "waiting for reboot approval".to_string(),
+        };
         Ok(match OstreeBackend::stage(self, &t)? {
             StageOutcome::AlreadyBooted(d) => Staging::AlreadyCurrent {
                 message: format!("node already runs deployment {}", d.describe()),
             },
             StageOutcome::AlreadyStaged(d) => Staging::Staged {
-                reboot_required: true,
+                reboot_required,
                 current_version: None,
-                message: format!(
-                    "deployment {} was already staged; waiting for reboot approval",
-                    d.describe()
-                ),
+                message: format!("deployment {} was already staged; {then}", d.describe()),
             },
             StageOutcome::Staged(d) => Staging::Staged {
-                reboot_required: true,
+                reboot_required,
                 current_version: None,
-                message: format!(
-                    "deployment {} staged with {}; waiting for reboot approval",
-                    d.describe(),
-                    self.config().tool
-                ),
+                message: format!("deployment {} staged with {tool}; {then}", d.describe()),
             },
         })
     }
 
-    fn apply(&self, _target: &Target) -> Result<Applied, BackendError> {
-        // A staged OSTree deployment is switched to by the next boot.
+    fn apply(&self, target: &Target) -> Result<Applied, BackendError> {
+        let t = ostree_target(target)?;
+        if !live::applies_live(self.config().tool, &t) {
+            // A staged OSTree deployment is switched to by the next boot.
+            return Ok(Applied {
+                reboot_required: true,
+                current_version: None,
+                message: "the staged deployment is booted by the reboot".into(),
+                stale: vec![],
+            });
+        }
+        let a = self.apply_live(&t)?;
         Ok(Applied {
-            reboot_required: true,
-            current_version: None,
-            message: "the staged deployment is booted by the reboot".into(),
-            stale: vec![],
+            reboot_required: false,
+            current_version: a
+                .running
+                .version
+                .clone()
+                .or_else(|| Some(target.image.version.clone())),
+            message: format!(
+                "switched live from deployment {} to {}",
+                a.previous.describe(),
+                a.running.describe()
+            ),
+            stale: live::stale_refs(&a.previous),
         })
     }
 
     fn confirm(&self, target: &Target) -> Result<Confirmed, BackendError> {
-        let t = OstreeTarget::from_progress(&target.image, target.os_version_management.as_ref())?;
+        let t = ostree_target(target)?;
         Ok(match OstreeBackend::confirm(self, &t)? {
             BootCheck::OnTarget(d) => Confirmed::OnTarget {
                 version: d

@@ -18,9 +18,13 @@ use std::time::Duration;
 
 use osroll_api::ImageRef;
 use osroll_api::progress::FailureReason;
+use osroll_api::upgrade::KernelArguments;
 use serde::{Deserialize, Serialize};
 
 use super::runner::{CommandError, CommandRunner, CommandSpec};
+
+pub mod kargs;
+pub mod live;
 
 /// Which host tool stages deployments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -153,6 +157,12 @@ pub struct OstreeTarget {
     /// OSTree commit checksum or container image digest, with or without `sha256:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
+    /// Kernel arguments the new deployment adds and removes (see [`kargs`]).
+    #[serde(default, skip_serializing_if = "kargs::is_empty")]
+    pub kernel_arguments: KernelArguments,
+    /// The update needs no reboot: apply it live where the tool can (see [`live`]).
+    #[serde(default)]
+    pub live: bool,
 }
 
 impl OstreeTarget {
@@ -180,14 +190,34 @@ impl OstreeTarget {
                 ));
             }
         };
+        if reference.starts_with('-') {
+            return Err(OstreeError::BadTarget(format!(
+                "reference {reference:?} starts with `-` and would be read as an option"
+            )));
+        }
         Ok(OstreeTarget {
             reference,
             version: Some(image.version.clone()).filter(|v| !v.is_empty()),
             checksum: Some(image.checksum.clone()).filter(|c| !c.is_empty()),
+            kernel_arguments: KernelArguments::default(),
+            live: false,
         })
     }
 
-    fn describe(&self) -> String {
+    /// The same target, applied live (`true`) where the tool can.
+    pub fn with_live(mut self, live: bool) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// The same target, with `kargs` applied by the deployment.
+    pub fn with_kernel_arguments(mut self, kargs: &KernelArguments) -> Self {
+        self.kernel_arguments = kargs.clone();
+        self
+    }
+
+    /// For messages: the reference, version and short checksum.
+    pub fn describe(&self) -> String {
         let mut s = self.reference.clone();
         if let Some(v) = &self.version {
             s.push_str(&format!(" version {v}"));
@@ -223,6 +253,10 @@ pub struct Deployment {
     pub staged: bool,
     /// The fallback entry.
     pub rollback: bool,
+    /// The commit applied live over this (booted) deployment (rpm-ostree's
+    /// `live-replaced`): what actually runs until the next boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_checksum: Option<String>,
 }
 
 impl Deployment {
@@ -306,6 +340,20 @@ impl DeploymentStatus {
     pub fn staged(&self) -> Option<&Deployment> {
         self.deployments.iter().find(|d| d.staged && !d.booted)
     }
+
+    /// The deployment whose tree runs now: the booted one, or the one whose commit was
+    /// applied live over it.
+    pub fn running(&self) -> Option<&Deployment> {
+        let booted = self.booted()?;
+        let Some(live) = &booted.live_checksum else {
+            return Some(booted);
+        };
+        let applied = self
+            .deployments
+            .iter()
+            .find(|d| d.checksum.as_deref() == Some(live.as_str()));
+        Some(applied.unwrap_or(booted))
+    }
 }
 
 /// What staging has to do.
@@ -321,7 +369,7 @@ pub enum StagePlan {
 
 /// Decide whether anything needs staging.
 pub fn plan_stage(status: &DeploymentStatus, target: &OstreeTarget) -> StagePlan {
-    if let Some(b) = status.booted().filter(|b| b.is(target)) {
+    if let Some(b) = status.running().filter(|b| b.is(target)) {
         return StagePlan::AlreadyBooted(b.clone());
     }
     if let Some(s) = status.staged().filter(|s| s.is(target)) {
@@ -416,6 +464,24 @@ pub enum OstreeError {
     /// The target cannot be built from the progress.
     #[error("invalid OSTree target: {0}")]
     BadTarget(String),
+    /// A live apply ran but the running system is not the target.
+    #[error("after `{command}` the running system is {got}, not the target {target}")]
+    LiveNotApplied {
+        /// The live-apply command.
+        command: String,
+        /// What runs instead.
+        got: String,
+        /// The target.
+        target: String,
+    },
+    /// The tool has no way to change kernel arguments with a deployment.
+    #[error("{tool} cannot change kernel arguments with the update ({hint})")]
+    KernelArgumentsUnsupported {
+        /// The tool.
+        tool: OstreeTool,
+        /// Where such arguments belong instead.
+        hint: &'static str,
+    },
 }
 
 impl OstreeError {
@@ -427,7 +493,10 @@ impl OstreeError {
                 FailureReason::OstreeStatusUnreadable
             }
             OstreeError::StagedWrong { .. } => FailureReason::OstreeStagedWrongDeployment,
-            OstreeError::BadTarget(_) => FailureReason::OstreeInvalidTarget,
+            OstreeError::LiveNotApplied { .. } => FailureReason::LiveUpdateIncomplete,
+            OstreeError::BadTarget(_) | OstreeError::KernelArgumentsUnsupported { .. } => {
+                FailureReason::OstreeInvalidTarget
+            }
         }
     }
 }
@@ -449,46 +518,69 @@ pub fn status_command(config: &OstreeConfig) -> CommandSpec {
     c.with_prefix(&config.host_prefix)
 }
 
-/// The commands that stage `target`, in order.
-pub fn stage_commands(config: &OstreeConfig, target: &OstreeTarget) -> Vec<CommandSpec> {
+/// The commands that stage `target`, in order; an error when the tool cannot apply the
+/// target's kernel arguments. References follow `--` where the tool accepts it.
+pub fn stage_commands(
+    config: &OstreeConfig,
+    target: &OstreeTarget,
+) -> Result<Vec<CommandSpec>, OstreeError> {
     let c = config.command(config.stage_timeout);
     let extra = config.stage_args.iter().cloned();
-    let cmds = match config.tool {
-        OstreeTool::RpmOstreeRebase => vec![c.arg("rebase").args(extra).arg(&target.reference)],
+    let kargs = kargs::stage_args(config.tool, &target.kernel_arguments)?;
+    let mut cmds = match config.tool {
+        OstreeTool::RpmOstreeRebase => {
+            vec![c.arg("rebase").args(extra).arg("--").arg(&target.reference)]
+        }
         OstreeTool::RpmOstreeDeploy => {
             let rev = match (&target.version, &target.checksum) {
                 (Some(v), _) => v.clone(),
                 (None, Some(c)) => format!("revision={}", normalize_digest(c)),
                 (None, None) => target.reference.clone(),
             };
-            vec![c.arg("deploy").args(extra).arg(rev)]
+            vec![c.arg("deploy").args(extra).arg("--").arg(rev)]
         }
-        OstreeTool::BootcSwitch => vec![c.arg("switch").args(extra).arg(&target.reference)],
-        OstreeTool::OstreeAdminDeploy => {
-            let mut cmds = Vec::new();
-            if config.pull
-                && let Some((remote, rf)) = target.reference.split_once(':')
-            {
-                let mut pull = config.command(config.stage_timeout).arg("pull");
-                if let Some(s) = &config.sysroot {
-                    pull = pull.arg(format!("--repo={}/ostree/repo", s.display()));
-                }
-                cmds.push(pull.args([remote, rf]));
-            }
-            let mut deploy = c.args(["admin", "deploy", "--stage"]);
-            if let Some(os) = &config.os_name {
-                deploy = deploy.arg(format!("--os={os}"));
-            }
-            if let Some(s) = &config.sysroot {
-                deploy = deploy.arg(format!("--sysroot={}", s.display()));
-            }
-            cmds.push(deploy.args(extra).arg(&target.reference));
-            cmds
+        OstreeTool::BootcSwitch => {
+            vec![c.arg("switch").args(extra).arg("--").arg(&target.reference)]
         }
+        OstreeTool::OstreeAdminDeploy => ostree_admin_deploy(config, target, kargs),
     };
-    cmds.into_iter()
+    cmds.extend(kargs::after_stage(config, &target.kernel_arguments));
+    Ok(cmds
+        .into_iter()
         .map(|c| c.with_prefix(&config.host_prefix))
-        .collect()
+        .collect())
+}
+
+/// `ostree pull` (for a `remote:ref` reference) then `ostree admin deploy --stage`.
+fn ostree_admin_deploy(
+    config: &OstreeConfig,
+    target: &OstreeTarget,
+    kargs: Vec<String>,
+) -> Vec<CommandSpec> {
+    let mut cmds = Vec::new();
+    if config.pull
+        && let Some((remote, rf)) = target.reference.split_once(':')
+    {
+        let mut pull = config.command(config.stage_timeout).arg("pull");
+        if let Some(s) = &config.sysroot {
+            pull = pull.arg(format!("--repo={}/ostree/repo", s.display()));
+        }
+        cmds.push(pull.args(["--", remote, rf]));
+    }
+    let mut deploy = config
+        .command(config.stage_timeout)
+        .args(["admin", "deploy", "--stage"]);
+    if let Some(os) = &config.os_name {
+        deploy = deploy.arg(format!("--os={os}"));
+    }
+    if let Some(s) = &config.sysroot {
+        deploy = deploy.arg(format!("--sysroot={}", s.display()));
+    }
+    let extra = config.stage_args.iter().cloned();
+    // No `--` here: `ostree admin deploy` (2022.7) then finds no reference at all. A
+    // reference that starts with `-` is refused when the target is built instead.
+    cmds.push(deploy.args(extra).args(kargs).arg(&target.reference));
+    cmds
 }
 
 /// Status output that cannot be read.
@@ -542,6 +634,8 @@ struct RpmOstreeDeployment {
     booted: bool,
     #[serde(default)]
     staged: bool,
+    #[serde(default, rename = "live-replaced")]
+    live_replaced: Option<String>,
 }
 
 fn parse_rpm_ostree(output: &str) -> Result<DeploymentStatus, StatusError> {
@@ -565,6 +659,7 @@ fn parse_rpm_ostree(output: &str) -> Result<DeploymentStatus, StatusError> {
             // the booted one is pending even when not marked staged.
             staged: d.staged || (i == 0 && !d.booted && booted_at.is_some()),
             rollback: !d.booted && booted_at.is_some_and(|b| i > b) && i + 1 == n,
+            live_checksum: d.live_replaced.filter(|c| !c.is_empty()),
         })
         .collect();
     Ok(DeploymentStatus { deployments })
@@ -642,6 +737,7 @@ fn parse_bootc(output: &str) -> Result<DeploymentStatus, StatusError> {
             booted,
             staged,
             rollback,
+            live_checksum: None,
         }
     };
     let s = h.status;
@@ -765,7 +861,7 @@ impl<R: CommandRunner> OstreeBackend<R> {
             StagePlan::AlreadyStaged(d) => return Ok(StageOutcome::AlreadyStaged(d)),
             StagePlan::Stage => {}
         }
-        let cmds = stage_commands(&self.config, target);
+        let cmds = stage_commands(&self.config, target)?;
         for cmd in &cmds {
             self.runner.run_checked(cmd)?;
         }

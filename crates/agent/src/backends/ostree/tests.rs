@@ -1,14 +1,18 @@
-//! Tests of the OSTree backend against fake `rpm-ostree`, `bootc` and `ostree`
-//! executables that keep their deployments in a state directory, so a "reboot" is the
-//! test moving the staged deployment to booted (or not, for a fallback).
+//! Tests of the OSTree backend against scripted fake `rpm-ostree`, `bootc` and `ostree`
+//! executables (the `scripted_` tests) that keep their deployments in a state
+//! directory, so a "reboot" is the test moving the staged deployment to booted (or not,
+//! for a fallback). rpm-ostree and bootc are not packaged where the tests run; the real
+//! `ostree` tool is driven by `tests/ostree_real.rs`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
+use crate::backends::driver::{DeployBackend, Staging, Target};
 use crate::backends::runner::ProcessRunner;
 use crate::backends::testutil::{recorded_args, script};
+use crate::mounts::decide::StaleRef;
 
 fn csum(n: u32) -> String {
     format!("{n:064x}")
@@ -40,8 +44,9 @@ stage_last_arg() {{
 
 const RPM_OSTREE: &str = r#"
 entry() {
-  printf '{"id":"fedora-%s.0","osname":"fedora","serial":0,"checksum":"%s","version":"%s","origin":"fedora:fedora/x86_64/coreos/stable","container-image-reference-digest":"%s","booted":%s,"staged":%s,"pinned":false,"requested-packages":[]}' \
-    "$1" "$1" "$(info "$1" 2)" "$(info "$1" 3)" "$2" "$3"
+  lr=; [ "$2" = true ] && [ -n "$(role live)" ] && lr=",\"live-replaced\":\"$(role live)\""
+  printf '{"id":"fedora-%s.0","osname":"fedora","serial":0,"checksum":"%s","version":"%s","origin":"fedora:fedora/x86_64/coreos/stable","container-image-reference-digest":"%s","booted":%s,"staged":%s,"pinned":false%s,"requested-packages":[]}' \
+    "$1" "$1" "$(info "$1" 2)" "$(info "$1" 3)" "$2" "$3" "$lr"
 }
 case "$1" in
   status)
@@ -56,6 +61,9 @@ case "$1" in
   rebase|deploy)
     [ -e "$S/fail-stage" ] && { echo "error: Transaction in progress: upgrade" >&2; exit 1; }
     stage_last_arg "$@"; echo "Staging deployment... done" ;;
+  apply-live)
+    [ "$2" = --allow-replacement ] || { echo "error: would replace files" >&2; exit 1; }
+    [ -e "$S/fail-live" ] || role next > "$S/live" ;;
   *) echo "unknown command $1" >&2; exit 64 ;;
 esac
 "#;
@@ -77,7 +85,7 @@ esac
 
 const OSTREE: &str = r#"
 case "$1" in
-  pull) resolve "$2:$3" | grep -q . || { echo "error: No such ref $3" >&2; exit 1; } ;;
+  pull) [ "$2" = -- ] && shift; resolve "$2:$3" | grep -q . || { echo "error: No such ref $3" >&2; exit 1; } ;;
   admin)
     case "$2" in
       status)
@@ -178,11 +186,13 @@ fn target(reference: &str, version: &str, checksum: Option<String>) -> OstreeTar
         reference: reference.into(),
         version: Some(version.into()),
         checksum,
+        kernel_arguments: KernelArguments::default(),
+        live: false,
     }
 }
 
 #[test]
-fn rpm_ostree_rebase_stages_once_and_confirms_after_reboot() {
+fn scripted_rpm_ostree_rebase_stages_once_and_confirms_after_reboot() {
     let (fake, mut backend) = Fake::new(OstreeTool::RpmOstreeRebase);
     backend.config.stage_args = vec!["--bypass-driver".into()];
     let t = target("quay.io/example/os:40.2", "40.2", Some(csum(2)));
@@ -194,7 +204,12 @@ fn rpm_ostree_rebase_stages_once_and_confirms_after_reboot() {
     );
     assert_eq!(
         fake.stage_calls(),
-        vec![vec!["rebase", "--bypass-driver", "quay.io/example/os:40.2"]]
+        vec![vec![
+            "rebase",
+            "--bypass-driver",
+            "--",
+            "quay.io/example/os:40.2"
+        ]]
     );
     // A restarted agent finds it staged and does not stage again.
     assert!(matches!(
@@ -227,11 +242,11 @@ fn rpm_ostree_rebase_stages_once_and_confirms_after_reboot() {
 }
 
 #[test]
-fn rpm_ostree_boot_into_the_wrong_deployment_is_rolled_back() {
+fn scripted_rpm_ostree_boot_into_the_wrong_deployment_is_rolled_back() {
     let (fake, backend) = Fake::new(OstreeTool::RpmOstreeDeploy);
     let t = target("fedora:fedora/stable", "40.2", Some(csum(2)));
     backend.stage(&t).unwrap();
-    assert_eq!(fake.stage_calls(), vec![vec!["deploy", "40.2"]]);
+    assert_eq!(fake.stage_calls(), vec![vec!["deploy", "--", "40.2"]]);
 
     fake.reboot(true);
     match backend.confirm(&t).unwrap() {
@@ -255,13 +270,15 @@ fn rpm_ostree_boot_into_the_wrong_deployment_is_rolled_back() {
 }
 
 #[test]
-fn bootc_switch_matches_the_target_by_image_digest() {
+fn scripted_bootc_switch_matches_the_target_by_image_digest() {
     let (fake, backend) = Fake::new(OstreeTool::BootcSwitch);
     // Only the digest identifies the target: the version is unknown to the catalog.
     let t = OstreeTarget {
         reference: "quay.io/example/os:40.3".into(),
         version: None,
         checksum: Some(digest(3)),
+        kernel_arguments: KernelArguments::default(),
+        live: false,
     };
     let out = backend.stage(&t).unwrap();
     assert!(
@@ -270,7 +287,7 @@ fn bootc_switch_matches_the_target_by_image_digest() {
     );
     assert_eq!(
         fake.stage_calls(),
-        vec![vec!["switch", "quay.io/example/os:40.3"]]
+        vec![vec!["switch", "--", "quay.io/example/os:40.3"]]
     );
     fake.reboot(false);
     assert!(matches!(
@@ -280,7 +297,7 @@ fn bootc_switch_matches_the_target_by_image_digest() {
 }
 
 #[test]
-fn ostree_admin_pulls_then_deploys_and_detects_a_fallback() {
+fn scripted_ostree_admin_pulls_then_deploys_and_detects_a_fallback() {
     let (fake, mut backend) = Fake::new(OstreeTool::OstreeAdminDeploy);
     backend.config.os_name = Some("fedora".into());
     let t = target("fedora:fedora/stable", "40.2", None);
@@ -292,7 +309,7 @@ fn ostree_admin_pulls_then_deploys_and_detects_a_fallback() {
     assert_eq!(
         fake.stage_calls(),
         vec![
-            vec!["pull", "fedora", "fedora/stable"],
+            vec!["pull", "--", "fedora", "fedora/stable"],
             vec![
                 "admin",
                 "deploy",
@@ -310,7 +327,7 @@ fn ostree_admin_pulls_then_deploys_and_detects_a_fallback() {
 }
 
 #[test]
-fn a_staged_deployment_other_than_the_target_is_an_error() {
+fn scripted_a_staged_deployment_other_than_the_target_is_an_error() {
     let (_fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
     // The ref has moved on to 40.3 while the catalog still says 40.2.
     let t = target("fedora:fedora/next", "40.2", Some(csum(2)));
@@ -328,7 +345,7 @@ fn a_staged_deployment_other_than_the_target_is_an_error() {
 }
 
 #[test]
-fn a_failing_tool_reports_its_stderr() {
+fn scripted_a_failing_tool_reports_its_stderr() {
     let (fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
     fake.set("fail-stage", "");
     let err = backend
@@ -337,7 +354,7 @@ fn a_failing_tool_reports_its_stderr() {
     assert_eq!(err.reason(), "OstreeCommandFailed");
     let msg = err.to_string();
     assert!(
-        msg.contains("rpm-ostree rebase fedora:fedora/stable` exited with code 1"),
+        msg.contains("rpm-ostree rebase -- fedora:fedora/stable` exited with code 1"),
         "{msg}"
     );
     assert!(
@@ -356,11 +373,11 @@ fn host_prefix_wraps_every_command() {
         status_command(&config).display(),
         "nsenter --target 1 --mount -- bootc status --json"
     );
-    let cmds = stage_commands(&config, &target("quay.io/x/os:1", "1", None));
+    let cmds = stage_commands(&config, &target("quay.io/x/os:1", "1", None)).unwrap();
     assert_eq!(cmds.len(), 1);
     assert_eq!(
         cmds[0].display(),
-        "nsenter --target 1 --mount -- bootc switch quay.io/x/os:1"
+        "nsenter --target 1 --mount -- bootc switch -- quay.io/x/os:1"
     );
 }
 
@@ -371,11 +388,17 @@ fn rpm_ostree_deploy_without_a_version_uses_the_commit() {
         reference: "fedora:fedora/stable".into(),
         version: None,
         checksum: Some(format!("sha256:{}", csum(7))),
+        kernel_arguments: KernelArguments::default(),
+        live: false,
     };
-    let cmds = stage_commands(&config, &t);
+    let cmds = stage_commands(&config, &t).unwrap();
     assert_eq!(
         cmds[0].args,
-        vec!["deploy".to_string(), format!("revision={}", csum(7))]
+        vec![
+            "deploy".to_string(),
+            "--".into(),
+            format!("revision={}", csum(7))
+        ]
     );
 }
 
@@ -436,6 +459,10 @@ fn target_reference_comes_from_os_version_management_or_the_url() {
         err.contains("osVersionManagement.ostree.reference must be a non-empty string, got 7"),
         "{err}"
     );
+    // `ostree admin deploy` takes no `--`: an option-like reference is refused here.
+    let option = serde_json::json!({"ostree": {"reference": "--os=other"}});
+    let err = OstreeTarget::from_progress(&image, Some(&option)).unwrap_err();
+    assert_eq!(err.reason(), FailureReason::OstreeInvalidTarget);
 }
 
 #[test]
@@ -448,5 +475,159 @@ fn tool_names_round_trip() {
             .parse::<OstreeTool>()
             .unwrap_err()
             .contains("bootc-switch")
+    );
+}
+
+fn kargs(add: &[&str], remove: &[&str]) -> KernelArguments {
+    KernelArguments {
+        add: add.iter().map(|s| s.to_string()).collect(),
+        remove: remove.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[test]
+fn kernel_arguments_ride_on_each_tools_staging() {
+    let k = kargs(&["console=ttyS0", "quiet"], &["rhgb"]);
+    let t = target("fedora:fedora/stable", "40.2", None).with_kernel_arguments(&k);
+    let mut admin = OstreeConfig::new(OstreeTool::OstreeAdminDeploy);
+    admin.pull = false;
+    let cmds = stage_commands(&admin, &t).unwrap();
+    assert_eq!(
+        cmds.iter().map(CommandSpec::display).collect::<Vec<_>>(),
+        vec![
+            "ostree admin deploy --stage --karg-append=console=ttyS0 --karg-append=quiet \
+             --karg-delete=rhgb fedora:fedora/stable"
+        ]
+    );
+    let rpm = OstreeConfig::new(OstreeTool::RpmOstreeRebase);
+    let cmds = stage_commands(&rpm, &t).unwrap();
+    assert_eq!(
+        cmds.iter().map(CommandSpec::display).collect::<Vec<_>>(),
+        vec![
+            "rpm-ostree rebase -- fedora:fedora/stable",
+            "rpm-ostree kargs --append=console=ttyS0 --append=quiet --delete-if-present=rhgb",
+        ]
+    );
+    let bootc = OstreeConfig::new(OstreeTool::BootcSwitch);
+    let err = stage_commands(&bootc, &t).unwrap_err();
+    assert_eq!(err.reason(), FailureReason::OstreeInvalidTarget);
+    assert!(err.to_string().contains("kargs.d"), "{err}");
+    // Without kernel arguments no tool gets any extra command.
+    let plain = target("fedora:fedora/stable", "40.2", None);
+    assert_eq!(stage_commands(&rpm, &plain).unwrap().len(), 1);
+}
+
+fn live_target(version: &str, checksum: Option<String>) -> Target {
+    Target {
+        node: "node-1".into(),
+        image: ImageRef {
+            version: version.into(),
+            url: "fedora:fedora/stable".into(),
+            checksum: checksum.unwrap_or_default(),
+            size: None,
+        },
+        current_version: Some("40.1".into()),
+        os_version_management: Some(serde_json::json!({"ostree": {"rebootRequired": false}})),
+        kernel_arguments: KernelArguments::default(),
+    }
+}
+
+#[test]
+fn scripted_rpm_ostree_applies_live_and_names_the_previous_deployment_as_stale() {
+    let (fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
+    let t = live_target("40.2", Some(csum(2)));
+    let staged = DeployBackend::stage(&backend, &t).unwrap();
+    assert!(
+        matches!(
+            &staged,
+            Staging::Staged {
+                reboot_required: false,
+                ..
+            }
+        ),
+        "{staged:?}"
+    );
+    let applied = DeployBackend::apply(&backend, &t).unwrap();
+    assert!(!applied.reboot_required, "{applied:?}");
+    assert_eq!(applied.current_version.as_deref(), Some("40.2"));
+    assert_eq!(
+        applied.stale,
+        vec![
+            StaleRef::Path(format!("/ostree/deploy/fedora/deploy/{}.0", csum(1))),
+            StaleRef::DeploymentChecksum(csum(1)),
+        ]
+    );
+    assert!(
+        fake.stage_calls()
+            .contains(&vec!["apply-live".into(), "--allow-replacement".into()])
+    );
+    assert_eq!(
+        DeployBackend::running_version(&backend).unwrap().as_deref(),
+        Some("40.2")
+    );
+    // Applying again (a restarted agent) runs nothing new; staging finds it running.
+    let n = fake.stage_calls().len();
+    DeployBackend::apply(&backend, &t).unwrap();
+    assert!(matches!(
+        DeployBackend::stage(&backend, &t).unwrap(),
+        Staging::AlreadyCurrent { .. }
+    ));
+    assert_eq!(fake.stage_calls().len(), n);
+}
+
+#[test]
+fn scripted_a_live_apply_that_does_not_reach_the_target_fails() {
+    let (fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
+    let t = live_target("40.2", Some(csum(2)));
+    DeployBackend::stage(&backend, &t).unwrap();
+    fake.set("fail-live", "");
+    let err = DeployBackend::apply(&backend, &t).unwrap_err();
+    assert_eq!(err.reason(), FailureReason::LiveUpdateIncomplete);
+    assert!(
+        err.to_string().contains("running system is fedora"),
+        "{err}"
+    );
+}
+
+#[test]
+fn scripted_tools_without_a_live_switch_reboot_even_when_no_reboot_is_needed() {
+    for tool in [OstreeTool::BootcSwitch, OstreeTool::OstreeAdminDeploy] {
+        let (_fake, mut backend) = Fake::new(tool);
+        backend.config.pull = false;
+        let mut t = live_target("40.2", Some(csum(2)));
+        t.image.url = "quay.io/example/os:40.2".into();
+        match DeployBackend::stage(&backend, &t).unwrap() {
+            Staging::Staged {
+                reboot_required,
+                message,
+                ..
+            } => {
+                assert!(reboot_required, "{tool}");
+                assert!(
+                    message.contains("cannot switch deployments live"),
+                    "{message}"
+                );
+            }
+            other => panic!("{tool}: {other:?}"),
+        }
+        let applied = DeployBackend::apply(&backend, &t).unwrap();
+        assert!(
+            applied.reboot_required && applied.stale.is_empty(),
+            "{tool}"
+        );
+    }
+}
+
+#[test]
+fn no_reboot_comes_from_os_version_management() {
+    let ovm = |v| serde_json::json!({"ostree": {"rebootRequired": v}});
+    assert!(live::requested(Some(&ovm(serde_json::json!(false)))).unwrap());
+    assert!(!live::requested(Some(&ovm(serde_json::json!(true)))).unwrap());
+    assert!(!live::requested(None).unwrap());
+    let err = live::requested(Some(&ovm(serde_json::json!("no")))).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("rebootRequired must be true or false"),
+        "{err}"
     );
 }
