@@ -1,7 +1,8 @@
 //! The Kubernetes side of the agent against an in-memory stand-in for the API server
 //! (a `tower` service behind a real `kube::Client`): the agent lists with the node's
-//! `spec.nodeName` field selector, and its only writes are JSON merge patches of
-//! `/status` and of its own Node's labels.
+//! `spec.nodeName` field selector, its only object writes are JSON merge patches of
+//! `/status` and of its own Node's labels, and it records its steps as Events on the
+//! progress object.
 
 mod common;
 
@@ -29,6 +30,29 @@ struct Seen {
 struct Api {
     progress: Value,
     requests: Vec<Seen>,
+}
+
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+
+/// The Events the agent created: `(reason, type, action, regarding name, note)`.
+fn events(api: &Mutex<Api>) -> Vec<(String, String, String, String, String)> {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    api.lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| r.method == Method::POST && r.uri.starts_with(EVENTS))
+        .map(|r| {
+            let b = &r.body;
+            (
+                s(&b["reason"]),
+                s(&b["type"]),
+                s(&b["action"]),
+                s(&b["regarding"]["name"]),
+                s(&b["note"]),
+            )
+        })
+        .collect()
 }
 
 /// RFC 7386 JSON merge patch.
@@ -95,6 +119,7 @@ fn client(api: Arc<Mutex<Api>>) -> kube::Client {
                     merge(&mut a.progress, &seen.body);
                     reply(a.progress.clone())
                 }
+                (Method::POST, EVENTS) => reply(seen.body.clone()),
                 (Method::PATCH, "/api/v1/nodes/node-1") => reply(
                     json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1", "labels": seen.body["metadata"]["labels"]}}),
                 ),
@@ -148,7 +173,10 @@ async fn agent_lists_by_node_name_and_writes_only_status_and_node_labels() {
         "{}",
         list.uri
     );
-    for r in reqs.iter().filter(|r| r.method != Method::GET) {
+    for r in reqs
+        .iter()
+        .filter(|r| r.method != Method::GET && !r.uri.starts_with(EVENTS))
+    {
         assert_eq!(r.method, Method::PATCH, "{r:?}");
         assert_eq!(r.content_type, "application/merge-patch+json", "{r:?}");
         let path = r.uri.split('?').next().unwrap();
@@ -180,4 +208,51 @@ async fn agent_lists_by_node_name_and_writes_only_status_and_node_labels() {
         api.lock().unwrap().progress["spec"],
         serde_json::to_value(&p).unwrap()["spec"]
     );
+    // One Event for the step, on the progress object.
+    let evs = events(&api);
+    let staged: Vec<_> = evs.iter().filter(|e| e.0 == "Staged").collect();
+    assert_eq!(staged.len(), 1, "{evs:?}");
+    assert_eq!(staged[0].1, "Normal");
+    assert_eq!(staged[0].3, "osupgrade-abc");
+}
+
+/// A failed attempt is a Warning Event whose reason is the typed FailureReason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_is_an_event_with_its_failure_reason() {
+    let img = osroll_agent::simhost::image_bytes("v2", 1 << 20);
+    let z = zstd(&img);
+    let srv = ImageServer::start(z.clone()).await;
+    let wrong = checksum(b"other bytes");
+    let mut p = OSUpgradeProgress::new(
+        "osupgrade-bad",
+        spec("v2", &srv.url(), &wrong, Some(img.len() as u64)),
+    );
+    p.metadata.uid = Some("uid-2".into());
+    p.metadata.labels = Some([("osroll.io/node".to_string(), NODE.to_string())].into());
+    let api = Arc::new(Mutex::new(Api {
+        progress: serde_json::to_value(&p).unwrap(),
+        requests: vec![],
+    }));
+    let node = Node::new(2 << 20, "v1");
+    let mut cfg: AgentConfig = node.config();
+    cfg.resync = Duration::from_millis(50);
+    let host: Arc<dyn osroll_agent::Host> = Arc::new(node.host.clone());
+    let agent = tokio::spawn(osroll_agent::run(cfg, client(api.clone()), host));
+    let a = api.clone();
+    let ev = eventually(Duration::from_secs(20), "a failure Event", move || {
+        events(&a).into_iter().find(|e| e.1 == "Warning")
+    })
+    .await;
+    agent.abort();
+    let want = osroll_api::progress::FailureReason::ChecksumMismatch;
+    assert_eq!(ev.0, want.as_str(), "{ev:?}");
+    assert_eq!(ev.2, "Fail");
+    assert_eq!(ev.3, "osupgrade-bad");
+    assert!(ev.4.starts_with("v2 failed (ChecksumMismatch)"), "{}", ev.4);
+    let status: OSUpgradeProgressStatus =
+        serde_json::from_value(api.lock().unwrap().progress["status"].clone()).unwrap();
+    assert_eq!(status.phase, Some(ProgressPhase::Failed));
+    // Published once: the agent idles on a Failed progress.
+    let warnings = events(&api).iter().filter(|e| e.1 == "Warning").count();
+    assert_eq!(warnings, 1);
 }

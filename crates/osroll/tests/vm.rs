@@ -13,6 +13,8 @@ mod cuts;
 mod guest;
 #[path = "../../agent/tests/common/server.rs"]
 mod image_server;
+#[path = "vm/logwrites.rs"]
+mod logwrites;
 #[path = "vm/pod.rs"]
 mod pod;
 #[path = "vm/qemu.rs"]

@@ -1,7 +1,8 @@
 //! Progress objects from the Kubernetes API: a watch (list + watch, reconnecting with
 //! backoff) on OSUpgradeProgress with the field selector `spec.nodeName=<node>` feeds
 //! a local cache; the agent writes only the status subresource (JSON merge patch on
-//! `/status`) and the labels of its own Node.
+//! `/status`) and the labels of its own Node. A status change that is a step of the
+//! upgrade ([`super::events`]) is also recorded as an Event on the progress object.
 //!
 //! The agent selects by `spec.nodeName` (a `selectableFields` entry of the CRD, served by
 //! Kubernetes 1.30 and later), not by the `osroll.io/node` label the controller also sets:
@@ -11,19 +12,27 @@
 //! the first list with 400 `field label not supported`; the agent then watches by the
 //! label instead, and only progress objects the controller labelled reach it.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use osroll_api::{OSUpgradeProgress, OSUpgradeProgressStatus};
 use tokio::sync::Notify;
 
+use super::events::{self, ProgressEvent};
 use super::{ProgressSource, SourceError};
+
+/// The Events' reporting component (the instance is the node).
+pub const EVENT_REPORTER: &str = "osroll-agent";
+/// How long publishing one Event may take before the agent goes on without it.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The field selector the agent watches with.
 pub fn selector(node: &str) -> String {
@@ -97,6 +106,9 @@ pub struct KubeSource {
     store: Store<OSUpgradeProgress>,
     notify: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
+    recorder: Recorder,
+    /// The status last written per progress: what an Event's step is compared with.
+    written: Mutex<HashMap<String, OSUpgradeProgressStatus>>,
 }
 
 impl KubeSource {
@@ -106,13 +118,83 @@ impl KubeSource {
         let (store, writer) = reflector::store();
         let notify = Arc::new(Notify::new());
         let task = tokio::spawn(watch(api.clone(), node.into(), writer, notify.clone()));
+        let reporter = Reporter {
+            controller: EVENT_REPORTER.to_string(),
+            instance: Some(node.to_string()),
+        };
         KubeSource {
             api,
+            recorder: Recorder::new(client.clone(), reporter),
             nodes: Api::all(client),
             node: node.to_string(),
             store,
             notify,
             task,
+            written: Mutex::default(),
+        }
+    }
+
+    /// The status of `name` before this write: the last one written, else the API's.
+    fn before(&self, name: &str) -> Option<OSUpgradeProgressStatus> {
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.get(name).cloned().or_else(|| {
+            let obj = self
+                .store
+                .state()
+                .into_iter()
+                .find(|p| p.metadata.name.as_deref() == Some(name))?;
+            obj.status.clone()
+        })
+    }
+
+    /// The progress object, as an Event regards it.
+    fn reference(&self, name: &str) -> ObjectReference {
+        let found = self
+            .store
+            .state()
+            .into_iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name));
+        match found {
+            Some(p) => p.object_ref(&()),
+            None => ObjectReference {
+                api_version: Some(OSUpgradeProgress::api_version(&()).into_owned()),
+                kind: Some(OSUpgradeProgress::kind(&()).into_owned()),
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Record `e` about progress `name` (now at `status`); a failure is only logged.
+    async fn publish_event(&self, name: &str, e: &ProgressEvent, status: &OSUpgradeProgressStatus) {
+        let ev = Event {
+            type_: if e.is_warning() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: e.reason().to_string(),
+            note: Some(e.note(status)),
+            action: e.action().to_string(),
+            secondary: Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(self.node.clone()),
+                ..Default::default()
+            }),
+        };
+        let sent = tokio::time::timeout(
+            EVENT_TIMEOUT,
+            self.recorder.publish(&ev, &self.reference(name)),
+        )
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(reason = e.reason(), "could not publish event: {err}"),
+            Err(_) => tracing::warn!(
+                reason = e.reason(),
+                "could not publish event within {EVENT_TIMEOUT:?}"
+            ),
         }
     }
 }
@@ -138,14 +220,23 @@ impl ProgressSource for KubeSource {
         status: &OSUpgradeProgressStatus,
     ) -> Result<(), SourceError> {
         let patch = Patch::Merge(crate::status::merge_patch(status));
+        let before = self.before(name);
         self.api
             .patch_status(name, &PatchParams::default(), &patch)
             .await
-            .map(drop)
             .map_err(|source| SourceError::Api {
                 what: format!("patching status of OSUpgradeProgress {name}"),
                 source,
-            })
+            })?;
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), status.clone());
+        // Before returning: a reboot may follow at once.
+        if let Some(e) = events::for_transition(before.as_ref(), status) {
+            self.publish_event(name, &e, status).await;
+        }
+        Ok(())
     }
 
     async fn label_node(&self, labels: &BTreeMap<String, String>) -> Result<(), SourceError> {

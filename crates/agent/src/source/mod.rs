@@ -3,6 +3,7 @@
 //! ([`file::FileSource`]) for the kill test and for running the agent without a cluster.
 //! The executor is the same code for both.
 
+pub mod events;
 pub mod file;
 pub mod kube;
 

@@ -1,118 +1,268 @@
-//! c. Power cuts: qemu is SIGKILLed at points found by what the guest prints (agent log
-//! lines, GRUB's line, init's line) or the agent publishes (bytes downloaded), then the
-//! machine is cold-booted. One disk goes through all points in order, so each cut starts
-//! from the state the previous one left. Killing qemu loses the guest's page cache and
-//! anything not yet handed to the virtual disk; writes qemu already passed to the host
-//! file survive in the host's page cache (cache=writeback), so a missing disk flush
-//! would go unnoticed here: every point below is of that kind.
+//! c. Power cuts. One disk goes through every point in order, so each cut starts from
+//! the state the previous one left; after each cut the machine is cold-booted and must
+//! reach a slot holding a complete image (its init reports slot and version).
+//!
+//! Every trigger is something that must happen and cannot be passed unseen: a log line
+//! the agent always prints (a transition is logged before it is saved), GRUB's or init's
+//! line, bytes the agent publishes while the image server holds the download, a count
+//! of the disk's logged writes and flushes (they only grow), or bytes read while reads
+//! are throttled. Sampled progress phases (Writing, Verifying) are never waited for.
+//!
+//! What a cut loses. Killing qemu loses the guest's page cache and any request still
+//! inside qemu (a throttled one); every write already handed to the host file survives
+//! in the host's page cache, flushed or not ("kept"). A disk with a volatile cache may
+//! lose what was not flushed: for the points marked "dropped" the disk is rebuilt from
+//! the write log with only what the last completed flush covered ([`super::logwrites`]).
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use osroll_api::ProgressPhase;
 use serde_json::json;
 
+use super::guest;
 use super::image_server::Fault;
+use super::logwrites::{self, LogTail};
+use super::qemu::Boot;
 use super::scenarios::{Env, phase_line};
 
 const T: Duration = Duration::from_secs(120);
+const MIB: u64 = 1 << 20;
+
+/// What the disk keeps of a cut.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// Everything handed to qemu.
+    Kept,
+    /// Only what a completed flush covered.
+    Dropped,
+}
+
+/// The disk under test, its write log and the copy taken at power-on.
+struct Disk {
+    path: PathBuf,
+    log: PathBuf,
+    at_power_on: PathBuf,
+    lines: Vec<String>,
+}
+
+impl Disk {
+    fn boot(&self, env: &mut Env) -> (Boot, LogTail) {
+        std::fs::copy(&self.path, &self.at_power_on).unwrap();
+        let b = env.boot(&self.path);
+        let tail = LogTail::open(&self.log);
+        (b, tail)
+    }
+
+    /// Pull the plug; for [`Loss::Dropped`] the disk keeps only what was flushed.
+    fn cut(&mut self, b: &mut Boot, point: &str, loss: Loss) -> usize {
+        b.cut();
+        let what = match loss {
+            Loss::Kept => "kept: all writes handed to qemu".to_string(),
+            Loss::Dropped => {
+                let r = logwrites::drop_unflushed(&self.at_power_on, &self.log, &self.path);
+                format!(
+                    "dropped: {} writes after the last flush lost, {} kept",
+                    r.dropped, r.kept
+                )
+            }
+        };
+        self.lines.push(format!("c. cut {point} [{what}]"));
+        self.lines.len() - 1
+    }
+
+    /// Append what the cut at line `i` led to.
+    fn led_to(&mut self, i: usize, outcome: &str) {
+        self.lines[i] += &format!(" -> {outcome}");
+    }
+}
+
+/// Poll the write log until `done` holds for its entries.
+fn wait_log(b: &Boot, tail: &mut LogTail, what: &str, done: impl Fn(&[logwrites::Entry]) -> bool) {
+    let deadline = Instant::now() + T;
+    while !done(tail.poll()) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {T:?}\n{}",
+            b.tail()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 pub(crate) fn run(env: &mut Env) -> Vec<String> {
-    let t = std::time::Instant::now();
-    let disk = env.fresh_disk("cuts");
+    let t = Instant::now();
+    let path = env.fresh_disk("cuts");
+    let mut d = Disk {
+        log: path.with_extension("log"),
+        at_power_on: path.with_extension("power-on"),
+        path,
+        lines: Vec::new(),
+    };
+    let image = std::fs::metadata(&env.art.v2).unwrap().len();
+    let b_start = guest::offset("osroll-b");
+    let b_end = b_start + image;
     env.progress("cuts", true, true);
-    let mut out = Vec::new();
-    let mut note = |point: &str, led: &str| out.push(format!("c. cut {point} -> {led}"));
+    let on_a = ("A".to_string(), "v1".to_string());
+    let on_b = ("B".to_string(), "v2".to_string());
 
-    // 1. While downloading: the server stalls after 3 MiB; cut once bytes are published.
-    env.good.with(|s| s.faults.push_back(Fault::Stall(3 << 20)));
-    let mut b = env.boot(&disk);
-    assert_eq!(env.up(&b), ("A".into(), "v1".into()));
-    b.wait_for(&phase_line("Downloading"), T);
+    // 1. While downloading: the server holds the download after 1 MiB.
+    env.good
+        .with(|s| s.faults.push_back(Fault::Stall(MIB as usize)));
+    let (mut b, _) = d.boot(env);
+    assert_eq!(env.up(&b), on_a);
     env.wait_status("cuts", T, |s| {
         s.bytes_done.unwrap_or(0) > 0 && s.phase == Some(ProgressPhase::Downloading)
     });
-    b.cut();
+    let p = d.cut(
+        &mut b,
+        "while downloading (1 MiB in, server holding)",
+        Loss::Kept,
+    );
     env.good.with(|s| s.faults.clear());
 
-    // 2. Download complete, slot being flushed (around fsync).
-    let mut b = env.boot(&disk);
-    assert_eq!(env.up(&b), ("A".into(), "v1".into()));
-    note(
-        "while downloading (3 MiB in, server stalled)",
-        "cold boot on A/v1, download restarted",
-    );
-    b.wait_for(&phase_line("Writing"), T);
-    b.cut();
+    // 2. While writing slot B: half of the image's range written.
+    let (mut b, mut log) = d.boot(env);
+    assert_eq!(env.up(&b), on_a);
+    d.led_to(p, "A/v1, download started again");
+    wait_log(&b, &mut log, "half of slot B written", |e| {
+        logwrites::covered(e, b_start, b_end) >= image / 2
+    });
+    let p = d.cut(&mut b, "while writing slot B (half written)", Loss::Dropped);
 
-    // 3. Reading the slot back.
-    let mut b = env.boot(&disk);
-    assert_eq!(env.up(&b), ("A".into(), "v1".into()));
-    note(
-        "download complete, flushing slot B (around fsync)",
-        "cold boot on A/v1, staged again",
-    );
-    b.wait_for(&phase_line("Verifying"), T);
-    b.cut();
+    // 3. Around fsync: all of slot B written, cut before or as its flush arrives.
+    let (mut b, mut log) = d.boot(env);
+    assert_eq!(env.up(&b), on_a);
+    d.led_to(p, "A/v1, slot B written again");
+    wait_log(&b, &mut log, "all of slot B written", |e| {
+        logwrites::covered(e, b_start, b_end) >= image
+    });
+    let p = d.cut(&mut b, "slot B written, at its fsync", Loss::Dropped);
 
-    // 4. Right after arming the one-shot, before the agent's reboot(2).
-    let mut b = env.boot(&disk);
-    assert_eq!(env.up(&b), ("A".into(), "v1".into()));
-    note(
-        "reading slot B back (Verifying)",
-        "cold boot on A/v1, staged again",
+    // 4. Reading slot B back: after the flush that follows the writes, reads are
+    // throttled so the read-back is under way when the cut comes.
+    let (mut b, mut log) = d.boot(env);
+    assert_eq!(env.up(&b), on_a);
+    d.led_to(p, "A/v1, slot B written again and flushed");
+    wait_log(&b, &mut log, "slot B written and flushed", |e| {
+        logwrites::flush_after(e, b_start, b_end, image)
+    });
+    b.throttle(MIB, 0);
+    let from = b.stats().rd_bytes;
+    b.wait_stats("slot B being read back", T, |s| {
+        s.rd_bytes >= from + 2 * MIB
+    });
+    let p = d.cut(
+        &mut b,
+        "reading slot B back (2 MiB read, reads throttled)",
+        Loss::Kept,
     );
+
+    arm_and_try(env, &mut d, p, &on_a);
+    commit(env, &mut d, &on_b);
+    d.lines.push(format!(
+        "c. {} cut points in {:.0?}",
+        d.lines.len(),
+        t.elapsed()
+    ));
+    d.lines
+}
+
+/// 5.-6.: the one-shot armed, B's first boot, the fallback.
+fn arm_and_try(env: &mut Env, d: &mut Disk, p: usize, on_a: &(String, String)) {
+    // 5. Right after arming the one-shot (the GRUB env written and synced, then logged).
+    let (mut b, _) = d.boot(env);
+    assert_eq!(&env.up(&b), on_a);
+    d.led_to(p, "A/v1, staged and armed B");
     b.wait_for(&phase_line("Rebooting"), T);
-    b.cut();
+    let p = d.cut(&mut b, "right after arming the one-shot", Loss::Dropped);
 
-    // 5. B's first boot, after GRUB consumed the try, before anything committed.
-    let mut b = env.boot(&disk);
+    // 6. B's first boot, once GRUB chose B, before anything committed.
+    let (mut b, _) = d.boot(env);
     b.wait_for("osroll: booting slot B", T);
-    note(
-        "right after arming the one-shot",
-        "the cold boot tried B once, as a reboot would",
-    );
-    b.cut();
+    d.led_to(p, "GRUB tried B once, as after a reboot");
+    let p = d.cut(&mut b, "during B's first boot, before commit", Loss::Kept);
 
-    // Back on A: the try is spent. Where the agent had recorded the reboot it reports
-    // RolledBack (a new nonce retries); where the cut came between arming and saving
-    // its state (the log line precedes the save), it arms again.
-    let mut b = env.boot(&disk);
-    assert_eq!(env.up(&b), ("A".into(), "v1".into()));
+    // Back on A: the try is spent. Where the agent's Rebooting was saved it reports
+    // RolledBack and a new retryNonce stages again; else it arms again.
+    let (mut b, _) = d.boot(env);
+    assert_eq!(&env.up(&b), on_a, "GRUB fell back to A");
+    let (agent, _) = b.wait_for("agent started", T);
     let rb = phase_line("RolledBack");
-    let (_, line) = b.wait_any(&[&phase_line("Rebooting"), &rb], T, 0);
+    let (_, line) = b.wait_any(&[&phase_line("Rebooting"), &rb], T, agent);
     if line.contains(&rb) {
         let st = env.wait_phase("cuts", ProgressPhase::RolledBack, T);
-        note(
-            "during B's first boot before commit (GRUB had booted B)",
+        d.led_to(
+            p,
             &format!(
-                "GRUB fell back to A/v1, RolledBack ({}); retried with a new retryNonce",
+                "GRUB fell back to A/v1, RolledBack ({}); a new retryNonce staged again",
                 st.failure_reason.unwrap_or_default()
             ),
         );
         env.patch_spec("cuts", json!({ "retryNonce": "after-cut" }));
-        b.wait_for(&phase_line("Rebooting"), T);
+        b.wait_any(&[&phase_line("Rebooting")], T, agent);
     } else {
-        note(
-            "during B's first boot before commit (GRUB had booted B)",
+        d.led_to(
+            p,
             "GRUB fell back to A/v1; the agent's state predated the arm, so it armed B again",
         );
     }
     b.wait_exit(T);
+}
 
-    // 6. Right after commit.
-    let mut b = env.boot(&disk);
-    assert_eq!(env.up(&b), ("B".into(), "v2".into()));
-    b.wait_for(&phase_line("Completed"), T);
-    b.cut();
-    let mut b = env.boot(&disk);
-    assert_eq!(
-        env.up(&b),
-        ("B".into(), "v2".into()),
-        "the commit survived the cut"
+/// 7.-10.: the commit's GRUB env write, right after commit, later boots.
+fn commit(env: &mut Env, d: &mut Disk, on_b: &(String, String)) {
+    // 7. B's first boot: the commit's GRUB env write, handed to the disk.
+    let (mut b, mut log) = d.boot(env);
+    b.wait_for("osroll: booting slot B", T);
+    assert_eq!(&env.up(&b), on_b);
+    let (boot_start, boot_len) = (guest::offset("boot"), guest::PARTS[1].2 * MIB);
+    b.wait_for("agent started", T);
+    let seen = log.poll().len();
+    wait_log(
+        &b,
+        &mut log,
+        "the commit's write to the boot partition",
+        |e| logwrites::covered(&e[seen..], boot_start, boot_start + boot_len) > 0,
     );
-    env.wait_phase("cuts", ProgressPhase::Completed, T);
+    let p = d.cut(&mut b, "writing the commit to the GRUB env", Loss::Kept);
+
+    // 8. Right after commit.
+    let (mut b, _) = d.boot(env);
+    assert_eq!(&env.up(&b), on_b, "the commit's write was kept");
+    d.led_to(p, "B/v2 (the write was kept), committed again");
+    b.wait_for(&phase_line("Completed"), T);
+    let p = d.cut(
+        &mut b,
+        "right after commit (Completed logged)",
+        Loss::Dropped,
+    );
+
+    // 9. The next boot, as the agent starts.
+    let (mut b, _) = d.boot(env);
+    assert_eq!(&env.up(&b), on_b, "the commit survived the cut");
+    d.led_to(p, "B/v2");
+    b.wait_for("agent started", T);
+    let p = d.cut(
+        &mut b,
+        "second boot after commit, as the agent starts",
+        Loss::Dropped,
+    );
+
+    // 10. A later boot, in GRUB, before the kernel runs.
+    let (mut b, _) = d.boot(env);
+    b.wait_for("osroll: booting slot B", T);
+    d.led_to(p, "B/v2");
+    let p = d.cut(
+        &mut b,
+        "a later boot, in GRUB before the kernel",
+        Loss::Kept,
+    );
+
+    let (mut b, _) = d.boot(env);
+    assert_eq!(&env.up(&b), on_b);
+    let st = env.wait_phase("cuts", ProgressPhase::Completed, T);
+    assert_eq!(st.current_version.as_deref(), Some("v2"));
     b.cut();
-    note("right after commit", "cold boot on B/v2, Completed");
-    out.push(format!("c. 6 cut points in {:.0?}", t.elapsed()));
-    out
+    d.led_to(p, "B/v2, Completed");
 }

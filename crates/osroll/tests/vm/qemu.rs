@@ -1,9 +1,17 @@
 //! One boot of the VM: a qemu process (TCG, `-no-reboot`, so a guest reboot or panic
 //! ends the process and the next boot is a new one), its serial console collected line by
-//! line, waits on console lines with deadlines, and the power cut (SIGKILL).
+//! line (escape sequences removed), waits on console lines with deadlines, its QMP
+//! monitor (disk counters, I/O throttling), and the power cut (SIGKILL).
+//!
+//! The disk is a raw file behind qemu's `blklogwrites` filter: every write and flush the
+//! guest hands to the virtual disk is also appended to a log in the dm-log-writes format,
+//! so a cut can be replayed as a disk that lost what was not flushed (see
+//! [`super::logwrites`]). Host flushes are off (`cache.no-flush`): nothing here depends
+//! on the host's own disk.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -18,19 +26,67 @@ struct Console {
 pub(crate) struct Boot {
     child: Child,
     console: Arc<(Mutex<Console>, Condvar)>,
+    qmp: Option<BufReader<UnixStream>>,
+    qmp_path: PathBuf,
+}
+
+/// The disk's counters as qemu accounts them (completed requests).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) rd_bytes: u64,
+}
+
+/// A console line without terminal escape sequences (GRUB moves the cursor mid-line).
+fn strip_escapes(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters, then one final byte in @..~.
+            for f in chars.by_ref() {
+                if ('@'..='~').contains(&f) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
 }
 
 impl Boot {
-    /// Power on with `disk` (raw).
-    pub(crate) fn start(disk: &Path) -> Boot {
+    /// Power on with `disk` (raw), logging its writes to `log` (created afresh).
+    pub(crate) fn start(disk: &Path, log: &Path) -> Boot {
+        std::fs::write(log, b"").unwrap();
+        let qmp_path = log.with_extension("qmp");
+        let _ = std::fs::remove_file(&qmp_path);
+        let file = |node: &str, p: &Path| {
+            format!(
+                "driver=file,node-name={node},filename={},cache.no-flush=on",
+                p.display()
+            )
+        };
         let mut child = Command::new("qemu-system-x86_64")
             .args(["-nodefaults", "-nographic", "-no-reboot", "-m", "384"])
             .args(["-serial", "stdio", "-monitor", "none"])
-            .arg("-drive")
-            .arg(format!(
-                "file={},format=raw,if=virtio,cache=writeback",
-                disk.display()
-            ))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .arg("-blockdev")
+            .arg(file("disk-file", disk))
+            .arg("-blockdev")
+            .arg(file("log-file", log))
+            .args([
+                "-blockdev",
+                "driver=blklogwrites,node-name=disk,file=disk-file,log=log-file,log-sector-size=512",
+                "-device",
+                "virtio-blk-pci,drive=disk,id=vd0",
+            ])
             .args([
                 "-netdev",
                 "user,id=n0,restrict=off",
@@ -45,6 +101,7 @@ impl Boot {
         let console = Arc::new((Mutex::new(Console::default()), Condvar::new()));
         let out = child.stdout.take().unwrap();
         let c = console.clone();
+        let t0 = Instant::now();
         std::thread::spawn(move || {
             let mut r = BufReader::new(out);
             let mut buf = Vec::new();
@@ -58,15 +115,96 @@ impl Boot {
                     cv.notify_all();
                     return;
                 }
-                let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                let line = strip_escapes(String::from_utf8_lossy(&buf).trim_end());
                 if std::env::var_os("OSROLL_VM_CONSOLE").is_some() {
-                    eprintln!("  | {line}");
+                    eprintln!("  | {:5.1} {line}", t0.elapsed().as_secs_f32());
                 }
                 g.lines.push(line);
                 cv.notify_all();
             }
         });
-        Boot { child, console }
+        Boot {
+            child,
+            console,
+            qmp: None,
+            qmp_path,
+        }
+    }
+
+    /// Run a QMP command; its `return` value.
+    pub(crate) fn qmp(&mut self, execute: &str, arguments: serde_json::Value) -> serde_json::Value {
+        if self.qmp.is_none() {
+            let sock = UnixStream::connect(&self.qmp_path).expect("qemu's QMP socket");
+            let mut r = BufReader::new(sock);
+            let mut greeting = String::new();
+            r.read_line(&mut greeting).unwrap();
+            self.qmp = Some(r);
+            self.qmp("qmp_capabilities", serde_json::json!({}));
+        }
+        let r = self.qmp.as_mut().unwrap();
+        let cmd = serde_json::json!({ "execute": execute, "arguments": arguments });
+        writeln!(r.get_mut(), "{cmd}").unwrap();
+        loop {
+            let mut line = String::new();
+            assert!(
+                r.read_line(&mut line).unwrap() > 0,
+                "QMP closed during {execute}"
+            );
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if let Some(ret) = v.get("return") {
+                return ret.clone();
+            }
+            assert!(v.get("error").is_none(), "QMP {execute}: {v}");
+        }
+    }
+
+    /// The disk's counters.
+    pub(crate) fn stats(&mut self) -> Stats {
+        let all = self.qmp("query-blockstats", serde_json::json!({}));
+        let s = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["qdev"].as_str().is_some_and(|q| q.contains("vd0")))
+            .map(|d| d["stats"].clone())
+            .expect("blockstats of vd0");
+        let n = |k: &str| s[k].as_u64().unwrap();
+        Stats {
+            rd_bytes: n("rd_bytes"),
+        }
+    }
+
+    /// Limit the disk to `read`/`write` bytes per second (0: unlimited).
+    pub(crate) fn throttle(&mut self, read: u64, write: u64) {
+        let z = 0u64;
+        self.qmp(
+            "block_set_io_throttle",
+            serde_json::json!({ "id": "/machine/peripheral/vd0/virtio-backend", "bps": z, "bps_rd": read, "bps_wr": write,
+                "iops": z, "iops_rd": z, "iops_wr": z }),
+        );
+    }
+
+    /// The counters once `done` holds for them (polled; they only grow, so a state
+    /// they pass through is not missed).
+    pub(crate) fn wait_stats(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Stats) -> bool,
+    ) -> Stats {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.stats();
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?} ({s:?}):\n{}",
+                self.tail()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The first console line (from line `from` on) containing `needle`, and its index.

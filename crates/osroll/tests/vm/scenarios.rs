@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use osroll_api::{OSUpgradeProgress, ProgressPhase};
@@ -120,7 +121,38 @@ impl Env {
 
     pub(crate) fn boot(&mut self, disk: &Path) -> Boot {
         self.boots += 1;
-        Boot::start(disk)
+        Boot::start(disk, &disk.with_extension("log"))
+    }
+
+    /// The reasons of the Events the agent recorded on progress `name`, oldest first,
+    /// once `want` are all among them.
+    pub(crate) fn agent_events(&self, name: &str, want: &[&str]) -> Vec<String> {
+        let api: Api<Event> = Api::all(self.cluster.client());
+        let deadline = Instant::now() + BOOT;
+        loop {
+            let mut evs: Vec<Event> = self
+                .rt
+                .block_on(api.list(&Default::default()))
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                        && e.reporting_controller.as_deref()
+                            == Some(osroll_agent::source::kube::EVENT_REPORTER)
+                })
+                .collect();
+            evs.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
+            let reasons: Vec<String> = evs.into_iter().filter_map(|e| e.reason).collect();
+            if want.iter().all(|w| reasons.iter().any(|r| r == w)) {
+                return reasons;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent's Events on {name}: {reasons:?}, want {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Wait for the guest's init: the slot and version it booted.
@@ -275,6 +307,7 @@ pub(crate) fn upgrade(env: &mut Env) -> Vec<String> {
     b.wait_for(&phase_line("Completed"), BOOT);
     let st = env.wait_phase("upgrade", ProgressPhase::Completed, BOOT);
     assert_eq!(st.current_version.as_deref(), Some("v2"));
+    let events = env.agent_events("upgrade", &["Staged", "RebootRequested", "Committed"]);
     b.cut();
     let mut b = env.boot(&disk);
     assert_eq!(
@@ -286,6 +319,7 @@ pub(crate) fn upgrade(env: &mut Env) -> Vec<String> {
     vec![
         "agent in the VM started from exactly the `osroll create agent` container spec (argv and environment compared)".into(),
         format!("a. upgrade: A/v1 -> v2 staged into B -> GRUB tried B once -> committed -> cold boot: B/v2, Completed ({:.0?})", t.elapsed()),
+        format!("a. the agent's Events on its progress: {}", events.join(", ")),
     ]
 }
 
@@ -306,6 +340,7 @@ pub(crate) fn broken(env: &mut Env) -> Vec<String> {
     let mut b = env.boot(&disk);
     assert_eq!(env.up(&b), ("A".into(), "v1".into()), "GRUB fell back to A");
     let st = env.wait_phase("broken", ProgressPhase::RolledBack, BOOT);
+    let events = env.agent_events("broken", &["Staged", "RebootRequested", "RolledBack"]);
     // Not retried on its own: a spec change that is not a new nonce starts nothing.
     let (from, _) = b.wait_for(&phase_line("RolledBack"), BOOT);
     env.patch_spec(
@@ -320,12 +355,18 @@ pub(crate) fn broken(env: &mut Env) -> Vec<String> {
         s.observed_retry_nonce.as_deref() == Some("retry-1")
     });
     b.cut();
-    vec![format!(
-        "b. broken v2: B's init exited -> kernel panic -> GRUB fell back to A -> RolledBack ({}); untouched until retryNonce changed, then retried (retryCount {}) ({:.0?})",
-        st.failure_reason.unwrap_or_default(),
-        st2.retry_count,
-        t.elapsed()
-    )]
+    vec![
+        format!(
+            "b. broken v2: B's init exited -> kernel panic -> GRUB fell back to A -> RolledBack ({}); untouched until retryNonce changed, then retried (retryCount {}) ({:.0?})",
+            st.failure_reason.unwrap_or_default(),
+            st2.retry_count,
+            t.elapsed()
+        ),
+        format!(
+            "b. the agent's Events on its progress: {}",
+            events.join(", ")
+        ),
+    ]
 }
 
 /// c. Power cuts; see [`super::cuts`].
