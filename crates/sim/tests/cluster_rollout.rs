@@ -12,113 +12,116 @@ mod common;
 
 use std::time::Duration;
 
-use common::fleet::{Controller, wait_managed, wait_rollout_end};
-use common::{DisruptionRecorder, NS};
+use common::DisruptionRecorder;
+use common::fleet::{Controller, wait_rollout_end};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use osroll_api::{OSUpgrade, OSUpgradeProgress, ProgressPhase, UpgradePhase, labels};
 use osroll_sim::demo::images::ImageServer;
-use osroll_sim::demo::node::{MachineOptions, SimNode};
+use osroll_sim::demo::node::MachineOptions;
 use osroll_sim::testing::{Cluster, wait_for};
 use serde_json::json;
 
 const NODES: usize = 10;
+/// The node (before the instance's prefix) whose new slot fails to boot.
 const BAD_NODE: &str = "node-07";
 
-fn upgrade(catalog: &str) -> anyhow::Result<OSUpgrade> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
-        "metadata": {"name": "fleet"},
-        "spec": {
+fn upgrade(cluster: &Cluster, catalog: &str) -> anyhow::Result<OSUpgrade> {
+    cluster.upgrade(
+        "fleet",
+        json!({
             "version": "stable",
             "catalog": {"inline": catalog},
             "allowHttpImages": true,
             "strategy": {"maxUnavailable": 2, "maxFailures": 2},
             "drain": {"timeoutSeconds": 300},
-        },
-    }))?)
+        }),
+    )
 }
 
-async fn status(admin: &kube::Client) -> Option<osroll_api::OSUpgradeStatus> {
+async fn status(admin: &kube::Client, name: &str) -> Option<osroll_api::OSUpgradeStatus> {
     Api::<OSUpgrade>::all(admin.clone())
-        .get("fleet")
+        .get(name)
         .await
         .ok()?
         .status
 }
 
-async fn events(admin: &kube::Client) -> Vec<Event> {
+/// The Events about the OSUpgrade `upgrade`.
+async fn events(admin: &kube::Client, upgrade: &str) -> Vec<Event> {
     Api::<Event>::all(admin.clone())
         .list(&ListParams::default())
         .await
         .map(|l| l.items)
         .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(upgrade))
+        .collect()
 }
 
-fn pod(name: &str, node: &str, app: &str) -> anyhow::Result<Pod> {
+fn pod(ns: &str, name: &str, node: &str, app: &str) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
         "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.example/app:1"}]},
     }))?)
 }
 
 async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
     let cluster = Cluster::start().await?;
-    cluster.install_crds().await?;
-    cluster.ensure_namespace(NS).await?;
-    let admin = cluster.client();
+    let admin = cluster.admin();
+    let ns = cluster.namespace();
+    let bad_node = cluster.name(BAD_NODE);
+    let node = |i: usize| cluster.name(&format!("node-{i:02}"));
     let images = ImageServer::start(&["2.0"], 256 * 1024).await?;
     let dir = tempfile::tempdir()?;
     let mut nodes = Vec::new();
     for i in 0..NODES {
-        let name = format!("node-{i:02}");
+        let name = node(i);
         let opts = MachineOptions {
             slot_size: 512 * 1024,
             downtime: Duration::from_millis(300),
-            bad_slot_b: name == BAD_NODE,
+            bad_slot_b: name == bad_node,
         };
-        let kubelet_client = cluster.client();
-        let agent_client = cluster.client_for(&format!("system:node:{name}")).await?;
         nodes.push(
-            SimNode::start(
-                kubelet_client,
-                agent_client,
-                dir.path(),
-                &name,
-                "1.0",
-                &opts,
-            )
-            .await?,
+            cluster
+                .start_machine(dir.path(), &name, "1.0", &opts)
+                .await?,
         );
     }
-    wait_managed(&admin, NODES).await?;
+    cluster.wait_managed(NODES).await?;
 
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
-    pods.create(&PostParams::default(), &pod("web-0", "node-00", "web")?)
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    pods.create(&PostParams::default(), &pod(&ns, "web-0", &node(0), "web")?)
         .await?;
-    pods.create(&PostParams::default(), &pod("db-0", "node-01", "db")?)
+    pods.create(&PostParams::default(), &pod(&ns, "db-0", &node(1), "db")?)
         .await?;
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), "default");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns);
     let pdb: PodDisruptionBudget = serde_json::from_value(json!({
         "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": "web-pdb", "namespace": "default"},
+        "metadata": {"name": "web-pdb", "namespace": ns},
         "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
     }))?;
     pdbs.create(&PostParams::default(), &pdb).await?;
 
     let recorder = DisruptionRecorder::default();
-    let rec_task = tokio::spawn(recorder.clone().run(admin.clone()));
+    let rec_task = tokio::spawn(
+        recorder
+            .clone()
+            .run_selected(admin.clone(), cluster.scope().selector()),
+    );
+    let up = upgrade(&cluster, &images.catalog("2.0"))?;
+    let up_name = up.metadata.name.clone().unwrap_or_default();
     Api::<OSUpgrade>::all(admin.clone())
-        .create(&PostParams::default(), &upgrade(&images.catalog("2.0"))?)
+        .create(&PostParams::default(), &up)
         .await?;
     let mut ctrl = Controller::start(&cluster, "replica-a", Duration::from_millis(300)).await?;
 
     // The budget holds web-0 on node-00: an Event and the status name pod and budget.
     let note = wait_for("a DrainBlocked event", Duration::from_secs(60), || async {
-        events(&admin)
+        events(&admin, &up_name)
             .await
             .into_iter()
             .find(|e| e.reason.as_deref() == Some("DrainBlocked"))
@@ -126,17 +129,17 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
     })
     .await?;
     assert!(
-        note.contains("default/web-0") && note.contains("default/web-pdb"),
+        note.contains(&format!("{ns}/web-0")) && note.contains(&format!("{ns}/web-pdb")),
         "{note}"
     );
     wait_for(
         "the status to name the budget",
         Duration::from_secs(10),
         || async {
-            status(&admin)
+            status(&admin, &up_name)
                 .await?
                 .message?
-                .contains("default/web-pdb")
+                .contains(&format!("{ns}/web-pdb"))
                 .then_some(())
         },
     )
@@ -144,7 +147,7 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
 
     if kill_midway {
         wait_for("three nodes completed", Duration::from_secs(60), || async {
-            (status(&admin).await?.nodes?.completed >= 3).then_some(())
+            (status(&admin, &up_name).await?.nodes?.completed >= 3).then_some(())
         })
         .await?;
         // A crash: the controller is dropped mid-flight and its Lease is not released.
@@ -160,7 +163,7 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
     )
     .await?;
 
-    let st = wait_rollout_end(&admin, "fleet", Duration::from_secs(120)).await?;
+    let st = wait_rollout_end(&admin, &up_name, Duration::from_secs(120)).await?;
     assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
     let counts = st.nodes.clone().expect("node counts");
     assert_eq!(
@@ -174,14 +177,14 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
         .find(|c| c.type_ == "Degraded")
         .expect("Degraded");
     assert!(
-        degraded.is_true() && degraded.message.contains(BAD_NODE),
+        degraded.is_true() && degraded.message.contains(&bad_node),
         "{degraded:?}"
     );
     assert!(
         st.message
             .as_deref()
             .unwrap_or_default()
-            .contains("1 rolled back (node-07)"),
+            .contains(&format!("1 rolled back ({bad_node})")),
         "{:?}",
         st.message
     );
@@ -199,7 +202,7 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
         let phase = p.status.as_ref().and_then(|s| s.phase);
         let booted = n.host.booted_slot()?;
         let version = n.host.slot_version(booted)?;
-        if n.name == BAD_NODE {
+        if n.name == bad_node {
             assert_eq!(phase, Some(ProgressPhase::RolledBack));
             assert_eq!(
                 (booted, version.as_deref()),
@@ -213,7 +216,7 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
 
     // Events are published behind the decisions: wait for the last one.
     wait_for("the rollout's Events", Duration::from_secs(10), || async {
-        let evs = events(&admin).await;
+        let evs = events(&admin, &up_name).await;
         let seen = |r: &str, node: Option<&str>| {
             evs.iter().any(|e| {
                 e.reason.as_deref() == Some(r)
@@ -223,12 +226,12 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
             })
         };
         (seen("RolloutCompleted", None)
-            && seen("NodeRolledBack", Some("node-07"))
-            && seen("NodeCompleted", Some("node-00")))
+            && seen("NodeRolledBack", Some(&bad_node))
+            && seen("NodeCompleted", Some(&node(0))))
         .then_some(())
     })
     .await?;
-    let evs = events(&admin).await;
+    let evs = events(&admin, &up_name).await;
     let has = |reason: &str, node: Option<&str>| {
         evs.iter().any(|e| {
             e.reason.as_deref() == Some(reason)
@@ -237,13 +240,13 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
         })
     };
     assert!(
-        has("NodeRolledBack", Some(BAD_NODE)),
-        "no NodeRolledBack event for {BAD_NODE}"
+        has("NodeRolledBack", Some(&bad_node)),
+        "no NodeRolledBack event for {bad_node}"
     );
-    assert!(has("NodeCompleted", Some("node-00")));
+    assert!(has("NodeCompleted", Some(&node(0))));
     assert!(has("RolloutCompleted", None));
     for n in Api::<Node>::all(admin.clone())
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels(&cluster.scope().selector()))
         .await?
         .items
     {

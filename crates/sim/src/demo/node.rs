@@ -3,6 +3,7 @@
 //! started again after each simulated reboot the way a node's init system would after
 //! power-on ([`run_machine`], also used by the scale benchmark).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,11 +56,35 @@ impl SimNode {
         version: &str,
         opts: &MachineOptions,
     ) -> anyhow::Result<SimNode> {
+        let labels = BTreeMap::new();
+        Self::start_labelled(
+            kubelet_client,
+            agent_client,
+            dir,
+            name,
+            version,
+            opts,
+            labels,
+        )
+        .await
+    }
+
+    /// Like [`SimNode::start`], the Node registered with extra `labels`.
+    pub async fn start_labelled(
+        kubelet_client: kube::Client,
+        agent_client: kube::Client,
+        dir: &Path,
+        name: &str,
+        version: &str,
+        opts: &MachineOptions,
+        labels: BTreeMap<String, String>,
+    ) -> anyhow::Result<SimNode> {
         let host = SimHost::create(&dir.join(name), opts.slot_size, version)?;
         if opts.bad_slot_b {
             host.fail_next_boot(Slot::B)?;
         }
         let mut kcfg = KubeletConfig::new(name);
+        kcfg.labels.extend(labels);
         kcfg.os_image = os_image(version);
         let kubelet = Arc::new(Kubelet::start(kubelet_client, kcfg).await?);
         let mut cfg = AgentConfig::new(name, dir.join(name).join("state"));
