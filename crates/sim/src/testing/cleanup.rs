@@ -6,10 +6,11 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use osroll_api::{OSUpgrade, OSUpgradeProgress};
 use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use super::identities::is_binding_of;
 use super::scope::Scope;
@@ -40,11 +41,22 @@ where
 pub async fn delete_scope(admin: &kube::Client, scope: &Scope) -> anyhow::Result<usize> {
     let ns = scope.namespace();
     let mut n = 0;
-    n += delete_matching(&Api::<OSUpgrade>::all(admin.clone()), |u| {
-        scope.owns(&u.name_any())
-    })
-    .await?
-    .len();
+    let upgrades = Api::<OSUpgrade>::all(admin.clone());
+    let deleted = delete_matching(&upgrades, |u| scope.owns(&u.name_any())).await?;
+    // The instance's controller, which would remove its finalizer, is gone with the
+    // test; so are the Nodes the finalizer would uncordon.
+    let release = json!({"metadata": {"finalizers": null}});
+    for name in &deleted {
+        match upgrades
+            .patch(name, &PatchParams::default(), &Patch::Merge(&release))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    n += deleted.len();
     n += delete_matching(&Api::<OSUpgradeProgress>::all(admin.clone()), |p| {
         scope.owns(&p.spec.node_name) || scope.owns(&p.name_any())
     })
