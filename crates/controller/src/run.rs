@@ -27,6 +27,7 @@ use osroll_api::signing::TrustedKey;
 use osroll_api::{OSUpgrade, OSUpgradeProgress};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::act::DrainMemory;
 use crate::catalog::{HttpFetcher, ResolutionCache, TrustPolicy, UrlFetcher};
@@ -431,13 +432,9 @@ impl Replica<'_> {
         let (tx, rx) = watch::channel(false);
         let client = self.client.clone();
         let selector = self.cfg.upgrade_selector.clone();
-        let handle = tokio::spawn(control(
-            shared,
-            client,
-            self.cfg.reconcile_interval,
-            selector,
-            rx,
-        ));
+        let handle = tokio::spawn(
+            control(shared, client, self.cfg.reconcile_interval, selector, rx).in_current_span(),
+        );
         self.task = Some((handle, tx));
     }
 

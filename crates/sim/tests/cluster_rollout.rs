@@ -6,7 +6,10 @@
 //! with 9 nodes Completed and 1 RolledBack, say so in status and Events, leave no node
 //! cordoned, and never have more than 2 nodes disrupted at once as recorded from watch
 //! events. The second test kills the controller midway (dropped without releasing its
-//! Lease, as a crash) and lets a new replica finish.
+//! Lease, as a crash) and lets a new replica finish. A failed rollout test prints the
+//! harness's diagnosis (each agent's and the controller's last log lines, the state of
+//! the objects); the third test breaks one agent (its identity has no RBAC) and checks
+//! that the test fails and that its diagnosis names the 403 and the agent.
 
 mod common;
 
@@ -21,7 +24,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use osroll_api::{OSUpgrade, OSUpgradeProgress, ProgressPhase, UpgradePhase, labels};
 use osroll_sim::demo::images::ImageServer;
 use osroll_sim::demo::node::MachineOptions;
-use osroll_sim::testing::{Cluster, wait_for};
+use osroll_sim::testing::{Cluster, identities, wait_for};
 use serde_json::json;
 
 const NODES: usize = 10;
@@ -69,8 +72,25 @@ fn pod(ns: &str, name: &str, node: &str, app: &str) -> anyhow::Result<Pod> {
     }))?)
 }
 
-async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
+/// What a rollout test varies.
+#[derive(Default)]
+struct Scenario {
+    /// Kill the controller midway and start another replica.
+    kill_midway: bool,
+    /// The node (before the instance's prefix) whose agent runs as an identity without
+    /// any RBAC.
+    broken_agent: Option<&'static str>,
+}
+
+/// The rollout test on a new harness instance; its error carries the diagnosis.
+async fn rollout(scenario: Scenario) -> anyhow::Result<()> {
     let cluster = Cluster::start().await?;
+    let result = roll_out(&cluster, &scenario).await;
+    cluster.explain(result).await
+}
+
+async fn roll_out(cluster: &Cluster, scenario: &Scenario) -> anyhow::Result<()> {
+    let kill_midway = scenario.kill_midway;
     let admin = cluster.admin();
     let ns = cluster.namespace();
     let bad_node = cluster.name(BAD_NODE);
@@ -85,13 +105,27 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
             downtime: Duration::from_millis(300),
             bad_slot_b: name == bad_node,
         };
-        nodes.push(
-            cluster
-                .start_machine(dir.path(), &name, "1.0", &opts)
-                .await?,
-        );
+        let machine = match scenario.broken_agent {
+            Some(broken) if name == cluster.name(broken) => {
+                let nobody = identities::service_account_user(&ns, "osroll-agent-unbound");
+                let agent = cluster.client_for_node(&nobody, &name).await?;
+                cluster
+                    .start_machine_as(agent, dir.path(), &name, "1.0", &opts)
+                    .await?
+            }
+            _ => {
+                cluster
+                    .start_machine(dir.path(), &name, "1.0", &opts)
+                    .await?
+            }
+        };
+        nodes.push(machine);
     }
-    cluster.wait_managed(NODES).await?;
+    let managed_within = match scenario.broken_agent {
+        Some(_) => Duration::from_secs(5),
+        None => Duration::from_secs(30),
+    };
+    cluster.wait_managed_within(NODES, managed_within).await?;
 
     let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
     pods.create(&PostParams::default(), &pod(&ns, "web-0", &node(0), "web")?)
@@ -112,12 +146,12 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
             .clone()
             .run_selected(admin.clone(), cluster.scope().selector()),
     );
-    let up = upgrade(&cluster, &images.catalog("2.0"))?;
+    let up = upgrade(cluster, &images.catalog("2.0"))?;
     let up_name = up.metadata.name.clone().unwrap_or_default();
     Api::<OSUpgrade>::all(admin.clone())
         .create(&PostParams::default(), &up)
         .await?;
-    let mut ctrl = Controller::start(&cluster, "replica-a", Duration::from_millis(300)).await?;
+    let mut ctrl = Controller::start(cluster, "replica-a", Duration::from_millis(300)).await?;
 
     // The budget holds web-0 on node-00: an Event and the status name pod and budget.
     let note = wait_for("a DrainBlocked event", Duration::from_secs(60), || async {
@@ -153,7 +187,7 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
         // A crash: the controller is dropped mid-flight and its Lease is not released.
         ctrl.task.abort();
         let _ = (&mut ctrl.task).await;
-        ctrl = Controller::start(&cluster, "replica-b", Duration::from_millis(300)).await?;
+        ctrl = Controller::start(cluster, "replica-b", Duration::from_millis(300)).await?;
     }
 
     pdbs.patch(
@@ -292,10 +326,50 @@ async fn rollout(kill_midway: bool) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_nodes_a_blocking_budget_and_a_failed_boot() -> anyhow::Result<()> {
-    rollout(false).await
+    rollout(Scenario::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_with_the_controller_killed_and_restarted_midway() -> anyhow::Result<()> {
-    rollout(true).await
+    rollout(Scenario {
+        kill_midway: true,
+        ..Scenario::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_its_rbac_fails_the_test_and_the_diagnosis_names_the_403()
+-> anyhow::Result<()> {
+    let broken = "node-03";
+    let err = match rollout(Scenario {
+        broken_agent: Some(broken),
+        ..Scenario::default()
+    })
+    .await
+    {
+        Ok(()) => anyhow::bail!("the rollout test passed with a broken agent"),
+        Err(e) => format!("{e:?}"),
+    };
+    // The broken agent's own log section, with the refusal in it.
+    let section = err
+        .split("--- ")
+        .find(|s| s.starts_with("last") && s.contains(&format!("-{broken}:")))
+        .unwrap_or_else(|| panic!("no log of the agent of {broken} in:\n{err}"));
+    assert!(section.contains("agent t"), "{section}");
+    assert!(
+        section.contains("403") && section.contains("forbidden"),
+        "{section}"
+    );
+    // The objects it waited on: the broken node is not managed, the others are.
+    assert!(
+        err.contains("waiting for every agent to label its node managed"),
+        "{err}"
+    );
+    let node_line = err
+        .lines()
+        .find(|l| l.trim_start().starts_with("Node ") && l.contains(&format!("-{broken}:")))
+        .unwrap_or_else(|| panic!("no state of {broken} in:\n{err}"));
+    assert!(node_line.contains("managed None"), "{node_line}");
+    Ok(())
 }

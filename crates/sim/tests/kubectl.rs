@@ -306,7 +306,7 @@ async fn get_watch_streams_changes() {
     );
     let fleet = c.name("fleet");
     let mut cmd = c.kubectl();
-    cmd.args(["get", "osupgrades", &fleet, "-w"])
+    cmd.args(["get", "osupgrades", "-w"])
         .stdout(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -316,22 +316,33 @@ async fn get_watch_streams_changes() {
         .unwrap()
         .unwrap();
     assert!(first.starts_with("NAME"), "{first}");
-    let listed = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    // On a shared cluster other tests' OSUpgrades are listed too: find this one's line.
+    let listed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let l = lines.next_line().await.unwrap().unwrap();
+            if l.starts_with(&fleet) {
+                return l;
+            }
+        }
+    })
+    .await
+    .unwrap();
     assert!(listed.starts_with(&fleet), "{listed}");
     let api: Api<OSUpgrade> = Api::all(c.admin());
     let status = json!({"status": {"phase": "Paused"}});
     api.patch_status(&fleet, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .unwrap();
-    let changed = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let changed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let l = lines.next_line().await.unwrap().unwrap();
+            if l.starts_with(&fleet) {
+                return l;
+            }
+        }
+    })
+    .await
+    .unwrap();
     assert!(
         changed.starts_with(&fleet) && changed.contains("Paused"),
         "{changed}"

@@ -14,6 +14,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use osroll_api::{OSUpgradeProgress, OSUpgradeProgressStatus, labels};
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use super::{ProgressSource, SourceError};
 
@@ -46,7 +47,7 @@ impl KubeSource {
         let n = notify.clone();
         let cfg = watcher::Config::default().labels(&selector(node));
         let stream = watcher(api.clone(), cfg).default_backoff().reflect(writer);
-        let task = tokio::spawn(async move {
+        let watch = async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {
                 match ev {
@@ -54,7 +55,8 @@ impl KubeSource {
                     Err(e) => tracing::warn!("watching OSUpgradeProgress: {e}"),
                 }
             }
-        });
+        };
+        let task = tokio::spawn(watch.in_current_span());
         KubeSource {
             api,
             nodes: Api::all(client),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use osroll_agent::{AgentConfig, AgentExit, SimHost, Slot};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::kubelet::{Kubelet, KubeletConfig};
 
@@ -94,13 +95,16 @@ impl SimNode {
         cfg.install.direct_io = false;
         cfg.install.buffer_size = 256 * 1024;
         cfg.install.buffers = 2;
-        let task = tokio::spawn(run_machine(
+        let machine = run_machine(
             cfg,
             agent_client,
             host.clone(),
             kubelet.clone(),
             opts.downtime,
-        ));
+        );
+        // Its log is kept as the agent's (a failed cluster test prints it).
+        let source = crate::testing::logbook::span(&format!("agent {name}"));
+        let task = tokio::spawn(machine.instrument(source));
         Ok(SimNode {
             name: name.into(),
             host,
@@ -142,7 +146,7 @@ pub async fn run_machine(
                 }
             }
             Err(e) => {
-                tracing::warn!(node = %cfg.node_name, error = %e, "agent stopped; restarting");
+                tracing::warn!(node = %cfg.node_name, error = format!("{e:#}"), "agent stopped; restarting");
                 // Back-off before the init system starts the agent again.
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

@@ -9,7 +9,9 @@
 //! its instance made, also when the test failed.
 
 pub mod cleanup;
+pub mod diagnosis;
 pub mod identities;
+pub mod logbook;
 pub mod scope;
 
 use std::collections::BTreeMap;
@@ -82,6 +84,7 @@ impl Cluster {
 
     /// Like [`Cluster::start`] with server settings (ignored for a real cluster).
     pub async fn start_with(config: ServerConfig) -> anyhow::Result<Self> {
+        logbook::install();
         let c = match std::env::var_os(E2E_KUBECONFIG_ENV) {
             Some(path) => {
                 let kubeconfig = PathBuf::from(path);
@@ -462,15 +465,40 @@ impl Cluster {
     /// Wait until `count` of this instance's Nodes carry `osroll.io/managed=true` (each
     /// agent labels its own).
     pub async fn wait_managed(&self, count: usize) -> anyhow::Result<()> {
-        wait_for(
-            "every agent to label its node managed",
-            Duration::from_secs(30),
-            || async {
-                let n = self.managed_nodes().await.ok()?.len();
-                (n == count).then_some(())
-            },
-        )
+        self.wait_managed_within(count, Duration::from_secs(30))
+            .await
+    }
+
+    /// Like [`Cluster::wait_managed`], failing after `timeout`.
+    pub async fn wait_managed_within(&self, count: usize, timeout: Duration) -> anyhow::Result<()> {
+        wait_for("every agent to label its node managed", timeout, || async {
+            let n = self.managed_nodes().await.ok()?.len();
+            (n == count).then_some(())
+        })
         .await
+    }
+
+    /// The last log lines of this instance's agents and controller and the state of
+    /// its OSUpgrades, progress objects and Nodes (see [`diagnosis`]).
+    pub async fn diagnosis(&self) -> String {
+        diagnosis::diagnosis(&self.admin, &self.scope).await
+    }
+
+    /// `result`, with the [`Cluster::diagnosis`] added to an error: how a cluster test
+    /// says why it failed.
+    pub async fn explain<T>(&self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        match result {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let text = self.diagnosis().await;
+                Err(e.context(format!("cluster test failed; diagnosis:\n{text}")))
+            }
+        }
+    }
+
+    /// A span whose events the diagnosis shows as the controller `identity`'s log.
+    pub fn controller_log_span(&self, identity: &str) -> tracing::Span {
+        logbook::span(&format!("controller {}/{identity}", self.namespace()))
     }
 
     /// Delete what this instance made now (Drop does it on a shared or real cluster).

@@ -9,6 +9,7 @@ use kube::api::Api;
 use osroll_api::{OSUpgrade, OSUpgradeStatus, UpgradePhase};
 use osroll_controller::ControllerConfig;
 use osroll_sim::testing::{Cluster, wait_for};
+use tracing::Instrument;
 
 /// A controller running in this process until [`Controller::stop`] (or an abort).
 pub struct Controller {
@@ -30,9 +31,10 @@ impl Controller {
             ..cluster.controller_config(identity)
         };
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(osroll_controller::run_until(cfg, client, async move {
+        let run = osroll_controller::run_until(cfg, client, async move {
             let _ = rx.await;
-        }));
+        });
+        let task = tokio::spawn(run.instrument(cluster.controller_log_span(identity)));
         Ok(Controller { task, stop })
     }
 
