@@ -27,6 +27,7 @@ use osroll_api::signing::TrustedKey;
 use osroll_api::{OSUpgrade, OSUpgradeProgress};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::act::DrainMemory;
 use crate::catalog::{HttpFetcher, ResolutionCache, TrustPolicy, UrlFetcher};
@@ -74,6 +75,9 @@ pub struct ControllerConfig {
     pub trusted_keys: Vec<TrustedKey>,
     /// Reject unsigned catalogs.
     pub require_signed_catalog: bool,
+    /// Act only on the OSUpgrades this label selector matches (`None`: all of them);
+    /// lets several controllers share a cluster, e.g. tests running at once.
+    pub upgrade_selector: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -95,6 +99,7 @@ impl Default for ControllerConfig {
             catalog_ca: None,
             trusted_keys: Vec::new(),
             require_signed_catalog: false,
+            upgrade_selector: None,
         }
     }
 }
@@ -236,15 +241,17 @@ async fn control(
     mut shared: Shared<KubeCluster>,
     client: kube::Client,
     interval: Duration,
+    upgrade_selector: Option<String>,
     mut stop: watch::Receiver<bool>,
 ) {
     let (caches, changes) = watch_caches(&client);
     shared.cluster = shared.cluster.with_pdb_cache(caches.pdbs);
-    let controller = Controller::new(
-        Api::<OSUpgrade>::all(client),
-        watcher::Config::default().any_semantic(),
-    )
-    .with_config(controller::Config::default());
+    let mut upgrades = watcher::Config::default().any_semantic();
+    if let Some(sel) = &upgrade_selector {
+        upgrades = upgrades.labels(sel);
+    }
+    let controller = Controller::new(Api::<OSUpgrade>::all(client), upgrades)
+        .with_config(controller::Config::default());
     let ctx = Arc::new(Ctx {
         shared,
         nodes: caches.nodes,
@@ -424,7 +431,10 @@ impl Replica<'_> {
         let shared = self.shared();
         let (tx, rx) = watch::channel(false);
         let client = self.client.clone();
-        let handle = tokio::spawn(control(shared, client, self.cfg.reconcile_interval, rx));
+        let selector = self.cfg.upgrade_selector.clone();
+        let handle = tokio::spawn(
+            control(shared, client, self.cfg.reconcile_interval, selector, rx).in_current_span(),
+        );
         self.task = Some((handle, tx));
     }
 

@@ -65,28 +65,27 @@ fn demo_rejects_a_bad_max_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_bars_per_node_and_totals() {
+    // Names carry the harness instance's prefix: the test also holds on a shared cluster.
     let c = Cluster::start().await.unwrap();
-    c.install_crds().await.unwrap();
-    let ups: Api<OSUpgrade> = Api::all(c.client());
+    let fleet = c.name("fleet");
+    let (node1, node2) = (c.name("node-1"), c.name("node-2"));
+    let ups: Api<OSUpgrade> = Api::all(c.admin());
     let up: OSUpgrade = serde_json::from_value(json!({
-        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade", "metadata": {"name": "fleet"},
+        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade", "metadata": {"name": fleet},
         "spec": {"version": "stable", "catalog": {"inline": "stable: \"2.0\""}},
     }))
     .unwrap();
     ups.create(&PostParams::default(), &up).await.unwrap();
     let st = json!({"status": {"phase": "Progressing", "resolvedVersion": "2.0"}});
-    ups.patch_status("fleet", &PatchParams::default(), &Patch::Merge(&st))
+    ups.patch_status(&fleet, &PatchParams::default(), &Patch::Merge(&st))
         .await
         .unwrap();
-    let ps: Api<OSUpgradeProgress> = Api::all(c.client());
-    for (node, phase, done) in [
-        ("node-1", "Completed", 2048),
-        ("node-2", "Downloading", 512),
-    ] {
+    let ps: Api<OSUpgradeProgress> = Api::all(c.admin());
+    for (node, phase, done) in [(&node1, "Completed", 2048), (&node2, "Downloading", 512)] {
         let p: OSUpgradeProgress = serde_json::from_value(json!({
             "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgradeProgress",
-            "metadata": {"name": format!("p-{node}"), "labels": {"osroll.io/source": "fleet", "osroll.io/node": node}},
-            "spec": {"nodeName": node, "sourceRef": {"name": "fleet"}},
+            "metadata": {"name": format!("p-{node}"), "labels": {"osroll.io/source": fleet, "osroll.io/node": node}},
+            "spec": {"nodeName": node, "sourceRef": {"name": fleet}},
         }))
         .unwrap();
         ps.create(&PostParams::default(), &p).await.unwrap();
@@ -99,13 +98,13 @@ async fn status_shows_bars_per_node_and_totals() {
         .await
         .unwrap();
     }
-    let run = |args: Vec<&'static str>| {
-        let kc = c.kubeconfig().to_path_buf();
+    let run = |args: Vec<String>| {
+        let kc = c.admin_kubeconfig().to_path_buf();
         tokio::task::spawn_blocking(move || {
             osroll().args(args).env("KUBECONFIG", kc).output().unwrap()
         })
     };
-    let out = run(vec!["status", "fleet"]).await.unwrap();
+    let out = run(vec!["status".into(), fleet.clone()]).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -113,25 +112,38 @@ async fn status_shows_bars_per_node_and_totals() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.starts_with("fleet: stable -> 2.0  Progressing  (1/2 completed, 1 staging)"),
+        stdout.starts_with(&format!(
+            "{fleet}: stable -> 2.0  Progressing  (1/2 completed, 1 staging)"
+        )),
         "{stdout}"
     );
+    let row = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{node2} ")))
+        .unwrap_or_else(|| panic!("no row for {node2}: {stdout}"));
     assert!(
-        stdout.contains("node-2         Downloading [########----------------------]  25%"),
+        row.contains(" Downloading [########----------------------]  25%"),
         "{stdout}"
     );
-    let out = run(vec!["status", "nope"]).await.unwrap();
+    let nope = c.name("nope");
+    let out = run(vec!["status".into(), nope.clone()]).await.unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("OSUpgrade \"nope\" not found"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("OSUpgrade \"{nope}\" not found"))
+    );
 
     // --watch follows until the rollout ends (stdout is not a terminal: one line per change).
-    let watcher = run(vec!["status", "--watch", "fleet"]);
+    let watcher = run(vec!["status".into(), "--watch".into(), fleet.clone()]);
     let st = json!({"status": {"phase": "Completed", "bytesDone": 2048}});
-    ps.patch_status("p-node-2", &PatchParams::default(), &Patch::Merge(&st))
-        .await
-        .unwrap();
+    ps.patch_status(
+        &format!("p-{node2}"),
+        &PatchParams::default(),
+        &Patch::Merge(&st),
+    )
+    .await
+    .unwrap();
     let done = json!({"status": {"phase": "Completed"}});
-    ups.patch_status("fleet", &PatchParams::default(), &Patch::Merge(&done))
+    ups.patch_status(&fleet, &PatchParams::default(), &Patch::Merge(&done))
         .await
         .unwrap();
     let out = tokio::time::timeout(std::time::Duration::from_secs(30), watcher)

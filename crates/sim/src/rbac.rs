@@ -1,7 +1,9 @@
 //! RBAC evaluation over `rbac.authorization.k8s.io/v1` objects: which requests the
 //! (Cluster)Roles bound to a user allow. Tests use it to check the audit log of a run
-//! against the RBAC osroll ships, and the test API server uses it when started with
-//! `ServerConfig::enforce_rbac` to answer 403 like a real cluster would.
+//! against the RBAC osroll ships, and the test API server uses it (unless
+//! `ServerConfig::enforce_rbac` is turned off) to answer 403 like a real cluster would.
+//! Kubelets (`system:node:<name>`) are authorized by [`node_allows`], a stand-in for
+//! the Node authorizer of a real cluster.
 //!
 //! Covered: ClusterRoles, Roles, ClusterRoleBindings, RoleBindings (also to a
 //! ClusterRole), subjects of kind User, ServiceAccount and Group (`system:authenticated`,
@@ -229,6 +231,38 @@ pub fn rule_allows(rule: &Value, e: &AuditEntry) -> bool {
         && name_ok
 }
 
+/// The user name of the kubelet of `node`, as the Node authorizer knows it.
+pub fn node_user(node: &str) -> String {
+    format!("system:node:{node}")
+}
+
+/// What the Node authorizer (with NodeRestriction) lets a kubelet do, approximately:
+/// register and update its own Node and Lease, read Nodes and pods, write the status of
+/// pods and delete them (the kubelet's half of graceful deletion), record Events. Users
+/// that are not kubelets get nothing from it.
+pub fn node_allows(e: &AuditEntry) -> bool {
+    let Some(node) = e.user.strip_prefix("system:node:") else {
+        return false;
+    };
+    let read = matches!(e.verb.as_str(), "get" | "list" | "watch");
+    let own = e.name.is_empty() || e.name == node;
+    match (
+        e.group.as_str(),
+        e.resource.as_str(),
+        e.subresource.as_str(),
+    ) {
+        ("", "nodes", "" | "status") => read || (own && e.verb != "deletecollection"),
+        ("", "pods", "") => read || e.verb == "delete",
+        ("", "pods", "status") => matches!(e.verb.as_str(), "get" | "patch" | "update"),
+        ("coordination.k8s.io", "leases", "") => e.namespace == "kube-node-lease" && (read || own),
+        ("", "events", "") | ("events.k8s.io", "events", "") => {
+            matches!(e.verb.as_str(), "create" | "patch" | "update")
+        }
+        ("", "configmaps" | "secrets" | "services", "") => read,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +375,47 @@ mod tests {
         let denied = a.denied(&log, SA);
         assert_eq!(denied.len(), 1);
         assert_eq!(denied[0].resource, "nodes");
+    }
+
+    #[test]
+    fn kubelets_write_only_their_own_node() {
+        let k = node_user("n1");
+        assert!(node_allows(&entry(
+            &k, "patch", "", "nodes", "status", "", "n1"
+        )));
+        assert!(node_allows(&entry(&k, "get", "", "nodes", "", "", "n2")));
+        assert!(!node_allows(&entry(&k, "patch", "", "nodes", "", "", "n2")));
+        assert!(!node_allows(&entry(
+            &k, "delete", "", "nodes", "", "", "n2"
+        )));
+        assert!(node_allows(&entry(
+            &k,
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            "",
+            "kube-node-lease",
+            "n1"
+        )));
+        assert!(!node_allows(&entry(
+            &k,
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            "",
+            "osroll-system",
+            "n1"
+        )));
+        assert!(!node_allows(&entry(
+            &k,
+            "list",
+            "osroll.io",
+            "osupgradeprogresses",
+            "",
+            "",
+            ""
+        )));
+        assert!(!node_allows(&entry(SA, "get", "", "nodes", "", "", "n1")));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::fleet::{Controller, wait_managed, wait_rollout_end};
-use common::{DisruptionRecorder, NS};
+use common::DisruptionRecorder;
+use common::fleet::{Controller, wait_rollout_end};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -82,26 +82,25 @@ fn fake_process(proc_root: &Path, pid: u32, uid: &str, root: &str) -> anyhow::Re
     Ok(())
 }
 
-fn upgrade() -> anyhow::Result<OSUpgrade> {
+fn upgrade(cluster: &Cluster) -> anyhow::Result<OSUpgrade> {
     let catalog = format!(
         "stable: \"2.0\"\nimages:\n  - version: \"2.0\"\n    url: https://os.example/2.0\n    checksum: sha256:{}\n",
         "ab".repeat(32)
     );
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
-        "metadata": {"name": "live"},
-        "spec": {
+    cluster.upgrade(
+        "live",
+        json!({
             "version": "stable",
             "catalog": {"inline": catalog},
             "strategy": {"maxUnavailable": 1},
             "restartOnLiveUpdate": {"matchLabels": {"app": "cni"}},
             "osVersionManagement": {"channel": "stable"},
-        },
-    }))?)
+        }),
+    )
 }
 
-async fn pods(admin: &kube::Client) -> Vec<Pod> {
-    Api::<Pod>::all(admin.clone())
+async fn pods(admin: &kube::Client, ns: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(admin.clone(), ns)
         .list(&ListParams::default())
         .await
         .map(|l| l.items)
@@ -115,9 +114,8 @@ fn uid(p: &Pod) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Result<()> {
     let cluster = Cluster::start().await?;
-    cluster.install_crds().await?;
-    cluster.ensure_namespace(NS).await?;
-    let admin = cluster.client();
+    let admin = cluster.admin();
+    let ns = cluster.namespace();
     let _workloads = cluster.start_workloads();
     let dir = tempfile::tempdir()?;
 
@@ -125,7 +123,7 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
     let mut kubelets = Vec::new();
     let mut proc_roots = BTreeMap::new();
     for i in 0..NODES {
-        let name = format!("node-{i:02}");
+        let name = cluster.name(&format!("node-{i:02}"));
         let nd = dir.path().join(&name);
         let host = SimHost::create(&nd.join("host"), 4096, "1.0")?;
         let exe = plugin(&nd.join("os"))?;
@@ -133,7 +131,7 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
         fs::create_dir_all(&proc_root)?;
         proc_roots.insert(name.clone(), proc_root.clone());
         kubelets.push(cluster.add_node(KubeletConfig::new(&name)).await?);
-        let client = cluster.client_for(&format!("system:node:{name}")).await?;
+        let client = cluster.agent_client(&name).await?;
         let mut cfg = AgentConfig::new(&name, nd.join("state"));
         cfg.resync = Duration::from_secs(2);
         cfg.error_backoff = Duration::from_millis(300);
@@ -144,32 +142,32 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
         cfg.proc_root = proc_root;
         agents.push(tokio::spawn(osroll_agent::run(cfg, client, Arc::new(host))));
     }
-    wait_managed(&admin, NODES).await?;
+    cluster.wait_managed(NODES).await?;
 
     // A CNI DaemonSet (restarted by the selector) and a Deployment (left alone, except
     // the one pod whose mount table points into the previous version).
     let ds: DaemonSet = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"name": "cni", "namespace": "default"},
+        "metadata": {"name": "cni", "namespace": ns},
         "spec": {"selector": {"matchLabels": {"app": "cni"}},
                  "template": {"metadata": {"labels": {"app": "cni"}},
                               "spec": {"containers": [{"name": "cni", "image": "registry.example/cni:1"}]}}},
     }))?;
-    Api::<DaemonSet>::namespaced(admin.clone(), "default")
+    Api::<DaemonSet>::namespaced(admin.clone(), &ns)
         .create(&PostParams::default(), &ds)
         .await?;
     let dep: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "default"},
+        "metadata": {"name": "web", "namespace": ns},
         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}},
                               "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]}}},
     }))?;
-    Api::<Deployment>::namespaced(admin.clone(), "default")
+    Api::<Deployment>::namespaced(admin.clone(), &ns)
         .create(&PostParams::default(), &dep)
         .await?;
     let before = wait_for("3 cni and 3 web pods", Duration::from_secs(30), || async {
-        let ps = pods(&admin).await;
+        let ps = pods(&admin, &ns).await;
         let n = |app: &str| {
             ps.iter()
                 .filter(|p| {
@@ -221,7 +219,7 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
     // Record every pod deletion and every Node state from watch events.
     let deleted = Arc::new(Mutex::new(Vec::<String>::new()));
     let d2 = deleted.clone();
-    let pod_api: Api<Pod> = Api::all(admin.clone());
+    let pod_api: Api<Pod> = Api::namespaced(admin.clone(), &ns);
     let pod_watch = tokio::spawn(async move {
         let mut s = watcher(pod_api, watcher::Config::default()).boxed();
         while let Some(ev) = s.next().await {
@@ -231,21 +229,30 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
         }
     });
     let recorder = DisruptionRecorder::default();
-    let rec_task = tokio::spawn(recorder.clone().run(admin.clone()));
+    let rec_task = tokio::spawn(
+        recorder
+            .clone()
+            .run_selected(admin.clone(), cluster.scope().selector()),
+    );
 
+    let up = upgrade(&cluster)?;
+    let up_name = up.metadata.name.clone().unwrap_or_default();
     Api::<OSUpgrade>::all(admin.clone())
-        .create(&PostParams::default(), &upgrade()?)
+        .create(&PostParams::default(), &up)
         .await?;
     let ctrl = Controller::start(&cluster, "replica-a", Duration::from_millis(300)).await?;
 
-    let st = wait_rollout_end(&admin, "live", Duration::from_secs(90)).await?;
+    let st = wait_rollout_end(&admin, &up_name, Duration::from_secs(90)).await?;
     assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
     assert_eq!(st.nodes.as_ref().map(|n| n.completed), Some(NODES as u32));
 
-    let progresses = Api::<OSUpgradeProgress>::all(admin.clone())
+    let progresses: Vec<OSUpgradeProgress> = Api::<OSUpgradeProgress>::all(admin.clone())
         .list(&ListParams::default())
         .await?
-        .items;
+        .items
+        .into_iter()
+        .filter(|p| cluster.scope().owns(&p.spec.node_name))
+        .collect();
     assert_eq!(progresses.len(), NODES);
     for p in &progresses {
         let s = p.status.clone().unwrap_or_default();
@@ -276,7 +283,7 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
         recorder.history.lock().unwrap()
     );
     for n in Api::<Node>::all(admin.clone())
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels(&cluster.scope().selector()))
         .await?
         .items
     {
@@ -301,6 +308,9 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
             let n = evs
                 .iter()
                 .filter(|e| e.reason.as_deref() == Some("LiveUpdateApproved"))
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(up_name.as_str())
+                })
                 .count();
             (n == NODES).then_some(())
         },
@@ -314,7 +324,7 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
         "the restarted pods to be gone",
         Duration::from_secs(10),
         || async {
-            let now: BTreeSet<String> = pods(&admin).await.iter().map(uid).collect();
+            let now: BTreeSet<String> = pods(&admin, &ns).await.iter().map(uid).collect();
             want.iter().all(|u| !now.contains(u)).then_some(())
         },
     )
@@ -326,7 +336,7 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
     if let Some(audit) = cluster.audit() {
         let mut deletes: BTreeMap<String, usize> = BTreeMap::new();
         for e in audit.iter().filter(|e| {
-            e.verb == "delete" && e.resource == "pods" && e.user.starts_with("system:node:")
+            e.verb == "delete" && e.resource == "pods" && e.user == cluster.agent_user()
         }) {
             *deletes.entry(e.name.clone()).or_default() += 1;
         }

@@ -1,5 +1,7 @@
 //! Kubelet-lite nodes: registration, heartbeats, running pods, graceful deletion, reboots,
-//! and `kubectl drain` against them with a PodDisruptionBudget in the way.
+//! and `kubectl drain` against them with a PodDisruptionBudget in the way. Nodes and pods
+//! carry the harness instance's names and namespace, so the tests also hold on a shared
+//! cluster.
 
 use std::time::Duration;
 
@@ -43,7 +45,7 @@ fn restarts(p: &Pod) -> i32 {
 }
 
 async fn bound_pod(c: &Cluster, name: &str, node: &str, labels: serde_json::Value) {
-    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.admin(), &c.namespace());
     let p: Pod = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": labels},
         "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.example/app:1"}]},
@@ -53,7 +55,7 @@ async fn bound_pod(c: &Cluster, name: &str, node: &str, labels: serde_json::Valu
 }
 
 async fn wait_pod<F: Fn(&Pod) -> bool>(c: &Cluster, name: &str, what: &str, f: F) -> Pod {
-    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.admin(), &c.namespace());
     wait_for(what, Duration::from_secs(10), || {
         let pods = pods.clone();
         let f = &f;
@@ -66,33 +68,35 @@ async fn wait_pod<F: Fn(&Pod) -> bool>(c: &Cluster, name: &str, what: &str, f: F
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_registers_keeps_its_lease_and_runs_pods() {
     let c = Cluster::start().await.unwrap();
-    let node = c.add_node(fast("node-1")).await.unwrap();
-    let nodes: Api<Node> = Api::all(c.client());
-    let n = nodes.get("node-1").await.unwrap();
+    let n1 = c.name("node-1");
+    let node = c.add_node(fast(&n1)).await.unwrap();
+    let nodes: Api<Node> = Api::all(c.admin());
+    let n = nodes.get(&n1).await.unwrap();
     assert_eq!(ready(&n), Some(true));
     let labels = n.metadata.labels.unwrap();
     assert_eq!(labels["osroll.io/managed"], "true");
-    assert_eq!(labels["kubernetes.io/hostname"], "node-1");
+    assert_eq!(labels["kubernetes.io/hostname"], n1);
     assert_eq!(n.status.unwrap().node_info.unwrap().boot_id, node.boot_id());
 
-    let leases: Api<Lease> = Api::namespaced(c.client(), "kube-node-lease");
-    let first = leases.get("node-1").await.unwrap().spec.unwrap();
-    assert_eq!(first.holder_identity.as_deref(), Some("node-1"));
+    let leases: Api<Lease> = Api::namespaced(c.admin(), "kube-node-lease");
+    let first = leases.get(&n1).await.unwrap().spec.unwrap();
+    assert_eq!(first.holder_identity.as_deref(), Some(n1.as_str()));
     wait_for("the lease to be renewed", Duration::from_secs(5), || {
         let leases = leases.clone();
         let before = first.renew_time.clone();
-        async move { (leases.get("node-1").await.ok()?.spec?.renew_time != before).then_some(()) }
+        let n1 = &n1;
+        async move { (leases.get(n1).await.ok()?.spec?.renew_time != before).then_some(()) }
     })
     .await
     .unwrap();
 
-    bound_pod(&c, "web", "node-1", json!({"app": "web"})).await;
+    bound_pod(&c, "web", &n1, json!({"app": "web"})).await;
     let p = wait_pod(&c, "web", "pod running", pod_ready).await;
     let st = p.status.unwrap();
     assert_eq!(st.phase.as_deref(), Some("Running"));
     assert_eq!(st.host_ip.as_deref(), Some("127.0.0.1"));
 
-    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.admin(), &c.namespace());
     pods.delete("web", &DeleteParams::default()).await.unwrap();
     wait_for(
         "graceful deletion to finish",
@@ -109,17 +113,18 @@ async fn node_registers_keeps_its_lease_and_runs_pods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reboot_makes_the_node_not_ready_then_restarts_its_pods() {
     let c = Cluster::start().await.unwrap();
-    let node = std::sync::Arc::new(c.add_node(fast("node-1")).await.unwrap());
-    bound_pod(&c, "app", "node-1", json!({"app": "a"})).await;
+    let n1 = c.name("node-1");
+    let node = std::sync::Arc::new(c.add_node(fast(&n1)).await.unwrap());
+    bound_pod(&c, "app", &n1, json!({"app": "a"})).await;
     wait_pod(&c, "app", "pod running", pod_ready).await;
     let before = node.boot_id();
     node.set_os_image_after_reboot("osroll SimOS v2");
     let n2 = node.clone();
     let reboot = tokio::spawn(async move { n2.reboot(Duration::from_millis(500)).await });
-    let nodes: Api<Node> = Api::all(c.client());
+    let nodes: Api<Node> = Api::all(c.admin());
     wait_for("node NotReady", Duration::from_secs(5), || {
-        let nodes = nodes.clone();
-        async move { (ready(&nodes.get("node-1").await.ok()?) == Some(false)).then_some(()) }
+        let (nodes, n1) = (nodes.clone(), &n1);
+        async move { (ready(&nodes.get(n1).await.ok()?) == Some(false)).then_some(()) }
     })
     .await
     .unwrap();
@@ -129,7 +134,7 @@ async fn reboot_makes_the_node_not_ready_then_restarts_its_pods() {
     .await;
     assert_eq!(restarts(&down), 0);
     reboot.await.unwrap().unwrap();
-    let n = nodes.get("node-1").await.unwrap();
+    let n = nodes.get(&n1).await.unwrap();
     assert_eq!(ready(&n), Some(true));
     let info = n.status.unwrap().node_info.unwrap();
     assert_ne!(info.boot_id, before);
@@ -145,12 +150,13 @@ async fn reboot_makes_the_node_not_ready_then_restarts_its_pods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_drain_respects_budgets_and_completes_evictions() {
     let c = Cluster::start().await.unwrap();
-    let _n1 = c.add_node(fast("node-1")).await.unwrap();
+    let n1 = c.name("node-1");
+    let _n1 = c.add_node(fast(&n1)).await.unwrap();
     for p in ["web-1", "web-2"] {
-        bound_pod(&c, p, "node-1", json!({"app": "web"})).await;
+        bound_pod(&c, p, &n1, json!({"app": "web"})).await;
         wait_pod(&c, p, "pod running", pod_ready).await;
     }
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.client(), "default");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.admin(), &c.namespace());
     let pdb: PodDisruptionBudget = serde_json::from_value(json!({
         "metadata": {"name": "web"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}
     }))
@@ -158,24 +164,20 @@ async fn kubectl_drain_respects_budgets_and_completes_evictions() {
     pdbs.create(&PostParams::default(), &pdb).await.unwrap();
 
     // Bare pods need --force; one eviction is allowed, the second is refused until timeout.
+    // DaemonSet pods are left alone (a real cluster's DaemonSets may cover the node).
+    let drain = ["drain", &n1, "--force", "--ignore-daemonsets"];
     let out = c
-        .kubectl_run(&["drain", "node-1", "--force", "--timeout=3s"], None)
+        .kubectl_run(&[&drain[..], &["--timeout=3s"]].concat(), None)
         .await
         .unwrap();
     assert!(!out.success(), "{out:?}");
     assert!(out.stderr.contains("disruption budget"), "{out:?}");
-    let nodes: Api<Node> = Api::all(c.client());
+    let nodes: Api<Node> = Api::all(c.admin());
     assert_eq!(
-        nodes
-            .get("node-1")
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .unschedulable,
+        nodes.get(&n1).await.unwrap().spec.unwrap().unschedulable,
         Some(true)
     );
-    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.admin(), &c.namespace());
     let left: Vec<String> = pods
         .list(&Default::default())
         .await
@@ -192,11 +194,14 @@ async fn kubectl_drain_respects_budgets_and_completes_evictions() {
         .await
         .unwrap();
     let out = c
-        .kubectl_run(&["drain", "node-1", "--force", "--timeout=10s"], None)
+        .kubectl_run(&[&drain[..], &["--timeout=10s"]].concat(), None)
         .await
         .unwrap();
     assert!(out.success(), "{out:?}");
-    assert!(out.stdout.contains("node/node-1 drained"), "{out:?}");
+    assert!(
+        out.stdout.contains(&format!("node/{n1} drained")),
+        "{out:?}"
+    );
     assert!(
         pods.list(&Default::default())
             .await
@@ -204,19 +209,13 @@ async fn kubectl_drain_respects_budgets_and_completes_evictions() {
             .items
             .is_empty()
     );
-    let out = c.kubectl_run(&["uncordon", "node-1"], None).await.unwrap();
+    let out = c.kubectl_run(&["uncordon", &n1], None).await.unwrap();
     assert!(out.success(), "{out:?}");
     assert_ne!(
-        nodes
-            .get("node-1")
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .unschedulable,
+        nodes.get(&n1).await.unwrap().spec.unwrap().unschedulable,
         Some(true)
     );
-    let out = c.kubectl_run(&["get", "nodes"], None).await.unwrap();
+    let out = c.kubectl_run(&["get", "node", &n1], None).await.unwrap();
     assert!(
         out.stdout.lines().nth(1).unwrap().split_whitespace().nth(1) == Some("Ready"),
         "{}",
@@ -229,10 +228,11 @@ async fn workloads_reschedule_evicted_pods_and_daemonsets_cover_nodes() {
     use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
     use kube::api::{EvictParams, ListParams, Patch, PatchParams};
     let c = Cluster::start().await.unwrap();
-    let _a = c.add_node(fast("node-a")).await.unwrap();
-    let _b = c.add_node(fast("node-b")).await.unwrap();
-    let _w = c.start_workloads().unwrap();
-    let deps: Api<Deployment> = Api::namespaced(c.client(), "default");
+    let (na, nb) = (c.name("node-a"), c.name("node-b"));
+    let _a = c.add_node(fast(&na)).await.unwrap();
+    let _b = c.add_node(fast(&nb)).await.unwrap();
+    let _w = c.start_workloads();
+    let deps: Api<Deployment> = Api::namespaced(c.admin(), &c.namespace());
     let d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "web"},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
@@ -240,7 +240,7 @@ async fn workloads_reschedule_evicted_pods_and_daemonsets_cover_nodes() {
     }))
     .unwrap();
     deps.create(&PostParams::default(), &d).await.unwrap();
-    let dss: Api<DaemonSet> = Api::namespaced(c.client(), "default");
+    let dss: Api<DaemonSet> = Api::namespaced(c.admin(), &c.namespace());
     let ds: DaemonSet = serde_json::from_value(json!({
         "metadata": {"name": "agent"},
         "spec": {"selector": {"matchLabels": {"app": "agent"}},
@@ -248,9 +248,12 @@ async fn workloads_reschedule_evicted_pods_and_daemonsets_cover_nodes() {
     }))
     .unwrap();
     dss.create(&PostParams::default(), &ds).await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.admin(), &c.namespace());
+    // Where the app's ready pods run, among this instance's nodes (on a shared cluster
+    // the Deployment may also use others).
     let placed = |app: &'static str| {
         let pods = pods.clone();
+        let scope = c.scope().clone();
         async move {
             let l = pods
                 .list(&ListParams::default().labels(&format!("app={app}")))
@@ -261,6 +264,7 @@ async fn workloads_reschedule_evicted_pods_and_daemonsets_cover_nodes() {
                 .iter()
                 .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
                 .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+                .filter(|n| scope.owns(n))
                 .collect();
             nodes.sort();
             Some(nodes)
@@ -269,14 +273,14 @@ async fn workloads_reschedule_evicted_pods_and_daemonsets_cover_nodes() {
     wait_for(
         "web spread over both nodes",
         Duration::from_secs(10),
-        || async { (placed("web").await? == ["node-a", "node-b"]).then_some(()) },
+        || async { (placed("web").await? == [na.as_str(), nb.as_str()]).then_some(()) },
     )
     .await
     .unwrap();
     wait_for(
         "one agent pod per node",
         Duration::from_secs(10),
-        || async { (placed("agent").await? == ["node-a", "node-b"]).then_some(()) },
+        || async { (placed("agent").await? == [na.as_str(), nb.as_str()]).then_some(()) },
     )
     .await
     .unwrap();
@@ -286,10 +290,10 @@ async fn workloads_reschedule_evicted_pods_and_daemonsets_cover_nodes() {
     .await
     .unwrap();
     // Cordon node-a and evict its web pod: the replacement lands on node-b.
-    let nodes: Api<Node> = Api::all(c.client());
+    let nodes: Api<Node> = Api::all(c.admin());
     nodes
         .patch(
-            "node-a",
+            &na,
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"unschedulable": true}})),
         )
@@ -299,7 +303,7 @@ async fn workloads_reschedule_evicted_pods_and_daemonsets_cover_nodes() {
         .list(
             &ListParams::default()
                 .labels("app=web")
-                .fields("spec.nodeName=node-a"),
+                .fields(&format!("spec.nodeName={na}")),
         )
         .await
         .unwrap()
@@ -311,13 +315,13 @@ async fn workloads_reschedule_evicted_pods_and_daemonsets_cover_nodes() {
     wait_for(
         "web rescheduled onto node-b",
         Duration::from_secs(10),
-        || async { (placed("web").await? == ["node-b", "node-b"]).then_some(()) },
+        || async { (placed("web").await? == [nb.as_str(), nb.as_str()]).then_some(()) },
     )
     .await
     .unwrap();
     assert_eq!(
         placed("agent").await.unwrap(),
-        ["node-a", "node-b"],
+        [na.clone(), nb.clone()],
         "DaemonSet pods stay on cordoned nodes"
     );
 }

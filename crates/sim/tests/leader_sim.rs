@@ -17,8 +17,10 @@ use serde_json::json;
 
 const SUM: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
 
-fn user(replica: &str) -> String {
-    format!("system:serviceaccount:osroll-system:{replica}")
+/// The node a replica's pod runs on: both replicas are the controller's service
+/// account, told apart in the audit log by the node their pod-bound tokens name.
+fn node_of(replica: &str) -> String {
+    format!("control-plane-{replica}")
 }
 
 struct Replica {
@@ -28,7 +30,10 @@ struct Replica {
 }
 
 async fn replica(c: &SimCluster, name: &'static str) -> anyhow::Result<Replica> {
-    let client = c.server.client_for(&user(name)).await?;
+    let client = c
+        .server
+        .client_for_node(CONTROLLER_USER, &node_of(name))
+        .await?;
     let cfg = ControllerConfig {
         namespace: NS.into(),
         identity: name.into(),
@@ -62,7 +67,7 @@ async fn two_replicas_never_both_act_and_a_stopped_leader_hands_over() -> anyhow
         staging: Duration::from_millis(200),
         reboot: Duration::from_millis(400),
     };
-    let agent_task = tokio::spawn(agents.run(c.admin.clone()));
+    let agent_task = c.run_agents(agents);
     let catalog = format!(
         "images:\n  - version: \"2.0\"\n    url: https://images.example/2.0\n    checksum: {SUM}\n"
     );
@@ -122,7 +127,8 @@ async fn two_replicas_never_both_act_and_a_stopped_leader_hands_over() -> anyhow
         audit
             .iter()
             .filter(|e| {
-                e.user == user(r)
+                e.user == CONTROLLER_USER
+                    && e.node_name.as_deref() == Some(node_of(r).as_str())
                     && is_write(&e.verb)
                     && e.resource != "leases"
                     && e.resource != "events"

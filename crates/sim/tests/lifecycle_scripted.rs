@@ -76,7 +76,7 @@ async fn pausing_releases_a_node_whose_drain_is_blocked() -> anyhow::Result<()> 
         staging: Duration::from_millis(100),
         reboot: Duration::from_millis(200),
     };
-    let agent_task = tokio::spawn(agents.run(c.admin.clone()));
+    let agent_task = c.run_agents(agents);
     let ups: Api<OSUpgrade> = Api::all(c.admin.clone());
     ups.create(&PostParams::default(), &upgrade(1)?).await?;
     let (task, stop) = controller(&c).await?;
@@ -145,7 +145,7 @@ async fn deleting_the_upgrade_midway_uncordons_before_it_goes() -> anyhow::Resul
         staging: Duration::from_millis(100),
         reboot: Duration::from_secs(30),
     };
-    let agent_task = tokio::spawn(agents.run(c.admin.clone()));
+    let agent_task = c.run_agents(agents);
     let ups: Api<OSUpgrade> = Api::all(c.admin.clone());
     ups.create(&PostParams::default(), &upgrade(2)?).await?;
     let (task, stop) = controller(&c).await?;

@@ -17,109 +17,69 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::fleet::{Controller, wait_managed, wait_rollout_end};
-use common::{CONTROLLER_USER, NS};
+use common::fleet::{Controller, wait_rollout_end};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, PostParams};
-use osroll_api::manifests::{self, AGENT_SA, DEFAULT_NAMESPACE};
 use osroll_api::{OSUpgrade, OSUpgradeProgress, UpgradePhase};
 use osroll_sim::AuditEntry;
-use osroll_sim::ServerConfig;
 use osroll_sim::demo::images::ImageServer;
-use osroll_sim::demo::node::{MachineOptions, SimNode};
+use osroll_sim::demo::node::MachineOptions;
 use osroll_sim::rbac::Authorizer;
-use osroll_sim::testing::Cluster;
-use serde_json::{Value, json};
+use osroll_sim::testing::{Cluster, identities};
+use serde_json::json;
 
 const NODES: usize = 3;
 
-fn agent_user() -> String {
-    format!("system:serviceaccount:{NS}:{AGENT_SA}")
+/// One question of the table: may `user` `verb` `resource`/`sub` in `ns`? `want`.
+struct Expect {
+    user: String,
+    verb: &'static str,
+    resource: &'static str,
+    sub: &'static str,
+    ns: String,
+    want: bool,
 }
 
-/// The RBAC objects (and service accounts) of the generated manifests; never the
-/// Deployment or DaemonSet, which would start real pods on a real cluster.
-fn rbac_objects() -> Vec<Value> {
-    let image = manifests::default_image();
-    manifests::controller(&image, NS)
-        .into_iter()
-        .chain(manifests::agent(&image, NS))
-        .filter(|o| {
-            matches!(
-                o["kind"].as_str(),
-                Some(
-                    "ServiceAccount"
-                        | "ClusterRole"
-                        | "ClusterRoleBinding"
-                        | "Role"
-                        | "RoleBinding"
-                )
-            )
+/// What each identity may do, in the instance's namespace.
+fn expectations(cluster: &Cluster) -> Vec<Expect> {
+    let (a, c, own) = (
+        cluster.agent_user(),
+        cluster.controller_user(),
+        cluster.namespace(),
+    );
+    let p = "osupgradeprogresses.osroll.io";
+    let lease = "leases.coordination.k8s.io";
+    let rows: [(&str, &'static str, &'static str, &'static str, &str, bool); 19] = [
+        (&a, "watch", p, "", "", true),
+        (&a, "patch", p, "status", "", true),
+        (&a, "patch", "nodes", "", "", true),
+        (&a, "create", p, "", "", false),
+        (&a, "update", p, "", "", false),
+        (&a, "delete", p, "", "", false),
+        (&a, "patch", "osupgrades.osroll.io", "", "", false),
+        (&a, "update", "nodes", "", "", false),
+        (&a, "delete", "nodes", "", "", false),
+        (&a, "create", "pods", "eviction", "default", false),
+        (&a, "get", "secrets", "", &own, false),
+        (&a, "update", lease, "", &own, false),
+        (&c, "create", p, "", "", true),
+        (&c, "patch", "osupgrades.osroll.io", "status", "", true),
+        (&c, "create", "pods", "eviction", "default", true),
+        (&c, "update", lease, "", &own, true),
+        (&c, "patch", p, "status", "", false),
+        (&c, "get", "secrets", "", &own, false),
+        (&c, "update", lease, "", "default", false),
+    ];
+    rows.into_iter()
+        .map(|(user, verb, resource, sub, ns, want)| Expect {
+            user: user.into(),
+            verb,
+            resource,
+            sub,
+            ns: ns.into(),
+            want,
         })
         .collect()
-}
-
-/// What each identity may do: (user, verb, resource, subresource, namespace, allowed).
-fn expectations() -> Vec<(
-    String,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    bool,
-)> {
-    let a = agent_user();
-    let c = CONTROLLER_USER.to_string();
-    let p = "osupgradeprogresses.osroll.io";
-    vec![
-        (a.clone(), "watch", p, "", "", true),
-        (a.clone(), "patch", p, "status", "", true),
-        (a.clone(), "patch", "nodes", "", "", true),
-        (a.clone(), "create", p, "", "", false),
-        (a.clone(), "update", p, "", "", false),
-        (a.clone(), "delete", p, "", "", false),
-        (a.clone(), "patch", "osupgrades.osroll.io", "", "", false),
-        (a.clone(), "update", "nodes", "", "", false),
-        (a.clone(), "delete", "nodes", "", "", false),
-        (a.clone(), "create", "pods", "eviction", "default", false),
-        (a.clone(), "get", "secrets", "", NS, false),
-        (
-            a.clone(),
-            "update",
-            "leases.coordination.k8s.io",
-            "",
-            NS,
-            false,
-        ),
-        (c.clone(), "create", p, "", "", true),
-        (
-            c.clone(),
-            "patch",
-            "osupgrades.osroll.io",
-            "status",
-            "",
-            true,
-        ),
-        (c.clone(), "create", "pods", "eviction", "default", true),
-        (
-            c.clone(),
-            "update",
-            "leases.coordination.k8s.io",
-            "",
-            NS,
-            true,
-        ),
-        (c.clone(), "patch", p, "status", "", false),
-        (c.clone(), "get", "secrets", "", NS, false),
-        (
-            c,
-            "update",
-            "leases.coordination.k8s.io",
-            "",
-            "default",
-            false,
-        ),
-    ]
 }
 
 /// `kubectl auth can-i` on a real cluster (exit 0: yes, 1: no).
@@ -171,12 +131,11 @@ fn manifests_allow(
     })
 }
 
-fn upgrade(catalog: String) -> anyhow::Result<OSUpgrade> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
-        "metadata": {"name": "rbac-fleet"},
-        "spec": {"version": "stable", "catalog": {"inline": catalog}, "allowHttpImages": true},
-    }))?)
+fn upgrade(cluster: &Cluster, catalog: String) -> anyhow::Result<OSUpgrade> {
+    cluster.upgrade(
+        "rbac-fleet",
+        json!({"version": "stable", "catalog": {"inline": catalog}, "allowHttpImages": true}),
+    )
 }
 
 /// Whether a label or field selector requires `key` to equal `value`.
@@ -212,33 +171,32 @@ fn show(e: &AuditEntry) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() -> anyhow::Result<()>
 {
-    assert_eq!(NS, DEFAULT_NAMESPACE);
-    let cluster = Cluster::start_with(ServerConfig {
-        enforce_rbac: true,
-        ..Default::default()
-    })
-    .await?;
-    cluster.install_crds().await?;
-    cluster.ensure_namespace(NS).await?;
-    let objects = rbac_objects();
-    let out = cluster
-        .kubectl_run(&["apply", "-f", "-"], Some(&manifests::to_yaml(&objects)))
-        .await?;
-    anyhow::ensure!(out.success(), "applying the RBAC manifests: {out:?}");
-    let authz = Authorizer::from_objects(&objects);
+    // The harness applied the generated RBAC for its namespace; RBAC is enforced.
+    let cluster = Cluster::start().await?;
+    let authz = Authorizer::from_objects(&identities::rbac_objects(&cluster.namespace()));
+    let (agent, controller) = (cluster.agent_user(), cluster.controller_user());
 
     // What each identity may do: kubectl auth can-i on a real cluster, the manifests'
     // rules here (the same table, so it is exercised on every run).
-    for (user, verb, resource, sub, ns, want) in expectations() {
+    for Expect {
+        user,
+        verb,
+        resource,
+        sub,
+        ns,
+        want,
+    } in expectations(&cluster)
+    {
         let got = if cluster.is_real() {
-            can_i(&cluster, &user, verb, resource, sub, ns).await?
+            can_i(&cluster, &user, verb, resource, sub, &ns).await?
         } else {
-            manifests_allow(&authz, &user, verb, resource, sub, ns)
+            manifests_allow(&authz, &user, verb, resource, sub, &ns)
         };
         assert_eq!(got, want, "{user} {verb} {resource}/{sub} in {ns:?}");
     }
 
-    let admin = cluster.client();
+    let admin = cluster.admin();
+    let node = |i: usize| cluster.name(&format!("rbac-node-{i}"));
     let images = ImageServer::start(&["2.0"], 128 * 1024).await?;
     let dir = tempfile::tempdir()?;
     let opts = MachineOptions {
@@ -248,28 +206,23 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
     };
     let mut nodes = Vec::new();
     for i in 0..NODES {
-        let name = format!("rbac-node-{i}");
-        // The agent as its service account, with a token bound to its node.
-        let agent_client = cluster.client_for_node(&agent_user(), &name).await?;
+        // The kubelet as its node; the agent as its service account, with a token
+        // bound to its node.
         nodes.push(
-            SimNode::start(
-                cluster.client(),
-                agent_client,
-                dir.path(),
-                &name,
-                "1.0",
-                &opts,
-            )
-            .await?,
+            cluster
+                .start_machine(dir.path(), &node(i), "1.0", &opts)
+                .await?,
         );
     }
-    wait_managed(&admin, NODES).await?;
+    cluster.wait_managed(NODES).await?;
 
+    let up = upgrade(&cluster, images.catalog("2.0"))?;
+    let up_name = up.metadata.name.clone().unwrap_or_default();
     Api::<OSUpgrade>::all(admin.clone())
-        .create(&PostParams::default(), &upgrade(images.catalog("2.0"))?)
+        .create(&PostParams::default(), &up)
         .await?;
     let ctrl = Controller::start(&cluster, "rbac-test", Duration::from_millis(200)).await?;
-    let st = wait_rollout_end(&admin, "rbac-fleet", Duration::from_secs(90)).await?;
+    let st = wait_rollout_end(&admin, &up_name, Duration::from_secs(90)).await?;
     assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
     ctrl.stop().await?;
     drop(nodes);
@@ -281,10 +234,8 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
     // Node and listing every progress object (RBAC allows both; confinement does not),
     // and editing another node's progress spec (RBAC forbids it). The checks below must
     // flag all three, and nothing before them.
-    let rogue = cluster
-        .client_for_node(&agent_user(), "rbac-node-0")
-        .await?;
-    Api::<Node>::all(rogue.clone()).get("rbac-node-1").await?;
+    let rogue = cluster.agent_client(&node(0)).await?;
+    Api::<Node>::all(rogue.clone()).get(&node(1)).await?;
     Api::<OSUpgradeProgress>::all(rogue.clone())
         .list(&ListParams::default())
         .await?;
@@ -294,7 +245,7 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
         .items;
     let other = progresses
         .iter()
-        .find(|p| p.spec.node_name == "rbac-node-2")
+        .find(|p| p.spec.node_name == node(2))
         .and_then(|p| p.metadata.name.clone())
         .expect("node 2's progress");
     let edit = Api::<OSUpgradeProgress>::all(rogue)
@@ -309,9 +260,8 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
         "{edit:?}"
     );
     let log = cluster.audit().expect("audit log");
-    let agent = agent_user();
     let mut problems: Vec<(u64, String)> = Vec::new();
-    for user in [CONTROLLER_USER, agent.as_str()] {
+    for user in [controller.as_str(), agent.as_str()] {
         for e in authz.denied(&log, user) {
             problems.push((e.seq, format!("forbidden by the manifests: {}", show(e))));
         }
@@ -371,7 +321,7 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
     let controls = text(&controls);
     assert!(
         controls.contains("another node's object")
-            && controls.contains("name=\"rbac-node-1\"")
+            && controls.contains(&format!("name={:?}", node(1)))
             && controls.contains("a collection beyond its node")
             && controls.contains("forbidden by the manifests")
             && controls.contains(&format!("name={other:?}")),
@@ -388,7 +338,7 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
                 && e.code < 300
         })
     };
-    assert!(did(CONTROLLER_USER, "create", "osupgradeprogresses", ""));
+    assert!(did(&controller, "create", "osupgradeprogresses", ""));
     assert!(
         agent_calls.iter().any(|e| e.seq <= rollout_calls
             && e.verb == "watch"
@@ -396,9 +346,9 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
             && !e.field_selector.is_empty()),
         "the agents' watch of their progress objects was seen, with its selector"
     );
-    assert!(did(CONTROLLER_USER, "patch", "nodes", ""), "cordon");
+    assert!(did(&controller, "patch", "nodes", ""), "cordon");
     for n in 0..NODES {
-        let node = format!("rbac-node-{n}");
+        let node = node(n);
         let mine = |resource: &str, sub: &str| {
             agent_calls.iter().any(|e| {
                 e.node_name.as_deref() == Some(node.as_str())
@@ -417,7 +367,7 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
     println!(
         "audit: {} calls, {} by the controller, {} by the agents",
         rollout_calls,
-        log.iter().filter(|e| e.user == CONTROLLER_USER).count(),
+        log.iter().filter(|e| e.user == controller).count(),
         rollout_agent_calls
     );
     Ok(())

@@ -84,7 +84,7 @@ async fn scenario(kill_midway: bool) -> anyhow::Result<()> {
         staging: Duration::from_millis(200),
         reboot: Duration::from_millis(300),
     };
-    let agent_task = tokio::spawn(agents.run(c.admin.clone()));
+    let agent_task = c.run_agents(agents);
     Api::<OSUpgrade>::all(c.admin.clone())
         .create(&PostParams::default(), &upgrade()?)
         .await?;

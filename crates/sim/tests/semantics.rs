@@ -57,7 +57,7 @@ fn name_of(e: &WatchEvent<ConfigMap>) -> (&'static str, String) {
 #[tokio::test]
 async fn watch_resumes_from_a_resource_version() {
     let c = Cluster::start().await.unwrap();
-    let api: Api<ConfigMap> = Api::namespaced(c.client(), "default");
+    let api: Api<ConfigMap> = Api::namespaced(c.admin(), &c.namespace());
     let a = api
         .create(&PostParams::default(), &cm("a", &[]))
         .await
@@ -195,7 +195,7 @@ async fn too_old_resource_versions_are_gone() {
 #[tokio::test]
 async fn stale_updates_conflict() {
     let c = Cluster::start().await.unwrap();
-    let api: Api<ConfigMap> = Api::namespaced(c.client(), "default");
+    let api: Api<ConfigMap> = Api::namespaced(c.admin(), &c.namespace());
     let v1 = api
         .create(&PostParams::default(), &cm("c", &[]))
         .await
@@ -266,15 +266,16 @@ async fn make_ready(api: &Api<Pod>, name: &str) {
 async fn eviction_honours_disruption_budgets() {
     let c = Cluster::start().await.unwrap();
     // Without this, kube-rs retries the 429 with backoff for minutes.
-    let mut cfg = c.config().await.unwrap();
+    let mut cfg = c.admin_config().await.unwrap();
     cfg.default_retry = false;
     let client = kube::Client::try_from(cfg).unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client, "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &c.namespace());
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client, &c.namespace());
+    let node = c.name("node-1");
     for n in ["web-1", "web-2"] {
         pods.create(
             &PostParams::default(),
-            &pod(n, "node-1", json!({"app": "web"})),
+            &pod(n, &node, json!({"app": "web"})),
         )
         .await
         .unwrap();
@@ -322,7 +323,7 @@ async fn eviction_honours_disruption_budgets() {
     // An unrelated pod is not guarded.
     pods.create(
         &PostParams::default(),
-        &pod("other", "node-1", json!({"app": "db"})),
+        &pod("other", &node, json!({"app": "db"})),
     )
     .await
     .unwrap();
@@ -330,12 +331,27 @@ async fn eviction_honours_disruption_budgets() {
     pods.evict("other", &EvictParams::default()).await.unwrap();
 }
 
+/// How long a test waits for the garbage collector.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Wait until `name` is gone from `api` (404).
+async fn gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_for(&format!("{name} to be deleted"), TIMEOUT, || async {
+        api.get_opt(name).await.unwrap().is_none().then_some(())
+    })
+    .await
+    .unwrap();
+}
+
 fn owned(kind: &str, name: &str, uid: &str) -> Value {
     json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}])
 }
 
 async fn deployment_with_dependents(c: &Cluster, name: &str) -> String {
-    let deps: Api<Deployment> = Api::namespaced(c.client(), "default");
+    let deps: Api<Deployment> = Api::namespaced(c.admin(), &c.namespace());
     let d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
@@ -344,8 +360,8 @@ async fn deployment_with_dependents(c: &Cluster, name: &str) -> String {
     .unwrap();
     let d = deps.create(&PostParams::default(), &d).await.unwrap();
     let uid = d.metadata.uid.unwrap();
-    let cms: Api<ConfigMap> = Api::namespaced(c.client(), "default");
-    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(c.admin(), &c.namespace());
+    let pods: Api<Pod> = Api::namespaced(c.admin(), &c.namespace());
     let mut m = cm(&format!("{name}-cm"), &[]);
     m.metadata.owner_references = serde_json::from_value(owned("Deployment", name, &uid)).unwrap();
     cms.create(&PostParams::default(), &m).await.unwrap();
@@ -359,34 +375,40 @@ async fn deployment_with_dependents(c: &Cluster, name: &str) -> String {
 #[tokio::test]
 async fn deleting_an_owner_cascades_per_propagation_policy() {
     let c = Cluster::start().await.unwrap();
-    let deps: Api<Deployment> = Api::namespaced(c.client(), "default");
-    let cms: Api<ConfigMap> = Api::namespaced(c.client(), "default");
-    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let deps: Api<Deployment> = Api::namespaced(c.admin(), &c.namespace());
+    let cms: Api<ConfigMap> = Api::namespaced(c.admin(), &c.namespace());
+    let pods: Api<Pod> = Api::namespaced(c.admin(), &c.namespace());
 
+    // The garbage collector works in the background, as on a real cluster: poll.
     deployment_with_dependents(&c, "bg").await;
     deps.delete("bg", &DeleteParams::background())
         .await
         .unwrap();
-    assert_eq!(api_code(cms.get("bg-cm").await.unwrap_err()), 404);
-    assert_eq!(api_code(pods.get("bg-pod").await.unwrap_err()), 404);
+    gone(&cms, "bg-cm").await;
+    gone(&pods, "bg-pod").await;
 
     deployment_with_dependents(&c, "orphan").await;
     deps.delete("orphan", &DeleteParams::orphan())
         .await
         .unwrap();
-    let left = cms.get("orphan-cm").await.unwrap();
-    assert!(left.metadata.owner_references.is_none_or(|r| r.is_empty()));
+    gone(&deps, "orphan").await;
+    wait_for("the orphan's owner reference to go", TIMEOUT, || async {
+        let left = cms.get("orphan-cm").await.ok()?;
+        left.metadata
+            .owner_references
+            .is_none_or(|r| r.is_empty())
+            .then_some(())
+    })
+    .await
+    .unwrap();
 
     deployment_with_dependents(&c, "fg").await;
     deps.delete("fg", &DeleteParams::foreground())
         .await
         .unwrap();
-    assert_eq!(
-        api_code(deps.get("fg").await.unwrap_err()),
-        404,
-        "owner goes once dependents are gone"
-    );
-    assert_eq!(api_code(cms.get("fg-cm").await.unwrap_err()), 404);
+    // The owner goes once its dependents are gone.
+    gone(&deps, "fg").await;
+    gone(&cms, "fg-cm").await;
 
     // A dependent with a finalizer holds a foreground owner back.
     let uid = deployment_with_dependents(&c, "held").await;
@@ -400,6 +422,8 @@ async fn deleting_an_owner_cascades_per_propagation_policy() {
     deps.delete("held", &DeleteParams::foreground())
         .await
         .unwrap();
+    // Held: the pod dependent goes, the owner stays, marked for foreground deletion.
+    gone(&pods, "held-pod").await;
     let owner = deps.get("held").await.unwrap();
     assert_eq!(owner.metadata.uid.as_deref(), Some(uid.as_str()));
     assert!(
@@ -416,16 +440,16 @@ async fn deleting_an_owner_cascades_per_propagation_policy() {
     )
     .await
     .unwrap();
-    assert_eq!(api_code(deps.get("held").await.unwrap_err()), 404);
+    gone(&deps, "held").await;
 }
 
 #[tokio::test]
 async fn status_is_a_separate_subresource() {
     let c = Cluster::start().await.unwrap();
-    c.install_crds().await.unwrap();
-    let api: Api<OSUpgrade> = Api::all(c.client());
+    let api: Api<OSUpgrade> = Api::all(c.admin());
+    let u_name = c.name("u");
     let u: OSUpgrade = serde_json::from_value(json!({
-        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade", "metadata": {"name": "u"},
+        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade", "metadata": {"name": u_name},
         "spec": {"version": "v2", "catalog": {"inline": "stable: v2"}},
         "status": {"phase": "Completed"},
     }))
@@ -435,7 +459,7 @@ async fn status_is_a_separate_subresource() {
     assert_eq!(created.metadata.generation, Some(1));
     let st = api
         .patch_status(
-            "u",
+            &u_name,
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {"phase": "Progressing"}, "spec": {"version": "v9"}})),
         )
@@ -449,7 +473,7 @@ async fn status_is_a_separate_subresource() {
     );
     let main = api
         .patch(
-            "u",
+            &u_name,
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"version": "v3"}, "status": {"phase": "Failed"}})),
         )
@@ -464,7 +488,7 @@ async fn status_is_a_separate_subresource() {
     assert_eq!(main.metadata.generation, Some(2));
     let labelled = api
         .patch(
-            "u",
+            &u_name,
             &PatchParams::default(),
             &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
         )
@@ -480,7 +504,7 @@ async fn status_is_a_separate_subresource() {
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
     let c = Cluster::start().await.unwrap();
-    let api: Api<ConfigMap> = Api::namespaced(c.client(), "default");
+    let api: Api<ConfigMap> = Api::namespaced(c.admin(), &c.namespace());
     let mut m = cm("f", &[]);
     m.metadata.finalizers = Some(vec!["osroll.io/uncordon".into()]);
     api.create(&PostParams::default(), &m).await.unwrap();
@@ -519,7 +543,7 @@ async fn finalizers_hold_deletion_until_removed() {
 #[tokio::test]
 async fn server_side_apply_tracks_managers() {
     let c = Cluster::start().await.unwrap();
-    let api: Api<ConfigMap> = Api::namespaced(c.client(), "default");
+    let api: Api<ConfigMap> = Api::namespaced(c.admin(), &c.namespace());
     let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"x": "1", "y": "2"}});
     api.patch("s", &PatchParams::apply("alice"), &Patch::Apply(&a))
         .await
@@ -569,32 +593,37 @@ async fn server_side_apply_tracks_managers() {
 #[tokio::test]
 async fn selectors_filter_lists_and_watches() {
     let c = Cluster::start().await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.admin(), &c.namespace());
+    let (n1, n2, n3) = (c.name("n1"), c.name("n2"), c.name("n3"));
     pods.create(
         &PostParams::default(),
-        &pod("p1", "n1", json!({"osroll.io/node": "n1"})),
+        &pod("p1", &n1, json!({"osroll.io/node": n1})),
     )
     .await
     .unwrap();
     pods.create(
         &PostParams::default(),
-        &pod("p2", "n2", json!({"osroll.io/node": "n2"})),
+        &pod("p2", &n2, json!({"osroll.io/node": n2})),
     )
     .await
     .unwrap();
-    let all: Api<Pod> = Api::all(c.client());
+    let all: Api<Pod> = Api::all(c.admin());
     let on_n1 = all
-        .list(&ListParams::default().fields("spec.nodeName=n1"))
+        .list(&ListParams::default().fields(&format!("spec.nodeName={n1}")))
         .await
         .unwrap();
     assert_eq!(on_n1.items.len(), 1);
     let by_label = all
-        .list(&ListParams::default().labels("osroll.io/node in (n2, n3)"))
+        .list(&ListParams::default().labels(&format!("osroll.io/node in ({n2}, {n3})")))
         .await
         .unwrap();
+    assert_eq!(by_label.items.len(), 1);
     assert_eq!(by_label.items[0].metadata.name.as_deref(), Some("p2"));
     let by_name = pods
-        .list(&ListParams::default().fields("metadata.name=p1,metadata.namespace=default"))
+        .list(&ListParams::default().fields(&format!(
+            "metadata.name=p1,metadata.namespace={}",
+            c.namespace()
+        )))
         .await
         .unwrap();
     assert_eq!(by_name.items.len(), 1);
@@ -603,7 +632,7 @@ async fn selectors_filter_lists_and_watches() {
     let mut w = pods
         .watch(
             &WatchParams::default()
-                .labels("osroll.io/node=n1")
+                .labels(&format!("osroll.io/node={n1}"))
                 .disable_bookmarks(),
             &rv,
         )
@@ -631,20 +660,21 @@ async fn selectors_filter_lists_and_watches() {
 #[tokio::test]
 async fn deleting_a_namespace_deletes_its_contents() {
     let c = Cluster::start().await.unwrap();
-    c.ensure_namespace("work").await.unwrap();
-    let cms: Api<ConfigMap> = Api::namespaced(c.client(), "work");
+    let work = c.name("work");
+    c.ensure_namespace(&work).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(c.admin(), &work);
     cms.create(&PostParams::default(), &cm("a", &[]))
         .await
         .unwrap();
-    let nss: Api<Namespace> = Api::all(c.client());
-    nss.delete("work", &DeleteParams::default()).await.unwrap();
-    wait_for("namespace work to go", Duration::from_secs(10), || {
-        let nss = nss.clone();
-        async move { nss.get_opt("work").await.unwrap().is_none().then_some(()) }
+    let nss: Api<Namespace> = Api::all(c.admin());
+    nss.delete(&work, &DeleteParams::default()).await.unwrap();
+    wait_for("namespace work to go", Duration::from_secs(60), || {
+        let (nss, work) = (nss.clone(), &work);
+        async move { nss.get_opt(work).await.unwrap().is_none().then_some(()) }
     })
     .await
     .unwrap();
-    let missing: Api<ConfigMap> = Api::namespaced(c.client(), "nowhere");
+    let missing: Api<ConfigMap> = Api::namespaced(c.admin(), &c.name("nowhere"));
     assert_eq!(
         api_code(
             missing
@@ -662,7 +692,7 @@ async fn events_are_one_store_in_two_shapes() {
     use k8s_openapi::api::events::v1::Event;
     use kube::runtime::events::{Event as RecEvent, EventType, Recorder, Reporter};
     let c = Cluster::start().await.unwrap();
-    let cms: Api<ConfigMap> = Api::namespaced(c.client(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(c.admin(), &c.namespace());
     let target = cms
         .create(&PostParams::default(), &cm("target", &[]))
         .await
@@ -671,7 +701,7 @@ async fn events_are_one_store_in_two_shapes() {
         controller: "osroll-test".into(),
         instance: Some("i-1".into()),
     };
-    let recorder = Recorder::new(c.client(), reporter);
+    let recorder = Recorder::new(c.admin(), reporter);
     let oref = kube::Resource::object_ref(&target, &());
     let ev = RecEvent {
         type_: EventType::Normal,
@@ -682,7 +712,7 @@ async fn events_are_one_store_in_two_shapes() {
     };
     recorder.publish(&ev, &oref).await.unwrap();
     recorder.publish(&ev, &oref).await.unwrap();
-    let core: Api<CoreEvent> = Api::namespaced(c.client(), "default");
+    let core: Api<CoreEvent> = Api::namespaced(c.admin(), &c.namespace());
     let listed = core
         .list(&ListParams::default().fields("involvedObject.name=target"))
         .await
@@ -695,7 +725,7 @@ async fn events_are_one_store_in_two_shapes() {
     let e = &listed.items[0];
     assert_eq!(e.message.as_deref(), Some("node-1 drained"));
     assert_eq!(e.reporting_component.as_deref(), Some("osroll-test"));
-    let v1: Api<Event> = Api::namespaced(c.client(), "default");
+    let v1: Api<Event> = Api::namespaced(c.admin(), &c.namespace());
     let listed = v1
         .list(&ListParams::default().fields("regarding.name=target"))
         .await
@@ -709,15 +739,19 @@ async fn events_are_one_store_in_two_shapes() {
         "{:?}",
         listed.items[0].series
     );
+    let ns = c.namespace();
     let out = c
-        .kubectl_run(&["describe", "configmap", "target"], None)
+        .kubectl_run(&["describe", "configmap", "target", "-n", &ns], None)
         .await
         .unwrap();
     assert!(
         out.stdout.contains("Drained") && out.stdout.contains("node-1 drained"),
         "{out:?}"
     );
-    let out = c.kubectl_run(&["get", "events"], None).await.unwrap();
+    let out = c
+        .kubectl_run(&["get", "events", "-n", &ns], None)
+        .await
+        .unwrap();
     assert!(
         out.stdout.contains("configmap/target") && out.stdout.contains("node-1 drained"),
         "{out:?}"

@@ -25,6 +25,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use osroll_api::{OSUpgradeProgress, OSUpgradeProgressStatus};
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use super::events::{self, ProgressEvent};
 use super::{ProgressSource, SourceError};
@@ -117,7 +118,8 @@ impl KubeSource {
         let api: Api<OSUpgradeProgress> = Api::all(client.clone());
         let (store, writer) = reflector::store();
         let notify = Arc::new(Notify::new());
-        let task = tokio::spawn(watch(api.clone(), node.into(), writer, notify.clone()));
+        let watch = watch(api.clone(), node.into(), writer, notify.clone());
+        let task = tokio::spawn(watch.in_current_span());
         let reporter = Reporter {
             controller: EVENT_REPORTER.to_string(),
             instance: Some(node.to_string()),

@@ -49,6 +49,10 @@ pub(crate) struct ControllerCmd {
     /// Allow plain http:// catalog URLs (test clusters and local mirrors only).
     #[arg(long, env = "OSROLL_ALLOW_HTTP_CATALOG")]
     allow_http_catalog: bool,
+    /// Act only on OSUpgrades matching this label selector (default: all), e.g. to
+    /// share a cluster with other controllers.
+    #[arg(long, env = "OSROLL_UPGRADE_SELECTOR")]
+    upgrade_selector: Option<String>,
 }
 
 impl ControllerCmd {
@@ -87,6 +91,7 @@ impl ControllerCmd {
             require_signed_catalog: self.require_signed_catalog,
             catalog_ca,
             allow_http_catalog: self.allow_http_catalog,
+            upgrade_selector: self.upgrade_selector.clone().filter(|s| !s.is_empty()),
             ..ControllerConfig::default()
         })
     }

@@ -73,7 +73,7 @@ impl Env {
         assert!(out.success(), "kubectl apply: {}", out.stderr);
         let node: k8s_openapi::api::core::v1::Node =
             serde_json::from_value(json!({"metadata": {"name": NODE}})).unwrap();
-        rt.block_on(Api::all(cluster.client()).create(&PostParams::default(), &node))
+        rt.block_on(Api::all(cluster.admin()).create(&PostParams::default(), &node))
             .unwrap();
         let user = format!("system:serviceaccount:{NS}:osroll-agent");
         let kubeconfig =
@@ -168,7 +168,7 @@ impl Env {
     }
 
     fn api(&self) -> Api<OSUpgradeProgress> {
-        Api::all(self.cluster.client())
+        Api::all(self.cluster.admin())
     }
 
     /// Replace every progress with one for v2 from `server`.

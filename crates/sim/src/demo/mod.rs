@@ -124,7 +124,7 @@ impl Demo {
 
     /// The admin kubeconfig of the demo cluster.
     pub fn kubeconfig(&self) -> &Path {
-        self.cluster.kubeconfig()
+        self.cluster.admin_kubeconfig()
     }
 
     /// The summary table.
@@ -165,47 +165,8 @@ fn sa_user(sa: &str) -> String {
 /// Apply the RBAC part of the shipped manifests (namespace, service accounts, roles,
 /// bindings); the workloads themselves run in-process.
 async fn apply_rbac(client: &kube::Client) -> anyhow::Result<()> {
-    let mut objs = osroll_api::manifests::controller("unused", DEFAULT_NAMESPACE);
-    objs.extend(osroll_api::manifests::agent("unused", DEFAULT_NAMESPACE));
-    for o in objs {
-        let kind = o["kind"].as_str().unwrap_or_default().to_string();
-        let plural = match kind.as_str() {
-            "Namespace" => "namespaces",
-            "ServiceAccount" => "serviceaccounts",
-            "ClusterRole" => "clusterroles",
-            "ClusterRoleBinding" => "clusterrolebindings",
-            "Role" => "roles",
-            "RoleBinding" => "rolebindings",
-            _ => continue,
-        };
-        let (group, version) = match o["apiVersion"].as_str().unwrap_or_default().split_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (
-                String::new(),
-                o["apiVersion"].as_str().unwrap_or_default().to_string(),
-            ),
-        };
-        let ar = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(&group, &version, &kind),
-            plural,
-        );
-        let name = o["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let api: Api<DynamicObject> = match o["metadata"]["namespace"].as_str() {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
-        };
-        api.patch(
-            &name,
-            &PatchParams::apply("osroll-demo").force(),
-            &Patch::Apply(&o),
-        )
-        .await
-        .with_context(|| format!("applying {kind} {name}"))?;
-    }
-    Ok(())
+    let objects = crate::testing::identities::rbac_objects(DEFAULT_NAMESPACE);
+    crate::testing::identities::apply(client, &objects, "osroll-demo").await
 }
 
 /// The demo's workloads: Deployment web (PDB maxUnavailable 1), Deployment cache (PDB
@@ -334,7 +295,7 @@ where
     }
     let started = Instant::now();
     let cluster = start_cluster(opts, out).await?;
-    let admin = cluster.client();
+    let admin = cluster.admin();
     let images = start_images(opts, out).await?;
     let dir = tempfile::Builder::new().prefix("osroll-demo-").tempdir()?;
     let nodes = start_nodes(&cluster, dir.path(), opts, out).await?;
@@ -371,10 +332,10 @@ async fn start_cluster(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Resul
         out,
         "test API server: {} (kubeconfig {})",
         cluster.server().map(|s| s.url()).unwrap_or_default(),
-        cluster.kubeconfig().display()
+        cluster.admin_kubeconfig().display()
     )?;
     cluster.install_crds().await?;
-    apply_rbac(&cluster.client()).await?;
+    apply_rbac(&cluster.admin()).await?;
     Ok(cluster)
 }
 
@@ -408,7 +369,7 @@ async fn start_nodes(
     let mut nodes = Vec::new();
     for i in 1..=opts.nodes {
         let name = format!("node-{i}");
-        let kubelet_client = cluster.client_for(&format!("system:node:{name}")).await?;
+        let kubelet_client = cluster.kubelet_client(&name).await?;
         let node = SimNode::start(
             kubelet_client,
             agent_client.clone(),
@@ -420,7 +381,7 @@ async fn start_nodes(
         .await?;
         nodes.push(node);
     }
-    let node_api: Api<Node> = Api::all(cluster.client());
+    let node_api: Api<Node> = Api::all(cluster.admin());
     let managed = ListParams::default().labels(&format!("{}=true", labels::MANAGED));
     wait_for(
         "every agent to report its node",
@@ -450,7 +411,7 @@ async fn start_workloads(
 ) -> anyhow::Result<Option<crate::workloads::Workloads>> {
     cluster.ensure_namespace(WORKLOAD_NS).await?;
     let workloads = cluster.start_workloads();
-    create_workloads(&cluster.client(), nodes).await?;
+    create_workloads(&cluster.admin(), nodes).await?;
     writeln!(
         out,
         "workloads in {WORKLOAD_NS}: Deployment web (PDB maxUnavailable 1), Deployment cache (PDB minAvailable 1), DaemonSet log-shipper"

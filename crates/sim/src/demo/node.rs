@@ -3,12 +3,14 @@
 //! started again after each simulated reboot the way a node's init system would after
 //! power-on ([`run_machine`], also used by the scale benchmark).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use osroll_agent::{AgentConfig, AgentExit, SimHost, Slot};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::kubelet::{Kubelet, KubeletConfig};
 
@@ -55,11 +57,35 @@ impl SimNode {
         version: &str,
         opts: &MachineOptions,
     ) -> anyhow::Result<SimNode> {
+        let labels = BTreeMap::new();
+        Self::start_labelled(
+            kubelet_client,
+            agent_client,
+            dir,
+            name,
+            version,
+            opts,
+            labels,
+        )
+        .await
+    }
+
+    /// Like [`SimNode::start`], the Node registered with extra `labels`.
+    pub async fn start_labelled(
+        kubelet_client: kube::Client,
+        agent_client: kube::Client,
+        dir: &Path,
+        name: &str,
+        version: &str,
+        opts: &MachineOptions,
+        labels: BTreeMap<String, String>,
+    ) -> anyhow::Result<SimNode> {
         let host = SimHost::create(&dir.join(name), opts.slot_size, version)?;
         if opts.bad_slot_b {
             host.fail_next_boot(Slot::B)?;
         }
         let mut kcfg = KubeletConfig::new(name);
+        kcfg.labels.extend(labels);
         kcfg.os_image = os_image(version);
         let kubelet = Arc::new(Kubelet::start(kubelet_client, kcfg).await?);
         let mut cfg = AgentConfig::new(name, dir.join(name).join("state"));
@@ -69,13 +95,16 @@ impl SimNode {
         cfg.install.direct_io = false;
         cfg.install.buffer_size = 256 * 1024;
         cfg.install.buffers = 2;
-        let task = tokio::spawn(run_machine(
+        let machine = run_machine(
             cfg,
             agent_client,
             host.clone(),
             kubelet.clone(),
             opts.downtime,
-        ));
+        );
+        // Its log is kept as the agent's (a failed cluster test prints it).
+        let source = crate::testing::logbook::span(&format!("agent {name}"));
+        let task = tokio::spawn(machine.instrument(source));
         Ok(SimNode {
             name: name.into(),
             host,
@@ -117,7 +146,7 @@ pub async fn run_machine(
                 }
             }
             Err(e) => {
-                tracing::warn!(node = %cfg.node_name, error = %e, "agent stopped; restarting");
+                tracing::warn!(node = %cfg.node_name, error = format!("{e:#}"), "agent stopped; restarting");
                 // Back-off before the init system starts the agent again.
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

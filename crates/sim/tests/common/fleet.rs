@@ -1,16 +1,15 @@
 //! Steps shared by the cluster tests that run real agents on `osroll_sim::testing::Cluster`
 //! (cluster_rollout, cluster_live, rbac_rollout): start the controller in-process as its
-//! service account, wait for every agent to label its node, wait for a rollout to end.
+//! service account, acting only on the test's own OSUpgrades, and wait for a rollout to
+//! end.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams};
-use osroll_api::{OSUpgrade, OSUpgradeStatus, UpgradePhase, labels};
+use kube::api::Api;
+use osroll_api::{OSUpgrade, OSUpgradeStatus, UpgradePhase};
 use osroll_controller::ControllerConfig;
 use osroll_sim::testing::{Cluster, wait_for};
-
-use super::{CONTROLLER_USER, NS};
+use tracing::Instrument;
 
 /// A controller running in this process until [`Controller::stop`] (or an abort).
 pub struct Controller {
@@ -25,18 +24,17 @@ impl Controller {
         identity: &str,
         drain_poll: Duration,
     ) -> anyhow::Result<Controller> {
-        let client = cluster.client_for(CONTROLLER_USER).await?;
+        let client = cluster.controller_client().await?;
         let cfg = ControllerConfig {
-            namespace: NS.into(),
-            identity: identity.into(),
             lease_duration: Duration::from_secs(3),
             drain_poll,
-            ..ControllerConfig::default()
+            ..cluster.controller_config(identity)
         };
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(osroll_controller::run_until(cfg, client, async move {
+        let run = osroll_controller::run_until(cfg, client, async move {
             let _ = rx.await;
-        }));
+        });
+        let task = tokio::spawn(run.instrument(cluster.controller_log_span(identity)));
         Ok(Controller { task, stop })
     }
 
@@ -45,21 +43,6 @@ impl Controller {
         let _ = self.stop.send(());
         self.task.await?
     }
-}
-
-/// Wait until `count` nodes carry `osroll.io/managed=true` (each agent labels its own).
-pub async fn wait_managed(admin: &kube::Client, count: usize) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(admin.clone());
-    let managed = ListParams::default().labels(&format!("{}=true", labels::MANAGED));
-    wait_for(
-        "every agent to label its node managed",
-        Duration::from_secs(30),
-        || async {
-            let list = nodes.list(&managed).await.ok()?;
-            (list.items.len() == count).then_some(())
-        },
-    )
-    .await
 }
 
 /// Wait until the OSUpgrade `name` is Completed or Failed, and return its status.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -27,15 +27,19 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use osroll_api::{OSUpgrade, OSUpgradeProgress, ProgressPhase, labels};
 use osroll_sim::TestServer;
+use osroll_sim::rbac::node_user;
+use osroll_sim::testing::identities;
 use serde_json::json;
 
 /// The controller's user in the audit log.
 pub const CONTROLLER_USER: &str = "system:serviceaccount:osroll-system:osroll-controller";
 /// The namespace of the controller.
 pub const NS: &str = "osroll-system";
+/// The agents' user.
+pub const AGENT_USER: &str = "system:serviceaccount:osroll-system:osroll-agent";
 
 pub struct SimCluster {
-    pub server: TestServer,
+    pub server: Arc<TestServer>,
     pub admin: kube::Client,
 }
 
@@ -49,7 +53,7 @@ impl SimCluster {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let server = TestServer::start()?;
+        let server = Arc::new(TestServer::start()?);
         let admin = server.client().await?;
         let c = SimCluster { server, admin };
         let crds: Api<CustomResourceDefinition> = Api::all(c.admin.clone());
@@ -58,10 +62,8 @@ impl SimCluster {
                 .await
                 .context("creating CRD")?;
         }
-        let ns: Api<Namespace> = Api::all(c.admin.clone());
-        let mut n = Namespace::default();
-        n.metadata.name = Some(NS.into());
-        ns.create(&PostParams::default(), &n).await?;
+        // The controller's and the agents' identities, as `osroll create` makes them.
+        identities::apply(&c.admin, &identities::rbac_objects(NS), "osroll-tests").await?;
         // The CRDs are served once they are registered.
         let ups: Api<OSUpgrade> = Api::all(c.admin.clone());
         wait_for("OSUpgrade resource served", Duration::from_secs(10), || {
@@ -74,6 +76,12 @@ impl SimCluster {
 
     pub async fn controller_client(&self) -> anyhow::Result<kube::Client> {
         self.server.client_for(CONTROLLER_USER).await
+    }
+
+    /// The scripted agents, acting as the agents' service account for progress
+    /// objects and node labels and as each node's kubelet for its Ready condition.
+    pub fn run_agents(&self, agents: ScriptedAgents) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(agents.run(self.server.clone()))
     }
 
     pub async fn add_node(
@@ -199,20 +207,42 @@ pub struct ScriptedAgents {
     pub reboot: Duration,
 }
 
+/// A kube client per node, acting as that node's kubelet.
+struct Kubelets {
+    server: Arc<TestServer>,
+    clients: HashMap<String, kube::Client>,
+}
+
+impl Kubelets {
+    async fn client(&mut self, node: &str) -> anyhow::Result<kube::Client> {
+        if let Some(c) = self.clients.get(node) {
+            return Ok(c.clone());
+        }
+        let c = self.server.client_for(&node_user(node)).await?;
+        self.clients.insert(node.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
 struct NodeState {
     since: tokio::time::Instant,
 }
 
 impl ScriptedAgents {
     /// Run until the task is aborted.
-    pub async fn run(self, client: kube::Client) {
+    pub async fn run(self, server: Arc<TestServer>) {
+        let client = server.client_for(AGENT_USER).await.expect("agent client");
+        let mut kubelets = Kubelets {
+            server,
+            clients: HashMap::new(),
+        };
         let api: Api<OSUpgradeProgress> = Api::all(client.clone());
         let pods: Api<Pod> = Api::all(client.clone());
         let mut state: HashMap<String, NodeState> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(40));
         loop {
             tick.tick().await;
-            if let Err(e) = self.step(&client, &api, &mut state).await {
+            if let Err(e) = self.step(&client, &mut kubelets, &api, &mut state).await {
                 eprintln!("scripted agent: {e:#}");
             }
             // The kubelet's half of graceful deletion.
@@ -228,7 +258,15 @@ impl ScriptedAgents {
                         grace_period_seconds: Some(0),
                         ..Default::default()
                     };
-                    let _ = Api::<Pod>::namespaced(client.clone(), &ns)
+                    let node = p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_default();
+                    let Ok(kubelet) = kubelets.client(&node).await else {
+                        continue;
+                    };
+                    let _ = Api::<Pod>::namespaced(kubelet, &ns)
                         .delete(&name, &dp)
                         .await;
                 }
@@ -253,6 +291,7 @@ impl ScriptedAgents {
     async fn step(
         &self,
         client: &kube::Client,
+        kubelets: &mut Kubelets,
         api: &Api<OSUpgradeProgress>,
         state: &mut HashMap<String, NodeState>,
     ) -> anyhow::Result<()> {
@@ -287,12 +326,12 @@ impl ScriptedAgents {
                 }
                 Some(ProgressPhase::Staged) if p.spec.reboot_approved => {
                     Self::write(api, &name, json!({"phase": "Rebooting"})).await?;
-                    set_ready(client, &node, false).await?;
+                    set_ready(&kubelets.client(&node).await?, &node, false).await?;
                     st.since = now;
                 }
                 Some(ProgressPhase::Rebooting) if elapsed >= self.reboot => {
                     let fate = self.fates.get(&node).copied().unwrap_or(Fate::Complete);
-                    set_ready(client, &node, true).await?;
+                    set_ready(&kubelets.client(&node).await?, &node, true).await?;
                     let nodes: Api<Node> = Api::all(client.clone());
                     if fate == Fate::Complete {
                         let patch = json!({"metadata": {"labels": {labels::OS_VERSION: target}}});
@@ -329,11 +368,18 @@ pub struct DisruptionRecorder {
 
 impl DisruptionRecorder {
     pub async fn run(self, client: kube::Client) {
+        self.run_selected(client, String::new()).await
+    }
+
+    /// Like [`DisruptionRecorder::run`], for the Nodes `selector` matches.
+    pub async fn run_selected(self, client: kube::Client, selector: String) {
         let api: Api<Node> = Api::all(client);
         let mut disrupted: HashSet<String> = HashSet::new();
-        let mut stream = watcher(api, watcher::Config::default())
-            .applied_objects()
-            .boxed();
+        let mut config = watcher::Config::default();
+        if !selector.is_empty() {
+            config = config.labels(&selector);
+        }
+        let mut stream = watcher(api, config).applied_objects().boxed();
         while let Some(ev) = stream.next().await {
             let Ok(n) = ev else { continue };
             let name = n.metadata.name.clone().unwrap_or_default();
