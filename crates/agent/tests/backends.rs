@@ -439,13 +439,19 @@ async fn ostree_stage_reboot_confirm_and_a_boot_into_the_wrong_deployment() {
         let mut oc = OstreeConfig::new(OstreeTool::RpmOstreeRebase);
         oc.program = Some(exe);
         cfg.backend = BackendConfig::Ostree(oc);
-        let mut s = spec("2.0", "fedora:fedora/2.0", "sha256:00", None);
+        // The staged deployment is recognised by its commit checksum.
+        let mut s = spec(
+            "2.0",
+            "fedora:fedora/2.0",
+            &format!("sha256:{}", "b".repeat(64)),
+            None,
+        );
         s.reboot_approved = true;
         node.put(s);
         rebooted(spawn(&node, cfg.clone(), None)).await;
         let args = fs::read_to_string(d.join("rpm-ostree.args")).unwrap();
         assert!(
-            args.lines().any(|l| l == "rebase fedora:fedora/2.0"),
+            args.lines().any(|l| l == "rebase -- fedora:fedora/2.0"),
             "{args}"
         );
         assert_eq!(node.status().unwrap().reboot_required, Some(true));

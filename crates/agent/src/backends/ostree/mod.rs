@@ -261,17 +261,15 @@ impl Deployment {
     }
 
     /// Whether this deployment is `target`: the target checksum equals the commit, the
-    /// base commit or the image digest, or the versions are equal.
+    /// base commit or the image digest. Only a target without a checksum is recognised by
+    /// its version string, which anyone can put in a commit.
     pub fn is(&self, target: &OstreeTarget) -> bool {
         if let Some(want) = target.checksum.as_deref().map(normalize_digest) {
             let have = [&self.checksum, &self.base_checksum, &self.image_digest];
-            if have
+            return have
                 .into_iter()
                 .flatten()
-                .any(|h| normalize_digest(h) == want)
-            {
-                return true;
-            }
+                .any(|h| normalize_digest(h) == want);
         }
         matches!((&target.version, &self.version), (Some(t), Some(v)) if t == v)
     }
@@ -454,16 +452,20 @@ pub fn stage_commands(config: &OstreeConfig, target: &OstreeTarget) -> Vec<Comma
     let c = config.command(config.stage_timeout);
     let extra = config.stage_args.iter().cloned();
     let cmds = match config.tool {
-        OstreeTool::RpmOstreeRebase => vec![c.arg("rebase").args(extra).arg(&target.reference)],
+        OstreeTool::RpmOstreeRebase => {
+            vec![c.arg("rebase").args(extra).arg("--").arg(&target.reference)]
+        }
         OstreeTool::RpmOstreeDeploy => {
             let rev = match (&target.version, &target.checksum) {
                 (Some(v), _) => v.clone(),
                 (None, Some(c)) => format!("revision={}", normalize_digest(c)),
                 (None, None) => target.reference.clone(),
             };
-            vec![c.arg("deploy").args(extra).arg(rev)]
+            vec![c.arg("deploy").args(extra).arg("--").arg(rev)]
         }
-        OstreeTool::BootcSwitch => vec![c.arg("switch").args(extra).arg(&target.reference)],
+        OstreeTool::BootcSwitch => {
+            vec![c.arg("switch").args(extra).arg("--").arg(&target.reference)]
+        }
         OstreeTool::OstreeAdminDeploy => {
             let mut cmds = Vec::new();
             if config.pull
@@ -473,7 +475,7 @@ pub fn stage_commands(config: &OstreeConfig, target: &OstreeTarget) -> Vec<Comma
                 if let Some(s) = &config.sysroot {
                     pull = pull.arg(format!("--repo={}/ostree/repo", s.display()));
                 }
-                cmds.push(pull.args([remote, rf]));
+                cmds.push(pull.args(["--", remote, rf]));
             }
             let mut deploy = c.args(["admin", "deploy", "--stage"]);
             if let Some(os) = &config.os_name {
@@ -482,7 +484,7 @@ pub fn stage_commands(config: &OstreeConfig, target: &OstreeTarget) -> Vec<Comma
             if let Some(s) = &config.sysroot {
                 deploy = deploy.arg(format!("--sysroot={}", s.display()));
             }
-            cmds.push(deploy.args(extra).arg(&target.reference));
+            cmds.push(deploy.args(extra).arg("--").arg(&target.reference));
             cmds
         }
     };

@@ -77,7 +77,7 @@ esac
 
 const OSTREE: &str = r#"
 case "$1" in
-  pull) resolve "$2:$3" | grep -q . || { echo "error: No such ref $3" >&2; exit 1; } ;;
+  pull) [ "$2" = -- ] || exit 2; resolve "$3:$4" | grep -q . || { echo "error: No such ref $4" >&2; exit 1; } ;;
   admin)
     case "$2" in
       status)
@@ -194,7 +194,12 @@ fn rpm_ostree_rebase_stages_once_and_confirms_after_reboot() {
     );
     assert_eq!(
         fake.stage_calls(),
-        vec![vec!["rebase", "--bypass-driver", "quay.io/example/os:40.2"]]
+        vec![vec![
+            "rebase",
+            "--bypass-driver",
+            "--",
+            "quay.io/example/os:40.2"
+        ]]
     );
     // A restarted agent finds it staged and does not stage again.
     assert!(matches!(
@@ -231,7 +236,7 @@ fn rpm_ostree_boot_into_the_wrong_deployment_is_rolled_back() {
     let (fake, backend) = Fake::new(OstreeTool::RpmOstreeDeploy);
     let t = target("fedora:fedora/stable", "40.2", Some(csum(2)));
     backend.stage(&t).unwrap();
-    assert_eq!(fake.stage_calls(), vec![vec!["deploy", "40.2"]]);
+    assert_eq!(fake.stage_calls(), vec![vec!["deploy", "--", "40.2"]]);
 
     fake.reboot(true);
     match backend.confirm(&t).unwrap() {
@@ -270,7 +275,7 @@ fn bootc_switch_matches_the_target_by_image_digest() {
     );
     assert_eq!(
         fake.stage_calls(),
-        vec![vec!["switch", "quay.io/example/os:40.3"]]
+        vec![vec!["switch", "--", "quay.io/example/os:40.3"]]
     );
     fake.reboot(false);
     assert!(matches!(
@@ -292,12 +297,13 @@ fn ostree_admin_pulls_then_deploys_and_detects_a_fallback() {
     assert_eq!(
         fake.stage_calls(),
         vec![
-            vec!["pull", "fedora", "fedora/stable"],
+            vec!["pull", "--", "fedora", "fedora/stable"],
             vec![
                 "admin",
                 "deploy",
                 "--stage",
                 "--os=fedora",
+                "--",
                 "fedora:fedora/stable"
             ],
         ]
@@ -337,7 +343,7 @@ fn a_failing_tool_reports_its_stderr() {
     assert_eq!(err.reason(), "OstreeCommandFailed");
     let msg = err.to_string();
     assert!(
-        msg.contains("rpm-ostree rebase fedora:fedora/stable` exited with code 1"),
+        msg.contains("rpm-ostree rebase -- fedora:fedora/stable` exited with code 1"),
         "{msg}"
     );
     assert!(
@@ -360,7 +366,7 @@ fn host_prefix_wraps_every_command() {
     assert_eq!(cmds.len(), 1);
     assert_eq!(
         cmds[0].display(),
-        "nsenter --target 1 --mount -- bootc switch quay.io/x/os:1"
+        "nsenter --target 1 --mount -- bootc switch -- quay.io/x/os:1"
     );
 }
 
@@ -375,7 +381,11 @@ fn rpm_ostree_deploy_without_a_version_uses_the_commit() {
     let cmds = stage_commands(&config, &t);
     assert_eq!(
         cmds[0].args,
-        vec!["deploy".to_string(), format!("revision={}", csum(7))]
+        vec![
+            "deploy".to_string(),
+            "--".to_string(),
+            format!("revision={}", csum(7))
+        ]
     );
 }
 
@@ -449,4 +459,27 @@ fn tool_names_round_trip() {
             .unwrap_err()
             .contains("bootc-switch")
     );
+}
+
+#[test]
+fn a_deployment_is_the_target_by_checksum_not_by_version() {
+    let forged = Deployment {
+        checksum: Some(csum(9)),
+        version: Some("40.2".into()),
+        ..Default::default()
+    };
+    // Anyone can put "40.2" in a commit's version: with a checksum, only it counts.
+    assert!(!forged.is(&target("fedora:fedora/stable", "40.2", Some(csum(2)))));
+    let real = Deployment {
+        checksum: Some(csum(2)),
+        version: Some("40.1".into()),
+        ..Default::default()
+    };
+    assert!(real.is(&target(
+        "fedora:fedora/stable",
+        "40.2",
+        Some(format!("sha256:{}", csum(2)))
+    )));
+    // Without a checksum the version is all there is.
+    assert!(forged.is(&target("fedora:fedora/stable", "40.2", None)));
 }
