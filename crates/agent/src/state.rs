@@ -45,6 +45,10 @@ pub struct LocalState {
     /// Versions that failed to boot here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rolled_back: Vec<RolledBackRecord>,
+    /// The newest signed catalog serial accepted on this node: an older catalog is a
+    /// rollback and is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_serial: Option<u64>,
 }
 
 /// Loads and saves [`LocalState`] at one path.
@@ -142,6 +146,7 @@ mod tests {
                 checksum: "c".into(),
                 retry_nonce: None,
             }],
+            catalog_serial: Some(7),
         };
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), state);

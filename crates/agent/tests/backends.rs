@@ -440,7 +440,13 @@ async fn scripted_rpm_ostree_stage_reboot_confirm_and_a_boot_into_the_wrong_depl
         let mut oc = OstreeConfig::new(OstreeTool::RpmOstreeRebase);
         oc.program = Some(exe);
         cfg.backend = BackendConfig::Ostree(oc);
-        let mut s = spec("2.0", "fedora:fedora/2.0", "sha256:00", None);
+        // The staged deployment is recognised by its commit checksum.
+        let mut s = spec(
+            "2.0",
+            "fedora:fedora/2.0",
+            &format!("sha256:{}", "b".repeat(64)),
+            None,
+        );
         s.reboot_approved = true;
         node.put(s);
         rebooted(spawn(&node, cfg.clone(), None)).await;

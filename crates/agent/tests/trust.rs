@@ -69,7 +69,7 @@ fn signed_spec(url: &str) -> Signed {
         checksum(&image)
     );
     let (pk, sk) = keygen().unwrap();
-    let signature = sign(catalog.as_bytes(), &sk, None, None).unwrap();
+    let signature = sign(catalog.as_bytes(), &sk, None, Some(&fresh(1))).unwrap();
     let mut s = spec("v2", url, &checksum(&image), None);
     s.catalog_digest = Some(osroll_api::catalog::digest(catalog.as_bytes()));
     s.signed_catalog = Some(SignedCatalog {
@@ -82,6 +82,13 @@ fn signed_spec(url: &str) -> Signed {
         spec: s,
         public_key: pk,
     }
+}
+
+/// A trusted comment with `serial`, valid for a day.
+fn fresh(serial: u64) -> String {
+    let expires =
+        k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(24);
+    osroll_api::freshness::comment(&osroll_api::freshness::Freshness { serial, expires })
 }
 
 fn require(pk: &str) -> impl FnOnce(&mut osroll_agent::AgentConfig) {

@@ -446,10 +446,20 @@ fn forbid_unless(expression: String, message: &str) -> Value {
     json!({ "expression": expression, "message": message, "reason": "Forbidden" })
 }
 
+/// The CEL that holds when a Node update changes no label but the agent's own three
+/// (`osroll.io/{managed,slot,os-version}`) and no annotation: any other label could steer
+/// workloads or the controller (NodeRestriction forbids kubelets the same).
+fn node_labels_only() -> &'static str {
+    "variables.newLabels.all(k, k in variables.agentLabels || (k in variables.oldLabels && variables.oldLabels[k] == variables.newLabels[k])) \
+     && variables.oldLabels.all(k, k in variables.agentLabels || k in variables.newLabels) \
+     && (has(object.metadata.annotations) ? object.metadata.annotations : {}) == (has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {})"
+}
+
 /// A ValidatingAdmissionPolicy and its binding that confine every agent to its own
-/// node: it may write only its own Node (labels, never spec), the status of progress
-/// objects for its node, and delete only pods on its node. Needs Kubernetes 1.30 or
-/// later (admissionregistration.k8s.io/v1 and the node-name claim), so it is opt-in.
+/// node: it may write only its own Node (its three `osroll.io/` labels, never spec), the
+/// status of progress objects for its node, and delete only pods on its own node. Needs
+/// Kubernetes 1.30 or later (admissionregistration.k8s.io/v1 and the node-name claim);
+/// `osroll create agent` emits it unless `--no-admission-policy`.
 pub fn agent_admission_policy(ns: &str) -> Vec<Value> {
     let name = "osroll-agent-own-node";
     let node = format!("request.userInfo.extra['{NODE_NAME_CLAIM}'][0]");
@@ -464,6 +474,11 @@ pub fn agent_admission_policy(ns: &str) -> Vec<Value> {
                 { "apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["nodes"] },
                 { "apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE"], "resources": ["pods"] },
             ]},
+            "variables": [
+                { "name": "newLabels", "expression": "object != null && has(object.metadata.labels) ? object.metadata.labels : {}" },
+                { "name": "oldLabels", "expression": "oldObject != null && has(oldObject.metadata.labels) ? oldObject.metadata.labels : {}" },
+                { "name": "agentLabels", "expression": format!("['{}', '{}', '{}']", crate::labels::MANAGED, crate::labels::SLOT, crate::labels::OS_VERSION) },
+            ],
             "matchConditions": [{
                 "name": "is-osroll-agent",
                 "expression": format!("request.userInfo.username == 'system:serviceaccount:{ns}:{AGENT_SA}'"),
@@ -474,8 +489,8 @@ pub fn agent_admission_policy(ns: &str) -> Vec<Value> {
                     "osroll agent tokens must be bound to a pod on a node (Kubernetes 1.30+)",
                 ),
                 forbid_unless(
-                    format!("request.resource.resource != 'nodes' || (object.metadata.name == {node} && object.spec == oldObject.spec)"),
-                    "an osroll agent may only label its own Node",
+                    format!("request.resource.resource != 'nodes' || (object.metadata.name == {node} && object.spec == oldObject.spec && {})", node_labels_only()),
+                    "an osroll agent may only set the osroll.io/managed, osroll.io/slot and osroll.io/os-version labels of its own Node",
                 ),
                 forbid_unless(
                     format!("request.resource.resource != 'osupgradeprogresses' || (request.subResource == 'status' && request.operation == 'UPDATE' && object.spec.nodeName == {node} && object.spec == oldObject.spec)"),

@@ -63,6 +63,10 @@ pub struct OSUpgradeProgressSpec {
     /// Allow an `http://` image URL (copied from the OSUpgrade).
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_http_images: bool,
+    /// Allow an image older than the node's running version (copied from the OSUpgrade);
+    /// without it an agent checking a signed catalog refuses a downgrade.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_downgrade: bool,
     /// Kernel arguments to apply with the image (copied from the OSUpgrade).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_arguments: Option<crate::upgrade::KernelArguments>,
@@ -274,6 +278,20 @@ pub enum FailureReason {
     SignatureInvalid,
     /// The catalog was signed by a key the agent does not trust.
     UnknownSigningKey,
+    /// `spec.osVersionManagement` (the OSTree reference, the plugin payload) is not the one the signed catalog entry carries.
+    OverrideNotSigned,
+    /// The signed catalog's expiry has passed (a frozen catalog).
+    CatalogExpired,
+    /// The signed catalog's serial is older than the newest this node accepted.
+    CatalogRolledBack,
+    /// The signed catalog's trusted comment carries no serial and expiry.
+    CatalogFreshnessMissing,
+    /// The signed catalog lists the target version in `blocked`.
+    VersionBlocked,
+    /// The target is older than the running version and the spec does not allow a downgrade.
+    Downgrade,
+    /// The progress's status was not written by this agent: it is not acted on.
+    ForeignStatus,
     // Downloading and writing an A/B slot.
     /// Network failures outlasted the retry budget.
     NetworkError,
@@ -297,6 +315,8 @@ pub enum FailureReason {
     VerifyMismatch,
     /// The slot's device cannot be found or opened.
     SlotUnavailable,
+    /// The slot about to be written is mounted.
+    SlotMounted,
     // Switching and booting.
     /// The bootloader environment could not be written.
     BootControlError,
@@ -321,6 +341,8 @@ pub enum FailureReason {
     HookFailed,
     /// The hook ran past its timeout.
     HookTimedOut,
+    /// A hook file is group- or world-writable, or not owned by the agent's user.
+    HookUnsafe,
     // Pods after a live update.
     /// `restartOnLiveUpdate` is not a valid label selector.
     InvalidRestartSelector,
@@ -348,7 +370,7 @@ pub enum FailureReason {
 
 impl FailureReason {
     /// Every reason.
-    pub const ALL: [FailureReason; 42] = [
+    pub const ALL: [FailureReason; 51] = [
         Self::InvalidSpec,
         Self::InvalidStatus,
         Self::ImageSourceNotAllowed,
@@ -359,6 +381,13 @@ impl FailureReason {
         Self::SignatureMissing,
         Self::SignatureInvalid,
         Self::UnknownSigningKey,
+        Self::OverrideNotSigned,
+        Self::CatalogExpired,
+        Self::CatalogRolledBack,
+        Self::CatalogFreshnessMissing,
+        Self::VersionBlocked,
+        Self::Downgrade,
+        Self::ForeignStatus,
         Self::NetworkError,
         Self::HttpError,
         Self::RedirectRefused,
@@ -370,6 +399,7 @@ impl FailureReason {
         Self::WriteError,
         Self::VerifyMismatch,
         Self::SlotUnavailable,
+        Self::SlotMounted,
         Self::BootControlError,
         Self::RebootFailed,
         Self::VersionMismatch,
@@ -381,6 +411,7 @@ impl FailureReason {
         Self::HookNotRunnable,
         Self::HookFailed,
         Self::HookTimedOut,
+        Self::HookUnsafe,
         Self::InvalidRestartSelector,
         Self::LiveRestartFailed,
         Self::OstreeCommandFailed,
@@ -406,6 +437,13 @@ impl FailureReason {
             Self::SignatureMissing => "SignatureMissing",
             Self::SignatureInvalid => "SignatureInvalid",
             Self::UnknownSigningKey => "UnknownSigningKey",
+            Self::OverrideNotSigned => "OverrideNotSigned",
+            Self::CatalogExpired => "CatalogExpired",
+            Self::CatalogRolledBack => "CatalogRolledBack",
+            Self::CatalogFreshnessMissing => "CatalogFreshnessMissing",
+            Self::VersionBlocked => "VersionBlocked",
+            Self::Downgrade => "Downgrade",
+            Self::ForeignStatus => "ForeignStatus",
             Self::NetworkError => "NetworkError",
             Self::HttpError => "HttpError",
             Self::RedirectRefused => "RedirectRefused",
@@ -417,6 +455,7 @@ impl FailureReason {
             Self::WriteError => "WriteError",
             Self::VerifyMismatch => "VerifyMismatch",
             Self::SlotUnavailable => "SlotUnavailable",
+            Self::SlotMounted => "SlotMounted",
             Self::BootControlError => "BootControlError",
             Self::RebootFailed => "RebootFailed",
             Self::VersionMismatch => "VersionMismatch",
@@ -428,6 +467,7 @@ impl FailureReason {
             Self::HookNotRunnable => "HookNotRunnable",
             Self::HookFailed => "HookFailed",
             Self::HookTimedOut => "HookTimedOut",
+            Self::HookUnsafe => "HookUnsafe",
             Self::InvalidRestartSelector => "InvalidRestartSelector",
             Self::LiveRestartFailed => "LiveRestartFailed",
             Self::OstreeCommandFailed => "OstreeCommandFailed",
@@ -524,6 +564,13 @@ mod tests {
             "SignatureMissing",
             "SignatureInvalid",
             "UnknownSigningKey",
+            "OverrideNotSigned",
+            "CatalogExpired",
+            "CatalogRolledBack",
+            "CatalogFreshnessMissing",
+            "VersionBlocked",
+            "Downgrade",
+            "ForeignStatus",
             "NetworkError",
             "HttpError",
             "RedirectRefused",
@@ -535,6 +582,7 @@ mod tests {
             "WriteError",
             "VerifyMismatch",
             "SlotUnavailable",
+            "SlotMounted",
             "BootControlError",
             "RebootFailed",
             "VersionMismatch",
@@ -546,6 +594,7 @@ mod tests {
             "HookNotRunnable",
             "HookFailed",
             "HookTimedOut",
+            "HookUnsafe",
             "InvalidRestartSelector",
             "LiveRestartFailed",
             "OstreeCommandFailed",

@@ -136,6 +136,15 @@ pub fn verify_catalog(
     }))
 }
 
+/// The trusted comment of a minisign signature text, unverified (to read back what was
+/// signed last, not to trust it).
+pub fn trusted_comment(signature: &str) -> Option<String> {
+    SignatureBox::from_string(signature)
+        .ok()?
+        .trusted_comment()
+        .ok()
+}
+
 /// A new unencrypted key pair as (public key file text, secret key file text).
 pub fn keygen() -> Result<(String, String), SigningError> {
     let kp = KeyPair::generate_unencrypted_keypair().map_err(SigningError::Keygen)?;

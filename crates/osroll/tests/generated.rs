@@ -115,21 +115,15 @@ fn agent_daemonset_tolerates_cordoned_nodes() {
 }
 
 #[test]
-fn admission_policy_is_opt_in_and_names_the_agent() {
-    let plain = docs(&osroll(&["create", "agent"]));
+fn admission_policy_is_on_by_default_and_names_the_agent() {
+    let plain = docs(&osroll(&["create", "agent", "--no-admission-policy"]));
     assert!(
         plain
             .iter()
             .all(|o| o["apiVersion"] != "admissionregistration.k8s.io/v1"),
-        "1.24 clusters must apply the default output"
+        "clusters older than 1.30 apply the output without the policy"
     );
-    let objs = docs(&osroll(&[
-        "create",
-        "agent",
-        "--admission-policy",
-        "-n",
-        "edge-ops",
-    ]));
+    let objs = docs(&osroll(&["create", "agent", "-n", "edge-ops"]));
     let policy = objs
         .iter()
         .find(|o| o["kind"] == "ValidatingAdmissionPolicy")

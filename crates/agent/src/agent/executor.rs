@@ -199,10 +199,10 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
             .tracked
             .as_ref()
             .filter(|t| select::is_tracked(t, obj));
-        let status = tracked
-            .map(|t| t.status.clone())
-            .or_else(|| obj.status.clone())
-            .unwrap_or_default();
+        let status = match tracked {
+            Some(t) => t.status.clone(),
+            None => select::adoptable(obj.status.as_ref()),
+        };
         let step = self.backend.next_step(&Input {
             spec: &obj.spec,
             status: &status,

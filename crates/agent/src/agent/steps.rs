@@ -121,8 +121,7 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
     ) -> StepResult {
         let attempt = self.attempt(obj);
         let image = attempt.image.as_ref().ok_or_else(missing_image)?;
-        // Only images from a catalog signed by a trusted key, when so configured.
-        crate::trust::check(&obj.spec, image, &self.cfg.trust)?;
+        self.trusted(obj, image, facts)?;
         let staging = self.backend.stage(&attempt, into, facts).await?;
         let next = status::phase(
             &self.tracked().status,
@@ -141,6 +140,26 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
                 Ok(Tick::Busy)
             }
         }
+    }
+
+    /// Only images from a fresh catalog signed by a trusted key, when so configured; the
+    /// accepted serial is remembered (saved with the next status).
+    fn trusted(
+        &mut self,
+        obj: &OSUpgradeProgress,
+        image: &osroll_api::ImageRef,
+        facts: &B::Facts,
+    ) -> Result<(), Failure> {
+        let ctx = crate::trust::Context {
+            running: facts.os_version(),
+            now: k8s_openapi::jiff::Timestamp::now(),
+            newest_serial: self.state.catalog_serial,
+        };
+        let accepted = crate::trust::check(&obj.spec, image, &self.cfg.trust, ctx)?;
+        if let Some(serial) = accepted.serial {
+            self.state.catalog_serial = self.state.catalog_serial.max(Some(serial));
+        }
+        Ok(())
     }
 
     /// Run a staging to its end, publishing its counters meanwhile; on failure the
@@ -189,6 +208,10 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
         facts: &B::Facts,
     ) -> StepResult {
         let attempt = self.attempt(obj);
+        // The spec may have been edited since staging: what is applied is checked again.
+        if let Some(image) = &attempt.image {
+            self.trusted(obj, image, facts)?;
+        }
         if pre_hook {
             let ctx = self.hook_context(&attempt);
             let tail = hookrun::run(self.hooks.clone(), HookKind::PreInstall, ctx).await?;

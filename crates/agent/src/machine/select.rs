@@ -44,6 +44,30 @@ pub fn oldest_first(list: &mut [OSUpgradeProgress]) {
     });
 }
 
+/// The status to start from for a progress the local state does not track. The agent
+/// acts only on status it wrote itself: a status in the middle of an attempt (Staged with
+/// an `inactivePartition`, Rebooting, ...) that its local state does not record was
+/// written by someone else, and taking it would arm a slot the agent never wrote or
+/// verified. Such a progress starts fresh; a finished one (or none) is kept as it is.
+pub fn adoptable(on_server: Option<&OSUpgradeProgressStatus>) -> OSUpgradeProgressStatus {
+    match on_server {
+        Some(s)
+            if s.phase
+                .is_none_or(|p| p.is_terminal() || p == ProgressPhase::Pending) =>
+        {
+            s.clone()
+        }
+        Some(s) => {
+            tracing::warn!(
+                phase = ?s.phase,
+                "status not written by this agent (no local record of it): starting the progress fresh"
+            );
+            OSUpgradeProgressStatus::default()
+        }
+        None => OSUpgradeProgressStatus::default(),
+    }
+}
+
 /// Whether `p` is the object `t` tracks: the same name, and the same uid when both
 /// know one (a progress deleted and created again under its name is another one).
 pub fn is_tracked(t: &Tracked, p: &OSUpgradeProgress) -> bool {

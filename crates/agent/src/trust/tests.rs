@@ -1,8 +1,25 @@
 use super::*;
 use osroll_api::SignedCatalog;
+use osroll_api::freshness::{self, Freshness};
 use osroll_api::signing::{keygen, parse_public_keys, sign};
 
 const SUM: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+fn ctx() -> Context<'static> {
+    Context {
+        running: Some("1.0"),
+        now: "2026-12-05T00:00:00Z".parse().unwrap(),
+        newest_serial: Some(5),
+    }
+}
+
+/// A trusted comment with `serial` that expires a year after [`ctx`]'s now.
+fn fresh(serial: u64) -> String {
+    freshness::comment(&Freshness {
+        serial,
+        expires: "2027-12-05T00:00:00Z".parse().unwrap(),
+    })
+}
 
 fn catalog() -> String {
     format!(
@@ -21,9 +38,14 @@ fn image() -> ImageRef {
 
 /// A stamped spec signed by a fresh key, and a trust config with that key.
 fn stamped() -> (OSUpgradeProgressSpec, TrustConfig) {
+    stamped_with(&catalog(), &fresh(5))
+}
+
+/// `text` stamped and signed with `comment` by a fresh key, and a config trusting it.
+fn stamped_with(text: &str, comment: &str) -> (OSUpgradeProgressSpec, TrustConfig) {
     let (pk, sk) = keygen().unwrap();
-    let text = catalog();
-    let signature = sign(text.as_bytes(), &sk, None, None).unwrap();
+    let text = text.to_string();
+    let signature = sign(text.as_bytes(), &sk, None, Some(comment)).unwrap();
     let spec = OSUpgradeProgressSpec {
         node_name: "n".into(),
         image: Some(image()),
@@ -44,10 +66,10 @@ fn stamped() -> (OSUpgradeProgressSpec, TrustConfig) {
 #[test]
 fn a_correctly_stamped_image_passes() {
     let (spec, trust) = stamped();
-    check(&spec, &image(), &trust).unwrap();
+    check(&spec, &image(), &trust, ctx()).unwrap();
     let mut upper = image();
     upper.checksum = SUM.to_uppercase().replace("SHA256", "sha256");
-    check(&spec, &upper, &trust).unwrap();
+    check(&spec, &upper, &trust, ctx()).unwrap();
 }
 
 #[test]
@@ -66,13 +88,13 @@ fn each_edited_image_field_is_refused_and_named() {
     for (want, edit) in edits {
         let mut img = image();
         edit(&mut img);
-        let r = check(&spec, &img, &trust).unwrap_err();
+        let r = check(&spec, &img, &trust, ctx()).unwrap_err();
         assert_eq!(r.reason, "ImageNotInCatalog");
         assert!(r.message.contains(want), "{want}: {r}");
     }
     let mut other = image();
     other.version = "3.0".into();
-    let r = check(&spec, &other, &trust).unwrap_err();
+    let r = check(&spec, &other, &trust, ctx()).unwrap_err();
     assert!(
         r.message.contains("\"3.0\" is not in the signed catalog"),
         "{r}"
@@ -83,11 +105,11 @@ fn each_edited_image_field_is_refused_and_named() {
 fn unsigned_under_the_requirement_is_refused_and_passes_without_it() {
     let (mut spec, mut trust) = stamped();
     spec.signed_catalog = None;
-    let r = check(&spec, &image(), &trust).unwrap_err();
+    let r = check(&spec, &image(), &trust, ctx()).unwrap_err();
     assert_eq!(r.reason, "CatalogNotSigned");
     assert!(r.message.contains("spec.signedCatalog is missing"), "{r}");
     trust.require_signed_catalog = false;
-    check(&spec, &image(), &trust).unwrap();
+    check(&spec, &image(), &trust, ctx()).unwrap();
 }
 
 #[test]
@@ -98,7 +120,7 @@ fn unknown_key_tampered_catalog_and_wrong_digest_are_refused() {
         keys: parse_public_keys(&other_pk).unwrap(),
         require_signed_catalog: true,
     };
-    let r = check(&spec, &image(), &stranger).unwrap_err();
+    let r = check(&spec, &image(), &stranger, ctx()).unwrap_err();
     assert_eq!(r.reason, "UnknownSigningKey");
     assert!(r.message.contains("not trusted"), "{r}");
 
@@ -108,12 +130,12 @@ fn unknown_key_tampered_catalog_and_wrong_digest_are_refused() {
     sc.content = sc.content.replace("img.example", "evil.example");
     let mut evil = image();
     evil.url = "https://evil.example/2.0.zst".into();
-    let r = check(&tampered, &evil, &trust).unwrap_err();
+    let r = check(&tampered, &evil, &trust, ctx()).unwrap_err();
     assert_eq!(r.reason, "SignatureInvalid", "{r}");
 
     let mut wrong = spec.clone();
     wrong.catalog_digest = Some(format!("sha256:{}", "0".repeat(64)));
-    let r = check(&wrong, &image(), &trust).unwrap_err();
+    let r = check(&wrong, &image(), &trust, ctx()).unwrap_err();
     assert_eq!(r.reason, "CatalogDigestMismatch");
 }
 
@@ -123,7 +145,47 @@ fn a_present_signature_is_checked_when_keys_are_configured() {
     trust.require_signed_catalog = false;
     let mut img = image();
     img.url = "https://evil.example/x".into();
-    assert!(check(&spec, &img, &trust).is_err());
+    assert!(check(&spec, &img, &trust, ctx()).is_err());
     trust.keys.clear();
-    check(&spec, &img, &trust).unwrap();
+    check(&spec, &img, &trust, ctx()).unwrap();
+}
+
+#[test]
+fn stale_catalogs_are_refused_and_the_serial_is_returned() {
+    let (spec, trust) = stamped_with(&catalog(), &fresh(9));
+    assert_eq!(
+        check(&spec, &image(), &trust, ctx()).unwrap(),
+        Accepted { serial: Some(9) }
+    );
+    let (spec, trust) = stamped_with(&catalog(), &fresh(4));
+    let r = check(&spec, &image(), &trust, ctx()).unwrap_err();
+    assert_eq!(r.reason, "CatalogRolledBack", "{r}");
+    let mut later = ctx();
+    later.now = "2028-01-01T00:00:00Z".parse().unwrap();
+    let r = check(&spec, &image(), &trust, later).unwrap_err();
+    assert_eq!(r.reason, "CatalogExpired", "{r}");
+    let (spec, trust) = stamped_with(&catalog(), "timestamp:1700000000");
+    let r = check(&spec, &image(), &trust, ctx()).unwrap_err();
+    assert_eq!(r.reason, "CatalogFreshnessMissing", "{r}");
+}
+
+#[test]
+fn blocked_downgrade_and_unsigned_overrides_are_refused() {
+    let blocked = format!("{}blocked: [\"2.0\"]\n", catalog());
+    let (spec, trust) = stamped_with(&blocked, &fresh(5));
+    let r = check(&spec, &image(), &trust, ctx()).unwrap_err();
+    assert_eq!(r.reason, "VersionBlocked", "{r}");
+
+    let (mut spec, trust) = stamped();
+    let mut newer = ctx();
+    newer.running = Some("3.0");
+    let r = check(&spec, &image(), &trust, newer).unwrap_err();
+    assert_eq!(r.reason, "Downgrade", "{r}");
+    spec.allow_downgrade = true;
+    check(&spec, &image(), &trust, newer).unwrap();
+
+    spec.os_version_management = Some(serde_json::json!({"ostree": {"reference": "evil:os"}}));
+    let r = check(&spec, &image(), &trust, ctx()).unwrap_err();
+    assert_eq!(r.reason, "OverrideNotSigned", "{r}");
+    assert!(r.message.contains("evil:os"), "{r}");
 }

@@ -48,6 +48,9 @@ pub struct CatalogImage {
     pub checksum: String,
     /// Expanded size in bytes.
     pub size: Option<u64>,
+    /// What a deployment backend installs besides the URL: the OSTree reference, the OS
+    /// plugin's payload. Signed with the rest of the entry, so it cannot be overridden.
+    pub os_version_management: Option<serde_json::Value>,
 }
 
 /// Something wrong with one part of a catalog.
@@ -101,6 +104,15 @@ pub enum RejectionReason {
     UnknownSigningKey,
     /// The target image's URL breaks the image source policy.
     ImageSourceNotAllowed,
+    /// The signed catalog's expiry has passed (a frozen catalog).
+    CatalogExpired,
+    /// The signed catalog's serial is older than the newest one accepted (a rollback).
+    CatalogRolledBack,
+    /// Signed catalogs are required and the signature carries no serial and expiry.
+    CatalogFreshnessMissing,
+    /// The catalog is larger than [`MAX_CATALOG_BYTES`] or lists more than
+    /// [`MAX_CATALOG_IMAGES`] images.
+    CatalogTooLarge,
 }
 
 impl RejectionReason {
@@ -120,6 +132,10 @@ impl RejectionReason {
             Self::SignatureInvalid => "SignatureInvalid",
             Self::UnknownSigningKey => "UnknownSigningKey",
             Self::ImageSourceNotAllowed => "ImageSourceNotAllowed",
+            Self::CatalogExpired => "CatalogExpired",
+            Self::CatalogRolledBack => "CatalogRolledBack",
+            Self::CatalogFreshnessMissing => "CatalogFreshnessMissing",
+            Self::CatalogTooLarge => "CatalogTooLarge",
         }
     }
 }
@@ -148,6 +164,8 @@ impl Rejection {
 pub struct Resolution {
     /// The image to install.
     pub image: ImageRef,
+    /// The entry's `osVersionManagement`, when it carries one.
+    pub os_version_management: Option<serde_json::Value>,
     /// Problems elsewhere in the catalog that did not block this target.
     pub warnings: Vec<CatalogProblem>,
 }
@@ -183,7 +201,15 @@ struct RawImage {
     checksum: Option<String>,
     #[serde(default)]
     size: Option<u64>,
+    #[serde(default, rename = "osVersionManagement")]
+    os_version_management: Option<serde_json::Value>,
 }
+
+/// Largest catalog text accepted anywhere (controller, agent, `osroll catalog`), checked
+/// before parsing: parsing costs memory in proportion to the text.
+pub const MAX_CATALOG_BYTES: usize = 1 << 20;
+/// Most image entries a catalog may list.
+pub const MAX_CATALOG_IMAGES: usize = 10_000;
 
 /// `sha256:<hex>` of catalog bytes, recorded in status so a resolution can be traced to
 /// the exact catalog it came from.
@@ -264,12 +290,30 @@ impl Catalog {
     /// Parse catalog YAML. Fails only when the document as a whole is not a catalog;
     /// problems inside entries are collected in [`Catalog::problems`].
     pub fn parse(text: &str) -> Result<Catalog, Rejection> {
+        if text.len() > MAX_CATALOG_BYTES {
+            return Err(Rejection::new(
+                RejectionReason::CatalogTooLarge,
+                format!(
+                    "catalog is above the limit of {MAX_CATALOG_BYTES} bytes (1 MiB): {} bytes read",
+                    text.len()
+                ),
+            ));
+        }
         let raw: RawCatalog = serde_yaml::from_str(text).map_err(|e| {
             Rejection::new(
                 RejectionReason::CatalogInvalid,
                 format!("catalog is not valid: {e}"),
             )
         })?;
+        if raw.images.len() > MAX_CATALOG_IMAGES {
+            return Err(Rejection::new(
+                RejectionReason::CatalogTooLarge,
+                format!(
+                    "catalog lists {} images, above the limit of {MAX_CATALOG_IMAGES}",
+                    raw.images.len()
+                ),
+            ));
+        }
         let mut cat = Catalog::default();
         if let Some(stable) = &raw.stable {
             match version_string(stable) {
@@ -361,6 +405,7 @@ impl Catalog {
                 checksum: entry.checksum.clone(),
                 size: entry.size,
             },
+            os_version_management: entry.os_version_management.clone(),
             warnings: self
                 .problems
                 .iter()
@@ -495,12 +540,21 @@ fn read_image(
         let msg = "size must be greater than 0";
         problems.push(CatalogProblem::in_image(i, ".size", v, msg));
     }
+    let os_version_management = entry.os_version_management;
+    if os_version_management
+        .as_ref()
+        .is_some_and(|o| !o.is_object())
+    {
+        let msg = "osVersionManagement must be a mapping";
+        problems.push(CatalogProblem::in_image(i, ".osVersionManagement", v, msg));
+    }
     Some(CatalogImage {
         index: i,
         version,
         url,
         checksum,
         size: entry.size,
+        os_version_management,
     })
 }
 

@@ -40,6 +40,9 @@ pub struct ProgressTemplate {
     pub catalog_digest: Option<String>,
     /// The catalog and its signature, when it was signed.
     pub signed_catalog: Option<SignedCatalog>,
+    /// The catalog entry's `osVersionManagement`: it wins over the OSUpgrade's, since
+    /// only the entry's is covered by the signature.
+    pub os_version_management: Option<serde_json::Value>,
 }
 
 /// The progress object for `node`: stable name, owner reference, node and source labels.
@@ -53,11 +56,15 @@ pub fn new_progress(up: &OSUpgrade, node: &str, t: &ProgressTemplate) -> OSUpgra
             image: Some(t.image.clone()),
             retry_nonce: None,
             reboot_approved: false,
-            os_version_management: up.spec.os_version_management.clone(),
+            os_version_management: t
+                .os_version_management
+                .clone()
+                .or_else(|| up.spec.os_version_management.clone()),
             restart_on_live_update: up.spec.restart_on_live_update.clone(),
             catalog_digest: t.catalog_digest.clone(),
             signed_catalog: t.signed_catalog.clone(),
             allow_http_images: up.spec.allow_http_images,
+            allow_downgrade: up.spec.allow_downgrade,
             kernel_arguments: up.spec.kernel_arguments.clone(),
         },
     );

@@ -38,6 +38,7 @@ fn template() -> ProgressTemplate {
         },
         catalog_digest: Some("sha256:cat".into()),
         signed_catalog: None,
+        os_version_management: None,
     }
 }
 

@@ -13,7 +13,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use k8s_openapi::jiff::Timestamp;
 use osroll_api::catalog::NodeVersion;
+use osroll_api::freshness::{self, Stale};
 use osroll_api::signing::TrustedKey;
 use osroll_api::{
     Catalog, CatalogProblem, CatalogSource, ImageRef, OSUpgradeSpec, Rejection, RejectionReason,
@@ -24,8 +26,8 @@ use crate::chain::Chain;
 use crate::cluster::Cluster;
 
 pub use osroll_api::catalog::{CONFIG_MAP_KEY, CONFIG_MAP_SIGNATURE_KEY};
-/// Largest catalog accepted.
-pub const MAX_CATALOG_BYTES: usize = 4 << 20;
+/// Largest catalog accepted (the limit every reader of catalogs applies).
+pub const MAX_CATALOG_BYTES: usize = osroll_api::catalog::MAX_CATALOG_BYTES;
 
 /// Why a catalog (or its signature) could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +286,8 @@ pub struct TrustPolicy {
 pub struct Resolved {
     /// The image to install.
     pub image: ImageRef,
+    /// The entry's `osVersionManagement`, when it carries one.
+    pub os_version_management: Option<serde_json::Value>,
     /// Problems elsewhere in the catalog.
     pub warnings: Vec<CatalogProblem>,
     /// sha256 of the catalog bytes.
@@ -292,14 +296,41 @@ pub struct Resolved {
     pub signed: Option<SignedCatalog>,
     /// Where the catalog came from.
     pub origin: String,
+    /// The signed catalog's serial, when its signature carries one.
+    pub serial: Option<u64>,
 }
 
-/// Verify, parse and resolve `doc` for `spec` and the selected nodes' versions.
+/// The serial of a fresh signed catalog: under the requirement its trusted comment must
+/// carry a serial and an expiry; otherwise they are checked when present.
+pub fn fresh(
+    trusted_comment: &str,
+    required: bool,
+    now: Timestamp,
+    newest: Option<u64>,
+) -> Result<Option<u64>, Rejection> {
+    if !required && freshness::parse(trusted_comment).is_none() {
+        return Ok(None);
+    }
+    freshness::check(trusted_comment, now, newest)
+        .map(|f| Some(f.serial))
+        .map_err(|stale| Rejection {
+            reason: match stale {
+                Stale::Missing(_) => RejectionReason::CatalogFreshnessMissing,
+                Stale::Expired { .. } => RejectionReason::CatalogExpired,
+                Stale::RolledBack { .. } => RejectionReason::CatalogRolledBack,
+            },
+            message: stale.to_string(),
+        })
+}
+
+/// Verify, parse and resolve `doc` for `spec` and the selected nodes' versions, at
+/// `now`, refusing a catalog older than the `newest` serial accepted.
 pub fn resolve(
     doc: &CatalogDoc,
     spec: &OSUpgradeSpec,
     nodes: &[NodeVersion],
     trust: &TrustPolicy,
+    (now, newest): (Timestamp, Option<u64>),
 ) -> Result<Resolved, Rejection> {
     let verified = osroll_api::signing::verify_catalog(
         doc.text.as_bytes(),
@@ -307,6 +338,10 @@ pub fn resolve(
         &trust.keys,
         trust.require_signed,
     )?;
+    let serial = match &verified {
+        Some(v) => fresh(&v.trusted_comment, trust.require_signed, now, newest)?,
+        None => None,
+    };
     let catalog = Catalog::parse(&doc.text)?;
     let r = catalog.resolve(&spec.version, nodes, spec.allow_downgrade)?;
     osroll_api::policy::check_image_url(&r.image.url, spec.allow_http_images).map_err(|v| {
@@ -324,10 +359,12 @@ pub fn resolve(
     };
     Ok(Resolved {
         image: r.image,
+        os_version_management: r.os_version_management,
         warnings: r.warnings,
         digest: osroll_api::catalog::digest(doc.text.as_bytes()),
         signed,
         origin: doc.origin.clone(),
+        serial,
     })
 }
 
@@ -341,6 +378,7 @@ struct Entry {
 pub struct ResolutionCache {
     entries: Mutex<HashMap<String, Entry>>,
     retry_rejected: Duration,
+    newest_serial: Mutex<Option<u64>>,
 }
 
 impl ResolutionCache {
@@ -349,6 +387,7 @@ impl ResolutionCache {
         ResolutionCache {
             entries: Mutex::new(HashMap::new()),
             retry_rejected,
+            newest_serial: Mutex::new(None),
         }
     }
 
@@ -364,6 +403,25 @@ impl ResolutionCache {
         let fresh = e.generation == generation
             && (e.result.is_ok() || now.duration_since(e.at) < self.retry_rejected);
         fresh.then(|| e.result.clone())
+    }
+
+    /// Whether the accepted resolution cached for `uid` is due to be checked again
+    /// against the catalog (a version blocked meanwhile, an expired catalog).
+    pub fn due(&self, uid: &str, now: Instant) -> bool {
+        let m = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(uid)
+            .is_some_and(|e| now.duration_since(e.at) >= self.retry_rejected)
+    }
+
+    /// The newest catalog serial accepted by this controller.
+    pub fn newest_serial(&self) -> Option<u64> {
+        *self.newest_serial.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remember an accepted catalog's serial.
+    pub fn accept_serial(&self, serial: Option<u64>) {
+        let mut n = self.newest_serial.lock().unwrap_or_else(|e| e.into_inner());
+        *n = (*n).max(serial);
     }
 
     /// Store a result.

@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use k8s_openapi::jiff::Timestamp;
+use osroll_api::freshness;
+
 use super::*;
 use crate::fake::FakeCluster;
 
@@ -172,6 +175,19 @@ async fn config_map_catalogs_are_read_from_the_controller_namespace() {
     );
 }
 
+/// The time and newest accepted serial the catalog is resolved at.
+fn now() -> (Timestamp, Option<u64>) {
+    ("2026-12-05T00:00:00Z".parse().unwrap(), Some(5))
+}
+
+/// A trusted comment with `serial`, expiring a day after [`now`].
+fn fresh(serial: u64) -> String {
+    freshness::comment(&freshness::Freshness {
+        serial,
+        expires: "2026-12-06T00:00:00Z".parse().unwrap(),
+    })
+}
+
 fn doc(text: String, signature: Option<String>) -> CatalogDoc {
     CatalogDoc {
         text,
@@ -184,7 +200,7 @@ fn doc(text: String, signature: Option<String>) -> CatalogDoc {
 fn resolution_accepts_with_warnings_and_rejects_with_reasons() {
     let t = TrustPolicy::default();
     let d = doc(catalog_text("https://img/2.0"), None);
-    let r = resolve(&d, &spec("stable"), &[], &t).unwrap();
+    let r = resolve(&d, &spec("stable"), &[], &t, now()).unwrap();
     assert_eq!(r.image.version, "2.0");
     assert_eq!(
         r.warnings.len(),
@@ -195,30 +211,34 @@ fn resolution_accepts_with_warnings_and_rejects_with_reasons() {
     assert_eq!(r.digest, osroll_api::catalog::digest(d.text.as_bytes()));
     assert_eq!(r.signed, None);
     assert_eq!(
-        resolve(&d, &spec("1.9"), &[], &t).unwrap_err().reason,
+        resolve(&d, &spec("1.9"), &[], &t, now())
+            .unwrap_err()
+            .reason,
         RejectionReason::VersionBlocked
     );
     assert_eq!(
-        resolve(&d, &spec("3.0"), &[], &t).unwrap_err().reason,
+        resolve(&d, &spec("3.0"), &[], &t, now())
+            .unwrap_err()
+            .reason,
         RejectionReason::VersionNotInCatalog
     );
     let newer = [NodeVersion {
         node: "n1".into(),
         version: Some("2.1".into()),
     }];
-    let e = resolve(&d, &spec("2.0"), &newer, &t).unwrap_err();
+    let e = resolve(&d, &spec("2.0"), &newer, &t, now()).unwrap_err();
     assert_eq!(e.reason, RejectionReason::Downgrade);
     assert!(e.message.contains("n1"));
     let mut allow = spec("2.0");
     allow.allow_downgrade = true;
-    assert!(resolve(&d, &allow, &newer, &t).is_ok());
+    assert!(resolve(&d, &allow, &newer, &t, now()).is_ok());
 }
 
 #[test]
 fn image_source_policy_applies_to_the_resolved_url() {
     let t = TrustPolicy::default();
     let d = doc(catalog_text("http://mirror.local/2.0"), None);
-    let e = resolve(&d, &spec("2.0"), &[], &t).unwrap_err();
+    let e = resolve(&d, &spec("2.0"), &[], &t, now()).unwrap_err();
     assert_eq!(e.reason, RejectionReason::ImageSourceNotAllowed);
     assert!(
         e.message.contains("http://mirror.local/2.0"),
@@ -227,7 +247,7 @@ fn image_source_policy_applies_to_the_resolved_url() {
     );
     let mut s = spec("2.0");
     s.allow_http_images = true;
-    assert!(resolve(&d, &s, &[], &t).is_ok());
+    assert!(resolve(&d, &s, &[], &t, now()).is_ok());
 }
 
 #[test]
@@ -235,7 +255,7 @@ fn signatures_are_checked_and_the_signed_catalog_is_kept() {
     let (pk, sk) = osroll_api::signing::keygen().unwrap();
     let keys = osroll_api::signing::parse_public_keys(&pk).unwrap();
     let text = catalog_text("https://img/2.0");
-    let sig = osroll_api::signing::sign(text.as_bytes(), &sk, None, None).unwrap();
+    let sig = osroll_api::signing::sign(text.as_bytes(), &sk, None, Some(&fresh(5))).unwrap();
     let strict = TrustPolicy {
         keys,
         require_signed: true,
@@ -245,6 +265,7 @@ fn signatures_are_checked_and_the_signed_catalog_is_kept() {
         &spec("2.0"),
         &[],
         &strict,
+        now(),
     )
     .unwrap();
     assert_eq!(
@@ -254,10 +275,11 @@ fn signatures_are_checked_and_the_signed_catalog_is_kept() {
             signature: sig.clone()
         })
     );
-    let e = resolve(&doc(text.clone(), None), &spec("2.0"), &[], &strict).unwrap_err();
+    let e = resolve(&doc(text.clone(), None), &spec("2.0"), &[], &strict, now()).unwrap_err();
     assert_eq!(e.reason, RejectionReason::SignatureMissing);
+    assert_eq!(r.serial, Some(5));
     let tampered = text.replace("size: 10", "size: 11");
-    let e = resolve(&doc(tampered, Some(sig)), &spec("2.0"), &[], &strict).unwrap_err();
+    let e = resolve(&doc(tampered, Some(sig)), &spec("2.0"), &[], &strict, now()).unwrap_err();
     assert_eq!(e.reason, RejectionReason::SignatureInvalid);
 }
 
@@ -270,6 +292,7 @@ fn cache_keeps_acceptance_per_generation_and_retries_rejections() {
         &spec("2.0"),
         &[],
         &TrustPolicy::default(),
+        now(),
     );
     cache.put("u1", 1, t0, ok.clone());
     assert_eq!(cache.get("u1", 1, t0 + Duration::from_secs(3600)), Some(ok));
@@ -314,4 +337,58 @@ async fn http_fetcher_reads_bodies_and_refuses_plain_http_by_default() {
         "https only"
     );
     server.abort();
+}
+
+#[test]
+fn expired_older_and_unmarked_signed_catalogs_are_refused() {
+    let (pk, sk) = osroll_api::signing::keygen().unwrap();
+    let strict = TrustPolicy {
+        keys: osroll_api::signing::parse_public_keys(&pk).unwrap(),
+        require_signed: true,
+    };
+    let text = catalog_text("https://img/2.0");
+    let signed = |comment: &str| {
+        let sig = osroll_api::signing::sign(text.as_bytes(), &sk, None, Some(comment)).unwrap();
+        doc(text.clone(), Some(sig))
+    };
+    let old = resolve(&signed(&fresh(4)), &spec("2.0"), &[], &strict, now()).unwrap_err();
+    assert_eq!(old.reason, RejectionReason::CatalogRolledBack, "{old}");
+    assert!(
+        old.message.contains("serial 4 is older than serial 5"),
+        "{old}"
+    );
+    let later = ("2026-12-07T00:00:00Z".parse().unwrap(), None);
+    let expired = resolve(&signed(&fresh(6)), &spec("2.0"), &[], &strict, later).unwrap_err();
+    assert_eq!(expired.reason, RejectionReason::CatalogExpired, "{expired}");
+    let bare = resolve(&signed("release 1"), &spec("2.0"), &[], &strict, now()).unwrap_err();
+    assert_eq!(bare.reason, RejectionReason::CatalogFreshnessMissing);
+    // Not required: a signature without freshness is still accepted.
+    let lax = TrustPolicy {
+        require_signed: false,
+        ..strict
+    };
+    assert!(resolve(&signed("release 1"), &spec("2.0"), &[], &lax, now()).is_ok());
+}
+
+#[test]
+fn oversized_catalogs_are_refused_naming_the_limit() {
+    let mut text = String::from("images:\n");
+    let mut n = 0;
+    while text.len() <= osroll_api::catalog::MAX_CATALOG_BYTES {
+        text += &format!(
+            "  - version: \"1.{n}\"\n    url: https://img/{n}\n    checksum: sha256:{}\n",
+            "a".repeat(64)
+        );
+        n += 1;
+    }
+    let e = resolve(
+        &doc(text, None),
+        &spec("1.0"),
+        &[],
+        &TrustPolicy::default(),
+        now(),
+    )
+    .unwrap_err();
+    assert_eq!(e.reason, RejectionReason::CatalogTooLarge);
+    assert!(e.message.contains("limit of 1048576 bytes"), "{e}");
 }

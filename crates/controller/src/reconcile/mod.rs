@@ -12,9 +12,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 use osroll_api::catalog::NodeVersion;
-use osroll_api::{OSUpgrade, OSUpgradeProgress, OSUpgradeStatus, Rejection, UpgradePhase, labels};
+use osroll_api::{
+    OSUpgrade, OSUpgradeProgress, OSUpgradeStatus, Rejection, RejectionReason, UpgradePhase, labels,
+};
 use serde_json::json;
 
 use osroll_api::upgrade::UpgradeReason;
@@ -246,10 +249,12 @@ impl<C: Cluster> Shared<C> {
             return Seen::Overlapping(spec, blocker);
         }
         let catalog = self.resolve(up, &spec.selection, world).await;
-        Seen::Resolved(spec, catalog)
+        Seen::Resolved(spec, Box::new(catalog))
     }
 
-    /// The catalog's resolution for this generation of `up`, cached.
+    /// The catalog's resolution for this generation of `up`, cached. An accepted one is
+    /// checked again now and then: the fleet is not re-targeted when the catalog changes,
+    /// but a version blocked meanwhile, or a catalog that expired, stops the rollout.
     async fn resolve(
         &self,
         up: &OSUpgrade,
@@ -259,10 +264,14 @@ impl<C: Cluster> Shared<C> {
         let uid = up.uid().unwrap_or_default();
         let generation = up.metadata.generation.unwrap_or(0);
         let t = Instant::now();
-        if let Some(r) = self.catalogs.get(&uid, generation, t) {
-            return r;
+        let cached = self.catalogs.get(&uid, generation, t);
+        if let Some(r) = &cached
+            && (r.is_err() || !self.catalogs.due(&uid, t))
+        {
+            return r.clone();
         }
         let versions = node_versions(selection, world);
+        let now = (Timestamp::now(), self.catalogs.newest_serial());
         let r = match catalog::load(
             &up.spec.catalog,
             &self.namespace,
@@ -271,15 +280,29 @@ impl<C: Cluster> Shared<C> {
         )
         .await
         {
-            Ok(doc) => catalog::resolve(&doc, &up.spec, &versions, &self.trust),
+            Ok(doc) => catalog::resolve(&doc, &up.spec, &versions, &self.trust, now),
             Err(e) => Err(e),
         };
-        if r.is_err() {
-            self.metrics.reconcile_error(ErrorKind::Catalog);
+        let r = match (cached, r) {
+            (Some(Ok(_)), Err(e)) if revokes(e.reason) => Err(e),
+            (Some(Ok(kept)), _) => Ok(kept),
+            (_, r) => r,
+        };
+        match &r {
+            Ok(ok) => self.catalogs.accept_serial(ok.serial),
+            Err(_) => self.metrics.reconcile_error(ErrorKind::Catalog),
         }
         self.catalogs.put(&uid, generation, t, r.clone());
         r
     }
+}
+
+/// Whether a rejection found on checking an accepted resolution again withdraws it.
+fn revokes(reason: RejectionReason) -> bool {
+    matches!(
+        reason,
+        RejectionReason::VersionBlocked | RejectionReason::CatalogExpired
+    )
 }
 
 /// What the observe step found, as far as it looked.
@@ -289,7 +312,7 @@ enum Seen {
     /// An older OSUpgrade selects some of the same nodes.
     Overlapping(Spec, Blocker),
     /// The catalog's resolution (or its rejection).
-    Resolved(Spec, Result<Resolved, Rejection>),
+    Resolved(Spec, Box<Result<Resolved, Rejection>>),
 }
 
 /// The validated spec.
@@ -394,15 +417,17 @@ enum Hold {
 
 fn gate(seen: Seen) -> Gate {
     let (mut spec, hold) = match seen {
-        Seen::Resolved(spec, Ok(resolved)) => {
-            return Gate {
-                spec,
-                open: Ok(resolved),
-            };
-        }
+        Seen::Resolved(spec, catalog) => match *catalog {
+            Ok(resolved) => {
+                return Gate {
+                    spec,
+                    open: Ok(resolved),
+                };
+            }
+            Err(rejection) => (spec, Hold::Rejected(rejection)),
+        },
         Seen::Invalid(e) => (Spec::default(), Hold::Invalid(e)),
         Seen::Overlapping(spec, blocker) => (spec, Hold::Waiting(blocker)),
-        Seen::Resolved(spec, Err(rejection)) => (spec, Hold::Rejected(rejection)),
     };
     spec.strategy.paused = true;
     Gate {
@@ -419,6 +444,7 @@ impl Gate {
                 image: r.image.clone(),
                 catalog_digest: Some(r.digest.clone()),
                 signed_catalog: r.signed.clone(),
+                os_version_management: r.os_version_management.clone(),
             },
             Err(_) => ProgressTemplate::default(),
         }

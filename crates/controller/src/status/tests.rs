@@ -13,6 +13,8 @@ fn resolved(warnings: usize) -> Resolved {
             version: "2.0".into(),
             ..Default::default()
         },
+        os_version_management: None,
+        serial: None,
         warnings: (0..warnings)
             .map(|i| CatalogProblem {
                 field: format!("images[{i}].checksum"),

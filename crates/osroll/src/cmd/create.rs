@@ -12,10 +12,10 @@ pub(crate) enum CreateCmd {
     Agent {
         #[command(flatten)]
         target: Target,
-        /// Also confine each agent to its own node with a ValidatingAdmissionPolicy
-        /// (needs Kubernetes 1.30 or later).
+        /// Leave out the ValidatingAdmissionPolicy that confines each agent to its own
+        /// node, for clusters older than Kubernetes 1.30 (which cannot serve it).
         #[arg(long)]
-        admission_policy: bool,
+        no_admission_policy: bool,
         #[command(flatten)]
         node: AgentNodeArgs,
     },
@@ -189,13 +189,13 @@ pub(crate) fn run(cmd: CreateCmd) -> anyhow::Result<()> {
         }
         CreateCmd::Agent {
             target: t,
-            admission_policy,
+            no_admission_policy,
             node,
         } => {
             let mut objects = manifests::agent(&image(t), &t.namespace);
             manifests::add_agent_node_options(&mut objects, &node.options()?);
             manifests::add_trust(&mut objects, manifests::Component::Agent, &t.trust());
-            if *admission_policy {
+            if !*no_admission_policy {
                 objects.extend(manifests::agent_admission_policy(&t.namespace));
             }
             objects

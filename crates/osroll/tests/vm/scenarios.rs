@@ -24,7 +24,13 @@ pub(crate) const NODE: &str = "vm-node";
 const NS: &str = "osroll-system";
 /// Flags the fleet would give `osroll create agent` for this node type: the guest has no
 /// systemd, so the agent reboots with reboot(2).
-pub(crate) const CREATE_AGENT: &[&str] = &["create", "agent", "--reboot-command", "syscall"];
+pub(crate) const CREATE_AGENT: &[&str] = &[
+    "create",
+    "agent",
+    "--reboot-command",
+    "syscall",
+    "--no-admission-policy",
+];
 const BOOT: Duration = Duration::from_secs(90);
 const STAGE: Duration = Duration::from_secs(60);
 

@@ -295,17 +295,15 @@ impl Deployment {
     }
 
     /// Whether this deployment is `target`: the target checksum equals the commit, the
-    /// base commit or the image digest, or the versions are equal.
+    /// base commit or the image digest. Only a target without a checksum is recognised by
+    /// its version string, which anyone can put in a commit.
     pub fn is(&self, target: &OstreeTarget) -> bool {
         if let Some(want) = target.checksum.as_deref().map(normalize_digest) {
             let have = [&self.checksum, &self.base_checksum, &self.image_digest];
-            if have
+            return have
                 .into_iter()
                 .flatten()
-                .any(|h| normalize_digest(h) == want)
-            {
-                return true;
-            }
+                .any(|h| normalize_digest(h) == want);
         }
         matches!((&target.version, &self.version), (Some(t), Some(v)) if t == v)
     }

@@ -85,7 +85,7 @@ esac
 
 const OSTREE: &str = r#"
 case "$1" in
-  pull) [ "$2" = -- ] && shift; resolve "$2:$3" | grep -q . || { echo "error: No such ref $3" >&2; exit 1; } ;;
+  pull) [ "$2" = -- ] || exit 2; resolve "$3:$4" | grep -q . || { echo "error: No such ref $4" >&2; exit 1; } ;;
   admin)
     case "$2" in
       status)
@@ -315,6 +315,7 @@ fn scripted_ostree_admin_pulls_then_deploys_and_detects_a_fallback() {
                 "deploy",
                 "--stage",
                 "--os=fedora",
+                "--",
                 "fedora:fedora/stable"
             ],
         ]
@@ -630,4 +631,27 @@ fn no_reboot_comes_from_os_version_management() {
             .contains("rebootRequired must be true or false"),
         "{err}"
     );
+}
+
+#[test]
+fn a_deployment_is_the_target_by_checksum_not_by_version() {
+    let forged = Deployment {
+        checksum: Some(csum(9)),
+        version: Some("40.2".into()),
+        ..Default::default()
+    };
+    // Anyone can put "40.2" in a commit's version: with a checksum, only it counts.
+    assert!(!forged.is(&target("fedora:fedora/stable", "40.2", Some(csum(2)))));
+    let real = Deployment {
+        checksum: Some(csum(2)),
+        version: Some("40.1".into()),
+        ..Default::default()
+    };
+    assert!(real.is(&target(
+        "fedora:fedora/stable",
+        "40.2",
+        Some(format!("sha256:{}", csum(2)))
+    )));
+    // Without a checksum the version is all there is.
+    assert!(forged.is(&target("fedora:fedora/stable", "40.2", None)));
 }
