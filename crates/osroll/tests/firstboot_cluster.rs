@@ -14,29 +14,53 @@ use std::process::{Command, Output};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use osroll_agent::{SimHost, Slot};
-use osroll_api::{OSUpgrade, manifests};
-use osroll_sim::ServerConfig;
+use osroll_api::OSUpgrade;
 use osroll_sim::demo::images::ImageServer;
 use osroll_sim::testing::Cluster;
 use serde_json::json;
 
-const NS: &str = manifests::DEFAULT_NAMESPACE;
-const AGENT: &str = "system:serviceaccount:osroll-system:osroll-agent";
+/// What one first boot runs against: the cluster instance and the agent's kubeconfig.
+struct Node<'a> {
+    cluster: &'a Cluster,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl<'a> Node<'a> {
+    /// The agent's service account of `cluster` (RBAC from the generated manifests).
+    fn new(cluster: &'a Cluster) -> Self {
+        let kubeconfig = cluster.kubeconfig_for(&cluster.agent_user()).unwrap();
+        Node {
+            cluster,
+            kubeconfig,
+        }
+    }
+}
 
 /// `osroll agent --firstboot` on the simulated host in `dir`, as the agent's account.
-fn firstboot(dir: &Path, kubeconfig: &Path) -> Output {
+fn firstboot(dir: &Path, node: &Node) -> Output {
     let d = |p: &str| dir.join(p).display().to_string();
+    let name = node.cluster.name("fresh-1");
     Command::new(env!("CARGO_BIN_EXE_osroll"))
-        .args(["agent", "--firstboot", "--node-name", "fresh-1"])
+        .args(["agent", "--firstboot", "--node-name", &name])
+        .args(["--catalog-namespace", &node.cluster.namespace()])
         .args(["--sim-host", &d("host"), "--state-dir", &d("state")])
         .args(["--firstboot-version-file", &d("no-such-file")])
         .args(["--firstboot-done", &d("firstboot.done")])
         .args(["--trusted-keys", &d("keys"), "--require-signed-catalog"])
         .arg("--kubeconfig")
-        .arg(kubeconfig)
+        .arg(&node.kubeconfig)
         .env("RUST_LOG", "warn")
         .output()
         .unwrap()
+}
+
+/// A trusted comment with a serial and an expiry a day from now.
+fn fresh() -> String {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    osroll_api::freshness::comment(&osroll_api::freshness::Freshness {
+        serial: 1,
+        expires: Timestamp::now() + SignedDuration::from_hours(24),
+    })
 }
 
 fn text(o: &Output) -> String {
@@ -62,53 +86,41 @@ async fn set_catalog(cluster: &Cluster, catalog: &str, signature: Option<&str>) 
     }
     let cm: ConfigMap = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "fleet-catalog", "namespace": NS},
+        "metadata": {"name": "fleet-catalog", "namespace": cluster.namespace()},
         "data": data,
     }))
     .unwrap();
-    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), NS);
+    let api: Api<ConfigMap> = Api::namespaced(cluster.admin(), &cluster.namespace());
     let _ = api.delete("fleet-catalog", &Default::default()).await;
     api.create(&PostParams::default(), &cm).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_boot_follows_a_signed_configmap_catalog_under_the_agents_rbac() {
-    let cluster = Cluster::start_with(ServerConfig {
-        enforce_rbac: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    cluster.install_crds().await.unwrap();
-    cluster.ensure_namespace(NS).await.unwrap();
-    let agent_yaml = manifests::to_yaml(&manifests::agent("osroll:test", NS));
-    let out = cluster
-        .kubectl_run(&["apply", "-f", "-"], Some(&agent_yaml))
-        .await
-        .unwrap();
-    assert!(out.success(), "applying the agent manifests: {out:?}");
-    let kubeconfig = cluster.kubeconfig_for(AGENT).unwrap();
+    let cluster = Cluster::start().await.unwrap();
+    let agent = Node::new(&cluster);
 
     let images = ImageServer::start(&["2.0"], 256 << 10).await.unwrap();
     let catalog = images.catalog("2.0");
     let (public, secret) = osroll_api::signing::keygen().unwrap();
-    let signature = osroll_api::signing::sign(catalog.as_bytes(), &secret, None, None).unwrap();
+    let signature = osroll_api::signing::sign(catalog.as_bytes(), &secret, None, Some(&fresh())).unwrap();
     set_catalog(&cluster, &catalog, Some(&signature)).await;
-    let up: OSUpgrade = serde_json::from_value(json!({
-        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
-        "metadata": {"name": "fleet"},
-        "spec": {
+    let up: OSUpgrade = cluster
+        .upgrade(
+            "fleet",
+            json!({
             "version": "2.0",
             "catalog": {"configMap": "fleet-catalog"},
             "allowHttpImages": true,
             "kernelArguments": {"add": ["nosmt"]},
-        },
-    }))
-    .unwrap();
-    let ups: Api<OSUpgrade> = Api::all(cluster.client());
+            }),
+        )
+        .unwrap();
+    let name = up.metadata.name.clone().unwrap();
+    let ups: Api<OSUpgrade> = Api::all(cluster.admin());
     ups.create(&PostParams::default(), &up).await.unwrap();
     ups.patch_status(
-        "fleet",
+        &name,
         &PatchParams::default(),
         &Patch::Merge(json!({"status": {"phase": "Progressing", "resolvedVersion": "2.0"}})),
     )
@@ -119,7 +131,7 @@ async fn first_boot_follows_a_signed_configmap_catalog_under_the_agents_rbac() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     node(d, &public);
-    let out = firstboot(d, &kubeconfig);
+    let out = firstboot(d, &agent);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("simulated reboot requested"),
@@ -134,7 +146,7 @@ async fn first_boot_follows_a_signed_configmap_catalog_under_the_agents_rbac() {
         "root=PARTLABEL=osroll-b osroll.slot=B nosmt",
         "the OSUpgrade's kernel arguments are on the new slot's command line"
     );
-    let out = firstboot(d, &kubeconfig);
+    let out = firstboot(d, &agent);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("first boot: Completed"),
@@ -150,7 +162,7 @@ async fn first_boot_follows_a_signed_configmap_catalog_under_the_agents_rbac() {
     // The ConfigMap was read by the agent's account, and allowed.
     let audit = cluster.audit().unwrap();
     assert!(
-        audit.iter().any(|e| e.user == AGENT
+        audit.iter().any(|e| e.user == cluster.agent_user()
             && e.resource == "configmaps"
             && e.name == "fleet-catalog"
             && e.code == 200),
@@ -159,7 +171,7 @@ async fn first_boot_follows_a_signed_configmap_catalog_under_the_agents_rbac() {
 
     // Signed by a key this node does not trust, or not signed: refused before staging.
     let (_, other_secret) = osroll_api::signing::keygen().unwrap();
-    let forged = osroll_api::signing::sign(catalog.as_bytes(), &other_secret, None, None).unwrap();
+    let forged = osroll_api::signing::sign(catalog.as_bytes(), &other_secret, None, Some(&fresh())).unwrap();
     for (signature, reason) in [
         (Some(forged.as_str()), "UnknownSigningKey"),
         (None, "CatalogNotSigned"),
@@ -167,7 +179,7 @@ async fn first_boot_follows_a_signed_configmap_catalog_under_the_agents_rbac() {
         set_catalog(&cluster, &catalog, signature).await;
         let dir = tempfile::tempdir().unwrap();
         node(dir.path(), &public);
-        let out = firstboot(dir.path(), &kubeconfig);
+        let out = firstboot(dir.path(), &agent);
         assert!(!out.status.success(), "{}", text(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(reason),
@@ -195,45 +207,33 @@ async fn serve(files: Vec<(&'static str, String)>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_boot_follows_a_signed_url_catalog() {
-    let cluster = Cluster::start_with(ServerConfig {
-        enforce_rbac: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    cluster.install_crds().await.unwrap();
-    cluster.ensure_namespace(NS).await.unwrap();
-    let agent_yaml = manifests::to_yaml(&manifests::agent("osroll:test", NS));
-    let out = cluster
-        .kubectl_run(&["apply", "-f", "-"], Some(&agent_yaml))
-        .await
-        .unwrap();
-    assert!(out.success(), "applying the agent manifests: {out:?}");
-    let kubeconfig = cluster.kubeconfig_for(AGENT).unwrap();
+    let cluster = Cluster::start().await.unwrap();
+    let agent = Node::new(&cluster);
 
     let images = ImageServer::start(&["2.0"], 256 << 10).await.unwrap();
     let catalog = images.catalog("2.0");
     let (public, secret) = osroll_api::signing::keygen().unwrap();
-    let signature = osroll_api::signing::sign(catalog.as_bytes(), &secret, None, None).unwrap();
+    let signature = osroll_api::signing::sign(catalog.as_bytes(), &secret, None, Some(&fresh())).unwrap();
     let base = serve(vec![
         ("/catalog.yaml", catalog.clone()),
         ("/catalog.yaml.minisig", signature),
     ])
     .await;
-    let up: OSUpgrade = serde_json::from_value(json!({
-        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
-        "metadata": {"name": "fleet"},
-        "spec": {
+    let up: OSUpgrade = cluster
+        .upgrade(
+            "fleet",
+            json!({
             "version": "stable",
             "catalog": {"url": format!("{base}/catalog.yaml")},
             "allowHttpImages": true,
-        },
-    }))
-    .unwrap();
-    let ups: Api<OSUpgrade> = Api::all(cluster.client());
+            }),
+        )
+        .unwrap();
+    let name = up.metadata.name.clone().unwrap();
+    let ups: Api<OSUpgrade> = Api::all(cluster.admin());
     ups.create(&PostParams::default(), &up).await.unwrap();
     ups.patch_status(
-        "fleet",
+        &name,
         &PatchParams::default(),
         &Patch::Merge(json!({"status": {"phase": "Progressing", "resolvedVersion": "2.0"}})),
     )
@@ -242,11 +242,11 @@ async fn first_boot_follows_a_signed_url_catalog() {
 
     let dir = tempfile::tempdir().unwrap();
     node(dir.path(), &public);
-    let out = firstboot(dir.path(), &kubeconfig);
+    let out = firstboot(dir.path(), &agent);
     assert!(out.status.success(), "{}", text(&out));
     let host = SimHost::open(&dir.path().join("host")).unwrap();
     assert_eq!(host.boot().unwrap().version.as_deref(), Some("2.0"));
-    let out = firstboot(dir.path(), &kubeconfig);
+    let out = firstboot(dir.path(), &agent);
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Completed"),
         "{}",

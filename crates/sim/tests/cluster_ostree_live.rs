@@ -19,8 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::NS;
-use common::fleet::{Controller, wait_managed, wait_rollout_end};
+use common::fleet::{Controller, wait_rollout_end};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
@@ -32,6 +31,7 @@ use osroll_sim::KubeletConfig;
 use osroll_sim::testing::{Cluster, wait_for};
 use serde_json::json;
 
+/// The node, before the instance's prefix.
 const NODE: &str = "node-00";
 const OLD: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const NEW: &str = "2222222222222222222222222222222222222222222222222222222222222222";
@@ -101,37 +101,41 @@ fn process(proc_root: &Path, pid: u32, uid: &str, root: &str, at: &str) -> anyho
     Ok(())
 }
 
-fn upgrade(name: &str, live: bool) -> anyhow::Result<OSUpgrade> {
+fn upgrade(cluster: &Cluster, live: bool) -> anyhow::Result<OSUpgrade> {
     // The catalog names the image; the OSTree reference comes with the update.
     let catalog = format!(
         "stable: \"2.0\"\nimages:\n  - version: \"2.0\"\n    url: https://os.example/fedora-2.0\n    checksum: sha256:{NEW}\n"
     );
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
-        "metadata": {"name": name},
-        "spec": {
+    cluster.upgrade(
+        "patch",
+        json!({
             "version": "stable",
             "catalog": {"inline": catalog},
             "strategy": {"maxUnavailable": 1},
             "osVersionManagement": {"ostree": {
                 "reference": "fedora:fedora/2.0", "rebootRequired": !live,
             }},
-        },
-    }))?)
+        }),
+    )
 }
 
-/// Calico and Multus (DaemonSets) and three web pods (a Deployment) on the node.
-async fn five_pods(admin: &kube::Client) -> anyhow::Result<BTreeMap<String, Pod>> {
+/// Calico and Multus (DaemonSets) and three web pods (a Deployment) in namespace `ns`
+/// on `node`.
+async fn five_pods(
+    admin: &kube::Client,
+    ns: &str,
+    node: &str,
+) -> anyhow::Result<BTreeMap<String, Pod>> {
     let ds = |name: &str| -> anyhow::Result<DaemonSet> {
         Ok(serde_json::from_value(json!({
             "apiVersion": "apps/v1", "kind": "DaemonSet",
-            "metadata": {"name": name, "namespace": "default"},
+            "metadata": {"name": name, "namespace": ns},
             "spec": {"selector": {"matchLabels": {"app": name}},
                      "template": {"metadata": {"labels": {"app": name}},
                                   "spec": {"containers": [{"name": name, "image": format!("registry.example/{name}:1")}]}}},
         }))?)
     };
-    let daemonsets = Api::<DaemonSet>::namespaced(admin.clone(), "default");
+    let daemonsets = Api::<DaemonSet>::namespaced(admin.clone(), ns);
     for name in ["calico-node", "kube-multus"] {
         daemonsets
             .create(&PostParams::default(), &ds(name)?)
@@ -139,23 +143,23 @@ async fn five_pods(admin: &kube::Client) -> anyhow::Result<BTreeMap<String, Pod>
     }
     let dep: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "default"},
+        "metadata": {"name": "web", "namespace": ns},
         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}},
                               "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]}}},
     }))?;
-    Api::<Deployment>::namespaced(admin.clone(), "default")
+    Api::<Deployment>::namespaced(admin.clone(), ns)
         .create(&PostParams::default(), &dep)
         .await?;
     wait_for("five pods on the node", Duration::from_secs(30), || async {
-        let pods = Api::<Pod>::namespaced(admin.clone(), "default")
+        let pods = Api::<Pod>::namespaced(admin.clone(), ns)
             .list(&ListParams::default())
             .await
             .ok()?
             .items;
         let placed: BTreeMap<String, Pod> = pods
             .into_iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE))
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
             .filter_map(|p| Some((p.metadata.name.clone()?, p)))
             .collect();
         (placed.len() == 5).then_some(placed)
@@ -212,7 +216,7 @@ async fn machine(cfg: AgentConfig, client: kube::Client, host: SimHost, tool: Pa
     }
 }
 
-/// Pod deletions by node agents, by pod name, from the audit log. A real cluster's
+/// Pod deletions by the agents, by pod name, from the audit log. A real cluster's
 /// audit log is not readable here: there, the original pods that are gone stand in
 /// (each counted once), leaving out the web pods a drain may evict.
 async fn agent_deletes(
@@ -221,7 +225,7 @@ async fn agent_deletes(
 ) -> anyhow::Result<BTreeMap<String, usize>> {
     let mut deletes = BTreeMap::new();
     let Some(audit) = cluster.audit() else {
-        let now = Api::<Pod>::namespaced(cluster.client(), "default")
+        let now = Api::<Pod>::namespaced(cluster.admin(), &cluster.namespace())
             .list(&ListParams::default())
             .await?
             .items;
@@ -233,27 +237,34 @@ async fn agent_deletes(
         }
         return Ok(deletes);
     };
-    for e in audit.iter().filter(|e| {
-        e.verb == "delete" && e.resource == "pods" && e.user.starts_with("system:node:")
-    }) {
+    for e in audit
+        .iter()
+        .filter(|e| e.verb == "delete" && e.resource == "pods" && e.user == cluster.agent_user())
+    {
         *deletes.entry(e.name.clone()).or_default() += 1;
     }
     Ok(deletes)
 }
 
-/// Run one patch on a fresh one-node cluster; the audit's pod deletions by the agent,
-/// the pods from before, and the node's progress status.
-async fn patch(
-    live: bool,
-) -> anyhow::Result<(
+/// What one patch left: the audit's pod deletions by the agent, the pods from before,
+/// and the node's progress status.
+type Outcome = (
     BTreeMap<String, usize>,
     BTreeMap<String, Pod>,
     OSUpgradeProgress,
-)> {
+);
+
+/// Run one patch on a fresh one-node harness instance; a failure carries the diagnosis.
+async fn patch(live: bool) -> anyhow::Result<Outcome> {
     let cluster = Cluster::start().await?;
-    cluster.install_crds().await?;
-    cluster.ensure_namespace(NS).await?;
-    let admin = cluster.client();
+    let result = run_patch(&cluster, live).await;
+    cluster.explain(result).await
+}
+
+async fn run_patch(cluster: &Cluster, live: bool) -> anyhow::Result<Outcome> {
+    let admin = cluster.admin();
+    let ns = cluster.namespace();
+    let node = cluster.name(NODE);
     let _workloads = cluster.start_workloads();
     let dir = tempfile::tempdir()?;
     let tool_dir = dir.path().join("os");
@@ -261,30 +272,33 @@ async fn patch(
     fs::create_dir_all(&proc_root)?;
     let mut oc = OstreeConfig::new(OstreeTool::RpmOstreeRebase);
     oc.program = Some(rpm_ostree(&tool_dir)?);
-    let mut cfg = AgentConfig::new(NODE, dir.path().join("state"));
+    let mut cfg = AgentConfig::new(&node, dir.path().join("state"));
     cfg.resync = Duration::from_secs(2);
     cfg.error_backoff = Duration::from_millis(300);
     cfg.backend = BackendConfig::Ostree(oc);
     cfg.proc_root = proc_root.clone();
-    let _kubelet = cluster.add_node(KubeletConfig::new(NODE)).await?;
+    let _kubelet = cluster.add_node(KubeletConfig::new(&node)).await?;
     let host = SimHost::create(&dir.path().join("host"), 4096, "1.0")?;
-    let client = cluster.client_for(&format!("system:node:{NODE}")).await?;
+    let client = cluster.agent_client(&node).await?;
     let agent = tokio::spawn(machine(cfg, client, host, tool_dir.clone()));
-    wait_managed(&admin, 1).await?;
+    cluster.wait_managed(1).await?;
 
-    let before = five_pods(&admin).await?;
+    let before = five_pods(&admin, &ns, &node).await?;
     mount_tables(&proc_root, &before)?;
+    let up = upgrade(cluster, live)?;
+    let up_name = up.metadata.name.clone().unwrap_or_default();
     Api::<OSUpgrade>::all(admin.clone())
-        .create(&PostParams::default(), &upgrade("patch", live)?)
+        .create(&PostParams::default(), &up)
         .await?;
-    let ctrl = Controller::start(&cluster, "replica-a", Duration::from_millis(300)).await?;
-    let end = wait_rollout_end(&admin, "patch", Duration::from_secs(60)).await;
+    let ctrl = Controller::start(cluster, "replica-a", Duration::from_millis(300)).await?;
+    let end = wait_rollout_end(&admin, &up_name, Duration::from_secs(60)).await;
     let progress = Api::<OSUpgradeProgress>::all(admin.clone())
         .list(&ListParams::default())
         .await?
         .items
-        .pop();
-    let upgrade = Api::<OSUpgrade>::all(admin.clone()).get("patch").await?;
+        .into_iter()
+        .find(|p| p.spec.node_name == node);
+    let upgrade = Api::<OSUpgrade>::all(admin.clone()).get(&up_name).await?;
     let st = end.map_err(|e| e.context(format!("{:#?}\n{progress:#?}", upgrade.status)))?;
     let progress = progress.expect("the node's progress");
     assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
@@ -294,7 +308,7 @@ async fn patch(
         live,
         "{calls}"
     );
-    let deletes = agent_deletes(&cluster, &before).await?;
+    let deletes = agent_deletes(cluster, &before).await?;
     ctrl.stop().await?;
     agent.abort();
     Ok((deletes, before, progress))

@@ -9,6 +9,10 @@
 //! * with the controller, a node whose OS plugin refuses the update ends Failed: the
 //!   same wait times out on its progress, and on the OSUpgrade, which finished with a
 //!   failure and so is not Ready, while the healthy node's progress is Ready.
+//!
+//! Each test runs on its own harness instance (`Cluster`): its own namespace, Node,
+//! OSUpgrade and progress names made unique with `cluster.name`, the agents acting as
+//! the agent service account bound to their node, and a failure's diagnosis attached.
 
 mod common;
 
@@ -18,8 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::NS;
-use common::fleet::{Controller, wait_managed, wait_rollout_end};
+use common::fleet::{Controller, wait_rollout_end};
 use kube::api::{Api, ListParams, PostParams};
 use osroll_agent::backends::driver::BackendConfig;
 use osroll_agent::{AgentConfig, SimHost};
@@ -65,53 +68,65 @@ esac
 /// Nodes with kubelet-lite and a real agent driving [`plugin`] each.
 struct Fleet {
     cluster: Cluster,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     agents: Vec<tokio::task::JoinHandle<anyhow::Result<osroll_agent::AgentExit>>>,
-    _kubelets: Vec<osroll_sim::Kubelet>,
+    kubelets: Vec<osroll_sim::Kubelet>,
 }
 
 impl Fleet {
-    /// `nodes` named as given; those in `refusing` get a plugin that refuses.
+    /// On a new harness instance, `nodes` (named as given, made unique with
+    /// [`Fleet::node`]); those in `refusing` get a plugin that refuses.
     async fn start(nodes: &[&str], refusing: &[&str]) -> anyhow::Result<Fleet> {
         let cluster = Cluster::start().await?;
-        cluster.install_crds().await?;
         Fleet::start_on(cluster, nodes, refusing).await
     }
 
+    /// Like [`Fleet::start`] on `cluster`; a failure to start carries the diagnosis.
     async fn start_on(
         cluster: Cluster,
         nodes: &[&str],
         refusing: &[&str],
     ) -> anyhow::Result<Fleet> {
-        cluster.ensure_namespace(NS).await?;
-        let dir = tempfile::tempdir()?;
-        let mut agents = Vec::new();
-        let mut kubelets = Vec::new();
-        for &name in nodes {
-            let nd = dir.path().join(name);
+        let mut fleet = Fleet {
+            cluster,
+            dir: tempfile::tempdir()?,
+            agents: Vec::new(),
+            kubelets: Vec::new(),
+        };
+        let added = fleet.add_nodes(nodes, refusing).await;
+        fleet.cluster.explain(added).await?;
+        Ok(fleet)
+    }
+
+    async fn add_nodes(&mut self, nodes: &[&str], refusing: &[&str]) -> anyhow::Result<()> {
+        let cluster = &self.cluster;
+        for &base in nodes {
+            let name = cluster.name(base);
+            let nd = self.dir.path().join(&name);
             let host = SimHost::create(&nd.join("host"), 4096, "1.0")?;
             let exe = plugin(&nd.join("os"))?;
-            if refusing.contains(&name) {
+            if refusing.contains(&base) {
                 fs::write(nd.join("os/refuse"), "")?;
             }
-            kubelets.push(cluster.add_node(KubeletConfig::new(name)).await?);
-            let client = cluster.client_for(&format!("system:node:{name}")).await?;
-            let mut cfg = AgentConfig::new(name, nd.join("state"));
+            self.kubelets
+                .push(cluster.add_node(KubeletConfig::new(&name)).await?);
+            let client = cluster.agent_client(&name).await?;
+            let mut cfg = AgentConfig::new(&name, nd.join("state"));
             cfg.resync = Duration::from_secs(2);
             cfg.error_backoff = Duration::from_millis(300);
             cfg.backend = BackendConfig::Plugin {
                 path: exe,
                 timeout: Duration::from_secs(20),
             };
-            agents.push(tokio::spawn(osroll_agent::run(cfg, client, Arc::new(host))));
+            self.agents
+                .push(tokio::spawn(osroll_agent::run(cfg, client, Arc::new(host))));
         }
-        wait_managed(&cluster.client(), nodes.len()).await?;
-        Ok(Fleet {
-            cluster,
-            _dir: dir,
-            agents,
-            _kubelets: kubelets,
-        })
+        cluster.wait_managed(nodes.len()).await
+    }
+
+    /// The unique name of the node `base`.
+    fn node(&self, base: &str) -> String {
+        self.cluster.name(base)
     }
 
     /// `kubectl wait --for=condition=Ready <what> --timeout=<secs>s`.
@@ -123,7 +138,7 @@ impl Fleet {
     }
 
     async fn progress(&self, name: &str) -> anyhow::Result<OSUpgradeProgress> {
-        Ok(Api::<OSUpgradeProgress>::all(self.cluster.client())
+        Ok(Api::<OSUpgradeProgress>::all(self.cluster.admin())
             .get(name)
             .await?)
     }
@@ -144,30 +159,49 @@ fn assert_timed_out(out: &KubectlOutput) {
     );
 }
 
-const HAND_MADE: &str = r#"
+/// A progress object made by hand as the admin would, with `kubectl apply`: only
+/// `spec.nodeName` and an image, no source; with `label`, also the `osroll.io/node`
+/// label naming the node.
+fn hand_made(name: &str, node: &str, label: bool) -> String {
+    let labels = if label {
+        format!("\n  labels:\n    osroll.io/node: {node}")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"
 apiVersion: osroll.io/v1alpha1
 kind: OSUpgradeProgress
 metadata:
-  name: by-hand
+  name: {name}{labels}
 spec:
-  nodeName: solo
+  nodeName: {node}
   image:
     version: "2.0"
     url: https://os.example/2.0
-    checksum: sha256:abababababababababababababababababababababababababababababababab
-"#;
+    checksum: {SUM}
+"#
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_made_progress_is_picked_up_and_waits_end_on_ready() -> anyhow::Result<()> {
     let fleet = Fleet::start(&["solo", "other"], &[]).await?;
-    let out = fleet
-        .cluster
-        .kubectl_run(&["apply", "-f", "-"], Some(HAND_MADE))
+    let result = hand_made_progress(&fleet).await;
+    fleet.cluster.explain(result).await
+}
+
+async fn hand_made_progress(fleet: &Fleet) -> anyhow::Result<()> {
+    let cluster = &fleet.cluster;
+    let (solo, other) = (fleet.node("solo"), fleet.node("other"));
+    let name = cluster.name("by-hand");
+    let out = cluster
+        .kubectl_run(&["apply", "-f", "-"], Some(&hand_made(&name, &solo, false)))
         .await?;
     assert!(out.success(), "{out:?}");
     // No label, no controller: the agent finds it by spec.nodeName and stages it.
     let staged = wait_for("the agent to stage it", Duration::from_secs(30), || async {
-        let p = fleet.progress("by-hand").await.ok()?;
+        let p = fleet.progress(&name).await.ok()?;
         let st = p
             .status
             .filter(|s| s.phase == Some(ProgressPhase::Staged))?;
@@ -176,41 +210,41 @@ async fn a_hand_made_progress_is_picked_up_and_waits_end_on_ready() -> anyhow::R
     .await?;
     assert_eq!(staged.0, None, "nobody labelled it");
     assert_eq!(staged.1.target_version.as_deref(), Some("2.0"));
-    assert_timed_out(&fleet.wait_ready("osupgradeprogress/by-hand", 2).await?);
+    let target = format!("osupgradeprogress/{name}");
+    assert_timed_out(&fleet.wait_ready(&target, 2).await?);
     // The CRD makes spec.nodeName selectable, and only that (as a real API server would).
-    let cluster = &fleet.cluster;
-    let get = |sel: &'static str| {
-        let args = ["get", "osup", "--field-selector", sel, "-o", "name"];
-        async move { cluster.kubectl_run(&args, None).await }
+    let get = |sel: String| async move {
+        let args = ["get", "osup", "--field-selector", &sel, "-o", "name"];
+        cluster.kubectl_run(&args, None).await
     };
-    let by_node = get("spec.nodeName=solo").await?;
+    let by_node = get(format!("spec.nodeName={solo}")).await?;
     assert_eq!(
         by_node.stdout.trim(),
-        "osupgradeprogress.osroll.io/by-hand",
+        format!("osupgradeprogress.osroll.io/{name}"),
         "{by_node:?}"
     );
-    assert!(get("spec.nodeName=other").await?.stdout.trim().is_empty());
-    let other = get("spec.image.version=2.0").await?;
+    assert!(
+        get(format!("spec.nodeName={other}"))
+            .await?
+            .stdout
+            .trim()
+            .is_empty()
+    );
+    let other = get("spec.image.version=2.0".into()).await?;
     assert!(
         !other.success() && other.stderr.contains("field label not supported"),
         "{other:?}"
     );
 
-    let mut wait = fleet.cluster.kubectl();
-    wait.args([
-        "wait",
-        "--for=condition=Ready",
-        "osupgradeprogress/by-hand",
-        "--timeout=30s",
-    ]);
+    let mut wait = cluster.kubectl();
+    wait.args(["wait", "--for=condition=Ready", &target, "--timeout=30s"]);
     let waiter = tokio::spawn(osroll_sim::testing::run_kubectl(wait, &[], None));
-    let approve = fleet
-        .cluster
+    let approve = cluster
         .kubectl_run(
             &[
                 "patch",
                 "osupgradeprogress",
-                "by-hand",
+                &name,
                 "--type=merge",
                 "-p",
                 r#"{"spec":{"rebootApproved":true}}"#,
@@ -223,63 +257,79 @@ async fn a_hand_made_progress_is_picked_up_and_waits_end_on_ready() -> anyhow::R
     assert!(out.success(), "{out:?}");
     assert!(
         out.stdout
-            .contains("osupgradeprogress.osroll.io/by-hand condition met"),
+            .contains(&format!("osupgradeprogress.osroll.io/{name} condition met")),
         "{out:?}"
     );
-    let st = fleet.progress("by-hand").await?.status.unwrap_or_default();
+    let st = fleet.progress(&name).await?.status.unwrap_or_default();
     assert_eq!(
         (st.phase, st.current_version.as_deref()),
         (Some(ProgressPhase::Completed), Some("2.0"))
     );
-    // Its status was written by solo's agent alone.
-    if let Some(audit) = fleet.cluster.audit() {
-        let writers: Vec<String> = audit
+    // Its status was written by solo's agent alone: the agents' service account, with a
+    // token bound to solo.
+    if let Some(audit) = cluster.audit() {
+        let writers: Vec<(String, Option<String>)> = audit
             .into_iter()
             .filter(|e| e.resource == "osupgradeprogresses" && e.subresource == "status")
-            .filter(|e| e.verb == "patch")
-            .map(|e| e.user)
+            .filter(|e| e.verb == "patch" && e.name == name)
+            .map(|e| (e.user, e.node_name))
             .collect();
+        let agent = cluster.agent_user();
         assert!(
-            !writers.is_empty() && writers.iter().all(|u| u == "system:node:solo"),
+            !writers.is_empty()
+                && writers
+                    .iter()
+                    .all(|(u, n)| *u == agent && n.as_deref() == Some(solo.as_str())),
             "{writers:?}"
         );
     }
     Ok(())
 }
 
-fn upgrade() -> anyhow::Result<OSUpgrade> {
+fn upgrade(cluster: &Cluster) -> anyhow::Result<OSUpgrade> {
     let catalog = format!(
         "stable: \"2.0\"\nimages:\n  - version: \"2.0\"\n    url: https://os.example/2.0\n    checksum: {SUM}\n"
     );
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgrade",
-        "metadata": {"name": "fleet"},
-        "spec": {
+    cluster.upgrade(
+        "fleet",
+        json!({
             "version": "stable",
             "catalog": {"inline": catalog},
             "strategy": {"maxUnavailable": 1, "maxFailures": 2},
-        },
-    }))?)
+        }),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_node_and_an_upgrade_with_failures_are_not_ready() -> anyhow::Result<()> {
     let fleet = Fleet::start(&["good", "bad"], &["bad"]).await?;
-    let admin = fleet.cluster.client();
+    let result = failed_node(&fleet).await;
+    fleet.cluster.explain(result).await
+}
+
+async fn failed_node(fleet: &Fleet) -> anyhow::Result<()> {
+    let cluster = &fleet.cluster;
+    let admin = cluster.admin();
+    let up = upgrade(cluster)?;
+    let up_name = up.metadata.name.clone().unwrap_or_default();
     Api::<OSUpgrade>::all(admin.clone())
-        .create(&PostParams::default(), &upgrade()?)
+        .create(&PostParams::default(), &up)
         .await?;
-    let ctrl = Controller::start(&fleet.cluster, "replica-a", Duration::from_millis(300)).await?;
-    let st = wait_rollout_end(&admin, "fleet", Duration::from_secs(60)).await?;
+    let ctrl = Controller::start(cluster, "replica-a", Duration::from_millis(300)).await?;
+    let st = wait_rollout_end(&admin, &up_name, Duration::from_secs(60)).await?;
     assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
     let counts = st.nodes.unwrap_or_default();
     assert_eq!((counts.completed, counts.failed), (1, 1));
 
-    let progresses = Api::<OSUpgradeProgress>::all(admin.clone())
+    let progresses: Vec<OSUpgradeProgress> = Api::<OSUpgradeProgress>::all(admin.clone())
         .list(&ListParams::default())
         .await?
-        .items;
+        .items
+        .into_iter()
+        .filter(|p| cluster.scope().owns(&p.spec.node_name))
+        .collect();
     let name_of = |node: &str| {
+        let node = fleet.node(node);
         progresses
             .iter()
             .find(|p| p.spec.node_name == node)
@@ -301,14 +351,14 @@ async fn a_failed_node_and_an_upgrade_with_failures_are_not_ready() -> anyhow::R
             .wait_ready(&format!("osupgradeprogress/{}", name_of("bad")), 3)
             .await?,
     );
-    assert_timed_out(&fleet.wait_ready("osupgrade/fleet", 3).await?);
+    let target = format!("osupgrade/{up_name}");
+    assert_timed_out(&fleet.wait_ready(&target, 3).await?);
     // The condition is there, False, and says why.
-    let not_ready = fleet
-        .cluster
+    let not_ready = cluster
         .kubectl_run(
             &[
                 "get",
-                "osupgrade/fleet",
+                &target,
                 "-o",
                 r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}/{.status.conditions[?(@.type=="Ready")].reason}"#,
             ],
@@ -327,9 +377,8 @@ async fn a_failed_node_and_an_upgrade_with_failures_are_not_ready() -> anyhow::R
 async fn without_selectable_fields_the_agent_falls_back_to_the_node_label() -> anyhow::Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let cluster = Cluster::start().await?;
-    cluster.install_crds().await?;
     // The CRD as an API server before 1.30 keeps it: no selectableFields.
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.admin());
     let name = "osupgradeprogresses.osroll.io";
     let mut crd = crds.get(name).await?;
     for v in &mut crd.spec.versions {
@@ -337,36 +386,40 @@ async fn without_selectable_fields_the_agent_falls_back_to_the_node_label() -> a
     }
     crds.replace(name, &PostParams::default(), &crd).await?;
     let fleet = Fleet::start_on(cluster, &["old"], &[]).await?;
-    let labelled = HAND_MADE
-        .replace("nodeName: solo", "nodeName: old")
-        .replace(
-            "name: by-hand",
-            "name: labelled\n  labels:\n    osroll.io/node: old",
-        );
-    let out = fleet
-        .cluster
-        .kubectl_run(&["apply", "-f", "-"], Some(&labelled))
+    let result = label_fallback(&fleet).await;
+    // Give the CRD its selectable fields back (it is shared on a real cluster).
+    let restored = fleet.cluster.install_crds().await;
+    fleet.cluster.explain(result.and(restored)).await
+}
+
+async fn label_fallback(fleet: &Fleet) -> anyhow::Result<()> {
+    let cluster = &fleet.cluster;
+    let old = fleet.node("old");
+    let name = cluster.name("labelled");
+    let out = cluster
+        .kubectl_run(&["apply", "-f", "-"], Some(&hand_made(&name, &old, true)))
         .await?;
     assert!(out.success(), "{out:?}");
     wait_for("the agent to stage it", Duration::from_secs(30), || async {
-        let st = fleet.progress("labelled").await.ok()?.status?;
+        let st = fleet.progress(&name).await.ok()?.status?;
         (st.phase == Some(ProgressPhase::Staged)).then_some(())
     })
     .await?;
-    if let Some(audit) = fleet.cluster.audit() {
+    if let Some(audit) = cluster.audit() {
+        let agent = cluster.agent_user();
         let lists: Vec<(String, String, u16)> = audit
             .iter()
-            .filter(|e| e.user == "system:node:old" && e.resource == "osupgradeprogresses")
-            .filter(|e| e.verb == "list")
+            .filter(|e| e.user == agent && e.node_name.as_deref() == Some(old.as_str()))
+            .filter(|e| e.resource == "osupgradeprogresses" && e.verb == "list")
             .map(|e| (e.field_selector.clone(), e.label_selector.clone(), e.code))
             .collect();
         assert_eq!(
             lists.first(),
-            Some(&("spec.nodeName=old".to_string(), String::new(), 400)),
+            Some(&(format!("spec.nodeName={old}"), String::new(), 400)),
             "{lists:?}"
         );
         assert!(
-            lists.contains(&(String::new(), "osroll.io/node=old".to_string(), 200)),
+            lists.contains(&(String::new(), format!("osroll.io/node={old}"), 200)),
             "{lists:?}"
         );
     }

@@ -142,8 +142,8 @@ async fn fetch_url(
     Ok(CatalogText { text, signature })
 }
 
-/// Largest catalog (or signature) read from a URL, as the controller's limit.
-const MAX_CATALOG_BYTES: usize = 4 << 20;
+/// Largest catalog (or signature) read from a URL: the limit every reader applies.
+const MAX_CATALOG_BYTES: usize = osroll_api::catalog::MAX_CATALOG_BYTES;
 
 /// The body at `url` as text, `None` on 404; read up to [`MAX_CATALOG_BYTES`].
 async fn get(client: &reqwest::Client, url: &str) -> Result<Option<String>, ClusterError> {

@@ -133,7 +133,7 @@ impl Env {
     /// The reasons of the Events the agent recorded on progress `name`, oldest first,
     /// once `want` are all among them.
     pub(crate) fn agent_events(&self, name: &str, want: &[&str]) -> Vec<String> {
-        let api: Api<Event> = Api::all(self.cluster.client());
+        let api: Api<Event> = Api::all(self.cluster.admin());
         let deadline = Instant::now() + BOOT;
         loop {
             let mut evs: Vec<Event> = self
