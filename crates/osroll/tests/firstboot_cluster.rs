@@ -103,7 +103,8 @@ async fn first_boot_follows_a_signed_configmap_catalog_under_the_agents_rbac() {
     let images = ImageServer::start(&["2.0"], 256 << 10).await.unwrap();
     let catalog = images.catalog("2.0");
     let (public, secret) = osroll_api::signing::keygen().unwrap();
-    let signature = osroll_api::signing::sign(catalog.as_bytes(), &secret, None, Some(&fresh())).unwrap();
+    let signature =
+        osroll_api::signing::sign(catalog.as_bytes(), &secret, None, Some(&fresh())).unwrap();
     set_catalog(&cluster, &catalog, Some(&signature)).await;
     let up: OSUpgrade = cluster
         .upgrade(
@@ -171,7 +172,8 @@ async fn first_boot_follows_a_signed_configmap_catalog_under_the_agents_rbac() {
 
     // Signed by a key this node does not trust, or not signed: refused before staging.
     let (_, other_secret) = osroll_api::signing::keygen().unwrap();
-    let forged = osroll_api::signing::sign(catalog.as_bytes(), &other_secret, None, Some(&fresh())).unwrap();
+    let forged =
+        osroll_api::signing::sign(catalog.as_bytes(), &other_secret, None, Some(&fresh())).unwrap();
     for (signature, reason) in [
         (Some(forged.as_str()), "UnknownSigningKey"),
         (None, "CatalogNotSigned"),
@@ -213,7 +215,8 @@ async fn first_boot_follows_a_signed_url_catalog() {
     let images = ImageServer::start(&["2.0"], 256 << 10).await.unwrap();
     let catalog = images.catalog("2.0");
     let (public, secret) = osroll_api::signing::keygen().unwrap();
-    let signature = osroll_api::signing::sign(catalog.as_bytes(), &secret, None, Some(&fresh())).unwrap();
+    let signature =
+        osroll_api::signing::sign(catalog.as_bytes(), &secret, None, Some(&fresh())).unwrap();
     let base = serve(vec![
         ("/catalog.yaml", catalog.clone()),
         ("/catalog.yaml.minisig", signature),
