@@ -1,6 +1,7 @@
 //! Deletion: preconditions, graceful pod deletion (a bound pod gets a deletionTimestamp
 //! and its kubelet finishes the job), finalizers (the object stays, marked, until they are
-//! gone), propagation policies (Background, Foreground, Orphan) and namespace termination.
+//! gone), propagation policies (Background, Foreground, Orphan: what the request itself
+//! does; the garbage collector in `gc` does the rest later) and namespace termination.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
 use super::resources::ResourceDef;
-use super::store::{Store, meta_str};
+use super::store::{GcItem, Store, meta_str};
 use super::write::Ctx;
 
 /// `DeleteOptions` from the body and query.
@@ -55,8 +56,12 @@ impl DeleteOpts {
     }
 }
 
-/// Label of the finalizer foreground deletion waits on.
+/// Finalizer of an owner deleted in the foreground: it stays until the garbage
+/// collector has deleted its blocking dependents.
 pub const FOREGROUND: &str = "foregroundDeletion";
+/// Finalizer of an owner deleted with the Orphan policy: it stays until the garbage
+/// collector has removed the dependents' references to it.
+pub const ORPHAN: &str = "orphan";
 
 fn is_pod(rd: &ResourceDef) -> bool {
     rd.group.is_empty() && rd.plural == "pods"
@@ -198,8 +203,11 @@ impl Store {
         self.finalize_or_remove(rd, ns, name, &old, stamp(0))
     }
 
-    /// Apply the propagation policy to the dependents of `old`: orphan them, or (in the
-    /// foreground) delete them first, returning the owner that now waits for them.
+    /// Apply the propagation policy: Background leaves the dependents to the garbage
+    /// collector once the owner is gone; Orphan and Foreground mark the owner with their
+    /// finalizer (`orphan`, `foregroundDeletion`) and queue it for the collector, which
+    /// orphans or deletes the dependents and then removes the finalizer. Returns the
+    /// marked owner.
     fn propagate(
         &mut self,
         rd: &ResourceDef,
@@ -207,32 +215,19 @@ impl Store {
         opts: &DeleteOpts,
         now: String,
     ) -> ApiResult<Option<Value>> {
-        let uid = meta_str(old, "uid");
-        match opts.propagation.as_deref().unwrap_or("Background") {
-            "Orphan" => {
-                for (r, dep) in self.dependents_of(&uid) {
-                    self.drop_owner_ref(&r, &dep, &uid);
-                }
-            }
-            "Foreground" => {
-                let deps = self.dependents_of(&uid);
-                if !deps.is_empty() {
-                    let marked = self.mark_deleting(rd, old, now, 0, Some(FOREGROUND));
-                    for (r, _) in deps {
-                        self.delete_ref(&r, "Background");
-                    }
-                    let (ns, name) = (meta_str(old, "namespace"), meta_str(old, "name"));
-                    return Ok(Some(self.current_or(rd, &ns, &name, marked)));
-                }
-            }
-            "Background" => {}
+        let finalizer = match opts.propagation.as_deref().unwrap_or("Background") {
+            "Orphan" => ORPHAN,
+            "Foreground" => FOREGROUND,
+            "Background" => return Ok(None),
             other => {
                 return Err(ApiError::bad_request(format!(
                     "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
                 )));
             }
-        }
-        Ok(None)
+        };
+        let marked = self.mark_deleting(rd, old, now, 0, Some(finalizer));
+        self.queue_gc(GcItem::Deleting(meta_str(old, "uid")));
+        Ok(Some(marked))
     }
 
     /// The object as stored now, or `fallback` if it went meanwhile.
@@ -281,7 +276,8 @@ impl Store {
         }
     }
 
-    fn drop_owner_ref(&mut self, r: &super::store::ObjRef, dep: &Arc<Value>, owner_uid: &str) {
+    /// Remove the reference to `owner_uid` from the dependent `dep` at `r`.
+    pub fn drop_owner_ref(&mut self, r: &super::store::ObjRef, dep: &Arc<Value>, owner_uid: &str) {
         let Some(rd) = self.table.by_plural(&r.group, &r.plural) else {
             return;
         };

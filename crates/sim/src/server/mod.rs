@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod collector;
 pub mod crd;
 pub mod delete;
 pub mod discovery;
@@ -13,6 +14,7 @@ pub mod events;
 pub mod eviction;
 pub mod gc;
 pub mod jsonpath;
+pub mod node_lifecycle;
 pub mod openapi;
 pub mod patch;
 pub mod resources;
@@ -51,6 +53,9 @@ pub struct ServerConfig {
     /// gives them), as a real cluster does. On by default; off only for benchmarks that
     /// measure the server without it.
     pub enforce_rbac: bool,
+    /// How long after a removal (or an Orphan or Foreground deletion) the garbage
+    /// collector acts on it: the moment a real collector takes to hear of the change.
+    pub gc_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +64,7 @@ impl Default for ServerConfig {
             bookmark_interval: Duration::from_secs(5),
             history: 20_000,
             enforce_rbac: true,
+            gc_delay: Duration::from_millis(100),
         }
     }
 }
@@ -151,6 +157,8 @@ impl TestServer {
                 let router = axum::Router::new().fallback(router::handle).with_state(served.clone());
                 let _ = ready_tx.send(Ok(()));
                 tokio::spawn(namespace_controller(served.clone()));
+                tokio::spawn(collector::garbage_collector(served.clone()));
+                tokio::spawn(node_lifecycle::node_lifecycle_controller(served.clone()));
                 loop {
                     tokio::select! {
                         accepted = listener.accept() => match accepted {

@@ -64,6 +64,27 @@ pub struct ObjRef {
     pub name: String,
 }
 
+/// What the garbage collector is asked to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GcItem {
+    /// The object with this uid is gone: delete the dependents it leaves without a live
+    /// owner, drop the dangling reference from the others.
+    OwnerGone(String),
+    /// The object with this uid is being deleted with the `orphan` or
+    /// `foregroundDeletion` finalizer: orphan or delete its dependents, then remove the
+    /// finalizer when nothing blocks it any more.
+    Deleting(String),
+}
+
+/// One queued piece of garbage-collector work and when it was queued.
+#[derive(Debug, Clone)]
+pub struct GcWork {
+    /// When the work was queued (the collector acts a moment later).
+    pub queued: std::time::Instant,
+    /// What to look at.
+    pub item: GcItem,
+}
+
 /// Follow-up work after a write, done before the request returns.
 #[derive(Debug, Clone)]
 pub enum Hook {
@@ -89,6 +110,10 @@ pub struct Store {
     pub hooks: VecDeque<Hook>,
     /// Namespaces whose deletion started and whose contents are still to be deleted.
     pub terminating_namespaces: std::collections::BTreeSet<String>,
+    /// Work for the garbage collector task, oldest first.
+    pub gc_queue: VecDeque<GcWork>,
+    /// Nodes written since the node lifecycle controller last looked at them.
+    pub dirty_nodes: std::collections::BTreeSet<String>,
 }
 
 /// A resourceVersion older than the retained history.
@@ -111,6 +136,8 @@ impl Store {
             compacted: 1,
             hooks: VecDeque::new(),
             terminating_namespaces: Default::default(),
+            gc_queue: VecDeque::new(),
+            dirty_nodes: Default::default(),
         }
     }
 
@@ -229,6 +256,9 @@ impl Store {
         {
             self.hooks.push_back(Hook::Budgets(ns));
         }
+        if rd.group.is_empty() && rd.plural == "nodes" {
+            self.dirty_nodes.insert(meta_str(&obj, "name"));
+        }
         obj
     }
 
@@ -269,6 +299,14 @@ impl Store {
             self.hooks.push_back(Hook::Budgets(ns.to_string()));
         }
         Some(last)
+    }
+
+    /// Queue `item` for the garbage collector task.
+    pub fn queue_gc(&mut self, item: GcItem) {
+        self.gc_queue.push_back(GcWork {
+            queued: std::time::Instant::now(),
+            item,
+        });
     }
 
     /// Events after `rv`, or [`Gone`] when some of them were already dropped.
