@@ -141,32 +141,91 @@ impl Store {
     }
 }
 
-/// The garbage collector task: sleeps until the oldest queued work is due or a write
-/// wakes it, does the due work and tells watchers.
+/// The garbage collector task (see the module docs).
 pub async fn garbage_collector(app: Arc<App>) {
     let delay = app.config.gc_delay;
-    let mut head = app.head.subscribe();
-    loop {
-        let due = app.store.lock().expect("store lock").next_gc_due(delay);
-        let woken = match due {
-            Some(at) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at.into()) => true,
-                    changed = head.changed() => changed.is_ok(),
-                }
-            }
-            None => head.changed().await.is_ok(),
+    super::control_loop::run(
+        app,
+        move |store| store.next_gc_due(delay),
+        move |store, now| store.collect_due(delay, now),
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::server::delete::DeleteOpts;
+    use crate::server::write::Ctx;
+
+    fn cm(store: &mut Store, name: &str, owner: Option<&str>) -> String {
+        let rd = store.table.lookup("", "v1", "configmaps").unwrap();
+        let refs = owner.map(|uid| {
+            json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": uid,
+                    "blockOwnerDeletion": true}])
+        });
+        let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "ownerReferences": refs}});
+        let made = store
+            .create(&mut Ctx::internal("t"), &rd, "v1", "default", obj)
+            .unwrap();
+        made["metadata"]["uid"].as_str().unwrap().to_string()
+    }
+
+    fn delete(store: &mut Store, name: &str, policy: &str) {
+        let rd = store.table.lookup("", "v1", "configmaps").unwrap();
+        let opts = DeleteOpts {
+            propagation: Some(policy.into()),
+            ..Default::default()
         };
-        if !woken {
-            return;
-        }
-        let rv = {
-            let mut store = app.store.lock().expect("store lock");
-            if !store.collect_due(delay, Instant::now()) {
-                continue;
-            }
-            store.current_rv()
-        };
-        app.publish(rv);
+        store
+            .delete(&mut Ctx::internal("t"), &rd, "default", name, &opts)
+            .unwrap();
+        store.run_hooks();
+    }
+
+    fn exists(store: &Store, name: &str) -> bool {
+        store.get("", "configmaps", "default", name).is_some()
+    }
+
+    #[test]
+    fn work_waits_for_its_delay_then_cascades() {
+        let delay = Duration::from_secs(60);
+        let mut store = Store::new(100);
+        crate::server::seed(&mut store);
+        let owner = cm(&mut store, "o", None);
+        cm(&mut store, "d", Some(&owner));
+        delete(&mut store, "o", "Background");
+        assert!(!exists(&store, "o") && exists(&store, "d"));
+        let now = Instant::now();
+        assert!(!store.collect_due(delay, now));
+        assert!(exists(&store, "d"));
+        assert!(store.next_gc_due(delay).is_some_and(|at| at > now));
+        assert!(store.collect_due(delay, now + delay));
+        assert!(!exists(&store, "d"));
+    }
+
+    #[test]
+    fn foreground_owner_goes_after_its_dependent_orphan_owner_leaves_it() {
+        let later = || Instant::now() + Duration::from_secs(1);
+        let mut store = Store::new(100);
+        crate::server::seed(&mut store);
+        let owner = cm(&mut store, "o", None);
+        cm(&mut store, "d", Some(&owner));
+        delete(&mut store, "o", "Foreground");
+        assert!(exists(&store, "o") && exists(&store, "d"));
+        while store.collect_due(Duration::ZERO, later()) {}
+        assert!(!exists(&store, "o") && !exists(&store, "d"));
+
+        let owner = cm(&mut store, "o", None);
+        cm(&mut store, "d", Some(&owner));
+        delete(&mut store, "o", "Orphan");
+        assert!(exists(&store, "o"));
+        while store.collect_due(Duration::ZERO, later()) {}
+        assert!(!exists(&store, "o"));
+        let left = store.get("", "configmaps", "default", "d").unwrap();
+        assert!(owner_uids(&left).is_empty());
     }
 }

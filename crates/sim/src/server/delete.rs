@@ -194,7 +194,9 @@ impl Store {
                 (*old).clone()
             };
             // Like the namespace controller, the contents go a moment later.
-            self.terminating_namespaces.insert(name.to_string());
+            self.terminating_namespaces
+                .entry(name.to_string())
+                .or_insert_with(std::time::Instant::now);
             return Ok(self.current_or(rd, ns, name, marked));
         }
         if let Some(waiting) = self.propagate(rd, &old, opts, stamp(0))? {
@@ -312,10 +314,29 @@ impl Store {
         self.finish_namespace(ns);
     }
 
-    /// Empty the namespaces whose deletion started since the last call.
-    pub fn process_terminating_namespaces(&mut self) -> bool {
-        let pending = std::mem::take(&mut self.terminating_namespaces);
+    /// When the namespace controller should next look, if a deletion is pending.
+    pub fn next_namespace_due(&self, delay: std::time::Duration) -> Option<std::time::Instant> {
+        self.terminating_namespaces
+            .values()
+            .min()
+            .map(|t| *t + delay)
+    }
+
+    /// Empty the namespaces whose deletion started at least `delay` before `now`;
+    /// whether there were any.
+    pub fn process_terminating_namespaces(
+        &mut self,
+        delay: std::time::Duration,
+        now: std::time::Instant,
+    ) -> bool {
+        let pending: Vec<String> = self
+            .terminating_namespaces
+            .iter()
+            .filter(|(_, t)| **t + delay <= now)
+            .map(|(ns, _)| ns.clone())
+            .collect();
         for ns in &pending {
+            self.terminating_namespaces.remove(ns);
             let terminating = self
                 .get("", "namespaces", "", ns)
                 .is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_some());

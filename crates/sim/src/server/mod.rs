@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod audit;
 pub mod collector;
+pub mod control_loop;
 pub mod crd;
 pub mod delete;
 pub mod discovery;
@@ -315,32 +316,18 @@ pub async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client>
     Ok(kube::Client::try_from(config_from_kubeconfig(path).await?)?)
 }
 
+/// How long after a namespace's deletion started the namespace controller empties it.
+const NAMESPACE_DELAY: Duration = Duration::from_millis(50);
+
 /// Deletes the contents of terminating namespaces shortly after their deletion started,
 /// as the namespace controller of a real cluster does.
 async fn namespace_controller(app: Arc<App>) {
-    let mut head = app.head.subscribe();
-    while head.changed().await.is_ok() {
-        if app
-            .store
-            .lock()
-            .expect("store lock")
-            .terminating_namespaces
-            .is_empty()
-        {
-            continue;
-        }
-        // The controller reacts a moment after the deletion, not within the request.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let rv = {
-            let mut store = app.store.lock().expect("store lock");
-            if !store.process_terminating_namespaces() {
-                continue;
-            }
-            store.run_hooks();
-            store.current_rv()
-        };
-        app.publish(rv);
-    }
+    control_loop::run(
+        app,
+        |store| store.next_namespace_due(NAMESPACE_DELAY),
+        |store, now| store.process_terminating_namespaces(NAMESPACE_DELAY, now),
+    )
+    .await;
 }
 
 async fn serve_connection(

@@ -6,6 +6,7 @@
 //! Unknown, and NoExecute taints with the evictions they cause.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Node;
 use serde_json::Value;
@@ -64,19 +65,12 @@ impl Store {
     }
 }
 
-/// The controller task: after every write that touched a Node, reconcile its taints and
-/// tell watchers.
+/// The controller task: after every write that touched a Node, reconcile its taints.
 pub async fn node_lifecycle_controller(app: Arc<App>) {
-    let mut head = app.head.subscribe();
-    while head.changed().await.is_ok() {
-        let rv = {
-            let mut store = app.store.lock().expect("store lock");
-            if !store.reconcile_dirty_nodes() {
-                continue;
-            }
-            store.run_hooks();
-            store.current_rv()
-        };
-        app.publish(rv);
-    }
+    super::control_loop::run(
+        app,
+        |store| (!store.dirty_nodes.is_empty()).then(Instant::now),
+        |store, _| store.reconcile_dirty_nodes(),
+    )
+    .await;
 }

@@ -108,8 +108,9 @@ pub struct Store {
     compacted: u64,
     /// Work queued by writes.
     pub hooks: VecDeque<Hook>,
-    /// Namespaces whose deletion started and whose contents are still to be deleted.
-    pub terminating_namespaces: std::collections::BTreeSet<String>,
+    /// Namespaces whose deletion started (and when) and whose contents are still to be
+    /// deleted.
+    pub terminating_namespaces: BTreeMap<String, std::time::Instant>,
     /// Work for the garbage collector task, oldest first.
     pub gc_queue: VecDeque<GcWork>,
     /// Nodes written since the node lifecycle controller last looked at them.
