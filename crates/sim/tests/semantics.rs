@@ -536,6 +536,18 @@ async fn garbage_collection_is_asynchronous_for_each_policy() {
     .await
     .unwrap();
     gone(&cms, "fg-loose").await;
+
+    // A dependent made for an owner that does not exist is collected as well.
+    let mut stray = cm("stray", &[]);
+    stray.metadata.owner_references = serde_json::from_value(foreign_ref(
+        "Deployment",
+        "never",
+        "00000000-0000-0000-0000-000000000000",
+        false,
+    ))
+    .unwrap();
+    cms.create(&PostParams::default(), &stray).await.unwrap();
+    gone(&cms, "stray").await;
 }
 
 #[tokio::test]

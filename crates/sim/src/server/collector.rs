@@ -9,7 +9,9 @@
 //!   then the finalizer goes (and with it the owner);
 //! - an owner with `foregroundDeletion`: its dependents are deleted (in the foreground
 //!   where they block the owner), and the finalizer goes once no dependent with
-//!   `blockOwnerDeletion` is left.
+//!   `blockOwnerDeletion` is left;
+//! - an object written with ownerReferences: deleted if none of its owners exists,
+//!   otherwise it loses the references to the missing ones.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -45,6 +47,7 @@ impl Store {
     pub fn collect_due(&mut self, delay: Duration, now: Instant) -> bool {
         let mut gone = BTreeSet::new();
         let mut owners = Vec::new();
+        let mut dependents = Vec::new();
         while let Some(w) = self.gc_queue.front() {
             if w.queued + delay > now {
                 break;
@@ -54,13 +57,17 @@ impl Store {
                     gone.insert(uid);
                 }
                 Some(GcItem::Deleting(uid)) => owners.push(uid),
+                Some(GcItem::Dependent(uid)) => dependents.push(uid),
                 None => {}
             }
         }
-        if gone.is_empty() && owners.is_empty() {
+        if gone.is_empty() && owners.is_empty() && dependents.is_empty() {
             return false;
         }
         self.collect_orphaned(&gone);
+        for uid in dependents {
+            self.collect_dangling(&uid);
+        }
         for uid in owners {
             self.collect_for_deleting_owner(&uid);
         }
@@ -86,6 +93,30 @@ impl Store {
                 }
             } else {
                 self.delete_ref(&r, "Background");
+            }
+        }
+    }
+
+    /// The object `uid` written with references to owners: deleted when none of them
+    /// exists (it was made for an owner already gone, or one that never was), otherwise
+    /// the references to missing ones are dropped.
+    fn collect_dangling(&mut self, uid: &str) {
+        let Some(r) = self.by_uid(uid).cloned() else {
+            return;
+        };
+        let Some(obj) = self.get(&r.group, &r.plural, &r.namespace, &r.name) else {
+            return;
+        };
+        if deleting(&obj) {
+            return;
+        }
+        let owners = owner_uids(&obj);
+        let missing: Vec<&String> = owners.iter().filter(|u| self.by_uid(u).is_none()).collect();
+        if missing.len() == owners.len() && !owners.is_empty() {
+            self.delete_ref(&r, "Background");
+        } else {
+            for m in missing {
+                self.drop_current_owner_ref(&r, m);
             }
         }
     }
@@ -227,5 +258,26 @@ mod tests {
         assert!(!exists(&store, "o"));
         let left = store.get("", "configmaps", "default", "d").unwrap();
         assert!(owner_uids(&left).is_empty());
+    }
+
+    #[test]
+    fn references_to_missing_owners_are_collected() {
+        let later = || Instant::now() + Duration::from_secs(1);
+        let mut store = Store::new(100);
+        crate::server::seed(&mut store);
+        cm(&mut store, "never", Some("no-such-uid"));
+        let real = cm(&mut store, "o", None);
+        let rd = store.table.lookup("", "v1", "configmaps").unwrap();
+        let both = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "both",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": real},
+                                {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "gone"}]}});
+        store
+            .create(&mut Ctx::internal("t"), &rd, "v1", "default", both)
+            .unwrap();
+        assert!(exists(&store, "never"));
+        while store.collect_due(Duration::ZERO, later()) {}
+        assert!(!exists(&store, "never"));
+        let kept = store.get("", "configmaps", "default", "both").unwrap();
+        assert_eq!(owner_uids(&kept), [real]);
     }
 }

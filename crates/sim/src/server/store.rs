@@ -74,6 +74,9 @@ pub enum GcItem {
     /// `foregroundDeletion` finalizer: orphan or delete its dependents, then remove the
     /// finalizer when nothing blocks it any more.
     Deleting(String),
+    /// The object with this uid was written with ownerReferences: delete it if none of
+    /// its owners exists, drop the references to the missing ones otherwise.
+    Dependent(String),
 }
 
 /// One queued piece of garbage-collector work and when it was queued.
@@ -238,6 +241,11 @@ impl Store {
             name,
         };
         self.uids.insert(uid, r);
+        let refs = |o: &Value| o.pointer("/metadata/ownerReferences").cloned();
+        let owners_changed = refs(&obj).is_some_and(|now| {
+            prev.as_deref()
+                .is_none_or(|p| refs(p).as_ref() != Some(&now))
+        });
         let kind = if prev.is_some() {
             EventType::Modified
         } else {
@@ -259,6 +267,9 @@ impl Store {
         }
         if rd.group.is_empty() && rd.plural == "nodes" {
             self.dirty_nodes.insert(meta_str(&obj, "name"));
+        }
+        if owners_changed {
+            self.queue_gc(GcItem::Dependent(meta_str(&obj, "uid")));
         }
         obj
     }
