@@ -1,7 +1,8 @@
 //! Deletion: preconditions, graceful pod deletion (a bound pod gets a deletionTimestamp
 //! and its kubelet finishes the job), finalizers (the object stays, marked, until they are
 //! gone), propagation policies (Background, Foreground, Orphan: what the request itself
-//! does; the garbage collector in `gc` does the rest later) and namespace termination.
+//! does; the garbage collector in `collector` does the rest later) and namespace
+//! termination.
 
 use std::sync::Arc;
 
