@@ -8,6 +8,7 @@ pub mod demo;
 pub mod kubelet;
 pub mod rbac;
 pub mod server;
+pub mod taints;
 pub mod testing;
 pub mod workloads;
 

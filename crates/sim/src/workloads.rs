@@ -1,21 +1,27 @@
 //! Workload controllers for the test cluster, so drains behave as on a real cluster: an
 //! evicted Deployment pod comes back on another schedulable node, and a DaemonSet keeps
-//! one pod per node. Deliberately small: Deployment pods are owned by the Deployment
-//! itself (no ReplicaSets, no rollouts of template changes), scheduling binds a new pod
-//! to the Ready, schedulable node running the fewest of its siblings, and status counts
-//! replicas. Not needed (and not started) on a real cluster, which has the real ones.
+//! one pod per node, putting a new one on a node once the old one is gone. Deliberately
+//! small: Deployment pods are owned by the Deployment itself (no ReplicaSets, no
+//! rollouts of template changes); scheduling follows the real scheduler's filters for
+//! node selectors, taints and tolerations and cordons (a registering node keeps its
+//! not-ready taint until Ready), and binds a new pod to the fitting node running the
+//! fewest of its siblings; DaemonSet pods get the tolerations the real DaemonSet
+//! controller adds (so they stay on, and go to, cordoned nodes). Status counts replicas.
+//! Not needed (and not started) on a real cluster, which has the real ones.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
+
+use crate::taints;
 
 /// Running workload controllers; dropping the value stops them.
 pub struct Workloads {
@@ -37,17 +43,13 @@ impl Workloads {
     }
 }
 
-fn node_ready(n: &Node) -> bool {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+/// Whether a pod with `tolerations` and node selector `selector` may be placed on `n`,
+/// by the scheduler's rules: labels match, taints tolerated, cordon respected.
+pub fn placeable(n: &Node, tolerations: &[Toleration], selector: Option<&Selector>) -> bool {
+    selects(selector, n) && taints::fits(tolerations, n)
 }
 
-/// Nodes a new pod of a Deployment may go to.
-pub fn schedulable(n: &Node) -> bool {
-    node_ready(n) && n.spec.as_ref().and_then(|s| s.unschedulable) != Some(true)
-}
+type Selector = BTreeMap<String, String>;
 
 fn pod_ready(p: &Pod) -> bool {
     p.status
@@ -56,29 +58,42 @@ fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn owned_by<'a>(pods: &'a [Pod], uid: &str) -> Vec<&'a Pod> {
+/// The pods `uid` controls, with those whose deletion started.
+fn controlled_by<'a>(pods: &'a [Pod], uid: &str) -> Vec<&'a Pod> {
     pods.iter()
         .filter(|p| {
             p.owner_references()
                 .iter()
                 .any(|o| o.uid == uid && o.controller == Some(true))
         })
+        .collect()
+}
+
+fn owned_by<'a>(pods: &'a [Pod], uid: &str) -> Vec<&'a Pod> {
+    controlled_by(pods, uid)
+        .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect()
 }
 
-/// The node for the next pod: the schedulable node running the fewest `siblings`
-/// (ties: by name).
-pub fn pick_node<'n>(nodes: &'n [Node], siblings: &[&Pod]) -> Option<&'n str> {
-    let count = |n: &str| {
-        siblings
-            .iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n))
-            .count()
-    };
+fn node_of(p: &Pod) -> &str {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or_default()
+}
+
+/// The node for the next pod: among the nodes `fits` accepts, the one running the
+/// fewest `siblings` (ties: by name).
+pub fn pick_node<'n>(
+    nodes: &'n [Node],
+    siblings: &[&Pod],
+    fits: impl Fn(&Node) -> bool,
+) -> Option<&'n str> {
+    let count = |n: &str| siblings.iter().filter(|p| node_of(p) == n).count();
     nodes
         .iter()
-        .filter(|n| schedulable(n))
+        .filter(|n| fits(n))
         .filter_map(|n| n.metadata.name.as_deref())
         .min_by_key(|n| (count(n), n.to_string()))
 }
@@ -88,18 +103,12 @@ fn pod_from_template(
     owner: Value,
     generate_name: &str,
     node: &str,
-    tolerate_all: bool,
+    tolerations: &[Toleration],
 ) -> anyhow::Result<Pod> {
     let mut spec = template.get("spec").cloned().unwrap_or_else(|| json!({}));
     spec["nodeName"] = Value::String(node.into());
-    if tolerate_all {
-        let mut t = spec
-            .get("tolerations")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        t.push(json!({"operator": "Exists"}));
-        spec["tolerations"] = Value::Array(t);
+    if !tolerations.is_empty() {
+        spec["tolerations"] = serde_json::to_value(tolerations)?;
     }
     Ok(serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -201,11 +210,17 @@ async fn deployment(
     let mut live = owned_by(pods, &uid);
     let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
     let template = serde_json::to_value(d.spec.as_ref().map(|s| &s.template))?;
+    let pod_spec = d.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    let tolerations = pod_spec
+        .and_then(|s| s.tolerations.clone())
+        .unwrap_or_default();
+    let selector = pod_spec.and_then(|s| s.node_selector.as_ref());
+    let fits = |n: &Node| placeable(n, &tolerations, selector);
     let mut created = Vec::new();
     while live.len() + created.len() < desired {
         let mut all: Vec<&Pod> = live.clone();
         all.extend(created.iter());
-        let Some(node) = pick_node(nodes, &all) else {
+        let Some(node) = pick_node(nodes, &all, fits) else {
             break;
         };
         let pod = pod_from_template(
@@ -213,7 +228,7 @@ async fn deployment(
             owner_ref(d),
             &format!("{}-", d.name_any()),
             node,
-            false,
+            &tolerations,
         )?;
         created.push(api.create(&PostParams::default(), &pod).await?);
     }
@@ -244,9 +259,55 @@ async fn deployment(
     Ok(())
 }
 
-fn selects(selector: Option<&BTreeMap<String, String>>, n: &Node) -> bool {
+fn selects(selector: Option<&Selector>, n: &Node) -> bool {
     let labels = n.metadata.labels.clone().unwrap_or_default();
     selector.is_none_or(|s| s.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// Where a DaemonSet's pods belong, as its controller decides per node.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DaemonPlan {
+    /// Nodes that should run a pod and have none (not even one still terminating).
+    pub create_on: Vec<String>,
+    /// Pods (names) on nodes they may not stay on: selector no longer matches, or a
+    /// NoExecute taint they do not tolerate.
+    pub delete: Vec<String>,
+    /// Nodes that should run a pod.
+    pub desired: usize,
+    /// Nodes running a live pod that may stay.
+    pub scheduled: usize,
+}
+
+/// The DaemonSet controller's decision for pods with `tolerations` (the template's plus
+/// the DaemonSet ones) and `selector`, given its pods (`mine`, terminating included).
+pub fn plan_daemon_pods(
+    nodes: &[Node],
+    mine: &[&Pod],
+    tolerations: &[Toleration],
+    selector: Option<&Selector>,
+) -> DaemonPlan {
+    let mut plan = DaemonPlan::default();
+    for n in nodes {
+        let name = n.metadata.name.as_deref().unwrap_or_default();
+        let here: Vec<&&Pod> = mine.iter().filter(|p| node_of(p) == name).collect();
+        let live: Vec<&&Pod> = here
+            .iter()
+            .copied()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let should_run = placeable(n, tolerations, selector);
+        let may_continue = selects(selector, n) && taints::may_stay(tolerations, n);
+        plan.desired += usize::from(should_run);
+        if should_run && here.is_empty() {
+            plan.create_on.push(name.to_string());
+        }
+        if may_continue {
+            plan.scheduled += usize::from(!live.is_empty());
+        } else {
+            plan.delete.extend(live.iter().map(|p| p.name_any()));
+        }
+    }
+    plan
 }
 
 async fn daemonset(
@@ -261,50 +322,34 @@ async fn daemonset(
     let ns = ds.namespace().unwrap_or_else(|| "default".into());
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let uid = ds.uid().unwrap_or_default();
-    let live = owned_by(pods, &uid);
     let template = serde_json::to_value(ds.spec.as_ref().map(|s| &s.template))?;
-    let selector = ds
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|s| s.node_selector.as_ref());
-    let eligible: Vec<&str> = nodes
-        .iter()
-        .filter(|n| selects(selector, n))
-        .filter_map(|n| n.metadata.name.as_deref())
-        .collect();
-    let on = |node: &str| {
-        live.iter()
-            .any(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
-    };
-    let mut scheduled = 0;
-    for node in &eligible {
-        if !on(node) {
-            let pod = pod_from_template(
-                &template,
-                owner_ref(ds),
-                &format!("{}-", ds.name_any()),
-                node,
-                true,
-            )?;
-            api.create(&PostParams::default(), &pod).await?;
-        }
-        scheduled += 1;
+    let pod_spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    let tolerations = taints::with_daemonset_tolerations(
+        pod_spec
+            .and_then(|s| s.tolerations.clone())
+            .unwrap_or_default(),
+        pod_spec.and_then(|s| s.host_network) == Some(true),
+    );
+    let selector = pod_spec.and_then(|s| s.node_selector.as_ref());
+    let plan = plan_daemon_pods(nodes, &controlled_by(pods, &uid), &tolerations, selector);
+    for node in &plan.create_on {
+        let pod = pod_from_template(
+            &template,
+            owner_ref(ds),
+            &format!("{}-", ds.name_any()),
+            node,
+            &tolerations,
+        )?;
+        api.create(&PostParams::default(), &pod).await?;
     }
-    for p in &live {
-        let node = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .unwrap_or_default();
-        if !eligible.contains(&node) {
-            api.delete(&p.name_any(), &DeleteParams::default()).await?;
-        }
+    for name in &plan.delete {
+        api.delete(name, &DeleteParams::default()).await?;
     }
+    let live = owned_by(pods, &uid);
     let ready = live.iter().filter(|p| pod_ready(p)).count();
     let status = json!({"status": {
-        "observedGeneration": ds.metadata.generation, "desiredNumberScheduled": eligible.len(),
-        "currentNumberScheduled": scheduled, "updatedNumberScheduled": scheduled, "numberMisscheduled": 0,
+        "observedGeneration": ds.metadata.generation, "desiredNumberScheduled": plan.desired,
+        "currentNumberScheduled": plan.scheduled, "updatedNumberScheduled": plan.scheduled, "numberMisscheduled": 0,
         "numberReady": ready, "numberAvailable": ready,
     }});
     let current = serde_json::to_value(&ds.status)?;
@@ -327,15 +372,20 @@ async fn daemonset(
 mod tests {
     use super::*;
 
+    /// A node in this state, tainted as the node lifecycle controller would.
     fn node(name: &str, ready: bool, cordoned: bool) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"unschedulable": cordoned},
+        let mut n: Node = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"unschedulable": cordoned},
             "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}}))
-        .unwrap()
+        .unwrap();
+        n.spec.as_mut().unwrap().taints = taints::reconciled_taints(&n);
+        n
     }
 
-    fn pod_on(node: &str) -> Pod {
+    fn pod_on(node: &str, terminating: bool) -> Pod {
+        let deleted = terminating.then_some("2026-01-01T00:00:00Z");
         serde_json::from_value(
-            json!({"metadata": {"name": "p"}, "spec": {"nodeName": node, "containers": []}}),
+            json!({"metadata": {"name": format!("p-{node}"), "deletionTimestamp": deleted},
+            "spec": {"nodeName": node, "containers": []}}),
         )
         .unwrap()
     }
@@ -348,9 +398,40 @@ mod tests {
             node("c", false, false),
             node("d", true, false),
         ];
-        let on_a = pod_on("a");
-        assert_eq!(pick_node(&nodes, &[]), Some("a"));
-        assert_eq!(pick_node(&nodes, &[&on_a]), Some("d"));
-        assert_eq!(pick_node(&nodes[1..3], &[]), None);
+        let on_a = pod_on("a", false);
+        let fits = |n: &Node| placeable(n, &[], None);
+        assert_eq!(pick_node(&nodes, &[], fits), Some("a"));
+        assert_eq!(pick_node(&nodes, &[&on_a], fits), Some("d"));
+        assert_eq!(pick_node(&nodes[1..3], &[], fits), None);
+        let anything: Vec<Toleration> =
+            serde_json::from_value(json!([{"operator": "Exists"}])).unwrap();
+        let tolerant = |n: &Node| placeable(n, &anything, None);
+        assert_eq!(pick_node(&nodes[1..3], &[&on_a], tolerant), Some("b"));
+    }
+
+    #[test]
+    fn daemon_pods_cover_cordoned_nodes_not_unready_ones_and_wait_for_terminating_ones() {
+        let nodes = [
+            node("a", true, false),
+            node("b", true, true),
+            node("c", false, false),
+            node("d", true, false),
+        ];
+        let tolerations = taints::with_daemonset_tolerations(vec![], false);
+        let (on_c, leaving_d) = (pod_on("c", false), pod_on("d", true));
+        let plan = plan_daemon_pods(&nodes, &[&on_c, &leaving_d], &tolerations, None);
+        assert_eq!(
+            plan,
+            DaemonPlan {
+                create_on: vec!["a".into(), "b".into()],
+                delete: vec![],
+                desired: 3,
+                scheduled: 1,
+            },
+            "c keeps its pod (NoSchedule evicts nothing) but gets none; d waits for its old pod"
+        );
+        let only_ready = BTreeMap::from([("role".to_string(), "x".to_string())]);
+        let plan = plan_daemon_pods(&nodes, &[&on_c], &tolerations, Some(&only_ready));
+        assert_eq!(plan.delete, ["p-c"], "the selector no longer matches c");
     }
 }

@@ -443,6 +443,113 @@ async fn deleting_an_owner_cascades_per_propagation_policy() {
     gone(&deps, "held").await;
 }
 
+fn foreign_ref(kind: &str, name: &str, uid: &str, blocking: bool) -> Value {
+    json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": blocking}])
+}
+
+fn finalizers(d: &Deployment) -> Vec<String> {
+    d.metadata.finalizers.clone().unwrap_or_default()
+}
+
+/// Whether this runs on the test API server, whose collector waits `gc_delay` (1 s
+/// here) before acting: only there is a dependent guaranteed to outlive the owner's
+/// DELETE for a moment. A real collector is usually as slow, but promises nothing.
+fn collector_is_slow(c: &Cluster) -> bool {
+    c.server().is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_is_asynchronous_for_each_policy() {
+    let c = Cluster::start_with(ServerConfig {
+        gc_delay: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let deps: Api<Deployment> = Api::namespaced(c.admin(), &c.namespace());
+    let cms: Api<ConfigMap> = Api::namespaced(c.admin(), &c.namespace());
+
+    // Background: the owner is gone when the DELETE returns, its dependents a moment later.
+    deployment_with_dependents(&c, "bg").await;
+    deps.delete("bg", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert!(deps.get_opt("bg").await.unwrap().is_none());
+    if collector_is_slow(&c) {
+        assert!(
+            cms.get_opt("bg-cm").await.unwrap().is_some(),
+            "collected within the request"
+        );
+    }
+    gone(&cms, "bg-cm").await;
+
+    // Orphan: the owner waits, marked, while the collector removes the references to it.
+    deployment_with_dependents(&c, "or").await;
+    deps.delete("or", &DeleteParams::orphan()).await.unwrap();
+    if collector_is_slow(&c) {
+        let marked = deps.get("or").await.unwrap();
+        assert!(marked.metadata.deletion_timestamp.is_some());
+        assert_eq!(finalizers(&marked), ["orphan"]);
+    }
+    gone(&deps, "or").await;
+    let kept = cms.get("or-cm").await.unwrap();
+    assert!(
+        kept.metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(|r| r.is_empty()),
+        "{kept:?}"
+    );
+
+    // Foreground: the owner waits, marked, until its blocking dependents are gone.
+    deployment_with_dependents(&c, "fg").await;
+    let mut loose = cm("fg-loose", &[]);
+    let uid = deps.get("fg").await.unwrap().metadata.uid.unwrap();
+    loose.metadata.owner_references =
+        serde_json::from_value(foreign_ref("Deployment", "fg", &uid, false)).unwrap();
+    loose.metadata.finalizers = Some(vec!["test/hold".into()]);
+    cms.create(&PostParams::default(), &loose).await.unwrap();
+    deps.delete("fg", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    if collector_is_slow(&c) {
+        let marked = deps.get("fg").await.unwrap();
+        assert_eq!(finalizers(&marked), ["foregroundDeletion"]);
+        assert!(
+            cms.get_opt("fg-cm").await.unwrap().is_some(),
+            "deleted within the request"
+        );
+    }
+    gone(&deps, "fg").await;
+    // The blocking dependents went first; the non-blocking one, held by its own
+    // finalizer, did not hold the owner back.
+    assert!(cms.get_opt("fg-cm").await.unwrap().is_none());
+    let pods: Api<Pod> = Api::namespaced(c.admin(), &c.namespace());
+    assert!(pods.get_opt("fg-pod").await.unwrap().is_none());
+    let held = cms.get("fg-loose").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some(), "{held:?}");
+    cms.patch(
+        "fg-loose",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    gone(&cms, "fg-loose").await;
+
+    // A dependent made for an owner that does not exist is collected as well.
+    let mut stray = cm("stray", &[]);
+    stray.metadata.owner_references = serde_json::from_value(foreign_ref(
+        "Deployment",
+        "never",
+        "00000000-0000-0000-0000-000000000000",
+        false,
+    ))
+    .unwrap();
+    cms.create(&PostParams::default(), &stray).await.unwrap();
+    gone(&cms, "stray").await;
+}
+
 #[tokio::test]
 async fn status_is_a_separate_subresource() {
     let c = Cluster::start().await.unwrap();

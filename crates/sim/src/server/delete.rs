@@ -1,6 +1,8 @@
 //! Deletion: preconditions, graceful pod deletion (a bound pod gets a deletionTimestamp
 //! and its kubelet finishes the job), finalizers (the object stays, marked, until they are
-//! gone), propagation policies (Background, Foreground, Orphan) and namespace termination.
+//! gone), propagation policies (Background, Foreground, Orphan: what the request itself
+//! does; the garbage collector in `collector` does the rest later) and namespace
+//! termination.
 
 use std::sync::Arc;
 
@@ -9,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
 use super::resources::ResourceDef;
-use super::store::{Store, meta_str};
+use super::store::{GcItem, Store, meta_str};
 use super::write::Ctx;
 
 /// `DeleteOptions` from the body and query.
@@ -55,8 +57,12 @@ impl DeleteOpts {
     }
 }
 
-/// Label of the finalizer foreground deletion waits on.
+/// Finalizer of an owner deleted in the foreground: it stays until the garbage
+/// collector has deleted its blocking dependents.
 pub const FOREGROUND: &str = "foregroundDeletion";
+/// Finalizer of an owner deleted with the Orphan policy: it stays until the garbage
+/// collector has removed the dependents' references to it.
+pub const ORPHAN: &str = "orphan";
 
 fn is_pod(rd: &ResourceDef) -> bool {
     rd.group.is_empty() && rd.plural == "pods"
@@ -189,7 +195,9 @@ impl Store {
                 (*old).clone()
             };
             // Like the namespace controller, the contents go a moment later.
-            self.terminating_namespaces.insert(name.to_string());
+            self.terminating_namespaces
+                .entry(name.to_string())
+                .or_insert_with(std::time::Instant::now);
             return Ok(self.current_or(rd, ns, name, marked));
         }
         if let Some(waiting) = self.propagate(rd, &old, opts, stamp(0))? {
@@ -198,8 +206,11 @@ impl Store {
         self.finalize_or_remove(rd, ns, name, &old, stamp(0))
     }
 
-    /// Apply the propagation policy to the dependents of `old`: orphan them, or (in the
-    /// foreground) delete them first, returning the owner that now waits for them.
+    /// Apply the propagation policy: Background leaves the dependents to the garbage
+    /// collector once the owner is gone; Orphan and Foreground mark the owner with their
+    /// finalizer (`orphan`, `foregroundDeletion`) and queue it for the collector, which
+    /// orphans or deletes the dependents and then removes the finalizer. Returns the
+    /// marked owner.
     fn propagate(
         &mut self,
         rd: &ResourceDef,
@@ -207,32 +218,19 @@ impl Store {
         opts: &DeleteOpts,
         now: String,
     ) -> ApiResult<Option<Value>> {
-        let uid = meta_str(old, "uid");
-        match opts.propagation.as_deref().unwrap_or("Background") {
-            "Orphan" => {
-                for (r, dep) in self.dependents_of(&uid) {
-                    self.drop_owner_ref(&r, &dep, &uid);
-                }
-            }
-            "Foreground" => {
-                let deps = self.dependents_of(&uid);
-                if !deps.is_empty() {
-                    let marked = self.mark_deleting(rd, old, now, 0, Some(FOREGROUND));
-                    for (r, _) in deps {
-                        self.delete_ref(&r, "Background");
-                    }
-                    let (ns, name) = (meta_str(old, "namespace"), meta_str(old, "name"));
-                    return Ok(Some(self.current_or(rd, &ns, &name, marked)));
-                }
-            }
-            "Background" => {}
+        let finalizer = match opts.propagation.as_deref().unwrap_or("Background") {
+            "Orphan" => ORPHAN,
+            "Foreground" => FOREGROUND,
+            "Background" => return Ok(None),
             other => {
                 return Err(ApiError::bad_request(format!(
                     "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
                 )));
             }
-        }
-        Ok(None)
+        };
+        let marked = self.mark_deleting(rd, old, now, 0, Some(finalizer));
+        self.queue_gc(GcItem::Deleting(meta_str(old, "uid")));
+        Ok(Some(marked))
     }
 
     /// The object as stored now, or `fallback` if it went meanwhile.
@@ -281,7 +279,8 @@ impl Store {
         }
     }
 
-    fn drop_owner_ref(&mut self, r: &super::store::ObjRef, dep: &Arc<Value>, owner_uid: &str) {
+    /// Remove the reference to `owner_uid` from the dependent `dep` at `r`.
+    pub fn drop_owner_ref(&mut self, r: &super::store::ObjRef, dep: &Arc<Value>, owner_uid: &str) {
         let Some(rd) = self.table.by_plural(&r.group, &r.plural) else {
             return;
         };
@@ -316,10 +315,29 @@ impl Store {
         self.finish_namespace(ns);
     }
 
-    /// Empty the namespaces whose deletion started since the last call.
-    pub fn process_terminating_namespaces(&mut self) -> bool {
-        let pending = std::mem::take(&mut self.terminating_namespaces);
+    /// When the namespace controller should next look, if a deletion is pending.
+    pub fn next_namespace_due(&self, delay: std::time::Duration) -> Option<std::time::Instant> {
+        self.terminating_namespaces
+            .values()
+            .min()
+            .map(|t| *t + delay)
+    }
+
+    /// Empty the namespaces whose deletion started at least `delay` before `now`;
+    /// whether there were any.
+    pub fn process_terminating_namespaces(
+        &mut self,
+        delay: std::time::Duration,
+        now: std::time::Instant,
+    ) -> bool {
+        let pending: Vec<String> = self
+            .terminating_namespaces
+            .iter()
+            .filter(|(_, t)| **t + delay <= now)
+            .map(|(ns, _)| ns.clone())
+            .collect();
         for ns in &pending {
+            self.terminating_namespaces.remove(ns);
             let terminating = self
                 .get("", "namespaces", "", ns)
                 .is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_some());

@@ -1,16 +1,15 @@
-//! What happens after an object is finally removed, done synchronously before the request
-//! returns (the real API server does this in controllers, a moment later): the garbage
-//! collector deletes dependents whose owners are all gone, foreground owners lose their
-//! `foregroundDeletion` finalizer once their dependents are gone, terminating namespaces
-//! disappear when empty, a deleted CRD takes its objects and resource with it, and
-//! PodDisruptionBudget status follows the pods.
+//! What happens after an object is finally removed, done before the request returns: a
+//! terminating namespace disappears when empty, a deleted CRD takes its objects and
+//! resource with it, PodDisruptionBudget status follows the pods, and the removal is
+//! queued for the garbage collector, which (in `collector`) deletes dependents whose
+//! owners are all gone a moment later, as the real one does.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::delete::FOREGROUND;
-use super::store::{Hook, ObjRef, Store};
+use super::delete::{FOREGROUND, ORPHAN};
+use super::store::{GcItem, Hook, ObjRef, Store};
 use super::write::{Ctx, Managed};
 
 impl Store {
@@ -55,42 +54,12 @@ impl Store {
             }
             self.table.unregister(&r.name);
         }
+        // The garbage collector learns of the removal and acts a moment later.
         let uid = super::store::meta_str(obj, "uid");
-        for (dr, dep) in self.dependents_of(&uid) {
-            let refs = dep
-                .pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let alive = refs.iter().any(|x| {
-                x["uid"] != uid.as_str()
-                    && x["uid"].as_str().is_some_and(|u| self.by_uid(u).is_some())
-            });
-            if !alive && dep.pointer("/metadata/deletionTimestamp").is_none() {
-                self.delete_ref(&dr, "Background");
-            }
-        }
-        let owners = obj
-            .pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for o in owners {
-            let Some(ouid) = o["uid"].as_str() else {
-                continue;
-            };
-            let Some(or) = self.by_uid(ouid).cloned() else {
-                continue;
-            };
-            let Some(owner) = self.get(&or.group, &or.plural, &or.namespace, &or.name) else {
-                continue;
-            };
-            let waiting = owner
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|f| f.iter().any(|x| x == FOREGROUND));
-            if waiting && self.dependents_of(ouid).is_empty() {
-                self.remove_finalizer(&or, &owner, FOREGROUND);
+        self.queue_gc(GcItem::OwnerGone(uid));
+        for owner in owner_uids(obj) {
+            if self.waits_for_collector(&owner) {
+                self.queue_gc(GcItem::Deleting(owner));
             }
         }
         if !r.namespace.is_empty() {
@@ -98,7 +67,21 @@ impl Store {
         }
     }
 
-    fn remove_finalizer(&mut self, r: &ObjRef, obj: &Arc<Value>, finalizer: &str) {
+    /// Whether the object with `uid` is being deleted with a finalizer the garbage
+    /// collector removes (`orphan`, `foregroundDeletion`).
+    pub fn waits_for_collector(&self, uid: &str) -> bool {
+        let Some(r) = self.by_uid(uid) else {
+            return false;
+        };
+        self.get(&r.group, &r.plural, &r.namespace, &r.name)
+            .is_some_and(|o| {
+                o.pointer("/metadata/deletionTimestamp").is_some()
+                    && finalizers(&o).any(|f| f == FOREGROUND || f == ORPHAN)
+            })
+    }
+
+    /// Remove `finalizer` from the object at `r` (its current version `obj`).
+    pub fn remove_finalizer(&mut self, r: &ObjRef, obj: &Arc<Value>, finalizer: &str) {
         let Some(rd) = self.table.by_plural(&r.group, &r.plural) else {
             return;
         };
@@ -124,4 +107,23 @@ impl Store {
             tracing::warn!(error = %e, object = %r.name, "removing finalizer");
         }
     }
+}
+
+/// The uids an object's ownerReferences name.
+pub fn owner_uids(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str().map(String::from))
+        .collect()
+}
+
+/// An object's finalizers.
+pub fn finalizers(obj: &Value) -> impl Iterator<Item = &str> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
 }

@@ -5,6 +5,8 @@
 
 pub mod apply;
 pub mod audit;
+pub mod collector;
+pub mod control_loop;
 pub mod crd;
 pub mod delete;
 pub mod discovery;
@@ -13,6 +15,7 @@ pub mod events;
 pub mod eviction;
 pub mod gc;
 pub mod jsonpath;
+pub mod node_lifecycle;
 pub mod openapi;
 pub mod patch;
 pub mod resources;
@@ -51,6 +54,9 @@ pub struct ServerConfig {
     /// gives them), as a real cluster does. On by default; off only for benchmarks that
     /// measure the server without it.
     pub enforce_rbac: bool,
+    /// How long after a removal (or an Orphan or Foreground deletion) the garbage
+    /// collector acts on it: the moment a real collector takes to hear of the change.
+    pub gc_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +65,7 @@ impl Default for ServerConfig {
             bookmark_interval: Duration::from_secs(5),
             history: 20_000,
             enforce_rbac: true,
+            gc_delay: Duration::from_millis(100),
         }
     }
 }
@@ -151,6 +158,8 @@ impl TestServer {
                 let router = axum::Router::new().fallback(router::handle).with_state(served.clone());
                 let _ = ready_tx.send(Ok(()));
                 tokio::spawn(namespace_controller(served.clone()));
+                tokio::spawn(collector::garbage_collector(served.clone()));
+                tokio::spawn(node_lifecycle::node_lifecycle_controller(served.clone()));
                 loop {
                     tokio::select! {
                         accepted = listener.accept() => match accepted {
@@ -307,32 +316,18 @@ pub async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client>
     Ok(kube::Client::try_from(config_from_kubeconfig(path).await?)?)
 }
 
+/// How long after a namespace's deletion started the namespace controller empties it.
+const NAMESPACE_DELAY: Duration = Duration::from_millis(50);
+
 /// Deletes the contents of terminating namespaces shortly after their deletion started,
 /// as the namespace controller of a real cluster does.
 async fn namespace_controller(app: Arc<App>) {
-    let mut head = app.head.subscribe();
-    while head.changed().await.is_ok() {
-        if app
-            .store
-            .lock()
-            .expect("store lock")
-            .terminating_namespaces
-            .is_empty()
-        {
-            continue;
-        }
-        // The controller reacts a moment after the deletion, not within the request.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let rv = {
-            let mut store = app.store.lock().expect("store lock");
-            if !store.process_terminating_namespaces() {
-                continue;
-            }
-            store.run_hooks();
-            store.current_rv()
-        };
-        app.publish(rv);
-    }
+    control_loop::run(
+        app,
+        |store| store.next_namespace_due(NAMESPACE_DELAY),
+        |store, now| store.process_terminating_namespaces(NAMESPACE_DELAY, now),
+    )
+    .await;
 }
 
 async fn serve_connection(

@@ -64,6 +64,30 @@ pub struct ObjRef {
     pub name: String,
 }
 
+/// What the garbage collector is asked to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GcItem {
+    /// The object with this uid is gone: delete the dependents it leaves without a live
+    /// owner, drop the dangling reference from the others.
+    OwnerGone(String),
+    /// The object with this uid is being deleted with the `orphan` or
+    /// `foregroundDeletion` finalizer: orphan or delete its dependents, then remove the
+    /// finalizer when nothing blocks it any more.
+    Deleting(String),
+    /// The object with this uid was written with ownerReferences: delete it if none of
+    /// its owners exists, drop the references to the missing ones otherwise.
+    Dependent(String),
+}
+
+/// One queued piece of garbage-collector work and when it was queued.
+#[derive(Debug, Clone)]
+pub struct GcWork {
+    /// When the work was queued (the collector acts a moment later).
+    pub queued: std::time::Instant,
+    /// What to look at.
+    pub item: GcItem,
+}
+
 /// Follow-up work after a write, done before the request returns.
 #[derive(Debug, Clone)]
 pub enum Hook {
@@ -87,8 +111,13 @@ pub struct Store {
     compacted: u64,
     /// Work queued by writes.
     pub hooks: VecDeque<Hook>,
-    /// Namespaces whose deletion started and whose contents are still to be deleted.
-    pub terminating_namespaces: std::collections::BTreeSet<String>,
+    /// Namespaces whose deletion started (and when) and whose contents are still to be
+    /// deleted.
+    pub terminating_namespaces: BTreeMap<String, std::time::Instant>,
+    /// Work for the garbage collector task, oldest first.
+    pub gc_queue: VecDeque<GcWork>,
+    /// Nodes written since the node lifecycle controller last looked at them.
+    pub dirty_nodes: std::collections::BTreeSet<String>,
 }
 
 /// A resourceVersion older than the retained history.
@@ -111,6 +140,8 @@ impl Store {
             compacted: 1,
             hooks: VecDeque::new(),
             terminating_namespaces: Default::default(),
+            gc_queue: VecDeque::new(),
+            dirty_nodes: Default::default(),
         }
     }
 
@@ -210,6 +241,11 @@ impl Store {
             name,
         };
         self.uids.insert(uid, r);
+        let refs = |o: &Value| o.pointer("/metadata/ownerReferences").cloned();
+        let owners_changed = refs(&obj).is_some_and(|now| {
+            prev.as_deref()
+                .is_none_or(|p| refs(p).as_ref() != Some(&now))
+        });
         let kind = if prev.is_some() {
             EventType::Modified
         } else {
@@ -228,6 +264,12 @@ impl Store {
             || rd.group == "policy" && rd.plural == "poddisruptionbudgets"
         {
             self.hooks.push_back(Hook::Budgets(ns));
+        }
+        if rd.group.is_empty() && rd.plural == "nodes" {
+            self.dirty_nodes.insert(meta_str(&obj, "name"));
+        }
+        if owners_changed {
+            self.queue_gc(GcItem::Dependent(meta_str(&obj, "uid")));
         }
         obj
     }
@@ -269,6 +311,14 @@ impl Store {
             self.hooks.push_back(Hook::Budgets(ns.to_string()));
         }
         Some(last)
+    }
+
+    /// Queue `item` for the garbage collector task.
+    pub fn queue_gc(&mut self, item: GcItem) {
+        self.gc_queue.push_back(GcWork {
+            queued: std::time::Instant::now(),
+            item,
+        });
     }
 
     /// Events after `rv`, or [`Gone`] when some of them were already dropped.

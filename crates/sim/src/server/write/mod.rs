@@ -136,6 +136,28 @@ pub fn check_name(name: &str, label: bool) -> Option<FieldError> {
 }
 
 /// Defaults and status resets a real API server applies on create.
+/// A new Node gets the not-ready NoSchedule taint, as the `TaintNodesByCondition`
+/// admission plugin gives it; the node lifecycle controller removes it once the node
+/// reports Ready.
+fn not_ready_on_registration(obj: &mut Value) {
+    let taint = json!({"key": crate::taints::NOT_READY, "effect": crate::taints::NO_SCHEDULE});
+    if !obj["spec"].is_object() {
+        obj["spec"] = json!({});
+    }
+    let list = obj["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let present = list
+        .iter()
+        .any(|t| t["key"] == taint["key"] && t["effect"] == taint["effect"]);
+    if !present {
+        let mut list = list;
+        list.push(taint);
+        obj["spec"]["taints"] = Value::Array(list);
+    }
+}
+
 fn on_create(rd: &ResourceDef, obj: &mut Value) {
     let resets_status = rd.custom.is_some()
         || matches!(
@@ -159,6 +181,7 @@ fn on_create(rd: &ResourceDef, obj: &mut Value) {
             }
             obj["status"] = json!({"phase": "Pending"});
         }
+        ("", "nodes") => not_ready_on_registration(obj),
         ("", "namespaces") => {
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
             obj["status"] = json!({"phase": "Active"});
