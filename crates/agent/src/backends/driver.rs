@@ -15,7 +15,6 @@ use osroll_api::upgrade::KernelArguments;
 use osroll_api::progress::FailureReason;
 
 use super::ostree::live::{self, LivePlan};
-use super::ostree::pkgdiff::Verdict;
 use super::ostree::{
     BootCheck, OstreeBackend, OstreeConfig, OstreeError, OstreeTarget, StageOutcome,
 };
@@ -189,33 +188,12 @@ impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
             StageOutcome::AlreadyStaged(d) => (d, "was already staged".to_string()),
             StageOutcome::Staged(d) => (d, format!("staged with {tool}")),
         };
-        let (reboot_required, then) = match live::plan(tool, &t) {
-            LivePlan::Reboot(None) => (true, "waiting for reboot approval".to_string()),
-            LivePlan::Reboot(Some(why)) => (true, format!("{why}; waiting for reboot approval")),
-            LivePlan::Live { .. } => (
-                false,
-                format!(
-                    "{}; it is switched to live once approved",
-                    t.live.describe()
-                ),
-            ),
-            LivePlan::AskTool => match self.package_verdict()? {
-                Verdict::Additive => (
-                    false,
-                    format!(
-                        "{} and {tool} reports that it only adds packages; it is switched to live once approved",
-                        t.live.describe()
-                    ),
-                ),
-                Verdict::Replaces(pkgs) => (
-                    true,
-                    format!(
-                        "{}, but {tool} reports packages replaced or removed ({pkgs}), which `apply-live` takes only with --allow-replacement, so it takes a reboot; waiting for reboot approval",
-                        t.live.describe()
-                    ),
-                ),
-            },
+        let plan = live::plan(tool, &t);
+        let verdict = match plan {
+            LivePlan::AskTool => Some(self.package_verdict()?),
+            _ => None,
         };
+        let (reboot_required, then) = live::after_staging(tool, &t, &plan, verdict.as_ref());
         Ok(Staging::Staged {
             reboot_required,
             current_version: None,

@@ -20,6 +20,7 @@
 use osroll_api::ImageRef;
 use serde_json::Value;
 
+use super::pkgdiff::Verdict;
 use super::{
     CommandRunner, Deployment, DeploymentStatus, OstreeBackend, OstreeConfig, OstreeError,
     OstreeTarget, OstreeTool, kargs,
@@ -126,6 +127,43 @@ pub fn plan(tool: OstreeTool, target: &OstreeTarget) -> LivePlan {
     }
 }
 
+/// What staging reports: whether applying needs a reboot, and the rest of its message.
+/// `verdict` is the tool's package diff, asked for [`LivePlan::AskTool`] only.
+pub fn after_staging(
+    tool: OstreeTool,
+    target: &OstreeTarget,
+    plan: &LivePlan,
+    verdict: Option<&Verdict>,
+) -> (bool, String) {
+    let asked = target.live.describe();
+    match (plan, verdict) {
+        (LivePlan::Reboot(None), _) => (true, "waiting for reboot approval".into()),
+        (LivePlan::Reboot(Some(why)), _) => (true, format!("{why}; waiting for reboot approval")),
+        (LivePlan::Live { .. }, _) | (LivePlan::AskTool, Some(Verdict::Additive)) => {
+            let tool_says = match plan {
+                LivePlan::AskTool => format!(" and {tool} reports that it only adds packages"),
+                _ => String::new(),
+            };
+            (
+                false,
+                format!("{asked}{tool_says}; it is switched to live once approved"),
+            )
+        }
+        (LivePlan::AskTool, Some(Verdict::Replaces(pkgs))) => (
+            true,
+            format!(
+                "{asked}, but {tool} reports packages replaced or removed ({pkgs}), which `apply-live` takes only with --allow-replacement, so it takes a reboot; waiting for reboot approval"
+            ),
+        ),
+        (LivePlan::AskTool, None) => (
+            true,
+            format!(
+                "{asked}, but {tool} was not asked, so it takes a reboot; waiting for reboot approval"
+            ),
+        ),
+    }
+}
+
 /// Whether `tool` can switch the running system to a staged deployment.
 pub fn can_apply_live(tool: OstreeTool) -> bool {
     matches!(
@@ -210,7 +248,7 @@ impl<R: CommandRunner> OstreeBackend<R> {
 
 impl<R: CommandRunner> OstreeBackend<R> {
     /// After staging: does rpm-ostree report an update that only adds packages?
-    pub fn package_verdict(&self) -> Result<super::pkgdiff::Verdict, OstreeError> {
+    pub fn package_verdict(&self) -> Result<Verdict, OstreeError> {
         let cmd = super::pkgdiff::command(&self.config);
         let out = self.runner.run_checked(&cmd)?;
         let diff = super::pkgdiff::parse(&out.stdout_text()).map_err(|source| {
@@ -219,6 +257,6 @@ impl<R: CommandRunner> OstreeBackend<R> {
                 source,
             }
         })?;
-        Ok(super::pkgdiff::Verdict::of(&diff))
+        Ok(Verdict::of(&diff))
     }
 }
