@@ -790,3 +790,27 @@ fn a_deployment_is_the_target_by_checksum_not_by_version() {
     // Without a checksum the version is all there is.
     assert!(forged.is(&target("fedora:fedora/stable", "40.2", None)));
 }
+
+#[test]
+fn staging_reports_live_only_on_a_plan_or_verdict_that_allows_it() {
+    use live::{LivePlan, LiveRequest as R, LiveSource as S};
+    use pkgdiff::Verdict;
+    let rpm = OstreeTool::RpmOstreeDeploy;
+    let t = |live| target("fedora:fedora/stable", "40.2", None).with_live(live);
+    let live = LivePlan::Live {
+        allow_replacement: true,
+    };
+    let (reboot, m) = live::after_staging(rpm, &t(R::Live(S::CatalogEntry)), &live, None);
+    assert!(!reboot && m.contains("catalog entry says no reboot"), "{m}");
+    let auto = t(R::IfToolAllows);
+    let (reboot, m) = live::after_staging(rpm, &auto, &LivePlan::AskTool, Some(&Verdict::Additive));
+    assert!(!reboot && m.contains("only adds packages"), "{m}");
+    let replaces = Verdict::Replaces("nano removed".into());
+    let (reboot, m) = live::after_staging(rpm, &auto, &LivePlan::AskTool, Some(&replaces));
+    assert!(reboot && m.contains("nano removed"), "{m}");
+    let (reboot, _) = live::after_staging(rpm, &auto, &LivePlan::AskTool, None);
+    assert!(reboot, "no verdict, no live switch");
+    let why = LivePlan::Reboot(Some("because".into()));
+    let (reboot, m) = live::after_staging(rpm, &auto, &why, Some(&Verdict::Additive));
+    assert!(reboot && m.starts_with("because"), "{m}");
+}
