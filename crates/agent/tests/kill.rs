@@ -192,6 +192,7 @@ impl World {
                 url: url.into(),
                 checksum: checksum.into(),
                 size: Some(size),
+                reboot_required: None,
             }),
             reboot_approved: true,
             allow_http_images: true,

@@ -64,6 +64,7 @@ fn image(version: &str, checksum: &str) -> ImageRef {
         url: format!("{OS}/{branch}"),
         checksum: format!("sha256:{checksum}"),
         size: None,
+        reboot_required: None,
     }
 }
 
@@ -74,6 +75,7 @@ fn target(image: ImageRef, kernel_arguments: KernelArguments) -> Target {
         current_version: None,
         os_version_management: None,
         kernel_arguments,
+        staged_reboot_required: None,
     }
 }
 

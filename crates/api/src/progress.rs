@@ -103,6 +103,12 @@ pub struct ImageRef {
     /// Expanded (written) size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// The catalog entry's `rebootRequired`: `false` says this image applies without a
+    /// reboot (an OSTree deployment switched live), `true` that it needs one. It wins
+    /// over `osVersionManagement`, and a node checking a signed catalog refuses a value
+    /// that is not the entry's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_required: Option<bool>,
 }
 
 /// What the agent has done on its node.

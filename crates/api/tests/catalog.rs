@@ -270,3 +270,42 @@ fn checksum_and_digest_helpers() {
     assert!(is_valid_checksum(&d));
     assert_ne!(d, digest(b"stable: v2\n"));
 }
+
+#[test]
+fn reboot_required_travels_with_the_resolved_image_and_a_non_boolean_is_a_problem() {
+    let y = format!(
+        r#"
+images:
+  - version: "v1"
+    url: https://x/1
+    checksum: {SUM_A}
+    rebootRequired: false
+  - version: "v2"
+    url: https://x/2
+    checksum: {SUM_B}
+    rebootRequired: true
+  - version: "v3"
+    url: https://x/3
+    checksum: {SUM_A}
+  - version: "v4"
+    url: https://x/4
+    checksum: {SUM_B}
+    rebootRequired: "no"
+"#
+    );
+    let cat = Catalog::parse(&y).unwrap();
+    let resolved = |v: &str| cat.resolve(v, &[], true).map(|r| r.image.reboot_required);
+    assert_eq!(resolved("v1"), Ok(Some(false)));
+    assert_eq!(resolved("v2"), Ok(Some(true)));
+    assert_eq!(resolved("v3"), Ok(None), "unset stays unset");
+    let fields: Vec<_> = cat.problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["images[3].rebootRequired"]);
+    assert!(
+        cat.problems[0].message.contains("true or false") && cat.problems[0].message.contains("no"),
+        "{}",
+        cat.problems[0].message
+    );
+    let err = cat.resolve("v4", &[], true).unwrap_err();
+    assert_eq!(err.reason, R::InvalidImageEntry);
+    assert!(err.message.contains("rebootRequired"), "{}", err.message);
+}

@@ -115,3 +115,31 @@ fn a_200k_entry_catalog_is_refused_by_the_cap_in_under_a_second() {
     );
     assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
 }
+
+#[test]
+fn lint_reports_a_reboot_required_that_is_not_a_boolean_and_shows_a_valid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let entry = |reboot: &str| {
+        format!(
+            "images:\n  - version: \"2.0\"\n    url: https://img.example/2.0\n    checksum: sha256:{}\n    rebootRequired: {reboot}\n",
+            "1".repeat(64)
+        )
+    };
+    std::fs::write(d.join("live.yaml"), entry("false")).unwrap();
+    let o = osroll(d, &["catalog", "lint", "live.yaml", "--version", "2.0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("resolves to 2.0 (https://img.example/2.0, needs no reboot)"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(d.join("odd.yaml"), entry("\"no\"")).unwrap();
+    let o = osroll(d, &["catalog", "lint", "odd.yaml"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("problem: images[0].rebootRequired (2.0): must be true or false"),
+        "{}",
+        text(&o)
+    );
+}

@@ -8,7 +8,10 @@
 //!
 //! After the live patch exactly those two pods are deleted (to be recreated with fresh
 //! mounts), once each, as counted from the API server's audit log; after the patch that
-//! reboots, no pod is deleted by the agent at all.
+//! reboots, no pod is deleted by the agent at all. The word that the patch needs no
+//! reboot comes either from the OSUpgrade's `osVersionManagement` or from the catalog
+//! entry's `rebootRequired`, and the entry's `rebootRequired: true` wins over an
+//! `osVersionManagement` saying `false`.
 
 mod common;
 
@@ -101,20 +104,44 @@ fn process(proc_root: &Path, pid: u32, uid: &str, root: &str, at: &str) -> anyho
     Ok(())
 }
 
-fn upgrade(cluster: &Cluster, live: bool) -> anyhow::Result<OSUpgrade> {
+/// Who says whether the patch needs a reboot.
+#[derive(Clone, Copy, Debug)]
+enum Word {
+    /// `osVersionManagement.ostree.rebootRequired: false`.
+    UpgradeSaysLive,
+    /// The catalog entry's `rebootRequired: false`; `osVersionManagement` says nothing.
+    CatalogSaysLive,
+    /// The catalog entry's `rebootRequired: true`, over `osVersionManagement`'s `false`.
+    CatalogSaysRebootOverUpgrade,
+}
+
+impl Word {
+    fn live(self) -> bool {
+        !matches!(self, Word::CatalogSaysRebootOverUpgrade)
+    }
+}
+
+fn upgrade(cluster: &Cluster, word: Word) -> anyhow::Result<OSUpgrade> {
     // The catalog names the image; the OSTree reference comes with the update.
+    let (entry, ovm): (&str, Option<bool>) = match word {
+        Word::UpgradeSaysLive => ("", Some(false)),
+        Word::CatalogSaysLive => ("    rebootRequired: false\n", None),
+        Word::CatalogSaysRebootOverUpgrade => ("    rebootRequired: true\n", Some(false)),
+    };
     let catalog = format!(
-        "stable: \"2.0\"\nimages:\n  - version: \"2.0\"\n    url: https://os.example/fedora-2.0\n    checksum: sha256:{NEW}\n"
+        "stable: \"2.0\"\nimages:\n  - version: \"2.0\"\n    url: https://os.example/fedora-2.0\n    checksum: sha256:{NEW}\n{entry}"
     );
+    let mut ostree = json!({"reference": "fedora:fedora/2.0"});
+    if let Some(r) = ovm {
+        ostree["rebootRequired"] = json!(r);
+    }
     cluster.upgrade(
         "patch",
         json!({
             "version": "stable",
             "catalog": {"inline": catalog},
             "strategy": {"maxUnavailable": 1},
-            "osVersionManagement": {"ostree": {
-                "reference": "fedora:fedora/2.0", "rebootRequired": !live,
-            }},
+            "osVersionManagement": {"ostree": ostree},
         }),
     )
 }
@@ -255,13 +282,13 @@ type Outcome = (
 );
 
 /// Run one patch on a fresh one-node harness instance; a failure carries the diagnosis.
-async fn patch(live: bool) -> anyhow::Result<Outcome> {
+async fn patch(word: Word) -> anyhow::Result<Outcome> {
     let cluster = Cluster::start().await?;
-    let result = run_patch(&cluster, live).await;
+    let result = run_patch(&cluster, word).await;
     cluster.explain(result).await
 }
 
-async fn run_patch(cluster: &Cluster, live: bool) -> anyhow::Result<Outcome> {
+async fn run_patch(cluster: &Cluster, word: Word) -> anyhow::Result<Outcome> {
     let admin = cluster.admin();
     let ns = cluster.namespace();
     let node = cluster.name(NODE);
@@ -285,7 +312,7 @@ async fn run_patch(cluster: &Cluster, live: bool) -> anyhow::Result<Outcome> {
 
     let before = five_pods(&admin, &ns, &node).await?;
     mount_tables(&proc_root, &before)?;
-    let up = upgrade(cluster, live)?;
+    let up = upgrade(cluster, word)?;
     let up_name = up.metadata.name.clone().unwrap_or_default();
     Api::<OSUpgrade>::all(admin.clone())
         .create(&PostParams::default(), &up)
@@ -305,8 +332,8 @@ async fn run_patch(cluster: &Cluster, live: bool) -> anyhow::Result<Outcome> {
     let calls = fs::read_to_string(tool_dir.join("calls"))?;
     assert_eq!(
         calls.lines().any(|l| l.starts_with("apply-live")),
-        live,
-        "{calls}"
+        word.live(),
+        "{word:?}: {calls}"
     );
     let deletes = agent_deletes(cluster, &before).await?;
     ctrl.stop().await?;
@@ -314,9 +341,8 @@ async fn run_patch(cluster: &Cluster, live: bool) -> anyhow::Result<Outcome> {
     Ok((deletes, before, progress))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_ostree_patch_restarts_calico_and_multus_once_each() -> anyhow::Result<()> {
-    let (deletes, before, progress) = patch(true).await?;
+/// A live patch: exactly Calico and Multus deleted, once each, and the reason given.
+fn assert_stale_pods_restarted((deletes, before, progress): Outcome) {
     let st = progress.status.unwrap_or_default();
     assert_eq!(st.phase, Some(ProgressPhase::Completed), "{st:?}");
     assert_eq!(
@@ -332,12 +358,27 @@ async fn a_live_ostree_patch_restarts_calico_and_multus_once_each() -> anyhow::R
     assert_eq!(deletes, want, "pods the agent deleted, from the audit log");
     let message = st.message.unwrap_or_default();
     assert!(message.contains("restarted 2 pod(s)"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_ostree_patch_restarts_calico_and_multus_once_each() -> anyhow::Result<()> {
+    assert_stale_pods_restarted(patch(Word::UpgradeSaysLive).await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_entry_without_reboot_restarts_calico_and_multus_once_each() -> anyhow::Result<()>
+{
+    let outcome = patch(Word::CatalogSaysLive).await?;
+    let image = outcome.2.spec.image.clone().unwrap_or_default();
+    assert_eq!(image.reboot_required, Some(false), "{image:?}");
+    assert_stale_pods_restarted(outcome);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ostree_patch_that_reboots_restarts_no_pod() -> anyhow::Result<()> {
-    let (deletes, _before, progress) = patch(false).await?;
+    let (deletes, _before, progress) = patch(Word::CatalogSaysRebootOverUpgrade).await?;
     let st = progress.status.unwrap_or_default();
     assert_eq!(st.phase, Some(ProgressPhase::Completed), "{st:?}");
     assert_eq!(

@@ -76,6 +76,7 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
             os_version_management: obj.spec.os_version_management.clone(),
             allow_http_images: obj.spec.allow_http_images,
             kernel_arguments: obj.spec.kernel_arguments.clone(),
+            staged_reboot_required: t.status.reboot_required,
         }
     }
 

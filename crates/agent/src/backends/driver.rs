@@ -14,7 +14,7 @@ use osroll_api::upgrade::KernelArguments;
 
 use osroll_api::progress::FailureReason;
 
-use super::ostree::live;
+use super::ostree::live::{self, LivePlan};
 use super::ostree::{
     BootCheck, OstreeBackend, OstreeConfig, OstreeError, OstreeTarget, StageOutcome,
 };
@@ -67,6 +67,9 @@ pub struct Target {
     pub os_version_management: Option<serde_json::Value>,
     /// Kernel arguments to add and remove with the update.
     pub kernel_arguments: KernelArguments,
+    /// What staging reported (`status.rebootRequired`), once it has: the controller
+    /// approved a live update without drain only when this is `Some(false)`.
+    pub staged_reboot_required: Option<bool>,
 }
 
 /// A backend call that failed; its message names the command or plugin.
@@ -159,7 +162,7 @@ fn ostree_target(t: &Target) -> Result<OstreeTarget, OstreeError> {
     Ok(
         OstreeTarget::from_progress(&t.image, t.os_version_management.as_ref())?
             .with_kernel_arguments(&t.kernel_arguments)
-            .with_live(live::requested(t.os_version_management.as_ref())?),
+            .with_live(live::requested(&t.image, t.os_version_management.as_ref())?),
     )
 }
 
@@ -176,43 +179,46 @@ impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
     fn stage(&self, target: &Target) -> Result<Staging, BackendError> {
         let t = ostree_target(target)?;
         let tool = self.config().tool;
-        let reboot_required = !live::applies_live(tool, &t);
-        let then = match (reboot_required, t.live) {
-            (false, _) => "it is switched to live once approved".to_string(),
-            (true, true) => format!(
-                "{tool} cannot switch deployments live, so it takes a reboot; waiting for reboot approval"
-            ),
-            (true, false) => "waiting for reboot approval".to_string(),
+        let (d, verb) = match OstreeBackend::stage(self, &t)? {
+            StageOutcome::AlreadyBooted(d) => {
+                return Ok(Staging::AlreadyCurrent {
+                    message: format!("node already runs deployment {}", d.describe()),
+                });
+            }
+            StageOutcome::AlreadyStaged(d) => (d, "was already staged".to_string()),
+            StageOutcome::Staged(d) => (d, format!("staged with {tool}")),
         };
-        Ok(match OstreeBackend::stage(self, &t)? {
-            StageOutcome::AlreadyBooted(d) => Staging::AlreadyCurrent {
-                message: format!("node already runs deployment {}", d.describe()),
-            },
-            StageOutcome::AlreadyStaged(d) => Staging::Staged {
-                reboot_required,
-                current_version: None,
-                message: format!("deployment {} was already staged; {then}", d.describe()),
-            },
-            StageOutcome::Staged(d) => Staging::Staged {
-                reboot_required,
-                current_version: None,
-                message: format!("deployment {} staged with {tool}; {then}", d.describe()),
-            },
+        let plan = live::plan(tool, &t);
+        let verdict = match plan {
+            LivePlan::AskTool => Some(self.package_verdict()?),
+            _ => None,
+        };
+        let (reboot_required, then) = live::after_staging(tool, &t, &plan, verdict.as_ref());
+        Ok(Staging::Staged {
+            reboot_required,
+            current_version: None,
+            message: format!("deployment {} {verb}; {then}", d.describe()),
         })
     }
 
     fn apply(&self, target: &Target) -> Result<Applied, BackendError> {
         let t = ostree_target(target)?;
-        if !live::applies_live(self.config().tool, &t) {
-            // A staged OSTree deployment is switched to by the next boot.
-            return Ok(Applied {
-                reboot_required: true,
-                current_version: None,
-                message: "the staged deployment is booted by the reboot".into(),
-                stale: vec![],
-            });
-        }
-        let a = self.apply_live(&t)?;
+        let allow_replacement = match live::plan(self.config().tool, &t) {
+            LivePlan::Live { allow_replacement } => allow_replacement,
+            // Live only when staging said so: the controller then approved it without
+            // drain, and rpm-ostree itself refuses anything but added packages.
+            LivePlan::AskTool if target.staged_reboot_required == Some(false) => false,
+            LivePlan::AskTool | LivePlan::Reboot(_) => {
+                // A staged OSTree deployment is switched to by the next boot.
+                return Ok(Applied {
+                    reboot_required: true,
+                    current_version: None,
+                    message: "the staged deployment is booted by the reboot".into(),
+                    stale: vec![],
+                });
+            }
+        };
+        let a = self.apply_live(&t, allow_replacement)?;
         Ok(Applied {
             reboot_required: false,
             current_version: a

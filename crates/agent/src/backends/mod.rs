@@ -48,6 +48,8 @@ pub struct Attempt {
     pub allow_http_images: bool,
     /// `spec.kernelArguments`: changes to the kernel command line that come with the image.
     pub kernel_arguments: Option<KernelArguments>,
+    /// What staging reported (`status.rebootRequired`), once it has.
+    pub staged_reboot_required: Option<bool>,
 }
 
 /// What a backend records about the node when an attempt begins.

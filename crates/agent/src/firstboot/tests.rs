@@ -103,6 +103,7 @@ fn the_cluster_answer_is_the_newest_active_upgrade() {
                 url: "https://mirror/3.0".into(),
                 checksum: "sha256:dd".into(),
                 size: Some(5),
+                reboot_required: None,
             }),
             ..Default::default()
         },

@@ -129,6 +129,7 @@ pub fn parse_version_file(text: &str, origin: &str) -> Result<Wanted, WantedErro
             url: f.url,
             checksum: f.checksum,
             size: f.size,
+            reboot_required: None,
         },
         os_version_management: f.os_version_management,
         origin: origin.to_string(),

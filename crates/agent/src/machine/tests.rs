@@ -18,6 +18,7 @@ fn image(v: &str) -> ImageRef {
         url: "http://127.0.0.1:1/img.zst".into(),
         checksum: SUM.into(),
         size: Some(1000),
+        reboot_required: None,
     }
 }
 

@@ -20,6 +20,7 @@ fn img() -> ImageRef {
         url: "http://x/i".into(),
         checksum: "sha256:00".into(),
         size: None,
+        reboot_required: None,
     }
 }
 

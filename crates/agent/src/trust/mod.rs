@@ -4,8 +4,8 @@
 //! With `--require-signed-catalog` the agent does not take the controller's word for it:
 //! the controller stamps the signed catalog (bytes and minisign signature) and its digest
 //! into the progress, and before downloading anything the agent verifies the signature
-//! with its own trusted keys and checks that the image's version, URL, checksum and size
-//! are exactly a catalog entry. Everything else that chooses what is installed (the OSTree
+//! with its own trusted keys and checks that the image's version, URL, checksum, size and
+//! `rebootRequired` are exactly a catalog entry. Everything else that chooses what is installed (the OSTree
 //! reference, the plugin payload: `osVersionManagement`) must be the entry's own too. The
 //! catalog must be fresh (serial and expiry in the signature's trusted comment, see
 //! [`osroll_api::freshness`]), its `blocked` list holds, and a downgrade needs the spec's
@@ -262,6 +262,14 @@ fn differences(image: &ImageRef, entry: &CatalogImage) -> Vec<String> {
         diffs.push(format!(
             "checksum {} (catalog: {})",
             image.checksum, entry.checksum
+        ));
+    }
+    if image.reboot_required != entry.reboot_required {
+        let show = |r: Option<bool>| r.map_or("unset".to_string(), |r| r.to_string());
+        diffs.push(format!(
+            "rebootRequired {} (catalog: {})",
+            show(image.reboot_required),
+            show(entry.reboot_required)
         ));
     }
     if entry.size.is_some() && image.size != entry.size {

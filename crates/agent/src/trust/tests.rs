@@ -33,6 +33,7 @@ fn image() -> ImageRef {
         url: "https://img.example/2.0.zst".into(),
         checksum: SUM.into(),
         size: Some(4096),
+        reboot_required: None,
     }
 }
 
@@ -76,7 +77,7 @@ fn a_correctly_stamped_image_passes() {
 fn each_edited_image_field_is_refused_and_named() {
     let (spec, trust) = stamped();
     type Edit = fn(&mut ImageRef);
-    let edits: [(&str, Edit); 3] = [
+    let edits: [(&str, Edit); 4] = [
         ("url \"https://evil.example/x.zst\"", |i| {
             i.url = "https://evil.example/x.zst".into()
         }),
@@ -84,6 +85,9 @@ fn each_edited_image_field_is_refused_and_named() {
             i.checksum = format!("sha256:{}", "2".repeat(64))
         }),
         ("size 1 (catalog: 4096)", |i| i.size = Some(1)),
+        ("rebootRequired false (catalog: unset)", |i| {
+            i.reboot_required = Some(false)
+        }),
     ];
     for (want, edit) in edits {
         let mut img = image();
@@ -188,4 +192,30 @@ fn blocked_downgrade_and_unsigned_overrides_are_refused() {
     let r = check(&spec, &image(), &trust, ctx()).unwrap_err();
     assert_eq!(r.reason, "OverrideNotSigned", "{r}");
     assert!(r.message.contains("evil:os"), "{r}");
+}
+
+/// The signed entry's `rebootRequired` is the only no-reboot word that passes under the
+/// requirement: the image must carry it as signed, and an unsigned
+/// `osVersionManagement` saying no reboot is an override the entry does not have.
+#[test]
+fn the_signed_entrys_reboot_required_passes_and_an_unsigned_no_reboot_does_not() {
+    let live = catalog() + "    rebootRequired: false\n";
+    let (spec, trust) = stamped_with(&live, &fresh(5));
+    let mut img = image();
+    img.reboot_required = Some(false);
+    check(&spec, &img, &trust, ctx()).unwrap();
+    let r = check(&spec, &image(), &trust, ctx()).unwrap_err();
+    assert!(
+        r.message.contains("rebootRequired unset (catalog: false)"),
+        "{r}"
+    );
+
+    let reboot = catalog() + "    rebootRequired: true\n";
+    let (mut spec, trust) = stamped_with(&reboot, &fresh(5));
+    let mut img = image();
+    img.reboot_required = Some(true);
+    spec.os_version_management = Some(serde_json::json!({"ostree": {"rebootRequired": false}}));
+    let r = check(&spec, &img, &trust, ctx()).unwrap_err();
+    assert_eq!(r.reason, "OverrideNotSigned", "{r}");
+    assert!(r.message.contains("rebootRequired"), "{r}");
 }

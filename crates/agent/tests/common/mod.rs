@@ -169,6 +169,7 @@ pub(crate) fn spec(
             url: url.into(),
             checksum: checksum.into(),
             size,
+            reboot_required: None,
         }),
         // The test servers are plain http on loopback.
         allow_http_images: true,

@@ -1,6 +1,7 @@
 //! The image catalog: its YAML model, whole-catalog validation and version resolution.
 //!
-//! A catalog lists images (`version`, `url`, `checksum`, expanded `size`), an optional
+//! A catalog lists images (`version`, `url`, `checksum`, expanded `size`, and optionally
+//! `osVersionManagement` and `rebootRequired`), an optional
 //! `stable` alias and `blocked` versions. [`Catalog::parse`] never guesses: every entry
 //! that is malformed becomes a [`CatalogProblem`] naming the entry and field, and the
 //! rest of the catalog stays usable. [`Catalog::resolve`] turns a requested version into
@@ -51,6 +52,10 @@ pub struct CatalogImage {
     /// What a deployment backend installs besides the URL: the OSTree reference, the OS
     /// plugin's payload. Signed with the rest of the entry, so it cannot be overridden.
     pub os_version_management: Option<serde_json::Value>,
+    /// `rebootRequired`: whether applying this image needs a reboot (`false`: an OSTree
+    /// deployment is switched live). Signed with the entry; it wins over the OSUpgrade's
+    /// `osVersionManagement`.
+    pub reboot_required: Option<bool>,
 }
 
 /// Something wrong with one part of a catalog.
@@ -203,6 +208,8 @@ struct RawImage {
     size: Option<u64>,
     #[serde(default, rename = "osVersionManagement")]
     os_version_management: Option<serde_json::Value>,
+    #[serde(default, rename = "rebootRequired")]
+    reboot_required: Option<serde_yaml::Value>,
 }
 
 /// Largest catalog text accepted anywhere (controller, agent, `osroll catalog`), checked
@@ -404,6 +411,7 @@ impl Catalog {
                 url: entry.url.clone(),
                 checksum: entry.checksum.clone(),
                 size: entry.size,
+                reboot_required: entry.reboot_required,
             },
             os_version_management: entry.os_version_management.clone(),
             warnings: self
@@ -548,6 +556,18 @@ fn read_image(
         let msg = "osVersionManagement must be a mapping";
         problems.push(CatalogProblem::in_image(i, ".osVersionManagement", v, msg));
     }
+    let reboot_required = match entry.reboot_required {
+        None | Some(serde_yaml::Value::Null) => None,
+        Some(serde_yaml::Value::Bool(b)) => Some(b),
+        Some(other) => {
+            let msg = format!(
+                "must be true or false, found {}",
+                serde_yaml::to_string(&other).unwrap_or_default().trim()
+            );
+            problems.push(CatalogProblem::in_image(i, ".rebootRequired", v, msg));
+            None
+        }
+    };
     Some(CatalogImage {
         index: i,
         version,
@@ -555,6 +575,7 @@ fn read_image(
         checksum,
         size: entry.size,
         os_version_management,
+        reboot_required,
     })
 }
 

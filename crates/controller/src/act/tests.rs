@@ -35,6 +35,7 @@ fn template() -> ProgressTemplate {
             url: "https://img/2.0".into(),
             checksum: "sha256:00".into(),
             size: Some(9),
+            reboot_required: None,
         },
         catalog_digest: Some("sha256:cat".into()),
         signed_catalog: None,

@@ -392,3 +392,43 @@ fn oversized_catalogs_are_refused_naming_the_limit() {
     assert_eq!(e.reason, RejectionReason::CatalogTooLarge);
     assert!(e.message.contains("limit of 1048576 bytes"), "{e}");
 }
+
+/// The entry's `rebootRequired` is part of the resolved image, so it reaches every
+/// progress inside `spec.image`, covered by the signature the agent checks again.
+#[test]
+fn the_entrys_reboot_required_travels_in_the_resolved_image() {
+    let t = TrustPolicy::default();
+    let live = catalog_text("https://img/2.0").replace(
+        "    size: 10\n",
+        "    size: 10\n    rebootRequired: false\n",
+    );
+    let r = resolve(&doc(live.clone(), None), &spec("2.0"), &[], &t, now()).unwrap();
+    assert_eq!(r.image.reboot_required, Some(false));
+    let progress = crate::act::new_progress(
+        &osroll_api::OSUpgrade::new("fleet", spec("2.0")),
+        "n1",
+        &crate::act::ProgressTemplate {
+            image: r.image.clone(),
+            ..Default::default()
+        },
+    );
+    let json = serde_json::to_value(&progress.spec).unwrap();
+    assert_eq!(json["image"]["rebootRequired"], serde_json::json!(false));
+    let plain = resolve(
+        &doc(catalog_text("https://img/2.0"), None),
+        &spec("2.0"),
+        &[],
+        &t,
+        now(),
+    )
+    .unwrap();
+    assert_eq!(plain.image.reboot_required, None);
+    let bad = live.replace("rebootRequired: false", "rebootRequired: sometimes");
+    let e = resolve(&doc(bad, None), &spec("2.0"), &[], &t, now()).unwrap_err();
+    assert_eq!(e.reason, RejectionReason::InvalidImageEntry);
+    assert!(
+        e.message.contains("images[0].rebootRequired"),
+        "{}",
+        e.message
+    );
+}

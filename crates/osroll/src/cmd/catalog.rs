@@ -164,7 +164,12 @@ pub(crate) fn run(cmd: CatalogCmd) -> anyhow::Result<()> {
             }
             let resolved = version.map(|v| cat.resolve(&v, &[], false)).transpose()?;
             if let Some(r) = &resolved {
-                println!("resolves to {} ({})", r.image.version, r.image.url);
+                let reboot = match r.image.reboot_required {
+                    Some(true) => ", needs a reboot",
+                    Some(false) => ", needs no reboot",
+                    None => "",
+                };
+                println!("resolves to {} ({}{reboot})", r.image.version, r.image.url);
             }
             if !cat.problems.is_empty() {
                 bail!("{} problem(s) in {}", cat.problems.len(), catalog.display());

@@ -190,6 +190,7 @@ mount -t ext4 /dev/$(part osroll-var) /var
 . /etc/os-release
 slot=$(sed -n 's/.*osroll\.slot=\([AB]\).*/\1/p' /proc/cmdline)
 echo "osroll-vm: up slot=$slot version=$VERSION_ID"
+echo "osroll-vm: cmdline $(cat /proc/cmdline)"
 ip link set lo up
 ip addr add 10.0.2.15/24 dev eth0
 ip link set eth0 up
@@ -208,7 +209,7 @@ while true; do sleep 3600; done
 "#;
 
 /// PID 1 of the broken image: exits before anything commits (the kernel panics).
-const BROKEN_INIT: &str = "#!/bin/sh\necho \"osroll-vm: broken image, init exits\"\nexit 1\n";
+const BROKEN_INIT: &str = "#!/bin/sh\nmount -t proc proc /proc\necho \"osroll-vm: cmdline $(cat /proc/cmdline)\"\necho \"osroll-vm: broken image, init exits\"\nexit 1\n";
 
 /// A slot image (ext4) for `version`; `broken`: its init exits at once.
 fn slot_image(work: &Path, kernel: &Path, initrd: &Path, version: &str, broken: bool) -> PathBuf {
@@ -323,6 +324,8 @@ pub(crate) fn build(work: &Path, grub_cfg: &str, pod_sh: &str, sa: &[(&str, Stri
         "set",
         "osroll_default=A",
         "osroll_cmdline=console=ttyS0 panic=1 quiet",
+        // Slot A's own argument, which the upgrade's kernelArguments remove for B.
+        format!("osroll_cmdline_A={}", super::scenarios::KARG_OLD).as_str(),
     ]));
     // ext4 with a journal: GRUB never replays it, which is why the agent overwrites
     // grubenv in place (osroll_agent::boot::grubenv::write_in_place).

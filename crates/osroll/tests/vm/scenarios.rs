@@ -31,6 +31,10 @@ pub(crate) const CREATE_AGENT: &[&str] = &[
     "syscall",
     "--no-admission-policy",
 ];
+/// Slot A's own kernel argument on the base disk; every progress removes it (by key).
+pub(crate) const KARG_OLD: &str = "osroll.legacy=1";
+/// The harmless kernel argument every progress adds.
+pub(crate) const KARG_NEW: &str = "osroll.test=1";
 const BOOT: Duration = Duration::from_secs(90);
 const STAGE: Duration = Duration::from_secs(60);
 
@@ -177,7 +181,15 @@ impl Env {
         Api::all(self.cluster.admin())
     }
 
-    /// Replace every progress with one for v2 from `server`.
+    /// The kernel command line the guest booted with (its init prints /proc/cmdline).
+    pub(crate) fn cmdline(&self, b: &Boot) -> Vec<String> {
+        let (_, l) = b.wait_for("osroll-vm: cmdline ", BOOT);
+        let line = l.split_once("osroll-vm: cmdline ").unwrap().1;
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    /// Replace every progress with one for v2 from `server`, adding [`KARG_NEW`] and
+    /// removing [`KARG_OLD`]'s key.
     pub(crate) fn progress(&self, name: &str, server_is_good: bool, approved: bool) {
         let server = if server_is_good {
             &self.good
@@ -200,6 +212,7 @@ impl Env {
                 "image": { "version": "v2", "url": url, "checksum": osroll_api::catalog::digest(&body), "size": size },
                 "rebootApproved": approved,
                 "allowHttpImages": true,
+                "kernelArguments": { "add": [KARG_NEW], "remove": [KARG_OLD.split('=').next().unwrap()] },
             }
         }))
         .unwrap();
@@ -291,6 +304,18 @@ fn check_started_from_spec(env: &Env, b: &Boot) {
     assert_eq!(got, want, "environment differs from the DaemonSet's");
 }
 
+/// `args` (a booted /proc/cmdline) name `slot`, and carry slot A's own argument
+/// (`old`: A as it was) or the upgrade's (the new slot): never both.
+fn assert_slot_args(args: &[String], slot: &str, old: bool) {
+    let has = |a: &str| args.iter().any(|x| x == a);
+    assert!(
+        has(&format!("osroll.slot={slot}")),
+        "not slot {slot}: {args:?}"
+    );
+    assert_eq!(has(KARG_OLD), old, "{KARG_OLD} on slot {slot}: {args:?}");
+    assert_eq!(has(KARG_NEW), !old, "{KARG_NEW} on slot {slot}: {args:?}");
+}
+
 pub(crate) fn phase_line(p: &str) -> String {
     // The executor logs `phase="Rebooting"` (with colour codes around `phase=`).
     format!("\"{p}\"")
@@ -304,15 +329,26 @@ pub(crate) fn upgrade(env: &mut Env) -> Vec<String> {
     env.progress("upgrade", true, true);
     let mut b = env.boot(&disk);
     assert_eq!(env.up(&b), ("A".into(), "v1".into()));
+    assert_slot_args(&env.cmdline(&b), "A", true);
     check_started_from_spec(env, &b);
     b.wait_for(&phase_line("Rebooting"), STAGE);
     b.wait_exit(BOOT);
     let mut b = env.boot(&disk);
     b.wait_for("osroll: booting slot B", BOOT);
     assert_eq!(env.up(&b), ("B".into(), "v2".into()));
+    let on_b = env.cmdline(&b);
+    assert_slot_args(&on_b, "B", false);
     b.wait_for(&phase_line("Completed"), BOOT);
     let st = env.wait_phase("upgrade", ProgressPhase::Completed, BOOT);
     assert_eq!(st.current_version.as_deref(), Some("v2"));
+    let reported: Vec<String> = (st.kernel_command_line.as_deref().unwrap_or_default())
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        reported, on_b,
+        "status.kernelCommandLine is the booted guest's /proc/cmdline"
+    );
     let events = env.agent_events("upgrade", &["Staged", "RebootRequested", "Committed"]);
     b.cut();
     let mut b = env.boot(&disk);
@@ -321,10 +357,12 @@ pub(crate) fn upgrade(env: &mut Env) -> Vec<String> {
         ("B".into(), "v2".into()),
         "the commit made B the default"
     );
+    assert_slot_args(&env.cmdline(&b), "B", false);
     b.cut();
     vec![
         "agent in the VM started from exactly the `osroll create agent` container spec (argv and environment compared)".into(),
         format!("a. upgrade: A/v1 -> v2 staged into B -> GRUB tried B once -> committed -> cold boot: B/v2, Completed ({:.0?})", t.elapsed()),
+        format!("a. kernelArguments through GRUB: /proc/cmdline on B has {KARG_NEW} and lacks {KARG_OLD} (A's own): {}", on_b.join(" ")),
         format!("a. the agent's Events on its progress: {}", events.join(", ")),
     ]
 }
@@ -341,10 +379,12 @@ pub(crate) fn broken(env: &mut Env) -> Vec<String> {
     b.wait_exit(BOOT);
     let mut b = env.boot(&disk);
     b.wait_for("osroll: booting slot B", BOOT);
+    assert_slot_args(&env.cmdline(&b), "B", false);
     b.wait_for("osroll-vm: broken image, init exits", BOOT);
     b.wait_exit(BOOT);
     let mut b = env.boot(&disk);
     assert_eq!(env.up(&b), ("A".into(), "v1".into()), "GRUB fell back to A");
+    assert_slot_args(&env.cmdline(&b), "A", true);
     let st = env.wait_phase("broken", ProgressPhase::RolledBack, BOOT);
     let events = env.agent_events("broken", &["Staged", "RebootRequested", "RolledBack"]);
     // Not retried on its own: a spec change that is not a new nonce starts nothing.
@@ -363,7 +403,7 @@ pub(crate) fn broken(env: &mut Env) -> Vec<String> {
     b.cut();
     vec![
         format!(
-            "b. broken v2: B's init exited -> kernel panic -> GRUB fell back to A -> RolledBack ({}); untouched until retryNonce changed, then retried (retryCount {}) ({:.0?})",
+            "b. broken v2: B booted with the new kernel arguments, its init exited -> kernel panic -> GRUB fell back to A, whose command line kept its own ({KARG_OLD}, no {KARG_NEW}) -> RolledBack ({}); untouched until retryNonce changed, then retried (retryCount {}) ({:.0?})",
             st.failure_reason.unwrap_or_default(),
             st2.retry_count,
             t.elapsed()

@@ -25,6 +25,7 @@ use super::runner::{CommandError, CommandRunner, CommandSpec};
 
 pub mod kargs;
 pub mod live;
+pub mod pkgdiff;
 
 /// Which host tool stages deployments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -160,9 +161,9 @@ pub struct OstreeTarget {
     /// Kernel arguments the new deployment adds and removes (see [`kargs`]).
     #[serde(default, skip_serializing_if = "kargs::is_empty")]
     pub kernel_arguments: KernelArguments,
-    /// The update needs no reboot: apply it live where the tool can (see [`live`]).
+    /// Whether the update asks to skip the reboot, and on whose word (see [`live`]).
     #[serde(default)]
-    pub live: bool,
+    pub live: live::LiveRequest,
 }
 
 impl OstreeTarget {
@@ -200,12 +201,12 @@ impl OstreeTarget {
             version: Some(image.version.clone()).filter(|v| !v.is_empty()),
             checksum: Some(image.checksum.clone()).filter(|c| !c.is_empty()),
             kernel_arguments: KernelArguments::default(),
-            live: false,
+            live: live::LiveRequest::Reboot,
         })
     }
 
-    /// The same target, applied live (`true`) where the tool can.
-    pub fn with_live(mut self, live: bool) -> Self {
+    /// The same target, asking to be applied as `live` says.
+    pub fn with_live(mut self, live: live::LiveRequest) -> Self {
         self.live = live;
         self
     }
@@ -480,6 +481,14 @@ pub enum OstreeError {
         /// Where such arguments belong instead.
         hint: &'static str,
     },
+    /// rpm-ostree's package diff could not be understood.
+    #[error("cannot read `{command}` output: {source}")]
+    PackageDiff {
+        /// The diff command.
+        command: String,
+        /// What is wrong with it.
+        source: pkgdiff::DiffError,
+    },
 }
 
 impl OstreeError {
@@ -487,9 +496,9 @@ impl OstreeError {
     pub fn reason(&self) -> FailureReason {
         match self {
             OstreeError::Command(_) => FailureReason::OstreeCommandFailed,
-            OstreeError::Status { .. } | OstreeError::NoBootedDeployment => {
-                FailureReason::OstreeStatusUnreadable
-            }
+            OstreeError::Status { .. }
+            | OstreeError::PackageDiff { .. }
+            | OstreeError::NoBootedDeployment => FailureReason::OstreeStatusUnreadable,
             OstreeError::StagedWrong { .. } => FailureReason::OstreeStagedWrongDeployment,
             OstreeError::LiveNotApplied { .. } => FailureReason::LiveUpdateIncomplete,
             OstreeError::BadTarget(_) | OstreeError::KernelArgumentsUnsupported { .. } => {

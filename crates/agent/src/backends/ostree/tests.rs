@@ -61,8 +61,14 @@ case "$1" in
   rebase|deploy)
     [ -e "$S/fail-stage" ] && { echo "error: Transaction in progress: upgrade" >&2; exit 1; }
     stage_last_arg "$@"; echo "Staging deployment... done" ;;
+  db)
+    [ "$2 $3" = "diff --format=json" ] || { echo "db wants diff --format=json" >&2; exit 2; }
+    printf '{"ostree-commit-from":"%s","ostree-commit-to":"%s","pkgdiff":%s,"advisories":[]}\n' \
+      "$(role booted)" "$(role next)" "$(role pkgdiff || echo '[]')" ;;
   apply-live)
-    [ "$2" = --allow-replacement ] || { echo "error: would replace files" >&2; exit 1; }
+    if [ "$2" != --allow-replacement ] && grep -q '", *[123]' "$S/pkgdiff" 2>/dev/null; then
+      echo "error: packages would be changed; would replace files" >&2; exit 1
+    fi
     [ -e "$S/fail-live" ] || role next > "$S/live" ;;
   *) echo "unknown command $1" >&2; exit 64 ;;
 esac
@@ -187,7 +193,7 @@ fn target(reference: &str, version: &str, checksum: Option<String>) -> OstreeTar
         version: Some(version.into()),
         checksum,
         kernel_arguments: KernelArguments::default(),
-        live: false,
+        live: live::LiveRequest::Reboot,
     }
 }
 
@@ -278,7 +284,7 @@ fn scripted_bootc_switch_matches_the_target_by_image_digest() {
         version: None,
         checksum: Some(digest(3)),
         kernel_arguments: KernelArguments::default(),
-        live: false,
+        live: live::LiveRequest::Reboot,
     };
     let out = backend.stage(&t).unwrap();
     assert!(
@@ -389,7 +395,7 @@ fn rpm_ostree_deploy_without_a_version_uses_the_commit() {
         version: None,
         checksum: Some(format!("sha256:{}", csum(7))),
         kernel_arguments: KernelArguments::default(),
-        live: false,
+        live: live::LiveRequest::Reboot,
     };
     let cmds = stage_commands(&config, &t).unwrap();
     assert_eq!(
@@ -444,6 +450,7 @@ fn target_reference_comes_from_os_version_management_or_the_url() {
         url: "https://images.example/os-40.2".into(),
         checksum: format!("sha256:{}", csum(2)),
         size: None,
+        reboot_required: None,
     };
     let t = OstreeTarget::from_progress(&image, None).unwrap();
     assert_eq!(t.reference, "https://images.example/os-40.2");
@@ -525,10 +532,12 @@ fn live_target(version: &str, checksum: Option<String>) -> Target {
             url: "fedora:fedora/stable".into(),
             checksum: checksum.unwrap_or_default(),
             size: None,
+            reboot_required: None,
         },
         current_version: Some("40.1".into()),
         os_version_management: Some(serde_json::json!({"ostree": {"rebootRequired": false}})),
         kernel_arguments: KernelArguments::default(),
+        staged_reboot_required: None,
     }
 }
 
@@ -619,17 +628,144 @@ fn scripted_tools_without_a_live_switch_reboot_even_when_no_reboot_is_needed() {
 }
 
 #[test]
-fn no_reboot_comes_from_os_version_management() {
+fn the_catalog_entry_decides_before_os_version_management() {
+    use live::{LiveRequest as R, LiveSource as S};
     let ovm = |v| serde_json::json!({"ostree": {"rebootRequired": v}});
-    assert!(live::requested(Some(&ovm(serde_json::json!(false)))).unwrap());
-    assert!(!live::requested(Some(&ovm(serde_json::json!(true)))).unwrap());
-    assert!(!live::requested(None).unwrap());
-    let err = live::requested(Some(&ovm(serde_json::json!("no")))).unwrap_err();
+    let image = |r: Option<bool>| ImageRef {
+        reboot_required: r,
+        ..ImageRef::default()
+    };
+    let cases = [
+        (None, None, R::Reboot),
+        (None, Some(ovm(serde_json::json!(true))), R::Reboot),
+        (
+            None,
+            Some(ovm(serde_json::json!(false))),
+            R::Live(S::OsVersionManagement),
+        ),
+        (None, Some(ovm(serde_json::json!("auto"))), R::IfToolAllows),
+        (Some(false), None, R::Live(S::CatalogEntry)),
+        (
+            Some(false),
+            Some(ovm(serde_json::json!(true))),
+            R::Live(S::CatalogEntry),
+        ),
+        // The entry's `true` wins over an OSUpgrade asking for no reboot or for `auto`.
+        (Some(true), Some(ovm(serde_json::json!(false))), R::Reboot),
+        (Some(true), Some(ovm(serde_json::json!("auto"))), R::Reboot),
+    ];
+    for (entry, o, want) in cases {
+        assert_eq!(
+            live::requested(&image(entry), o.as_ref()).unwrap(),
+            want,
+            "entry {entry:?}, osVersionManagement {o:?}"
+        );
+    }
+    let err =
+        live::requested(&image(Some(false)), Some(&ovm(serde_json::json!("no")))).unwrap_err();
     assert!(
         err.to_string()
-            .contains("rebootRequired must be true or false"),
+            .contains("rebootRequired must be true, false or \"auto\""),
         "{err}"
     );
+}
+
+#[test]
+fn live_needs_a_tool_that_can_and_no_kernel_argument_change() {
+    use live::{LivePlan, LiveRequest as R, LiveSource as S};
+    let rpm = OstreeTool::RpmOstreeRebase;
+    let t = |live| target("fedora:fedora/stable", "40.2", None).with_live(live);
+    assert_eq!(live::plan(rpm, &t(R::Reboot)), LivePlan::Reboot(None));
+    assert_eq!(
+        live::plan(rpm, &t(R::Live(S::CatalogEntry))),
+        LivePlan::Live {
+            allow_replacement: true
+        }
+    );
+    assert_eq!(live::plan(rpm, &t(R::IfToolAllows)), LivePlan::AskTool);
+    let karg = KernelArguments {
+        add: vec!["quiet".into()],
+        remove: vec![],
+    };
+    for live in [R::Live(S::OsVersionManagement), R::IfToolAllows] {
+        match live::plan(rpm, &t(live).with_kernel_arguments(&karg)) {
+            LivePlan::Reboot(Some(why)) => assert!(why.contains("only at a boot"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match live::plan(OstreeTool::OstreeAdminDeploy, &t(live)) {
+            LivePlan::Reboot(Some(why)) => assert!(why.contains("cannot switch"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// `rebootRequired: auto`: rpm-ostree's package diff decides at staging, and the live
+/// switch runs without `--allow-replacement` only when staging said so.
+#[test]
+fn scripted_rpm_ostree_auto_goes_live_only_when_packages_are_only_added() {
+    let (fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
+    let mut t = live_target("40.2", Some(csum(2)));
+    t.os_version_management = Some(serde_json::json!({"ostree": {"rebootRequired": "auto"}}));
+    fake.set("pkgdiff", r#"[["htop", 0, {}]]"#);
+    let (reboot_required, message) = staged(DeployBackend::stage(&backend, &t).unwrap());
+    assert!(!reboot_required, "{message}");
+    assert!(message.contains("only adds packages"), "{message}");
+    // Applying before staging's word reached the status reboots instead.
+    assert!(DeployBackend::apply(&backend, &t).unwrap().reboot_required);
+    t.staged_reboot_required = Some(false);
+    let applied = DeployBackend::apply(&backend, &t).unwrap();
+    assert!(
+        !applied.reboot_required && !applied.stale.is_empty(),
+        "{applied:?}"
+    );
+    assert!(fake.stage_calls().contains(&vec!["apply-live".into()]));
+    assert!(
+        !fake
+            .stage_calls()
+            .iter()
+            .any(|c| c.contains(&"--allow-replacement".to_string()))
+    );
+
+    let (fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
+    t.staged_reboot_required = None;
+    fake.set("pkgdiff", r#"[["htop", 0, {}], ["kernel-core", 2, {}]]"#);
+    let (reboot_required, message) = staged(DeployBackend::stage(&backend, &t).unwrap());
+    assert!(reboot_required, "{message}");
+    assert!(
+        message.contains("kernel-core upgraded") && message.contains("--allow-replacement"),
+        "{message}"
+    );
+    t.staged_reboot_required = Some(true);
+    let applied = DeployBackend::apply(&backend, &t).unwrap();
+    assert!(applied.reboot_required && applied.stale.is_empty());
+    assert!(!fake.stage_calls().iter().any(|c| c[0] == "apply-live"));
+}
+
+/// A staging that went live but whose package diff changed before the apply: rpm-ostree
+/// refuses the replacement and the node is not rebooted undrained.
+#[test]
+fn scripted_rpm_ostree_refusing_a_replacement_fails_the_live_apply() {
+    let (fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
+    let mut t = live_target("40.2", Some(csum(2)));
+    t.os_version_management = Some(serde_json::json!({"ostree": {"rebootRequired": "auto"}}));
+    fake.set("pkgdiff", "[]");
+    assert!(!staged(DeployBackend::stage(&backend, &t).unwrap()).0);
+    fake.set("pkgdiff", r#"[["nano", 1, {}]]"#);
+    t.staged_reboot_required = Some(false);
+    let err = DeployBackend::apply(&backend, &t).unwrap_err();
+    assert_eq!(err.reason(), FailureReason::OstreeCommandFailed);
+    assert!(err.to_string().contains("would replace"), "{err}");
+}
+
+fn staged(s: Staging) -> (bool, String) {
+    match s {
+        Staging::Staged {
+            reboot_required,
+            message,
+            ..
+        } => (reboot_required, message),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -653,4 +789,28 @@ fn a_deployment_is_the_target_by_checksum_not_by_version() {
     )));
     // Without a checksum the version is all there is.
     assert!(forged.is(&target("fedora:fedora/stable", "40.2", None)));
+}
+
+#[test]
+fn staging_reports_live_only_on_a_plan_or_verdict_that_allows_it() {
+    use live::{LivePlan, LiveRequest as R, LiveSource as S};
+    use pkgdiff::Verdict;
+    let rpm = OstreeTool::RpmOstreeDeploy;
+    let t = |live| target("fedora:fedora/stable", "40.2", None).with_live(live);
+    let live = LivePlan::Live {
+        allow_replacement: true,
+    };
+    let (reboot, m) = live::after_staging(rpm, &t(R::Live(S::CatalogEntry)), &live, None);
+    assert!(!reboot && m.contains("catalog entry says no reboot"), "{m}");
+    let auto = t(R::IfToolAllows);
+    let (reboot, m) = live::after_staging(rpm, &auto, &LivePlan::AskTool, Some(&Verdict::Additive));
+    assert!(!reboot && m.contains("only adds packages"), "{m}");
+    let replaces = Verdict::Replaces("nano removed".into());
+    let (reboot, m) = live::after_staging(rpm, &auto, &LivePlan::AskTool, Some(&replaces));
+    assert!(reboot && m.contains("nano removed"), "{m}");
+    let (reboot, _) = live::after_staging(rpm, &auto, &LivePlan::AskTool, None);
+    assert!(reboot, "no verdict, no live switch");
+    let why = LivePlan::Reboot(Some("because".into()));
+    let (reboot, m) = live::after_staging(rpm, &auto, &why, Some(&Verdict::Additive));
+    assert!(reboot && m.starts_with("because"), "{m}");
 }

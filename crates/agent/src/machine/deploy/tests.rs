@@ -11,6 +11,7 @@ fn image(v: &str) -> ImageRef {
         url: "quay.io/os/node:".to_string() + v,
         checksum: "sha256:aa".into(),
         size: None,
+        reboot_required: None,
     }
 }
 
