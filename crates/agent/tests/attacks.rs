@@ -6,7 +6,8 @@
 //!   outside the signed entry) are refused before the host tool runs;
 //! * a version the signed catalog blocks, and a downgrade the spec does not allow;
 //! * a catalog with an older serial than one accepted, and an expired one;
-//! * a forged `Staged` status naming a slot the agent never wrote.
+//! * a forged `Staged` status naming a slot the agent never wrote;
+//! * a corrupt or endless compressed stream, stopped at the download cap.
 
 mod common;
 
@@ -361,4 +362,112 @@ async fn forged_staged_status_does_not_arm_a_slot_the_agent_never_wrote() {
         node.slot_bytes(Slot::B).starts_with(&raw),
         "slot B was armed without the agent writing the target there"
     );
+}
+
+/// A server that answers 200 with no length, then sends `head` and `filler` over and
+/// over until the client hangs up: the bytes it sent, and whether the client hung up.
+struct EndlessServer {
+    url: String,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EndlessServer {
+    async fn start(head: Vec<u8>, filler: Vec<u8>) -> EndlessServer {
+        use std::sync::atomic::Ordering::Relaxed;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/image", listener.local_addr().unwrap());
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, c) = (sent.clone(), closed.clone());
+        let task = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 4096];
+            let _ = sock.read(&mut req).await;
+            let header = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
+            let mut body = sock
+                .write_all(header)
+                .await
+                .and(sock.write_all(&head).await);
+            s.fetch_add(head.len() as u64, Relaxed);
+            while body.is_ok() {
+                body = sock.write_all(&filler).await;
+                s.fetch_add(filler.len() as u64, Relaxed);
+            }
+            c.store(true, Relaxed);
+        });
+        EndlessServer {
+            url,
+            sent,
+            closed,
+            task,
+        }
+    }
+}
+
+impl Drop for EndlessServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A zstd skippable frame carrying `len` bytes: valid zstd that decodes to nothing.
+fn skippable(len: usize) -> Vec<u8> {
+    let mut f = 0x184D_2A50u32.to_le_bytes().to_vec();
+    f.extend_from_slice(&(len as u32).to_le_bytes());
+    f.resize(8 + len, 0x5A);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_or_corrupt_compressed_stream_stops_at_the_download_cap() {
+    use std::sync::atomic::Ordering::Relaxed;
+    // The most any encoding of an image filling the slot can take (see install::guard).
+    let cap = SLOT + SLOT / 128 + (1 << 20);
+    let valid = zstd(&image_bytes("2.0", 64 * 1024));
+    let cases = [
+        (
+            "endless skippable frames",
+            skippable(16),
+            skippable(64 * 1024),
+        ),
+        // A frame the decoder gives up on, then garbage it would drain forever.
+        (
+            "corrupt stream",
+            valid[..valid.len() / 2].to_vec(),
+            vec![0xC3; 64 * 1024],
+        ),
+    ];
+    for (what, head, filler) in cases {
+        let node = Node::new(SLOT, "1.0");
+        let srv = EndlessServer::start(head, filler).await;
+        node.put(spec(
+            "2.0",
+            &srv.url,
+            &format!("sha256:{}", "d".repeat(64)),
+            None,
+        ));
+        let st = run_until(&node, node.config(), &ENDS).await;
+        assert_failed(
+            &st,
+            "ImageTooLarge",
+            &[&cap.to_string(), &SLOT.to_string(), "slot-B"],
+        );
+        assert!(
+            st.bytes_done.is_some_and(|b| b <= cap),
+            "{what}: downloaded past the cap: {st:#?}"
+        );
+        eventually(T, "the agent to hang up", || {
+            srv.closed.load(Relaxed).then_some(())
+        })
+        .await;
+        let sent = srv.sent.load(Relaxed);
+        // What the server wrote past the cap sits in socket buffers, never unbounded.
+        assert!(
+            sent < cap + (64 << 20),
+            "{what}: the server sent {sent} bytes"
+        );
+    }
 }
