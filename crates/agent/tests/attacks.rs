@@ -7,7 +7,8 @@
 //! * a version the signed catalog blocks, and a downgrade the spec does not allow;
 //! * a catalog with an older serial than one accepted, and an expired one;
 //! * a forged `Staged` status naming a slot the agent never wrote;
-//! * a corrupt or endless compressed stream, stopped at the download cap.
+//! * a corrupt or endless compressed stream, stopped at the download cap;
+//! * a mounted slot, never written.
 
 mod common;
 
@@ -470,4 +471,57 @@ async fn endless_or_corrupt_compressed_stream_stops_at_the_download_cap() {
             "{what}: the server sent {sent} bytes"
         );
     }
+}
+
+/// A block major the kernel has not registered (from the range Linux keeps for local
+/// use), so a device node with it opens nothing.
+fn unregistered_block_major() -> u32 {
+    let devices = fs::read_to_string("/proc/devices").unwrap();
+    let block = devices.split("Block devices:").nth(1).unwrap_or("");
+    let taken: Vec<u32> = block
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    (240..=252)
+        .find(|m| !taken.contains(m))
+        .expect("every block major in 240..=252 is registered")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mounted_slot_is_refused_before_anything_is_written() {
+    use rustix::fs::{CWD, FileType, Mode, makedev, mknodat};
+    let node = Node::new(SLOT, "1.0");
+    // Slot B is a block device the host still has mounted (an old root, a data disk).
+    let major = unregistered_block_major();
+    let b = node.host.slot_file(Slot::B);
+    fs::remove_file(&b).unwrap();
+    mknodat(
+        CWD,
+        &b,
+        FileType::BlockDevice,
+        Mode::from_raw_mode(0o600),
+        makedev(major, 7),
+    )
+    .expect("creating a block device node (needs root or CAP_MKNOD)");
+    let mountinfo = node.dir.path().join("mountinfo");
+    fs::write(
+        &mountinfo,
+        format!(
+            "22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw\n\
+             31 22 {major}:7 / /mnt/old-root rw,relatime - ext4 /dev/fake rw\n"
+        ),
+    )
+    .unwrap();
+    let image = zstd(&image_bytes("2.0", 128 * 1024));
+    let srv = ImageServer::start(image.clone()).await;
+    node.put(spec("2.0", &srv.url(), &checksum(&image), None));
+    let mut cfg = node.config();
+    cfg.mountinfo = mountinfo;
+    let st = run_until(&node, cfg, &ENDS).await;
+    assert_failed(
+        &st,
+        "SlotMounted",
+        &[b.to_str().unwrap(), "mounted at /mnt/old-root"],
+    );
+    assert!(srv.requests().is_empty(), "nothing is downloaded");
 }
