@@ -8,7 +8,8 @@
 //! * a catalog with an older serial than one accepted, and an expired one;
 //! * a forged `Staged` status naming a slot the agent never wrote;
 //! * a corrupt or endless compressed stream, stopped at the download cap;
-//! * a mounted slot, never written.
+//! * a mounted slot, never written;
+//! * a world-writable hook, not run, and a hook that would see the agent's secrets.
 
 mod common;
 
@@ -524,4 +525,108 @@ async fn a_mounted_slot_is_refused_before_anything_is_written() {
         &[b.to_str().unwrap(), "mounted at /mnt/old-root"],
     );
     assert!(srv.requests().is_empty(), "nothing is downloaded");
+}
+
+/// An A/B node whose progress is approved already, with a pre-install hook that runs
+/// `body`; the image server must outlive the run.
+async fn approved_with_hook(body: &str) -> (Node, ImageServer, PathBuf) {
+    let node = Node::new(SLOT, "1.0");
+    let image = zstd(&image_bytes("2.0", 128 * 1024));
+    let srv = ImageServer::start(image.clone()).await;
+    let mut s = spec("2.0", &srv.url(), &checksum(&image), None);
+    s.reboot_approved = true;
+    node.put(s);
+    let hook = node.dir.path().join("hooks/default/pre-install");
+    fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    write_exe(&hook, body);
+    (node, srv, hook)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_world_writable_hook_is_not_run() {
+    // The hook file itself, or the directory it is in, writable by others.
+    for (file, dir, says) in [
+        (0o777, 0o755, "world-writable (mode 0777)"),
+        (0o755, 0o775, "group-writable (mode 0775)"),
+    ] {
+        let (node, _srv, hook) = approved_with_hook("touch \"$0.ran\"").await;
+        fs::set_permissions(&hook, fs::Permissions::from_mode(file)).unwrap();
+        let parent = hook.parent().unwrap();
+        fs::set_permissions(parent, fs::Permissions::from_mode(dir)).unwrap();
+        let mut cfg = node.config();
+        cfg.hooks_dir = Some(node.dir.path().join("hooks"));
+        let st = run_until(
+            &node,
+            cfg,
+            &[ProgressPhase::Failed, ProgressPhase::Rebooting],
+        )
+        .await;
+        assert_failed(&st, "HookUnsafe", &[hook.to_str().unwrap(), says]);
+        assert!(!hook.with_extension("ran").exists(), "the hook ran");
+        assert!(!node.host.reboot_requested(), "the node was rebooted");
+    }
+}
+
+/// Set in the re-run of [`hooks_get_a_clean_environment`] that runs the agent: where
+/// its hook writes its environment.
+const HOOK_ENV_CHILD: &str = "OSROLL_TEST_HOOK_ENV_CHILD";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_get_a_clean_environment() {
+    if let Ok(out) = std::env::var(HOOK_ENV_CHILD) {
+        // The agent process, holding a secret in its environment.
+        assert_eq!(
+            std::env::var("AGENT_SECRET_TOKEN").as_deref(),
+            Ok("hunter2")
+        );
+        let (node, _srv, _hook) = approved_with_hook(&format!("env > '{out}'")).await;
+        let mut cfg = node.config();
+        cfg.hooks_dir = Some(node.dir.path().join("hooks"));
+        let agent = node.spawn_agent_with(cfg);
+        let st = node
+            .wait_phase(&[ProgressPhase::Failed, ProgressPhase::Rebooting], T)
+            .await;
+        agent.abort();
+        assert_eq!(st.phase, Some(ProgressPhase::Rebooting), "{st:#?}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hook-env");
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "hooks_get_a_clean_environment", "--nocapture"])
+        .env(HOOK_ENV_CHILD, &out)
+        .env("AGENT_SECRET_TOKEN", "hunter2")
+        .status()
+        .unwrap();
+    assert!(child.success(), "the agent run failed: {child}");
+    let env = fs::read_to_string(&out).unwrap();
+    assert!(
+        !env.contains("hunter2"),
+        "the agent's secret reached the hook:\n{env}"
+    );
+    let allowed = [
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "TZ", // passed on from the agent's environment
+        "OSROLL_FROM_VERSION",
+        "OSROLL_TO_VERSION",
+        "OSROLL_REBOOT",
+        "OSROLL_PHASE",
+        "OSROLL_NODE", // set by the agent
+        "PWD",
+        "SHLVL",
+        "_",
+        "OLDPWD", // set by the hook's shell
+    ];
+    for line in env.lines() {
+        let name = line.split('=').next().unwrap_or_default();
+        assert!(allowed.contains(&name), "{name} reached the hook:\n{env}");
+    }
+    for want in ["PATH=", "OSROLL_TO_VERSION=2.0", "OSROLL_PHASE=pre-install"] {
+        assert!(
+            env.lines().any(|l| l.starts_with(want)),
+            "no {want}:\n{env}"
+        );
+    }
 }
