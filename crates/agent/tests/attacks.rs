@@ -9,7 +9,9 @@
 //! * a forged `Staged` status naming a slot the agent never wrote;
 //! * a corrupt or endless compressed stream, stopped at the download cap;
 //! * a mounted slot, never written;
-//! * a world-writable hook, not run, and a hook that would see the agent's secrets.
+//! * a world-writable hook, not run, and a hook that would see the agent's secrets;
+//! * plain http in what a deployment backend fetches from (an OSTree reference, a
+//!   plugin's image URL or payload), held to the image source policy like A/B images.
 
 mod common;
 
@@ -190,15 +192,7 @@ async fn edited_ostree_reference_is_refused_and_the_signed_one_staged() {
 async fn edited_plugin_payload_is_refused_before_the_plugin_runs() {
     let signer = Signer::new();
     let node = Node::new(1 << 20, "1.0");
-    let exe = node.dir.path().join("os-plugin");
-    let calls = node.dir.path().join("plugin-calls");
-    write_exe(
-        &exe,
-        &format!(
-            "echo \"$1\" >> '{}'\necho '{{\"apiVersion\":\"osroll.io/plugin/v1\",\"ok\":true,\"rebootRequired\":true,\"currentVersion\":\"1.0\"}}'",
-            calls.display()
-        ),
-    );
+    let (exe, calls) = recording_plugin(&node);
     let catalog = format!(
         "images:\n  - version: \"2.0\"\n    url: https://os.example/plugin\n    checksum: sha256:{}\n    osVersionManagement:\n      channel: stable\n",
         "c".repeat(64)
@@ -212,11 +206,7 @@ async fn edited_plugin_payload_is_refused_before_the_plugin_runs() {
     s.os_version_management = Some(json!({"channel": "attacker", "packages": ["backdoor"]}));
     signer.stamp(&mut s, &catalog, 1, DAY);
     node.put(s);
-    let mut cfg = node.config();
-    cfg.backend = BackendConfig::Plugin {
-        path: exe,
-        timeout: Duration::from_secs(20),
-    };
+    let mut cfg = plugin_config(&node, exe);
     signer.require(&mut cfg);
     let st = run_until(&node, cfg, &ENDS).await;
     assert_failed(&st, "OverrideNotSigned", &["attacker", "\"stable\""]);
@@ -225,6 +215,30 @@ async fn edited_plugin_payload_is_refused_before_the_plugin_runs() {
         !ran.contains("stage"),
         "the plugin was asked to stage: {ran}"
     );
+}
+
+/// A plugin that records each action it is asked for in the returned file and
+/// answers that a reboot applies the update.
+fn recording_plugin(node: &Node) -> (PathBuf, PathBuf) {
+    let exe = node.dir.path().join("os-plugin");
+    let calls = node.dir.path().join("plugin-calls");
+    write_exe(
+        &exe,
+        &format!(
+            "echo \"$1\" >> '{}'\necho '{{\"apiVersion\":\"osroll.io/plugin/v1\",\"ok\":true,\"rebootRequired\":true,\"currentVersion\":\"1.0\"}}'",
+            calls.display()
+        ),
+    );
+    (exe, calls)
+}
+
+fn plugin_config(node: &Node, exe: PathBuf) -> AgentConfig {
+    let mut cfg = node.config();
+    cfg.backend = BackendConfig::Plugin {
+        path: exe,
+        timeout: Duration::from_secs(20),
+    };
+    cfg
 }
 
 /// An A/B node at `running`, an image server with the image for `version`, and a spec
@@ -627,6 +641,76 @@ async fn hooks_get_a_clean_environment() {
         assert!(
             env.lines().any(|l| l.starts_with(want)),
             "no {want}:\n{env}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_backends_hold_what_they_fetch_to_the_image_source_policy() {
+    let sum = format!("sha256:{}", "b".repeat(64));
+    let plain = "ostree-remote-image:fedora:http://os.example/fedora:2.0";
+    // An OSTree reference naming a plain http URL, without and with the opt-in.
+    for allow_http in [false, true] {
+        let node = Node::new(1 << 20, "1.0");
+        let exe = fake_rpm_ostree(node.dir.path());
+        let mut s = spec("2.0", "https://os.example/fedora", &sum, None);
+        s.allow_http_images = allow_http;
+        s.os_version_management = Some(json!({"ostree": {"reference": plain}}));
+        node.put(s);
+        let mut cfg = node.config();
+        let mut oc = OstreeConfig::new(OstreeTool::RpmOstreeRebase);
+        oc.program = Some(exe);
+        cfg.backend = BackendConfig::Ostree(oc);
+        let st = run_until(&node, cfg, &ENDS).await;
+        let args = fs::read_to_string(node.dir.path().join("rpm-ostree.args")).unwrap_or_default();
+        if allow_http {
+            assert_eq!(st.phase, Some(ProgressPhase::Staged), "{st:#?}");
+            continue;
+        }
+        assert_failed(
+            &st,
+            "ImageSourceNotAllowed",
+            &[
+                "spec.osVersionManagement.ostree.reference",
+                plain,
+                "allowHttpImages",
+            ],
+        );
+        assert!(
+            !args.contains("rebase"),
+            "the tool was asked to rebase: {args}"
+        );
+    }
+    // A plugin given a plain http image URL, or one inside its payload.
+    let cases = [
+        (
+            "http://os.example/plugin",
+            json!({"channel": "stable"}),
+            "spec.image.url",
+        ),
+        (
+            "https://os.example/plugin",
+            json!({"channel": "stable", "mirrors": ["https://m.example", "http://evil.example/os"]}),
+            "spec.osVersionManagement.mirrors[1]",
+        ),
+    ];
+    for (url, payload, field) in cases {
+        let node = Node::new(1 << 20, "1.0");
+        let (exe, calls) = recording_plugin(&node);
+        let mut s = spec("2.0", url, &sum, None);
+        s.allow_http_images = false;
+        s.os_version_management = Some(payload);
+        node.put(s);
+        let st = run_until(&node, plugin_config(&node, exe), &ENDS).await;
+        assert_failed(
+            &st,
+            "ImageSourceNotAllowed",
+            &[field, "http://", "allowHttpImages"],
+        );
+        let ran = fs::read_to_string(&calls).unwrap_or_default();
+        assert!(
+            !ran.contains("stage"),
+            "the plugin was asked to stage: {ran}"
         );
     }
 }

@@ -84,7 +84,7 @@ fn hooks(dir: &Path, pre_exit: i32) -> PathBuf {
 }
 
 fn plugin_spec(reboot_approved: bool) -> OSUpgradeProgressSpec {
-    let mut s = spec("2.0", "unused://", "sha256:00", None);
+    let mut s = spec("2.0", "https://os.example/2.0", "sha256:00", None);
     s.reboot_approved = reboot_approved;
     s.os_version_management = Some(json!({"channel": "stable", "packages": ["kernel"]}));
     s
