@@ -315,7 +315,6 @@ fn scripted_ostree_admin_pulls_then_deploys_and_detects_a_fallback() {
                 "deploy",
                 "--stage",
                 "--os=fedora",
-                "--",
                 "fedora:fedora/stable"
             ],
         ]
