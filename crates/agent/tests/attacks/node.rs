@@ -175,7 +175,10 @@ async fn approved_with_hook(body: &str) -> (Node, ImageServer, PathBuf) {
     s.reboot_approved = true;
     node.put(s);
     let hook = node.dir.path().join("hooks/default/pre-install");
-    fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    // Only the owner may write a hook's directory, whatever the umask.
+    std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o755)
+        .create(hook.parent().unwrap())
+        .unwrap();
     write_exe(&hook, body);
     (node, srv, hook)
 }
