@@ -6,7 +6,12 @@
 //!   outside the signed entry) are refused before the host tool runs;
 //! * a version the signed catalog blocks, and a downgrade the spec does not allow;
 //! * a catalog with an older serial than one accepted, and an expired one;
-//! * a forged `Staged` status naming a slot the agent never wrote.
+//! * a forged `Staged` status naming a slot the agent never wrote;
+//! * a corrupt or endless compressed stream, stopped at the download cap;
+//! * a mounted slot, never written;
+//! * a world-writable hook, not run, and a hook that would see the agent's secrets;
+//! * plain http in what a deployment backend fetches from (an OSTree reference, a
+//!   plugin's image URL or payload), held to the image source policy like A/B images.
 
 mod common;
 
@@ -187,15 +192,7 @@ async fn edited_ostree_reference_is_refused_and_the_signed_one_staged() {
 async fn edited_plugin_payload_is_refused_before_the_plugin_runs() {
     let signer = Signer::new();
     let node = Node::new(1 << 20, "1.0");
-    let exe = node.dir.path().join("os-plugin");
-    let calls = node.dir.path().join("plugin-calls");
-    write_exe(
-        &exe,
-        &format!(
-            "echo \"$1\" >> '{}'\necho '{{\"apiVersion\":\"osroll.io/plugin/v1\",\"ok\":true,\"rebootRequired\":true,\"currentVersion\":\"1.0\"}}'",
-            calls.display()
-        ),
-    );
+    let (exe, calls) = recording_plugin(&node);
     let catalog = format!(
         "images:\n  - version: \"2.0\"\n    url: https://os.example/plugin\n    checksum: sha256:{}\n    osVersionManagement:\n      channel: stable\n",
         "c".repeat(64)
@@ -209,11 +206,7 @@ async fn edited_plugin_payload_is_refused_before_the_plugin_runs() {
     s.os_version_management = Some(json!({"channel": "attacker", "packages": ["backdoor"]}));
     signer.stamp(&mut s, &catalog, 1, DAY);
     node.put(s);
-    let mut cfg = node.config();
-    cfg.backend = BackendConfig::Plugin {
-        path: exe,
-        timeout: Duration::from_secs(20),
-    };
+    let mut cfg = plugin_config(&node, exe);
     signer.require(&mut cfg);
     let st = run_until(&node, cfg, &ENDS).await;
     assert_failed(&st, "OverrideNotSigned", &["attacker", "\"stable\""]);
@@ -222,6 +215,30 @@ async fn edited_plugin_payload_is_refused_before_the_plugin_runs() {
         !ran.contains("stage"),
         "the plugin was asked to stage: {ran}"
     );
+}
+
+/// A plugin that records each action it is asked for in the returned file and
+/// answers that a reboot applies the update.
+fn recording_plugin(node: &Node) -> (PathBuf, PathBuf) {
+    let exe = node.dir.path().join("os-plugin");
+    let calls = node.dir.path().join("plugin-calls");
+    write_exe(
+        &exe,
+        &format!(
+            "echo \"$1\" >> '{}'\necho '{{\"apiVersion\":\"osroll.io/plugin/v1\",\"ok\":true,\"rebootRequired\":true,\"currentVersion\":\"1.0\"}}'",
+            calls.display()
+        ),
+    );
+    (exe, calls)
+}
+
+fn plugin_config(node: &Node, exe: PathBuf) -> AgentConfig {
+    let mut cfg = node.config();
+    cfg.backend = BackendConfig::Plugin {
+        path: exe,
+        timeout: Duration::from_secs(20),
+    };
+    cfg
 }
 
 /// An A/B node at `running`, an image server with the image for `version`, and a spec
@@ -362,3 +379,8 @@ async fn forged_staged_status_does_not_arm_a_slot_the_agent_never_wrote() {
         "slot B was armed without the agent writing the target there"
     );
 }
+
+// The findings about what the agent does on the node itself: limits, mounts, hooks,
+// what deployment tools fetch from.
+#[path = "attacks/node.rs"]
+mod node;

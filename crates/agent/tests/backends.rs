@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,7 +70,12 @@ esac"#
 /// Hooks that record their environment into `<hooks>/ran-<phase>`.
 fn hooks(dir: &Path, pre_exit: i32) -> PathBuf {
     let h = dir.join("hooks");
-    fs::create_dir_all(h.join("default")).unwrap();
+    // Only the owner may write a hook's directory, whatever the umask.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(h.join("default"))
+        .unwrap();
     for (name, code) in [("pre-install", pre_exit), ("post-install", 0)] {
         write_exe(
             &h.join("default").join(name),
@@ -84,7 +89,7 @@ fn hooks(dir: &Path, pre_exit: i32) -> PathBuf {
 }
 
 fn plugin_spec(reboot_approved: bool) -> OSUpgradeProgressSpec {
-    let mut s = spec("2.0", "unused://", "sha256:00", None);
+    let mut s = spec("2.0", "https://os.example/2.0", "sha256:00", None);
     s.reboot_approved = reboot_approved;
     s.os_version_management = Some(json!({"channel": "stable", "packages": ["kernel"]}));
     s

@@ -138,7 +138,7 @@ async fn a_plugin_gets_them_in_its_request() {
         path: exe,
         timeout: T,
     };
-    let mut s = spec("2.0", "unused://", "sha256:00", None);
+    let mut s = spec("2.0", "https://os.example/2.0", "sha256:00", None);
     s.kernel_arguments = Some(kargs(&["hugepages=16"], &["quiet"]));
     node.put(s);
     let agent = node.spawn_agent_with(cfg);

@@ -57,6 +57,9 @@ pub struct AgentConfig {
     pub hook_timeout: Duration,
     /// The host's `/proc` (mount tables of pods, for restarts after a live update).
     pub proc_root: PathBuf,
+    /// The host's mount table (`/proc/1/mountinfo`): a slot mounted there is never
+    /// written.
+    pub mountinfo: PathBuf,
     /// Catalog signature keys and whether a signed catalog is required.
     pub trust: crate::trust::TrustConfig,
     /// Mirror rules: an image whose URL starts with a rule's prefix is fetched from the
@@ -80,6 +83,7 @@ impl AgentConfig {
             hooks_dir: None,
             hook_timeout: Duration::from_secs(300),
             proc_root: PathBuf::from("/proc"),
+            mountinfo: PathBuf::from("/proc/1/mountinfo"),
             trust: Default::default(),
             mirrors: Vec::new(),
         }
@@ -197,5 +201,6 @@ impl<S: ProgressSource> Agent<S> {
             self.cfg.install.clone(),
             self.cfg.mirrors.clone(),
         )
+        .with_mountinfo(&self.cfg.mountinfo)
     }
 }

@@ -11,7 +11,7 @@ use osroll_api::{ImageRef, OSUpgradeProgressStatus, ProgressPhase};
 
 use super::{Agent, AgentConfig};
 use crate::backends::driver::{
-    Applied, BackendError, Confirmed, DeployBackend, Staging as ToolStaging, Target,
+    Applied, BackendError, Confirmed, DeployBackend, Source, Staging as ToolStaging, Target,
 };
 use crate::backends::plugin::PluginError;
 use crate::firstboot::{FirstBootExit, MemorySource, PROGRESS_NAME, Wanted, firstboot_progress};
@@ -70,6 +70,9 @@ impl DeployBackend for FakeTool {
             message: format!("applied {}", t.image.version),
             stale: vec![],
         })
+    }
+    fn sources(&self, _t: &Target) -> Result<Vec<Source>, BackendError> {
+        Ok(Vec::new())
     }
     fn confirm(&self, t: &Target) -> Result<Confirmed, BackendError> {
         self.called("confirm");

@@ -4,7 +4,7 @@
 //! try is armed the new slot gets the running slot's kernel arguments edited by
 //! `spec.kernelArguments` ([`crate::boot::kargs`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use osroll_api::policy::{Rewrite, check_image_url, rewrite};
@@ -18,7 +18,7 @@ use super::{
 };
 use crate::boot::{BootControl, BootError, kargs};
 use crate::failure::{Failure, StepError};
-use crate::host::{Host, HostError, HostFacts};
+use crate::host::{Host, HostError, HostFacts, detect};
 use crate::install::{Create, ImageSpec, InstallOptions, InstallPhase, Installer, Progress};
 use crate::machine::select::Deleted;
 use crate::machine::{Input, Step, ab, missing_image};
@@ -30,6 +30,8 @@ pub struct SlotBackend {
     host: Arc<dyn Host>,
     install: InstallOptions,
     mirrors: Vec<Rewrite>,
+    /// The host's mount table, read before a slot is written.
+    mountinfo: PathBuf,
     /// An install whose download gave up on the network, kept so that a retry resumes
     /// at the same offset.
     paused: Arc<Mutex<Option<Installer>>>,
@@ -42,8 +44,15 @@ impl SlotBackend {
             host,
             install,
             mirrors,
+            mountinfo: PathBuf::from("/proc/1/mountinfo"),
             paused: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Read the host's mount table from `path` (default `/proc/1/mountinfo`).
+    pub fn with_mountinfo(mut self, path: &Path) -> Self {
+        self.mountinfo = path.to_path_buf();
+        self
     }
 
     /// The paused install of `spec` into `path` if it can resume, else a new one.
@@ -190,6 +199,7 @@ impl Backend for SlotBackend {
             .host
             .slot_path(into)
             .map_err(|e| Failure::new(FailureReason::SlotUnavailable, e.to_string()))?;
+        ensure_unmounted(&path, &self.mountinfo)?;
         // The controller checked the catalog's URL already; a progress edited by hand
         // (or written by an older controller) is held to the same rule here.
         check_image_url(&img.url, attempt.allow_http_images).map_err(|v| {
@@ -264,6 +274,26 @@ impl Backend for SlotBackend {
     async fn keep(&self, on: Slot) -> Result<(), HostError> {
         Ok(self.host.boot_control().commit(on)?)
     }
+}
+
+/// Refuse to write the block device at `slot` while the host has it mounted (a slot
+/// that is a regular file, as on a simulated host, cannot be).
+fn ensure_unmounted(slot: &Path, mountinfo: &Path) -> Result<(), StepError> {
+    use std::os::unix::fs::FileTypeExt;
+    let block = std::fs::metadata(slot).is_ok_and(|m| m.file_type().is_block_device());
+    if !block {
+        return Ok(());
+    }
+    let table = std::fs::read_to_string(mountinfo).map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "reading the mount table {} to check that {} is not mounted",
+            mountinfo.display(),
+            slot.display()
+        ))
+    })?;
+    detect::ensure_not_mounted(slot, &table)
+        .map_err(|m| Failure::new(FailureReason::SlotMounted, m.to_string()))?;
+    Ok(())
 }
 
 /// The arguments of a slot whose predecessor had `current`, after `change`.

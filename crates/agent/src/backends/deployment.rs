@@ -1,14 +1,16 @@
 //! A deployment tool (OSTree, an OS plugin) as a [`Backend`]: its blocking calls run off
 //! the async runtime, its answers become the executor's outcomes, and the running
-//! version it reports is remembered for the Node label.
+//! version it reports is remembered for the Node label. What a tool fetches from is held
+//! to the image source policy before it is staged or applied, as the A/B image URL is.
 
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use osroll_api::OSUpgradeProgressStatus;
+use osroll_api::policy::{check_image_url, check_reference};
 use osroll_api::progress::FailureReason;
 
-use super::driver::{DeployBackend, Staging as ToolStaging, Target};
+use super::driver::{DeployBackend, Source, Staging as ToolStaging, Target};
 use super::{Applied, Attempt, Backend, Begin, Confirmed, Ready, Staged, Staging};
 use crate::failure::{Failure, StepError};
 use crate::host::{Host, HostError};
@@ -90,6 +92,33 @@ fn target(attempt: &Attempt, missing: impl FnOnce() -> Failure) -> Result<Target
     })
 }
 
+/// Refuse the first of `sources` the image source policy does not allow (`allow_http`:
+/// the spec's `allowHttpImages`), the same rule the A/B backend holds its image URL to.
+fn check_sources(sources: &[Source], allow_http: bool) -> Result<(), Failure> {
+    for s in sources {
+        let checked = if s.url {
+            check_image_url(&s.value, allow_http).map(|_| ())
+        } else {
+            check_reference(&s.value, allow_http)
+        };
+        checked.map_err(|v| {
+            Failure::new(
+                FailureReason::ImageSourceNotAllowed,
+                format!("{} {:?}: {}", s.field, s.value, v.why),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// What the tool is told about `attempt`, once what it fetches from passed the policy.
+fn allowed_target(tool: &dyn DeployBackend, attempt: &Attempt) -> Result<Target, Failure> {
+    let t = target(attempt, no_version)?;
+    let sources = tool.sources(&t).map_err(Failure::from)?;
+    check_sources(&sources, attempt.allow_http_images)?;
+    Ok(t)
+}
+
 fn no_version() -> Failure {
     Failure::new(
         FailureReason::InvalidSpec,
@@ -141,7 +170,7 @@ impl Backend for DeploymentBackend {
         _into: (),
         _facts: &BootFacts,
     ) -> Result<Staging, StepError> {
-        let t = target(attempt, no_version)?;
+        let t = allowed_target(self.tool.as_ref(), attempt)?;
         let message = format!(
             "staging {} with the {} backend",
             t.image.version,
@@ -186,7 +215,7 @@ impl Backend for DeploymentBackend {
     }
 
     async fn apply(&self, attempt: &Attempt, _to: ()) -> Result<Applied, StepError> {
-        let t = target(attempt, no_version)?;
+        let t = allowed_target(self.tool.as_ref(), attempt)?;
         let applied = self
             .call(move |b| b.apply(&t))
             .await?

@@ -155,6 +155,49 @@ pub trait DeployBackend: Send + Sync {
     fn apply(&self, target: &Target) -> Result<Applied, BackendError>;
     /// After the reboot: is the node on `target`?
     fn confirm(&self, target: &Target) -> Result<Confirmed, BackendError>;
+    /// What staging or applying `target` fetches from, for the image source policy
+    /// (from the target alone: no host call).
+    fn sources(&self, target: &Target) -> Result<Vec<Source>, BackendError>;
+}
+
+/// Something a deployment tool fetches from, and the progress field it comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// `spec.image.url`, `spec.osVersionManagement.ostree.reference`, ...
+    pub field: String,
+    /// Its value.
+    pub value: String,
+    /// An image URL proper (held to the image URL rule), not a tool's reference (held
+    /// to it only where it names a URL).
+    pub url: bool,
+}
+
+impl Source {
+    fn new(field: impl Into<String>, value: &str, url: bool) -> Self {
+        Source {
+            field: field.into(),
+            value: value.to_string(),
+            url,
+        }
+    }
+}
+
+/// Every string in a plugin payload, named by its path under `at`.
+fn payload_strings(v: &serde_json::Value, at: String, out: &mut Vec<Source>) {
+    match v {
+        serde_json::Value::String(s) => out.push(Source::new(at, s, false)),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                payload_strings(item, format!("{at}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, item) in map {
+                payload_strings(item, format!("{at}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// What the OSTree tool is asked to deploy for `t`.
@@ -169,6 +212,16 @@ fn ostree_target(t: &Target) -> Result<OstreeTarget, OstreeError> {
 impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
     fn kind(&self) -> &'static str {
         "ostree"
+    }
+
+    fn sources(&self, target: &Target) -> Result<Vec<Source>, BackendError> {
+        let t = ostree_target(target)?;
+        let field = if t.reference == target.image.url {
+            "spec.image.url"
+        } else {
+            "spec.osVersionManagement.ostree.reference"
+        };
+        Ok(vec![Source::new(field, &t.reference, false)])
     }
 
     fn running_version(&self) -> Result<Option<String>, BackendError> {
@@ -268,6 +321,17 @@ fn with_message(base: String, plugin_message: Option<String>) -> String {
 impl<R: CommandRunner> DeployBackend for Plugin<R> {
     fn kind(&self) -> &'static str {
         "plugin"
+    }
+
+    fn sources(&self, t: &Target) -> Result<Vec<Source>, BackendError> {
+        let mut out = Vec::new();
+        if !t.image.url.is_empty() {
+            out.push(Source::new("spec.image.url", &t.image.url, true));
+        }
+        if let Some(payload) = &t.os_version_management {
+            payload_strings(payload, "spec.osVersionManagement".into(), &mut out);
+        }
+        Ok(out)
     }
 
     fn running_version(&self) -> Result<Option<String>, BackendError> {

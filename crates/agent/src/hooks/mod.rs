@@ -16,7 +16,10 @@
 //! The hook for the version being installed wins over `default`; having both layouts
 //! for the same name is an error, not a guess. A hook without the execute bit (a
 //! ConfigMap volume's files are 0644 unless `defaultMode` says otherwise) is run with
-//! `/bin/sh`. Each hook gets `OSROLL_FROM_VERSION`, `OSROLL_TO_VERSION`,
+//! `/bin/sh`. A hook file (or the directory it resolves into) that others than its
+//! owner can write, or that neither root nor the agent's user owns, is refused
+//! ([`safety`]). A hook runs with a clean environment: `PATH`, `LANG`, `LC_ALL` and `TZ`
+//! from the agent's, and `OSROLL_FROM_VERSION`, `OSROLL_TO_VERSION`,
 //! `OSROLL_REBOOT` (`true`/`false`: whether a reboot follows the update),
 //! `OSROLL_PHASE` (`pre-install`/`post-install`) and, when known, `OSROLL_NODE`. It runs
 //! with a timeout; its stdout and stderr are captured together, the whole text for the
@@ -29,6 +32,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use osroll_api::progress::FailureReason;
+
+pub mod safety;
 
 use crate::backends::runner::{
     CommandError, CommandRunner, CommandSpec, TAIL_BYTES, TAIL_LINES, Termination, tail_text,
@@ -110,6 +115,16 @@ pub enum HookError {
         /// The flat-layout file.
         second: PathBuf,
     },
+    /// The hook, or its directory, could be changed by someone the agent does not trust.
+    #[error("hook {} is not run: {} {why}", path.display(), checked.display())]
+    Unsafe {
+        /// The hook.
+        path: PathBuf,
+        /// The file or directory found unsafe (the hook's target when it is a symlink).
+        checked: PathBuf,
+        /// What is wrong with it.
+        why: safety::Risk,
+    },
     /// The hook could not be started.
     #[error("hook {}: cannot run it: {source}", path.display())]
     NotRunnable {
@@ -171,6 +186,7 @@ impl HookError {
             HookError::BadVersion(_) | HookError::Ambiguous { .. } => {
                 FailureReason::HookMisconfigured
             }
+            HookError::Unsafe { .. } => FailureReason::HookUnsafe,
             HookError::NotRunnable { .. } => FailureReason::HookNotRunnable,
             HookError::Failed { .. } | HookError::Killed { .. } => FailureReason::HookFailed,
             HookError::TimedOut { .. } => FailureReason::HookTimedOut,
@@ -250,6 +266,7 @@ impl<R: CommandRunner> Hooks<R> {
         let Some(path) = resolve_hook(&self.dir, &ctx.to_version, kind)? else {
             return Ok(None);
         };
+        safety::check(&path)?;
         let out = self
             .runner
             .run(&self.command(&path, kind, ctx))
@@ -294,29 +311,19 @@ impl<R: CommandRunner> Hooks<R> {
     }
 
     /// The command running the hook at `path` (through `/bin/sh` when it is not
-    /// executable), with the attempt in its environment.
+    /// executable), with a clean environment telling it about the attempt.
     fn command(&self, path: &Path, kind: HookKind, ctx: &HookContext) -> CommandSpec {
         let executable = std::fs::metadata(path)
             .map(|m| m.permissions().mode() & 0o111 != 0)
             .unwrap_or(false);
-        let mut spec = if executable {
+        let spec = if executable {
             CommandSpec::new(path, self.timeout)
         } else {
             CommandSpec::new("/bin/sh", self.timeout).arg(path.to_string_lossy())
         };
-        spec = spec
-            .merged_output()
-            .env(
-                "OSROLL_FROM_VERSION",
-                ctx.from_version.clone().unwrap_or_default(),
-            )
-            .env("OSROLL_TO_VERSION", &ctx.to_version)
-            .env("OSROLL_REBOOT", ctx.reboot.to_string())
-            .env("OSROLL_PHASE", kind.as_str());
-        if let Some(node) = &ctx.node {
-            spec = spec.env("OSROLL_NODE", node);
-        }
-        spec
+        let env = safety::hook_env(std::env::vars(), kind, ctx);
+        env.into_iter()
+            .fold(spec.merged_output().clean_env(), |s, (k, v)| s.env(k, v))
     }
 }
 

@@ -1,5 +1,5 @@
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
 
 use super::*;
 use crate::backends::runner::ProcessRunner;
@@ -16,9 +16,19 @@ fn ctx(to: &str) -> HookContext {
     }
 }
 
+/// A directory only its owner can write, whatever the umask (hooks in others are refused).
+fn owner_dir(path: &Path) {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
+        .unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 fn hook(dir: &Path, rel: &str, body: &str) -> PathBuf {
     let path = dir.join(rel);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    owner_dir(path.parent().unwrap());
     let name = path.file_name().unwrap().to_str().unwrap().to_string();
     script(path.parent().unwrap(), &name, body)
 }
@@ -73,7 +83,7 @@ fn the_flat_layout_works_the_same_way() {
 fn a_configmap_volume_with_non_executable_symlinked_files_runs_with_sh() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("..2026_01_01_00_00_00.1234");
-    fs::create_dir(&data).unwrap();
+    owner_dir(&data);
     fs::write(
         data.join("default__pre-install"),
         "echo \"from configmap $OSROLL_PHASE\"\n",

@@ -45,6 +45,16 @@ pub(crate) fn limit_for(
     })
 }
 
+/// The most bytes the download of an image of at most `limit` bytes may take, so that an endless
+/// or corrupt stream (skippable frames, garbage after a frame the decoder gave up on)
+/// stops there instead of downloading forever. A raw image is at most `limit` bytes, and
+/// zstd never grows data past its compress bound (`n + n/256` plus a few bytes per
+/// frame); the bound here doubles that slack and adds 1 MiB for frame headers and small
+/// skippable frames.
+pub(crate) fn download_cap(limit: u64) -> u64 {
+    limit.saturating_add(limit / 128).saturating_add(1 << 20)
+}
+
 /// How a [`decode_bounded`] run ended.
 #[derive(Debug)]
 pub enum GuardEnd {
@@ -171,6 +181,25 @@ mod tests {
         assert!(limit_for(None, None, "/dev/x").unwrap().is_none());
         let e = limit_for(Some(300), Some(200), "/dev/x").unwrap_err();
         assert!(e.to_string().contains("spec.image.size is 300"), "{e}");
+    }
+
+    #[test]
+    fn the_download_cap_covers_any_zstd_stream_of_an_image_within_the_limit() {
+        let limit = 3 << 20;
+        let cap = download_cap(limit);
+        // Incompressible data, in one frame and in many small frames, at the limit.
+        let noise: Vec<u8> = (0..limit as usize)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let one = zstd::encode_all(&noise[..], 1).unwrap();
+        let many: Vec<u8> = noise
+            .chunks(16 << 10)
+            .flat_map(|c| zstd::encode_all(c, 1).unwrap())
+            .collect();
+        for z in [one, many] {
+            assert!((z.len() as u64) <= cap, "{} > {cap}", z.len());
+        }
+        assert_eq!(download_cap(u64::MAX), u64::MAX);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use super::aligned::AlignedBuf;
-use super::decode::{self, Input, ToWriter};
+use super::decode::{self, Input, Limit, ToWriter};
 use super::error::InstallError;
 use super::guard;
 use super::http::{self, error_chain, parse_content_range, status_is_retryable};
@@ -228,6 +228,8 @@ pub struct Installer {
     stream: Option<stream::Reader>,
     /// Whether the SHA-256 of the input must equal `image.sha256`.
     check_sha: bool,
+    /// The most bytes the download may take, with the image limit it comes from.
+    cap: Option<(Limit, u64)>,
 }
 
 impl Installer {
@@ -256,6 +258,7 @@ impl Installer {
             elapsed: Duration::ZERO,
             stream: None,
             check_sha: true,
+            cap: None,
         })
     }
 
@@ -397,6 +400,9 @@ impl Installer {
         let slot = SlotFile::open(&self.target, self.opts.direct_io, self.create)?;
         let path = self.target.display().to_string();
         let limit = guard::limit_for(self.image.size, slot.capacity(), &path)?;
+        self.cap = limit
+            .as_ref()
+            .map(|l| (l.clone(), guard::download_cap(l.bytes)));
         let (tx, rx) = mpsc::channel(4);
         let (wtx, wrx) = std::sync::mpsc::sync_channel(self.opts.buffers);
         let (ptx, prx) = std::sync::mpsc::channel();
@@ -544,6 +550,7 @@ impl Installer {
             )));
         }
         if let Some(t) = total {
+            self.within_cap(t)?;
             self.total = Some(t);
             self.progress.total.store(t, Ordering::Relaxed);
         }
@@ -601,8 +608,24 @@ impl Installer {
         }
     }
 
+    /// Refuse a download that reaches past `bytes` when that is more than any image
+    /// within the limit can take.
+    fn within_cap(&self, bytes: u64) -> Result<(), Fetch> {
+        match &self.cap {
+            Some((limit, cap)) if bytes > *cap => {
+                Err(Fetch::Fatal(InstallError::DownloadTooLarge {
+                    what: limit.what.clone(),
+                    limit: limit.bytes,
+                    cap: *cap,
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Hash `data`, count it, and pass it on to the decoder in batches.
     async fn forward(&mut self, data: &[u8]) -> Result<(), Fetch> {
+        self.within_cap(self.offset + data.len() as u64)?;
         self.sha.update(data);
         self.offset += data.len() as u64;
         self.progress

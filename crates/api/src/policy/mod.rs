@@ -4,6 +4,10 @@
 //! mirror); no other scheme ever. Redirects are followed a bounded number of times and
 //! may never leave https once it was https. Mirror rewrite rules replace a URL prefix,
 //! so a catalog naming a public host can be served from a site-local mirror.
+//!
+//! Deployment backends fetch from references rather than image URLs (an OSTree
+//! `remote:ref`, a container image, a plugin's own payload): [`check_reference`] holds
+//! the ones that name a URL to the same rule.
 
 use url::Url;
 
@@ -74,6 +78,29 @@ pub fn check_image_url(url: &str, allow_http: bool) -> Result<Url, PolicyViolati
         return Err(violation(url, UrlRule::Credentials));
     }
     Ok(u)
+}
+
+/// Container transports whose `name://` form is not a URL: the registry protocol,
+/// which uses TLS unless the host's own registry configuration says otherwise.
+pub const REGISTRY_TRANSPORTS: [&str; 1] = ["docker"];
+
+/// Check a reference a deployment tool fetches from: one that embeds a URL
+/// (`scheme://...`, also after a transport prefix such as `ostree-remote-image:fedora:`)
+/// must pass [`check_image_url`], unless the scheme is a [`REGISTRY_TRANSPORTS`] entry;
+/// a reference with no URL in it (`fedora:fedora/42`, `oci:/srv/image`) names nothing
+/// fetched over the network by this rule's reckoning and passes.
+pub fn check_reference(reference: &str, allow_http: bool) -> Result<(), PolicyViolation> {
+    let Some((before, _)) = reference.split_once("://") else {
+        return Ok(());
+    };
+    let start = before.rfind(':').map_or(0, |i| i + 1);
+    let scheme = &before[start..];
+    if REGISTRY_TRANSPORTS.contains(&scheme) {
+        return Ok(());
+    }
+    check_image_url(&reference[start..], allow_http)
+        .map(|_| ())
+        .map_err(|v| violation(reference, v.why))
 }
 
 /// Check one redirect hop (`hop` counts from 1).

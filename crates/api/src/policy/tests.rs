@@ -72,3 +72,35 @@ fn rewrites_use_the_longest_prefix() {
     assert!("nonsense".parse::<Rewrite>().is_err());
     assert!("=x".parse::<Rewrite>().is_err());
 }
+
+#[test]
+fn references_are_held_to_the_url_rule_only_where_they_name_a_url() {
+    for ok in [
+        "fedora:fedora/x86_64/coreos/stable",
+        "ostree-unverified-registry:quay.io/fedora/fedora-coreos:stable",
+        "ostree-remote-image:fedora:docker://quay.io/fedora/fedora-coreos:stable",
+        "docker://quay.io/os:2.0",
+        "oci:/srv/images/os",
+        "https://os.example/repo",
+        "ostree-remote-image:fedora:https://os.example/repo",
+        "",
+    ] {
+        assert_eq!(check_reference(ok, false), Ok(()), "{ok}");
+    }
+    let e = check_reference("http://os.example/repo", false).unwrap_err();
+    assert_eq!(
+        (e.url.as_str(), e.why),
+        ("http://os.example/repo", UrlRule::HttpNotAllowed)
+    );
+    assert_eq!(check_reference("http://os.example/repo", true), Ok(()));
+    let e = check_reference("ostree-image-signed:http://evil.example/os", false).unwrap_err();
+    assert_eq!(e.url, "ostree-image-signed:http://evil.example/os");
+    assert_eq!(e.why, UrlRule::HttpNotAllowed);
+    for bad in [
+        "file:///etc/shadow",
+        "ftp://os.example/x",
+        "https://u:p@os.example/x",
+    ] {
+        assert!(check_reference(bad, true).is_err(), "{bad}");
+    }
+}

@@ -270,6 +270,7 @@ impl AgentCmd {
         cfg.hooks_dir = Some(self.hooks_dir.clone());
         cfg.hook_timeout = secs("hook-timeout", self.hook_timeout)?;
         cfg.proc_root = self.proc_root.clone();
+        cfg.mountinfo = self.mountinfo.clone();
         cfg.install = InstallOptions {
             stall_timeout: secs("stall-timeout", self.stall_timeout)?,
             retry: RetryPolicy {

@@ -40,8 +40,11 @@ pub struct CommandSpec {
     pub args: Vec<String>,
     /// Bytes written to the command's stdin (then closed). `None`: stdin is `/dev/null`.
     pub stdin: Option<Vec<u8>>,
-    /// Extra environment variables (added to the agent's own environment).
+    /// Extra environment variables (added to the agent's own environment, or the whole
+    /// environment with `clear_env`).
     pub env: Vec<(String, String)>,
+    /// Start from an empty environment instead of the agent's.
+    pub clear_env: bool,
     /// The command is killed (with its process group) when it runs longer than this.
     pub timeout: Duration,
     /// Send stderr into the same pipe as stdout, so the captured text keeps the order
@@ -57,6 +60,7 @@ impl CommandSpec {
             args: Vec::new(),
             stdin: None,
             env: Vec::new(),
+            clear_env: false,
             timeout,
             merge_output: false,
         }
@@ -87,6 +91,13 @@ impl CommandSpec {
     /// Set one environment variable.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Give the command only the variables set with [`CommandSpec::env`], none of the
+    /// agent's own.
+    pub fn clean_env(mut self) -> Self {
+        self.clear_env = true;
         self
     }
 
@@ -378,6 +389,9 @@ fn kill_group(pid: u32) {
 /// both its outputs go to when they are merged.
 fn command(spec: &CommandSpec) -> io::Result<(Command, Option<io::PipeReader>)> {
     let mut cmd = Command::new(&spec.program);
+    if spec.clear_env {
+        cmd.env_clear();
+    }
     cmd.args(&spec.args)
         .envs(
             spec.env

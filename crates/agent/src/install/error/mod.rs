@@ -100,6 +100,19 @@ pub enum InstallError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The server sent (or announced) more bytes than any encoding of an image within
+    /// the limit can take: an endless or corrupt stream, stopped before reading on.
+    #[error(
+        "download too large: the server sent or announced more than {cap} bytes, the most an image within the {what} of {limit} bytes can take compressed (stopped reading)"
+    )]
+    DownloadTooLarge {
+        /// `spec.image.size` or `size of <slot>`: what limits the image.
+        what: String,
+        /// The image limit in bytes.
+        limit: u64,
+        /// The download cap derived from it.
+        cap: u64,
+    },
     /// The decoded image is shorter than `spec.image.size`.
     #[error("size mismatch: the image decoded to {actual} bytes, spec.image.size is {expected}")]
     SizeMismatch {
@@ -150,7 +163,9 @@ impl InstallError {
             InstallError::Redirect { .. } => FailureReason::RedirectRefused,
             InstallError::Tls { .. } => FailureReason::TlsError,
             InstallError::ChecksumMismatch { .. } => FailureReason::ChecksumMismatch,
-            InstallError::TooLarge { .. } => FailureReason::ImageTooLarge,
+            InstallError::TooLarge { .. } | InstallError::DownloadTooLarge { .. } => {
+                FailureReason::ImageTooLarge
+            }
             InstallError::SizeMismatch { .. } => FailureReason::SizeMismatch,
             InstallError::Format(_) => FailureReason::InvalidImage,
             InstallError::Io { .. } => FailureReason::WriteError,
