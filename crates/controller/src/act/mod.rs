@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::{Resource, ResourceExt};
 use osroll_api::{
     DrainTimeoutPolicy, ImageRef, OSUpgrade, OSUpgradeProgress, OSUpgradeProgressSpec,
-    SignedCatalog, SourceRef, labels,
+    SignedCatalog, SourceRef, labels, upgrade::UpgradeReason,
 };
 use serde_json::json;
 
@@ -27,6 +27,7 @@ use crate::drain::{self, DrainStatus};
 use crate::marks;
 use crate::metrics::{DrainEnd, Metrics};
 use crate::planner::{Action, DrainOutcome, DrainPolicy, Outcome, UncordonReason};
+use crate::verify::Unverified;
 
 /// Nodes whose actions run at the same time.
 pub const PARALLEL_NODES: usize = 16;
@@ -309,6 +310,10 @@ impl<C: Cluster> Act<'_, C> {
             }
             Action::Uncordon { node, why } => self.uncordon(node, *why).await,
             Action::Report { node, outcome } => self.report_outcome(node, *outcome).await,
+            Action::FlagUnverified { node, why } => {
+                self.flag_unverified(node, why).await;
+                Ok(())
+            }
         }
     }
 
@@ -401,6 +406,24 @@ impl<C: Cluster> Act<'_, C> {
         let (severity, reason, msg) = outcome_event(node, outcome, self.target_version(), &detail);
         self.event(node, severity, reason, "Report", msg).await;
         Ok(())
+    }
+
+    /// Announce, once per reason and detail, that `node`'s Completed is not believed.
+    async fn flag_unverified(&self, node: &str, why: &Unverified) {
+        let msg = format!(
+            "node {node} says it completed its upgrade to {}, but {} ({}); not counted Completed",
+            self.target_version(),
+            why.detail,
+            why.reason
+        );
+        // Keyed apart from the node's drain messages.
+        let key = format!("{node}/completion");
+        if !self.memory.changed(&self.upgrade.name_any(), &key, &msg) {
+            return;
+        }
+        let reason = UpgradeReason::CompletionUnverified.as_str();
+        self.event(node, Severity::Warning, reason, "VerifyCompletion", msg)
+            .await;
     }
 
     /// One drain step; a drained node gets its reboot approved, a timed-out one the policy.
