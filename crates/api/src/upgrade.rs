@@ -389,6 +389,9 @@ pub enum UnverifiedReason {
     /// The Node's `osroll.io/os-version` label (writable under the admission policy
     /// only by that node's own agent) names another version than the target.
     NodeLabelMismatch,
+    /// The update needed a reboot, but the kubelet still reports the boot ID the node
+    /// had when that reboot was approved.
+    NotRebooted,
 }
 
 impl UnverifiedReason {
@@ -397,6 +400,7 @@ impl UnverifiedReason {
         match self {
             UnverifiedReason::ReportedVersionMismatch => "ReportedVersionMismatch",
             UnverifiedReason::NodeLabelMismatch => "NodeLabelMismatch",
+            UnverifiedReason::NotRebooted => "NotRebooted",
         }
     }
 }

@@ -5,8 +5,10 @@
 //!   reboot is approved;
 //! * "forged Completed": a status claiming Completed for a version the node's
 //!   `osroll.io/os-version` label contradicts is not counted Completed; an Event and the
-//!   Degraded condition say why, the node stays cordoned, and once the node really runs
-//!   the target the rollout completes.
+//!   Degraded condition say why, and the node stays cordoned. Relabelling the node (what
+//!   another agent could do without the policy) is not enough either: the kubelet, which
+//!   no agent can speak for, still reports the boot ID from before the approved reboot.
+//!   Once the node has rebooted and runs the target, the rollout completes.
 //!
 //! The real controller runs in-process on the harness cluster (RBAC and the agents'
 //! admission policy enforced); the forger writes as the node's own agent (the one
@@ -33,7 +35,7 @@ struct Setup {
     cluster: Cluster,
     node: String,
     upgrade: String,
-    _kubelet: osroll_sim::kubelet::Kubelet,
+    kubelet: osroll_sim::kubelet::Kubelet,
     controller: Controller,
 }
 
@@ -62,12 +64,54 @@ async fn setup() -> anyhow::Result<Setup> {
         cluster,
         node,
         upgrade,
-        _kubelet: kubelet,
+        kubelet,
         controller,
     })
 }
 
 impl Setup {
+    /// The node is not counted Completed: an Event and the Degraded condition name it
+    /// and `reason`, and it stays cordoned.
+    async fn refused_because(&self, reason: &str) -> anyhow::Result<()> {
+        let events: Api<Event> = Api::all(self.cluster.admin());
+        let what = format!("a {reason} event");
+        wait_for(&what, Duration::from_secs(20), || async {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .find_map(|e| {
+                    e.note
+                        .filter(|n| n.contains(&self.node) && n.contains("not counted"))
+                })
+        })
+        .await?;
+        let upgrades: Api<OSUpgrade> = Api::all(self.cluster.admin());
+        let what = format!("Degraded: CompletionUnverified naming {reason}");
+        let st = wait_for(&what, Duration::from_secs(20), || async {
+            let st = upgrades.get(&self.upgrade).await.ok()?.status?;
+            st.conditions
+                .iter()
+                .any(|c| {
+                    c.type_ == "Degraded"
+                        && c.reason == "CompletionUnverified"
+                        && c.message.contains(&self.node)
+                        && c.message.contains(reason)
+                })
+                .then_some(st)
+        })
+        .await?;
+        let counts = st.nodes.clone().unwrap_or_default();
+        assert_eq!(counts.completed, 0, "{st:#?}");
+        assert_ne!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
+        let node = self.node().await?;
+        assert_eq!(node.spec.and_then(|x| x.unschedulable), Some(true));
+        Ok(())
+    }
+
     /// The progress the controller made for the node.
     async fn progress(&self) -> anyhow::Result<OSUpgradeProgress> {
         let api: Api<OSUpgradeProgress> = Api::all(self.cluster.admin());
@@ -144,61 +188,20 @@ async fn forged_completed(s: &Setup) -> anyhow::Result<()> {
     let completed = json!({"phase": "Completed", "currentVersion": "2.0",
         "completedAt": chrono::Utc::now().to_rfc3339()});
     s.forge(&name, completed).await?;
+    s.refused_because("NodeLabelMismatch").await?;
 
-    // An Event names the node and why.
-    let events: Api<Event> = Api::all(s.cluster.admin());
-    let note = wait_for(
-        "a CompletionUnverified event",
-        Duration::from_secs(20),
-        || async {
-            events
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some("CompletionUnverified"))
-                .find_map(|e| e.note.filter(|n| n.contains(&s.node)))
-        },
-    )
-    .await?;
-    assert!(note.contains("NodeLabelMismatch"), "{note}");
-
-    // The Degraded condition too; the node is not counted Completed.
-    let upgrades: Api<OSUpgrade> = Api::all(s.cluster.admin());
-    let st = wait_for(
-        "Degraded: CompletionUnverified",
-        Duration::from_secs(20),
-        || async {
-            let st = upgrades.get(&s.upgrade).await.ok()?.status?;
-            st.conditions
-                .iter()
-                .any(|c| c.type_ == "Degraded" && c.reason == "CompletionUnverified")
-                .then_some(st)
-        },
-    )
-    .await?;
-    let degraded = st
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .unwrap();
-    assert!(
-        degraded.message.contains(&s.node) && degraded.message.contains("NodeLabelMismatch"),
-        "{degraded:?}"
-    );
-    let counts = st.nodes.clone().unwrap_or_default();
-    assert_eq!(counts.completed, 0, "{st:#?}");
-    assert_ne!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
-    let node = s.node().await?;
-    assert_eq!(node.spec.and_then(|x| x.unschedulable), Some(true));
-
-    // Once the node reports the target (its own agent relabels it), it completes.
+    // The label follows (as the node's agent, or without the policy any agent, could
+    // set it), but the node never rebooted.
     let agent = s.cluster.agent_client(&s.node).await?;
     let relabel = json!({"metadata": {"labels": {labels::OS_VERSION: "2.0"}}});
     Api::<Node>::all(agent)
         .patch(&s.node, &PatchParams::default(), &Patch::Merge(&relabel))
         .await?;
+    s.refused_because("NotRebooted").await?;
+
+    // The node reboots (its kubelet reports a new boot ID) and runs the target.
+    s.kubelet.go_down("rebooting").await?;
+    s.kubelet.come_up().await?;
     let st = wait_rollout_end(&s.cluster.admin(), &s.upgrade, Duration::from_secs(30)).await?;
     assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");
     assert_eq!(st.nodes.unwrap_or_default().completed, 1);

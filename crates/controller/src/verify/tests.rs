@@ -69,3 +69,47 @@ fn a_completed_claim_must_agree_with_the_node() {
     let reported = check_completed(&progress("Completed", Some("1.0")), &on_target).unwrap();
     assert_eq!(reported.reason, UnverifiedReason::ReportedVersionMismatch);
 }
+
+#[test]
+fn a_reboot_that_was_approved_must_have_happened() {
+    let booted = |id: &str| -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": "n1", "labels": {labels::OS_VERSION: "2.0_b1"}},
+            "status": {"nodeInfo": {"bootID": id, "machineID": "", "systemUUID": "", "kernelVersion": "",
+                "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "", "kubeProxyVersion": "",
+                "operatingSystem": "linux", "architecture": "amd64"}},
+        }))
+        .unwrap()
+    };
+    let mut p = progress("Completed", Some("2.0+b1"));
+    // No reboot recorded (a live update, or a node without a boot ID): nothing to check.
+    assert_eq!(check_completed(&p, &booted("boot-1")), None);
+    p.metadata.annotations = Some(
+        [(
+            marks::APPROVED_BOOT.to_string(),
+            marks::tagged("boot-1", None),
+        )]
+        .into(),
+    );
+    let same = check_completed(&p, &booted("boot-1")).unwrap();
+    assert_eq!(same.reason, UnverifiedReason::NotRebooted);
+    assert!(same.detail.contains("boot-1"), "{}", same.detail);
+    assert_eq!(check_completed(&p, &booted("boot-2")), None);
+    // A record of an earlier attempt says nothing about a retry.
+    p.spec.retry_nonce = Some("r2".into());
+    assert_eq!(check_completed(&p, &booted("boot-1")), None);
+}
+
+#[test]
+fn a_reboot_is_expected_unless_a_non_ab_node_reported_a_live_update() {
+    let mut p = progress("Staged", None);
+    let ab = node(json!({labels::SLOT: "A"}));
+    let other = node(json!({}));
+    assert!(
+        expects_reboot(&p, &other),
+        "no word from the agent: a reboot"
+    );
+    p.status.as_mut().unwrap().reboot_required = Some(false);
+    assert!(!expects_reboot(&p, &other));
+    assert!(expects_reboot(&p, &ab), "an A/B node always reboots");
+}
