@@ -16,3 +16,21 @@ pub const CORDONED_BY: &str = "osroll.io/cordoned-by";
 pub const IN_PLACE_UPDATE: &str = "osroll.io/in-place-update";
 /// Finalizer the controller puts on an OSUpgrade so deletion uncordons first.
 pub const FINALIZER: &str = "osroll.io/uncordon";
+
+/// A label value Kubernetes accepts: `[A-Za-z0-9._-]`, at most 63, alphanumeric ends.
+/// The agent writes [`OS_VERSION`] through it and the controller compares through it.
+pub fn label_value(v: &str) -> String {
+    let s: String = v
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    s.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}

@@ -5,6 +5,8 @@
 //! and tests can check the API calls osroll makes against the very rules shipped here.
 //! Everything here applies to Kubernetes 1.24 and later.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 mod node;
@@ -256,7 +258,7 @@ pub fn controller(image: &str, ns: &str) -> Vec<Value> {
                             field_env("POD_NAME", "metadata.name"),
                             field_env("NODE_NAME", "spec.nodeName"),
                         ],
-                        "ports": [{ "name": "http", "containerPort": 8080 }],
+                        "ports": [{ "name": "http", "containerPort": METRICS_PORT }],
                         "livenessProbe": probe("/healthz"),
                         "readinessProbe": probe("/readyz"),
                         "resources": { "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "memory": "256Mi" } },
@@ -276,6 +278,60 @@ pub fn controller(image: &str, ns: &str) -> Vec<Value> {
         deployment,
     ]);
     objects
+}
+
+/// Port of the controller's `/metrics`, `/healthz` and `/readyz` (the default of
+/// `osroll controller --metrics-addr`, which listens on all addresses of the pod).
+pub const METRICS_PORT: u16 = 8080;
+
+/// Label of every namespace (Kubernetes 1.22+) naming it: selects a namespace by name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Who may reach the controller's metrics port under [`metrics_network_policy`]: pods
+/// matching `pod_labels` (all, when empty) in namespaces matching `namespace_labels`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsPeers {
+    /// `matchLabels` of the allowed namespaces.
+    pub namespace_labels: BTreeMap<String, String>,
+    /// `matchLabels` of the allowed pods in them; empty allows every pod there.
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+impl Default for MetricsPeers {
+    /// The namespace named `monitoring`, any pod in it.
+    fn default() -> Self {
+        MetricsPeers {
+            namespace_labels: BTreeMap::from([(
+                NAMESPACE_NAME_LABEL.to_string(),
+                "monitoring".to_string(),
+            )]),
+            pod_labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// A NetworkPolicy that lets only `peers` reach the controller pods' metrics port and
+/// nothing else reach them at all (the kubelet's probes come from the node, which
+/// NetworkPolicies always allow). Egress is not restricted: the controller talks to the
+/// API server and to catalog URLs.
+pub fn metrics_network_policy(ns: &str, peers: &MetricsPeers) -> Value {
+    // One peer with both selectors: pods matching the pod selector IN namespaces
+    // matching the namespace selector (two peers would allow either).
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": { "name": format!("{CONTROLLER_SA}-metrics"), "namespace": ns, "labels": labels("controller") },
+        "spec": {
+            "podSelector": { "matchLabels": labels("controller") },
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{
+                    "namespaceSelector": { "matchLabels": peers.namespace_labels },
+                    "podSelector": { "matchLabels": peers.pod_labels },
+                }],
+                "ports": [{ "protocol": "TCP", "port": METRICS_PORT }],
+            }],
+        },
+    })
 }
 
 /// The ConfigMap of install hooks the agent mounts (optional: no hooks without it).

@@ -347,6 +347,9 @@ pub enum UpgradeReason {
     CompletedWithFailures,
     /// Failed: `maxFailures` nodes failed; the rollout halted.
     MaxFailuresReached,
+    /// Degraded: a node's progress says Completed, but what the cluster knows about
+    /// the node disagrees (see [`UnverifiedReason`]); it is not counted Completed.
+    CompletionUnverified,
 }
 
 impl UpgradeReason {
@@ -366,11 +369,43 @@ impl UpgradeReason {
             UpgradeReason::AllNodesUpgraded => "AllNodesUpgraded",
             UpgradeReason::CompletedWithFailures => "CompletedWithFailures",
             UpgradeReason::MaxFailuresReached => "MaxFailuresReached",
+            UpgradeReason::CompletionUnverified => "CompletionUnverified",
         }
     }
 }
 
 impl std::fmt::Display for UpgradeReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the controller does not believe a progress that says Completed: a source the
+/// agent does not write alone contradicts the version it claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnverifiedReason {
+    /// The progress status's `currentVersion` is not the version its spec targets.
+    ReportedVersionMismatch,
+    /// The Node's `osroll.io/os-version` label (writable under the admission policy
+    /// only by that node's own agent) names another version than the target.
+    NodeLabelMismatch,
+    /// The update needed a reboot, but the kubelet still reports the boot ID the node
+    /// had when that reboot was approved.
+    NotRebooted,
+}
+
+impl UnverifiedReason {
+    /// The CamelCase name used in Events and condition messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnverifiedReason::ReportedVersionMismatch => "ReportedVersionMismatch",
+            UnverifiedReason::NodeLabelMismatch => "NodeLabelMismatch",
+            UnverifiedReason::NotRebooted => "NotRebooted",
+        }
+    }
+}
+
+impl std::fmt::Display for UnverifiedReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }

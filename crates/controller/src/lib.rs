@@ -25,5 +25,6 @@ mod run;
 pub mod select;
 pub mod status;
 pub mod trigger;
+pub mod verify;
 
 pub use run::{ControllerConfig, run, run_until};

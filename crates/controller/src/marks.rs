@@ -5,8 +5,9 @@
 //! On a Node: [`osroll_api::labels::CORDONED_BY`] names the OSUpgrade that cordoned it
 //! (`<controller>/<osupgrade>`) and [`CORDONED_AT`] when, which is when its drain began.
 //! On a progress object: [`CANARY`], and the outcome already reported ([`REPORTED`]) or a
-//! drain given up on ([`DRAIN_OUTCOME`]), both tagged with the `retryNonce` of the
-//! attempt they belong to, so a retry starts clean without anyone erasing them.
+//! drain given up on ([`DRAIN_OUTCOME`]), and the node's boot ID when its reboot was
+//! approved ([`APPROVED_BOOT`]), each tagged with the `retryNonce` of the attempt it
+//! belongs to, so a retry starts clean without anyone erasing them.
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Node;
@@ -25,6 +26,9 @@ pub const REPORTED: &str = "osroll.io/reported";
 pub const DRAIN_OUTCOME: &str = "osroll.io/drain-outcome";
 /// On a progress object: what blocked the drain that timed out.
 pub const DRAIN_MESSAGE: &str = "osroll.io/drain-message";
+/// On a progress object: `<bootID>@<retryNonce>`, the Node's boot ID (as its kubelet
+/// reported it) when a reboot into the update was approved.
+pub const APPROVED_BOOT: &str = "osroll.io/approved-boot-id";
 
 /// The value of `osroll.io/cordoned-by` for nodes cordoned for `upgrade`.
 pub fn cordon_value(controller: &str, upgrade: &str) -> String {

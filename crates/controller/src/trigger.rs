@@ -36,6 +36,8 @@ pub fn node_digest(n: &Node) -> u64 {
             )
         });
     ready.hash(&mut h);
+    // A reboot (the Completed check compares boot IDs).
+    crate::verify::boot_id(n).hash(&mut h);
     h.finish()
 }
 

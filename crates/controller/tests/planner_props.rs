@@ -63,6 +63,7 @@ impl Model {
             own_node: self.own.clone(),
             node_soak: Duration::from_secs(30),
             drain_poll: Duration::from_secs(2),
+            live_updates: true,
         }
     }
 
@@ -210,6 +211,10 @@ impl Model {
                     let pr = n.progress.as_mut().unwrap();
                     pr.reboot_approved = true;
                     pr.canary |= *canary;
+                }
+                // The simulated nodes never contradict their progress.
+                Action::FlagUnverified { .. } => {
+                    prop_assert!(false, "completion of {} flagged unverified", n.name);
                 }
                 Action::RevokeApproval { .. } => {
                     n.progress.as_mut().unwrap().reboot_approved = false

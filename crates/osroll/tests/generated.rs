@@ -359,3 +359,75 @@ fn controller_without_image_uses_the_local_image_on_managed_nodes() {
     let pod = &workload(&objs)["spec"]["template"]["spec"];
     assert!(pod["nodeSelector"].is_null() && pod["containers"][0]["imagePullPolicy"].is_null());
 }
+
+#[test]
+fn network_policy_lets_only_the_selected_scrapers_reach_the_metrics_port() {
+    let plain = docs(&osroll(&["create", "controller"]));
+    assert!(
+        plain.iter().all(|o| o["kind"] != "NetworkPolicy"),
+        "the policy is optional"
+    );
+    let find = |objs: &[Value], kind: &str| objs.iter().find(|o| o["kind"] == kind).cloned();
+    let default = docs(&osroll(&["create", "controller", "--network-policy"]));
+    let np = find(&default, "NetworkPolicy").expect("a NetworkPolicy");
+    let peer = &np["spec"]["ingress"][0]["from"][0];
+    assert_eq!(
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring",
+        "the documented default"
+    );
+
+    let objs = docs(&osroll(&[
+        "create",
+        "controller",
+        "-n",
+        "ops",
+        "--network-policy",
+        "--metrics-namespace-selector",
+        "team=obs",
+        "--metrics-pod-selector",
+        "app=prometheus,shard=0",
+    ]));
+    let np = find(&objs, "NetworkPolicy").unwrap();
+    let deploy = find(&objs, "Deployment").unwrap();
+    assert_eq!(np["metadata"]["namespace"], "ops");
+    // It selects the controller's pods, and only them.
+    assert_eq!(
+        np["spec"]["podSelector"]["matchLabels"],
+        deploy["spec"]["template"]["metadata"]["labels"]
+    );
+    assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    let rules = np["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "one rule: nothing else reaches the pods");
+    // The port the controller serves metrics on.
+    assert_eq!(
+        rules[0]["ports"][0]["port"],
+        deploy["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    );
+    // Both selectors in ONE peer: those pods in those namespaces (two peers would let
+    // any pod of the namespace, or such pods of any namespace, in).
+    let from = rules[0]["from"].as_array().unwrap();
+    assert_eq!(from.len(), 1);
+    assert_eq!(
+        from[0]["namespaceSelector"]["matchLabels"],
+        serde_json::json!({"team": "obs"})
+    );
+    assert_eq!(
+        from[0]["podSelector"]["matchLabels"],
+        serde_json::json!({"app": "prometheus", "shard": "0"})
+    );
+
+    // An empty namespace selector would open it to every namespace.
+    let out = Command::new(env!("CARGO_BIN_EXE_osroll"))
+        .args([
+            "create",
+            "controller",
+            "--network-policy",
+            "--metrics-namespace-selector",
+            "",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("every namespace"), "{err}");
+}

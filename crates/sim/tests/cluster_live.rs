@@ -94,7 +94,9 @@ fn upgrade(cluster: &Cluster) -> anyhow::Result<OSUpgrade> {
             "catalog": {"inline": catalog},
             "strategy": {"maxUnavailable": 1},
             "restartOnLiveUpdate": {"matchLabels": {"app": "cni"}},
-            "osVersionManagement": {"channel": "stable"},
+            // The plugin's live apply is what this OSUpgrade asks for: without it the
+            // controller drains every node, whatever the agents report.
+            "osVersionManagement": {"channel": "stable", "rebootRequired": false},
         }),
     )
 }
@@ -268,7 +270,10 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
         let req: serde_json::Value = serde_json::from_str(&fs::read_to_string(
             dir.path().join(node).join("os/request-apply.json"),
         )?)?;
-        assert_eq!(req["osVersionManagement"], json!({"channel": "stable"}));
+        assert_eq!(
+            req["osVersionManagement"],
+            json!({"channel": "stable", "rebootRequired": false})
+        );
     }
 
     // No node was ever cordoned or NotReady, as seen by a watch on Nodes.

@@ -31,6 +31,7 @@ use osroll_agent::backends::ostree::{OstreeConfig, OstreeTool};
 use osroll_agent::{AgentConfig, AgentExit, SimHost};
 use osroll_api::{OSUpgrade, OSUpgradeProgress, ProgressPhase, UpgradePhase};
 use osroll_sim::KubeletConfig;
+use osroll_sim::kubelet::Kubelet;
 use osroll_sim::testing::{Cluster, wait_for};
 use serde_json::json;
 
@@ -227,13 +228,21 @@ fn mount_tables(proc_root: &Path, pods: &BTreeMap<String, Pod>) -> anyhow::Resul
 }
 
 /// The agent on its machine: after a (simulated) reboot the tool boots the staged
-/// deployment, the host gets a new boot id, and the agent starts again.
-async fn machine(cfg: AgentConfig, client: kube::Client, host: SimHost, tool: PathBuf) {
+/// deployment, the host and the kubelet get a new boot id, and the agent starts again.
+async fn machine(
+    cfg: AgentConfig,
+    client: kube::Client,
+    host: SimHost,
+    tool: PathBuf,
+    kubelet: Arc<Kubelet>,
+) {
     loop {
         match osroll_agent::run(cfg.clone(), client.clone(), Arc::new(host.clone())).await {
             Ok(AgentExit::Rebooted) => {
+                kubelet.go_down("rebooting").await.expect("node down");
                 reboot_tool(&tool).expect("reboot the OSTree node");
                 host.boot().expect("boot the host");
+                kubelet.come_up().await.expect("node up");
             }
             Err(e) => {
                 tracing::warn!(error = %e, "agent stopped; restarting");
@@ -304,10 +313,10 @@ async fn run_patch(cluster: &Cluster, word: Word) -> anyhow::Result<Outcome> {
     cfg.error_backoff = Duration::from_millis(300);
     cfg.backend = BackendConfig::Ostree(oc);
     cfg.proc_root = proc_root.clone();
-    let _kubelet = cluster.add_node(KubeletConfig::new(&node)).await?;
+    let kubelet = Arc::new(cluster.add_node(KubeletConfig::new(&node)).await?);
     let host = SimHost::create(&dir.path().join("host"), 4096, "1.0")?;
     let client = cluster.agent_client(&node).await?;
-    let agent = tokio::spawn(machine(cfg, client, host, tool_dir.clone()));
+    let agent = tokio::spawn(machine(cfg, client, host, tool_dir.clone(), kubelet));
     cluster.wait_managed(1).await?;
 
     let before = five_pods(&admin, &ns, &node).await?;

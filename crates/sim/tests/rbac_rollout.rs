@@ -5,7 +5,10 @@
 //! call in the audit log is checked against the ClusterRoles/Roles that `osroll create`
 //! generates: one the manifests would forbid fails the test, and so does an agent
 //! touching another node's Node or progress object. Two deliberate violations after
-//! the rollout show that the checks catch both kinds.
+//! the rollout show that the checks catch both kinds. The agents' admission policy, as
+//! `osroll create agent` emits it, is enforced throughout (the test API server
+//! evaluates its CEL): the rollout passes under it, and an agent labelling another
+//! node is refused by it.
 //!
 //! On a real cluster (`OSROLL_E2E_KUBECONFIG`) there is no audit log: the test applies
 //! the same RBAC and asks `kubectl auth can-i --as=system:serviceaccount:...` what each
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use common::fleet::{Controller, wait_rollout_end};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use osroll_api::{OSUpgrade, OSUpgradeProgress, UpgradePhase};
 use osroll_sim::AuditEntry;
 use osroll_sim::demo::images::ImageServer;
@@ -196,6 +199,19 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
     }
 
     let admin = cluster.admin();
+    // The rollout runs under the agents' admission policy.
+    let policy = &identities::admission_objects(&cluster.namespace())[0];
+    let vap = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicy",
+        ),
+        "validatingadmissionpolicies",
+    );
+    Api::<DynamicObject>::all_with(admin.clone(), &vap)
+        .get(policy["metadata"]["name"].as_str().unwrap_or_default())
+        .await?;
     let node = |i: usize| cluster.name(&format!("rbac-node-{i}"));
     let images = ImageServer::start(&["2.0"], 128 * 1024).await?;
     let dir = tempfile::tempdir()?;
@@ -258,6 +274,20 @@ async fn a_rollout_stays_within_the_shipped_rbac_and_agents_within_their_node() 
     assert!(
         matches!(edit, Err(kube::Error::Api(ref e)) if e.code == 403),
         "{edit:?}"
+    );
+    // RBAC lets an agent patch any Node; the admission policy does not.
+    let relabel = json!({"metadata": {"labels": {osroll_api::labels::OS_VERSION: "999"}}});
+    let foreign = Api::<Node>::all(cluster.agent_client(&node(0)).await?)
+        .patch(
+            &node(1),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(relabel),
+        )
+        .await;
+    assert!(
+        matches!(foreign, Err(kube::Error::Api(ref e)) if e.code == 403
+            && e.message.contains("ValidatingAdmissionPolicy")),
+        "{foreign:?}"
     );
     let log = cluster.audit().expect("audit log");
     let mut problems: Vec<(u64, String)> = Vec::new();

@@ -110,22 +110,7 @@ pub struct Agent<S: ProgressSource> {
     restarter: Option<Arc<dyn LiveRestarter>>,
 }
 
-/// A label value Kubernetes accepts: `[A-Za-z0-9._-]`, at most 63, alphanumeric ends.
-pub fn label_value(v: &str) -> String {
-    let s: String = v
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(63)
-        .collect();
-    s.trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
-}
+pub use osroll_api::labels::label_value;
 
 impl<S: ProgressSource> Agent<S> {
     /// An agent for `host`, reading progress from `source`.

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::{Resource, ResourceExt};
 use osroll_api::{
     DrainTimeoutPolicy, ImageRef, OSUpgrade, OSUpgradeProgress, OSUpgradeProgressSpec,
-    SignedCatalog, SourceRef, labels,
+    SignedCatalog, SourceRef, labels, upgrade::UpgradeReason,
 };
 use serde_json::json;
 
@@ -27,6 +27,7 @@ use crate::drain::{self, DrainStatus};
 use crate::marks;
 use crate::metrics::{DrainEnd, Metrics};
 use crate::planner::{Action, DrainOutcome, DrainPolicy, Outcome, UncordonReason};
+use crate::verify::{self, Unverified};
 
 /// Nodes whose actions run at the same time.
 pub const PARALLEL_NODES: usize = 16;
@@ -309,6 +310,10 @@ impl<C: Cluster> Act<'_, C> {
             }
             Action::Uncordon { node, why } => self.uncordon(node, *why).await,
             Action::Report { node, outcome } => self.report_outcome(node, *outcome).await,
+            Action::FlagUnverified { node, why } => {
+                self.flag_unverified(node, why).await;
+                Ok(())
+            }
         }
     }
 
@@ -403,6 +408,26 @@ impl<C: Cluster> Act<'_, C> {
         Ok(())
     }
 
+    /// Announce, once per reason and detail, that `node`'s Completed is not believed.
+    async fn flag_unverified(&self, node: &str, why: &Unverified) {
+        let msg = format!(
+            "node {node} says it completed its upgrade to {}, but {}; not counted Completed ({})",
+            self.target_version(),
+            why.detail,
+            UpgradeReason::CompletionUnverified
+        );
+        // Keyed apart from the node's drain messages.
+        let key = format!("{node}/completion");
+        if !self.memory.changed(&self.upgrade.name_any(), &key, &msg) {
+            return;
+        }
+        // The reason itself is the Event's: Events differing only in their note are
+        // folded into one series.
+        let reason = why.reason.as_str();
+        self.event(node, Severity::Warning, reason, "VerifyCompletion", msg)
+            .await;
+    }
+
     /// One drain step; a drained node gets its reboot approved, a timed-out one the policy.
     async fn drain(&self, node: &str, report: &mut Report) -> Result<(), ApiError> {
         let started = self
@@ -443,7 +468,11 @@ impl<C: Cluster> Act<'_, C> {
     }
 
     async fn drained(&self, node: &str, elapsed: Duration) -> Result<(), ApiError> {
-        let patch = json!({"spec": {"rebootApproved": true}});
+        let mut patch = json!({"spec": {"rebootApproved": true}});
+        if let Some(boot) = self.boot_before_reboot(node) {
+            let tag = marks::tagged(&boot, self.nonce(node));
+            patch["metadata"] = json!({"annotations": {marks::APPROVED_BOOT: tag}});
+        }
         self.cluster
             .patch_progress(&self.progress_name(node), &patch)
             .await?;
@@ -457,6 +486,15 @@ impl<C: Cluster> Act<'_, C> {
         self.event(node, Severity::Normal, "NodeDrained", "ApproveReboot", msg)
             .await;
         Ok(())
+    }
+
+    /// The node's boot ID now, when the update about to be approved needs a reboot:
+    /// Completed will need a boot ID other than this one.
+    fn boot_before_reboot(&self, node: &str) -> Option<String> {
+        let n = self.nodes.get(node)?;
+        let p = self.progress.get(node)?;
+        let id = verify::boot_id(n)?;
+        verify::expects_reboot(p, n).then(|| id.to_string())
     }
 
     /// Still draining: a new blocker is announced once; returns the status note.

@@ -12,6 +12,7 @@ use osroll_api::{OSUpgradeProgress, ProgressPhase};
 use crate::marks;
 use crate::planner::{NodeObs, Observed, ProgressObs, Strategy};
 use crate::select::NodeSelection;
+use crate::verify;
 
 /// Node labels that mark a control-plane node.
 pub const CONTROL_PLANE_LABELS: [&str; 2] = [
@@ -93,6 +94,7 @@ pub fn progress_obs(p: &OSUpgradeProgress) -> ProgressObs {
             .and_then(parse_time),
         drain_outcome: marks::drain_outcome(annotation(meta, marks::DRAIN_OUTCOME), nonce),
         reported: marks::reported(annotation(meta, marks::REPORTED), nonce),
+        unverified: None,
     }
 }
 
@@ -137,6 +139,7 @@ pub fn snapshot(
         own_node: settings.own_node.clone(),
         node_soak: settings.node_soak,
         drain_poll: settings.drain_poll,
+        live_updates: false,
     }
 }
 
@@ -178,7 +181,11 @@ fn node_obs(
         control_plane: CONTROL_PLANE_LABELS.iter().any(|k| labels.contains_key(*k)),
         past_failures: failed_elsewhere + retries,
         claimed_by,
-        progress: ours.map(progress_obs),
+        progress: ours.map(|p| ProgressObs {
+            unverified: verify::check_completed(p, node),
+            ..progress_obs(p)
+        }),
+        ab_slot: verify::is_ab_node(node),
     }
 }
 

@@ -63,7 +63,15 @@ pub fn plan(obs: &Observed, now: DateTime<Utc>) -> Plan {
         max_unavailable: s.max_unavailable.resolve(nodes.len()),
     };
     if !stop_new && in_window {
-        start_disruption(&mut draft, &nodes, s, &canary, room, obs.drain_poll);
+        start_disruption(
+            &mut draft,
+            &nodes,
+            s,
+            &canary,
+            room,
+            obs.drain_poll,
+            obs.live_updates,
+        );
     } else if !stop_new && has_pending_work(&nodes) {
         // Outside every window: windows open on whole minutes.
         draft.look_again_in(until_next_minute(now));
@@ -155,6 +163,12 @@ fn settle(d: &mut Draft, n: &NodeObs, obs: &Observed, stop_new: bool, now: DateT
         }
         return;
     };
+    if let Some(why) = &p.unverified {
+        d.push(Action::FlagUnverified {
+            node: n.name.clone(),
+            why: why.clone(),
+        });
+    }
     let outcome = p.outcome();
     if let Some(o) = outcome
         && p.reported != Some(o)
@@ -242,6 +256,7 @@ fn start_disruption(
     canary: &CanaryState,
     room: Room,
     drain_poll: Duration,
+    live_updates: bool,
 ) {
     let (only_canaries, mut canary_slots) = canary_slots(canary, s.canary.as_ref(), nodes);
     let mut freed = freed_slots(&d.actions, nodes, room).into_iter();
@@ -266,7 +281,15 @@ fn start_disruption(
         if after.is_none() {
             busy += 1;
         }
-        start(d, n, p, p.canary || new_canary, after, drain_poll);
+        start(
+            d,
+            n,
+            p,
+            p.canary || new_canary,
+            after,
+            drain_poll,
+            live_updates,
+        );
     }
 }
 
@@ -313,7 +336,9 @@ fn freed_slots(actions: &[Action], nodes: &[&NodeObs], room: Room) -> Vec<String
         .collect()
 }
 
-/// Begin one node's disruption: approve a live update, or cordon and drain.
+/// Begin one node's disruption: approve a live update, or cordon and drain. The agent's
+/// `rebootRequired: false` skips the drain only where the OSUpgrade asked for live
+/// updates and the node's backend can do them; otherwise the node is drained anyway.
 fn start(
     d: &mut Draft,
     n: &NodeObs,
@@ -321,9 +346,10 @@ fn start(
     canary: bool,
     after: Option<String>,
     drain_poll: Duration,
+    live_updates: bool,
 ) {
     let node = n.name.clone();
-    if p.reboot_required == Some(false) {
+    if p.reboot_required == Some(false) && live_updates && !n.ab_slot {
         d.push(Action::ApproveLive {
             node,
             canary,

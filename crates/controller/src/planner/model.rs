@@ -9,6 +9,7 @@ use osroll_api::upgrade::{NodeCounts, UpgradeReason};
 use osroll_api::{Condition, ProgressPhase, UpgradePhase};
 
 use super::Strategy;
+use crate::verify::Unverified;
 
 /// One OSUpgrade's world as the controller sees it.
 #[derive(Clone, Debug, Default)]
@@ -23,6 +24,9 @@ pub struct Observed {
     pub node_soak: Duration,
     /// How often to look again while a drain is in progress.
     pub drain_poll: Duration,
+    /// The OSUpgrade asks for updates without reboot ([`crate::verify::live_update_requested`]):
+    /// only then may a node that reports `rebootRequired: false` skip cordon and drain.
+    pub live_updates: bool,
 }
 
 /// One node and its progress object.
@@ -46,6 +50,8 @@ pub struct NodeObs {
     pub claimed_by: Option<String>,
     /// Our progress object for this node, if created.
     pub progress: Option<ProgressObs>,
+    /// Labelled with an A/B slot: that backend always reboots, never updates live.
+    pub ab_slot: bool,
 }
 
 /// What matters about a progress object.
@@ -65,6 +71,8 @@ pub struct ProgressObs {
     pub drain_outcome: Option<DrainOutcome>,
     /// The outcome already reported for the current attempt.
     pub reported: Option<Outcome>,
+    /// Says Completed, but the node disagrees: not counted Completed while this holds.
+    pub unverified: Option<Unverified>,
 }
 
 impl Default for ProgressObs {
@@ -77,6 +85,7 @@ impl Default for ProgressObs {
             completed_at: None,
             drain_outcome: None,
             reported: None,
+            unverified: None,
         }
     }
 }
@@ -166,6 +175,7 @@ impl ProgressObs {
             None => {}
         }
         match self.phase {
+            ProgressPhase::Completed if self.unverified.is_some() => None,
             ProgressPhase::Completed => Some(Outcome::Completed),
             ProgressPhase::Failed => Some(Outcome::Failed),
             ProgressPhase::RolledBack => Some(Outcome::RolledBack),
@@ -260,6 +270,13 @@ pub enum Action {
         /// Why.
         why: UncordonReason,
     },
+    /// Announce (one Event per new reason) that a node's Completed is not believed.
+    FlagUnverified {
+        /// Node name.
+        node: String,
+        /// Why.
+        why: Unverified,
+    },
     /// Record (Event, metrics, annotation) how a node's attempt ended.
     Report {
         /// Node name.
@@ -279,6 +296,7 @@ impl Action {
             | Action::ApproveLive { node, .. }
             | Action::RevokeApproval { node }
             | Action::Uncordon { node, .. }
+            | Action::FlagUnverified { node, .. }
             | Action::Report { node, .. } => node,
         }
     }

@@ -283,13 +283,26 @@ impl Summary<'_> {
         }
     }
 
-    /// Degraded: which nodes failed, rolled back or were skipped.
+    /// Nodes whose Completed is not believed, each with its reason and detail.
+    fn unverified(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let why = n.progress.as_ref()?.unverified.as_ref()?;
+                Some(format!("{} ({}: {})", n.name, why.reason, why.detail))
+            })
+            .collect()
+    }
+
+    /// Degraded: which nodes failed, rolled back or were skipped, and whose completion
+    /// could not be verified.
     fn degraded(&self) -> Condition {
         let skipped = self.in_stage(NodeStage::Skipped).count();
-        if self.failures.is_empty() && skipped == 0 {
+        let unverified = self.unverified();
+        if self.failures.is_empty() && skipped == 0 && unverified.is_empty() {
             return Condition::new("Degraded", false, "NoFailures", "");
         }
-        let parts: Vec<String> = [
+        let mut parts: Vec<String> = [
             (NodeStage::Failed, "failed"),
             (NodeStage::RolledBack, "rolled back"),
             (NodeStage::Skipped, "skipped"),
@@ -299,6 +312,11 @@ impl Summary<'_> {
         .filter(|(names, _)| !names.is_empty())
         .map(|(names, label)| format!("{label}: {names}"))
         .collect();
+        if !unverified.is_empty() {
+            parts.push(format!("completion unverified: {}", unverified.join(", ")));
+            let reason = UpgradeReason::CompletionUnverified.as_str();
+            return Condition::new("Degraded", true, reason, parts.join("; "));
+        }
         let reason = if self.failures.is_empty() {
             "NodesSkipped"
         } else {

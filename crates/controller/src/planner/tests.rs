@@ -36,6 +36,7 @@ fn obs(nodes: Vec<NodeObs>, strategy: Strategy) -> Observed {
         own_node: None,
         node_soak: Duration::ZERO,
         drain_poll: Duration::from_secs(2),
+        live_updates: true,
     }
 }
 
@@ -143,6 +144,65 @@ fn live_updates_are_approved_without_cordon() {
             after: None,
         }]
     );
+}
+
+#[test]
+fn a_reported_live_update_is_drained_where_live_updates_are_not_allowed() {
+    let mut n = staged("a");
+    n.progress.as_mut().unwrap().reboot_required = Some(false);
+    let cordoned = |p: &Plan| {
+        p.actions.contains(&Action::Cordon {
+            node: "a".into(),
+            canary: false,
+            after: None,
+        }) && p.actions.contains(&Action::Drain { node: "a".into() })
+    };
+    // The OSUpgrade did not ask for live updates.
+    let mut o = obs(vec![n.clone()], Strategy::default());
+    o.live_updates = false;
+    assert!(cordoned(&plan(&o, now())));
+    // An A/B node never updates live, whatever the OSUpgrade asks.
+    n.ab_slot = true;
+    assert!(cordoned(&plan(&obs(vec![n], Strategy::default()), now())));
+}
+
+#[test]
+fn an_unverified_completion_is_flagged_and_not_counted() {
+    use crate::verify::Unverified;
+    use osroll_api::upgrade::UnverifiedReason;
+    let mut n = with_phase(node("a"), ProgressPhase::Completed);
+    n.cordoned_by_us = true;
+    n.unschedulable = true;
+    let why = Unverified {
+        reason: UnverifiedReason::NodeLabelMismatch,
+        detail: "label 1.0".into(),
+    };
+    let p = n.progress.as_mut().unwrap();
+    p.reboot_approved = true;
+    p.unverified = Some(why.clone());
+    let plan = plan(&obs(vec![n], Strategy::default()), now());
+    assert_eq!(
+        plan.actions,
+        [Action::FlagUnverified {
+            node: "a".into(),
+            why
+        }]
+    );
+    assert_eq!((plan.counts.completed, plan.counts.updating), (0, 1));
+    let degraded = plan
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.reason, "CompletionUnverified");
+    assert!(
+        degraded
+            .message
+            .contains("a (NodeLabelMismatch: label 1.0)"),
+        "{}",
+        degraded.message
+    );
+    assert_ne!(plan.phase, osroll_api::UpgradePhase::Completed);
 }
 
 #[test]

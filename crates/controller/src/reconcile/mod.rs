@@ -33,6 +33,7 @@ use crate::observe::{self, Settings};
 use crate::planner::{self, DrainPolicy, Plan, SpecError, Strategy};
 use crate::select::{self, Blocker, Claim, NodeSelection};
 use crate::status::{self, Verdict};
+use crate::verify;
 
 /// How often an OSUpgrade waiting for an older one looks again.
 const WAITING_RECHECK: Duration = Duration::from_secs(30);
@@ -463,7 +464,7 @@ fn plan(
 ) -> Plan {
     let nodes: Vec<&Node> = world.nodes.iter().map(Arc::as_ref).collect();
     let progresses: Vec<&OSUpgradeProgress> = world.progresses.iter().map(Arc::as_ref).collect();
-    let snapshot = observe::snapshot(
+    let mut snapshot = observe::snapshot(
         &up.name_any(),
         gate.spec.strategy.clone(),
         &gate.spec.selection,
@@ -471,6 +472,13 @@ fn plan(
         &progresses,
         settings,
     );
+    // What the nodes are given: the catalog entry's osVersionManagement wins.
+    let template = gate.template();
+    let given = template
+        .os_version_management
+        .as_ref()
+        .or(up.spec.os_version_management.as_ref());
+    snapshot.live_updates = verify::live_update_requested(given);
     planner::plan(&snapshot, now)
 }
 

@@ -471,3 +471,44 @@ async fn an_in_place_request_pulls_an_excluded_node_in_and_is_answered() {
         );
     }
 }
+
+/// Issue 17: a version added to `blocked` mid-rollout stops it at the next check of the
+/// (unchanged) OSUpgrade, though an accepted resolution is otherwise kept.
+#[tokio::test]
+async fn a_version_blocked_mid_rollout_stops_it_at_the_next_check() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let config_map = |text: String| ConfigMap {
+        data: Some([(catalog::CONFIG_MAP_KEY.to_string(), text)].into()),
+        ..Default::default()
+    };
+    let mut sh = shared();
+    // Every reconcile is due for a fresh look (the default waits 30 s).
+    sh.catalogs = ResolutionCache::new(Duration::ZERO);
+    let key = "osroll-system/catalog".to_string();
+    let open = catalog().replace("blocked: [\"1.5\"]", "blocked: []");
+    sh.cluster.config_maps.insert(key.clone(), config_map(open));
+    let mut up = upgrade("fleet", 0, "2.0");
+    up.spec.catalog = CatalogSource {
+        config_map: Some("catalog".into()),
+        ..Default::default()
+    };
+    let nodes = [node("a", true)];
+    let world = World {
+        nodes: &nodes,
+        progresses: &[],
+        upgrades: &[Arc::new(up.clone())],
+    };
+    sh.reconcile(&up, &world, now()).await.unwrap();
+    let st = status_patches(&sh.cluster).pop().unwrap();
+    assert_ne!(st.phase, Some(UpgradePhase::Rejected), "{st:?}");
+
+    let blocked = catalog().replace("blocked: [\"1.5\"]", "blocked: [\"2.0\"]");
+    sh.cluster.config_maps.insert(key, config_map(blocked));
+    sh.reconcile(&up, &world, now()).await.unwrap();
+    let st = status_patches(&sh.cluster).pop().unwrap();
+    assert_eq!(
+        (st.phase, st.reason.as_deref()),
+        (Some(UpgradePhase::Rejected), Some("VersionBlocked")),
+        "{st:?}"
+    );
+}

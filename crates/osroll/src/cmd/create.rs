@@ -1,5 +1,7 @@
 //! `osroll create controller|agent`: print deployment manifests for `kubectl apply -f -`.
 
+use std::collections::BTreeMap;
+
 use clap::{Args, Subcommand};
 use osroll_api::manifests;
 
@@ -7,7 +9,12 @@ use osroll_api::manifests;
 #[derive(Subcommand)]
 pub(crate) enum CreateCmd {
     /// Namespace, service account, RBAC and the controller Deployment.
-    Controller(Target),
+    Controller {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        network: NetworkPolicyArgs,
+    },
     /// Namespace, service account, RBAC and the agent DaemonSet.
     Agent {
         #[command(flatten)]
@@ -141,6 +148,58 @@ impl AgentNodeArgs {
     }
 }
 
+/// An optional NetworkPolicy in front of the controller's metrics port.
+#[derive(Args)]
+pub(crate) struct NetworkPolicyArgs {
+    /// Add a NetworkPolicy that lets only the selected pods reach the controller's
+    /// metrics port (8080) and nothing else reach the controller pods.
+    #[arg(long)]
+    network_policy: bool,
+    /// Namespaces allowed to scrape, as matchLabels (`k=v,...`).
+    #[arg(
+        long,
+        value_name = "KEY=VALUE,...",
+        default_value = "kubernetes.io/metadata.name=monitoring"
+    )]
+    metrics_namespace_selector: String,
+    /// Pods allowed to scrape, in those namespaces, as matchLabels (`k=v,...`);
+    /// default: every pod there.
+    #[arg(long, value_name = "KEY=VALUE,...", default_value = "")]
+    metrics_pod_selector: String,
+}
+
+/// `k=v,k2=v2` as matchLabels; "" is empty.
+fn match_labels(flag: &str, text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    text.split(',')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => anyhow::bail!("--{flag}: expected KEY=VALUE, got {kv:?}"),
+        })
+        .collect()
+}
+
+impl NetworkPolicyArgs {
+    /// The NetworkPolicy for `ns`, when asked for.
+    fn policy(&self, ns: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        if !self.network_policy {
+            return Ok(None);
+        }
+        let peers = manifests::MetricsPeers {
+            namespace_labels: match_labels(
+                "metrics-namespace-selector",
+                &self.metrics_namespace_selector,
+            )?,
+            pod_labels: match_labels("metrics-pod-selector", &self.metrics_pod_selector)?,
+        };
+        anyhow::ensure!(
+            !peers.namespace_labels.is_empty(),
+            "--metrics-namespace-selector: an empty selector would allow every namespace"
+        );
+        Ok(Some(manifests::metrics_network_policy(ns, &peers)))
+    }
+}
+
 /// Where and what to deploy.
 #[derive(Args)]
 pub(crate) struct Target {
@@ -179,12 +238,13 @@ impl Target {
 pub(crate) fn run(cmd: CreateCmd) -> anyhow::Result<()> {
     let image = |t: &Target| t.image.clone().unwrap_or_else(manifests::default_image);
     let objects = match &cmd {
-        CreateCmd::Controller(t) => {
+        CreateCmd::Controller { target: t, network } => {
             let mut objects = manifests::controller(&image(t), &t.namespace);
             if t.image.is_none() {
                 manifests::use_local_image(&mut objects);
             }
             manifests::add_trust(&mut objects, manifests::Component::Controller, &t.trust());
+            objects.extend(network.policy(&t.namespace)?);
             objects
         }
         CreateCmd::Agent {

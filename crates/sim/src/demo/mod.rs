@@ -163,10 +163,12 @@ fn sa_user(sa: &str) -> String {
 }
 
 /// Apply the RBAC part of the shipped manifests (namespace, service accounts, roles,
-/// bindings); the workloads themselves run in-process.
+/// bindings) and the agents' admission policy; the workloads themselves run in-process.
 async fn apply_rbac(client: &kube::Client) -> anyhow::Result<()> {
-    let objects = crate::testing::identities::rbac_objects(DEFAULT_NAMESPACE);
-    crate::testing::identities::apply(client, &objects, "osroll-demo").await
+    use crate::testing::identities;
+    let mut objects = identities::rbac_objects(DEFAULT_NAMESPACE);
+    objects.extend(identities::admission_objects(DEFAULT_NAMESPACE));
+    identities::apply(client, &objects, "osroll-demo").await
 }
 
 /// The demo's workloads: Deployment web (PDB maxUnavailable 1), Deployment cache (PDB
@@ -365,14 +367,15 @@ async fn start_nodes(
         downtime: opts.downtime,
         bad_slot_b: false,
     };
-    let agent_client = cluster.client_for(&sa_user(AGENT_SA)).await?;
     let mut nodes = Vec::new();
     for i in 1..=opts.nodes {
         let name = format!("node-{i}");
         let kubelet_client = cluster.kubelet_client(&name).await?;
+        // A token bound to its node, as a DaemonSet pod's: the admission policy needs it.
+        let agent_client = cluster.client_for_node(&sa_user(AGENT_SA), &name).await?;
         let node = SimNode::start(
             kubelet_client,
-            agent_client.clone(),
+            agent_client,
             dir,
             &name,
             FROM_VERSION,

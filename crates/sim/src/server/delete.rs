@@ -171,6 +171,14 @@ impl Store {
             .get(&rd.group, &rd.plural, ns, name)
             .ok_or_else(|| ApiError::not_found(&rd.group, &rd.plural, name))?;
         check_preconditions(rd, name, &old, opts)?;
+        let write = super::write::Write {
+            rd,
+            version: rd.storage_version(),
+            subresource: "",
+            object: None,
+            old_object: Some(&old),
+        };
+        self.admission(ctx, &write)?;
         if ctx.dry_run {
             return Ok((*old).clone());
         }

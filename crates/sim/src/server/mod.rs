@@ -3,6 +3,7 @@
 //! thread (so a test may block on a `kubectl` child process without starving it), and
 //! serves the subset of the Kubernetes API described in `crates/sim/README.md`.
 
+pub mod admission;
 pub mod apply;
 pub mod audit;
 pub mod collector;

@@ -156,6 +156,8 @@ const BUILTINS: &[B] = &[
     B("rbac.authorization.k8s.io", "v1", "roles",                     "Role",                     NAMESPACED, &[],              NO_STATUS),
     B("rbac.authorization.k8s.io", "v1", "rolebindings",              "RoleBinding",              NAMESPACED, &[],              NO_STATUS),
     B("apiextensions.k8s.io",      "v1", "customresourcedefinitions", "CustomResourceDefinition", CLUSTER,    &["crd", "crds"], STATUS),
+    B("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "ValidatingAdmissionPolicy", CLUSTER, &[], STATUS),
+    B("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding", CLUSTER, &[], NO_STATUS),
 ];
 
 /// Every resource currently served.

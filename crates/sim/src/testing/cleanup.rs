@@ -1,12 +1,14 @@
 //! Removing what one harness instance made, on any cluster and even after a failed
-//! test: its OSUpgrades, progress objects, Nodes and their Leases, its namespace and its
-//! ClusterRoleBindings. Everything is found by the instance's name prefix or namespace,
+//! test: its OSUpgrades, progress objects, Nodes and their Leases, its namespace, its
+//! ClusterRoleBindings and its admission policy and binding. Everything is found by the instance's name prefix or namespace,
 //! never by "everything there is", so other tests' objects are left alone.
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use kube::{Resource, ResourceExt};
 use osroll_api::{OSUpgrade, OSUpgradeProgress};
 use serde::de::DeserializeOwned;
@@ -76,6 +78,20 @@ pub async fn delete_scope(admin: &kube::Client, scope: &Scope) -> anyhow::Result
     })
     .await?
     .len();
+    for (kind, plural) in [
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+        ),
+        ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+    ] {
+        let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+        let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+        let api: Api<DynamicObject> = Api::all_with(admin.clone(), &ar);
+        n += delete_matching(&api, |o| is_binding_of(&o.name_any(), &ns))
+            .await?
+            .len();
+    }
     n += delete_matching(&Api::<Namespace>::all(admin.clone()), |x| {
         let name = x.name_any();
         name == ns || scope.owns(&name)

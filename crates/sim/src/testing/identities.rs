@@ -1,7 +1,8 @@
 //! The identities osroll runs as, set up on a test cluster from the same code as
 //! `osroll create`: the controller's and the agents' service accounts with the
-//! generated ClusterRoles, Roles and bindings. Only the RBAC part is applied, never the
-//! Deployment or DaemonSet (they would start real pods on a real cluster).
+//! generated ClusterRoles, Roles and bindings, and the agents' admission policy. Only
+//! these are applied, never the Deployment or DaemonSet (they would start real pods on a
+//! real cluster).
 
 use anyhow::Context;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -62,7 +63,28 @@ pub fn rbac_objects(ns: &str) -> Vec<Value> {
     objects
 }
 
-/// Whether `name` is a ClusterRoleBinding [`rbac_objects`] makes for `ns`.
+/// The agents' ValidatingAdmissionPolicy and its binding, as `osroll create agent`
+/// emits them for components in `ns`; outside the default namespace both are named
+/// after `ns` too (they are cluster-scoped), like the ClusterRoleBindings.
+pub fn admission_objects(ns: &str) -> Vec<Value> {
+    let mut objects = manifests::agent_admission_policy(ns);
+    if ns != DEFAULT_NAMESPACE {
+        for o in &mut objects {
+            let name = format!(
+                "{}-{ns}",
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            if o["kind"] == "ValidatingAdmissionPolicyBinding" {
+                o["spec"]["policyName"] = name.clone().into();
+            }
+            o["metadata"]["name"] = name.into();
+        }
+    }
+    objects
+}
+
+/// Whether `name` is a ClusterRoleBinding [`rbac_objects`] (or a policy or binding
+/// [`admission_objects`]) makes for `ns`.
 pub fn is_binding_of(name: &str, ns: &str) -> bool {
     ns != DEFAULT_NAMESPACE && name.ends_with(&format!("-{ns}"))
 }
@@ -75,12 +97,14 @@ fn plural(kind: &str) -> Option<&'static str> {
         "ClusterRoleBinding" => "clusterrolebindings",
         "Role" => "roles",
         "RoleBinding" => "rolebindings",
+        "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicyBinding" => "validatingadmissionpolicybindings",
         _ => return None,
     })
 }
 
-/// Server-side apply `objects` (namespaces, service accounts and RBAC objects; others
-/// are skipped) as field manager `manager`: idempotent on a cluster that has them.
+/// Server-side apply `objects` (namespaces, service accounts, RBAC objects and
+/// admission policies; others are skipped) as field manager `manager`: idempotent on a cluster that has them.
 pub async fn apply(client: &kube::Client, objects: &[Value], manager: &str) -> anyhow::Result<()> {
     for o in objects {
         let kind = o["kind"].as_str().unwrap_or_default();
@@ -126,6 +150,16 @@ mod tests {
         assert!(
             objs.iter()
                 .all(|o| o["kind"] != "Deployment" && o["kind"] != "DaemonSet")
+        );
+        let policy = admission_objects("osroll-tabc");
+        assert_eq!(
+            policy[1]["spec"]["policyName"], policy[0]["metadata"]["name"],
+            "the binding names its policy"
+        );
+        assert!(
+            policy
+                .iter()
+                .all(|o| is_binding_of(o["metadata"]["name"].as_str().unwrap(), "osroll-tabc"))
         );
         let shipped = rbac_objects(DEFAULT_NAMESPACE);
         assert!(

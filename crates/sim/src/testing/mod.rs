@@ -1,7 +1,7 @@
 //! Helpers for cluster tests: one [`Cluster`] value gives a test a unique namespace and
-//! name prefix ([`Scope`]), the CRDs and the generated RBAC, kube clients for the
-//! identities osroll runs as (the controller's and the agents' service accounts, each
-//! kubelet as its node) and, by name, for the admin; a kubeconfig for `kubectl`, the
+//! name prefix ([`Scope`]), the CRDs, the generated RBAC and the agents' admission
+//! policy, kube clients for the identities osroll runs as (the controller's and the
+//! agents' service accounts, each kubelet as its node) and, by name, for the admin; a kubeconfig for `kubectl`, the
 //! audit log and kubelet-lite nodes. It starts the in-process test API server, or, when
 //! `OSROLL_E2E_KUBECONFIG` names a kubeconfig, uses that real cluster instead (then there
 //! is no audit log, and the identities are impersonated by the kubeconfig's user, which
@@ -136,6 +136,8 @@ impl Cluster {
         self.install_crds().await?;
         let ns = self.namespace();
         identities::apply(&self.admin, &identities::rbac_objects(&ns), MANAGER).await?;
+        // The agents run under the policy `osroll create agent` ships.
+        identities::apply(&self.admin, &identities::admission_objects(&ns), MANAGER).await?;
         let label = json!({"metadata": {"labels": {INSTANCE_LABEL: self.scope.id()}}});
         Api::<Namespace>::all(self.admin.clone())
             .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))

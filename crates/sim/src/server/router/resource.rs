@@ -22,7 +22,7 @@ use crate::server::selectors::{FieldSelector, LabelSelector};
 use crate::server::store::{Store, meta_str};
 use crate::server::table::{self, Presentation};
 use crate::server::watch::{self, WatchRequest};
-use crate::server::write::{Ctx, FieldValidation, Target};
+use crate::server::write::{Ctx, FieldValidation, Requester, Target};
 
 /// A request for a resource, with its route resolved.
 pub(super) struct ResourceRequest<'a> {
@@ -158,6 +158,7 @@ fn ctx_for(req: &ResourceRequest<'_>) -> ApiResult<Ctx> {
         validation,
         warnings: vec![],
         now: Utc::now(),
+        requester: None,
     })
 }
 
@@ -287,6 +288,10 @@ pub(super) fn resource(
         return watch_response(app, &req, pres);
     }
     let mut ctx = ctx_for(&req)?;
+    ctx.requester = Some(Requester {
+        user: entry.user.clone(),
+        node_name: entry.node_name.clone(),
+    });
     let mut store = app.store.lock().expect("store lock");
     let result = run_verb(&mut store, &mut ctx, &req, verb, is_status, pres);
     store.run_hooks();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{Ctx, FieldValidation, Managed, is_crd, shape};
+use crate::server::admission;
 use crate::server::apply::{self, Scope, Writer};
 use crate::server::crd;
 use crate::server::error::{ApiError, ApiResult, FieldError};
@@ -168,7 +169,53 @@ fn bump_generation(old: &Value, new: &mut Value, status_separate: bool) {
     }
 }
 
+/// A write as admission policies are asked about it.
+pub struct Write<'a> {
+    /// The resource written.
+    pub rd: &'a ResourceDef,
+    /// The version of the request.
+    pub version: &'a str,
+    /// `status` or "".
+    pub subresource: &'a str,
+    /// The object after the write (None: a deletion).
+    pub object: Option<&'a Value>,
+    /// The object before it (None: a creation).
+    pub old_object: Option<&'a Value>,
+}
+
 impl Store {
+    /// Run the stored ValidatingAdmissionPolicies on a request's write (the server's own
+    /// writes are not admitted).
+    pub fn admission(&self, ctx: &Ctx, w: &Write<'_>) -> ApiResult<()> {
+        let Some(who) = &ctx.requester else {
+            return Ok(());
+        };
+        let bindings = self.list(admission::GROUP, "validatingadmissionpolicybindings", None);
+        if bindings.is_empty() {
+            return Ok(());
+        }
+        let policies = self.list(admission::GROUP, "validatingadmissionpolicies", None);
+        let some = w.object.or(w.old_object).unwrap_or(&Value::Null);
+        let attributes = admission::Attributes {
+            operation: match (w.old_object, w.object) {
+                (None, _) => "CREATE",
+                (Some(_), Some(_)) => "UPDATE",
+                (Some(_), None) => "DELETE",
+            },
+            group: &w.rd.group,
+            version: w.version,
+            resource: &w.rd.plural,
+            subresource: w.subresource,
+            namespace: some["metadata"]["namespace"].as_str().unwrap_or_default(),
+            name: some["metadata"]["name"].as_str().unwrap_or_default(),
+            user: &who.user,
+            node_name: who.node_name.as_deref(),
+            object: w.object,
+            old_object: w.old_object,
+        };
+        admission::admit(&policies, &bindings, &attributes)
+    }
+
     /// Prune, default and validate a custom resource against its CRD schema.
     fn validate_custom(
         &self,
@@ -247,6 +294,14 @@ impl Store {
         if !errs.is_empty() {
             return Err(ApiError::invalid(&rd.group, &rd.kind, &name, &errs));
         }
+        let write = Write {
+            rd,
+            version,
+            subresource: if sc == Scope::Status { "status" } else { "" },
+            object: Some(&new),
+            old_object: old.as_deref(),
+        };
+        self.admission(ctx, &write)?;
         if let Some(old) = &old {
             bump_generation(old, &mut new, rd.has_status(version));
         }

@@ -40,6 +40,17 @@ pub struct Ctx {
     pub warnings: Vec<String>,
     /// Request time.
     pub now: DateTime<Utc>,
+    /// Who asked, for admission policies; None for the server's own writes.
+    pub requester: Option<Requester>,
+}
+
+/// The caller of a write, as admission policies see it.
+#[derive(Debug, Clone, Default)]
+pub struct Requester {
+    /// User name.
+    pub user: String,
+    /// The node a pod-bound token names.
+    pub node_name: Option<String>,
 }
 
 impl Ctx {
@@ -51,6 +62,7 @@ impl Ctx {
             validation: FieldValidation::Ignore,
             warnings: vec![],
             now: Utc::now(),
+            requester: None,
         }
     }
     /// `now` as RFC 3339 with seconds.
@@ -452,6 +464,7 @@ impl Store {
 }
 
 mod admit;
+pub use admit::Write;
 mod server_side;
 
 #[cfg(test)]
