@@ -51,6 +51,10 @@ pub(crate) fn limit_for(
 /// zstd never grows data past its compress bound (`n + n/256` plus a few bytes per
 /// frame); the bound here doubles that slack and adds 1 MiB for frame headers and small
 /// skippable frames.
+#[cfg_attr(
+    not(feature = "node"),
+    expect(dead_code, reason = "only the node's downloader caps downloads")
+)]
 pub(crate) fn download_cap(limit: u64) -> u64 {
     limit.saturating_add(limit / 128).saturating_add(1 << 20)
 }
