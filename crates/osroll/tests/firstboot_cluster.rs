@@ -79,6 +79,22 @@ fn node(dir: &Path, public_key: &str) {
     std::fs::write(dir.join("keys/release.pub"), public_key).unwrap();
 }
 
+/// Create the OSUpgrade with `spec` and mark it Progressing towards 2.0, as the
+/// controller would: the active OSUpgrade a first boot follows.
+async fn activate(cluster: &Cluster, spec: serde_json::Value) {
+    let up: OSUpgrade = cluster.upgrade("fleet", spec).unwrap();
+    let name = up.metadata.name.clone().unwrap();
+    let ups: Api<OSUpgrade> = Api::all(cluster.admin());
+    ups.create(&PostParams::default(), &up).await.unwrap();
+    ups.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Progressing", "resolvedVersion": "2.0"}})),
+    )
+    .await
+    .unwrap();
+}
+
 async fn set_catalog(cluster: &Cluster, catalog: &str, signature: Option<&str>) {
     let mut data = json!({ "catalog.yaml": catalog });
     if let Some(s) = signature {
@@ -106,27 +122,16 @@ async fn first_boot_follows_a_signed_configmap_catalog_under_the_agents_rbac() {
     let signature =
         osroll_api::signing::sign(catalog.as_bytes(), &secret, None, Some(&fresh())).unwrap();
     set_catalog(&cluster, &catalog, Some(&signature)).await;
-    let up: OSUpgrade = cluster
-        .upgrade(
-            "fleet",
-            json!({
+    activate(
+        &cluster,
+        json!({
             "version": "2.0",
             "catalog": {"configMap": "fleet-catalog"},
             "allowHttpImages": true,
             "kernelArguments": {"add": ["nosmt"]},
-            }),
-        )
-        .unwrap();
-    let name = up.metadata.name.clone().unwrap();
-    let ups: Api<OSUpgrade> = Api::all(cluster.admin());
-    ups.create(&PostParams::default(), &up).await.unwrap();
-    ups.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Progressing", "resolvedVersion": "2.0"}})),
+        }),
     )
-    .await
-    .unwrap();
+    .await;
 
     // The signed catalog: staged, rebooted, confirmed, stamped.
     let dir = tempfile::tempdir().unwrap();
@@ -222,26 +227,15 @@ async fn first_boot_follows_a_signed_url_catalog() {
         ("/catalog.yaml.minisig", signature),
     ])
     .await;
-    let up: OSUpgrade = cluster
-        .upgrade(
-            "fleet",
-            json!({
+    activate(
+        &cluster,
+        json!({
             "version": "stable",
             "catalog": {"url": format!("{base}/catalog.yaml")},
             "allowHttpImages": true,
-            }),
-        )
-        .unwrap();
-    let name = up.metadata.name.clone().unwrap();
-    let ups: Api<OSUpgrade> = Api::all(cluster.admin());
-    ups.create(&PostParams::default(), &up).await.unwrap();
-    ups.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Progressing", "resolvedVersion": "2.0"}})),
+        }),
     )
-    .await
-    .unwrap();
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     node(dir.path(), &public);

@@ -31,7 +31,8 @@ fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn strs(v: &Value, key: &str) -> Vec<String> {
+/// The strings of the array at `key` of `v` (none when absent).
+pub(crate) fn strs(v: &Value, key: &str) -> Vec<String> {
     v.get(key)
         .and_then(Value::as_array)
         .map(|a| {

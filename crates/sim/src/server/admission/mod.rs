@@ -19,6 +19,7 @@ use std::sync::Arc;
 use cel::{Context, Program, Value as Cel};
 use serde_json::{Value, json};
 
+use crate::rbac::strs;
 use crate::server::error::ApiError;
 
 /// API group of the policies.
@@ -49,18 +50,6 @@ pub struct Attributes<'a> {
     pub object: Option<&'a Value>,
     /// The object before it (None for CREATE).
     pub old_object: Option<&'a Value>,
-}
-
-fn strs(v: &Value, key: &str) -> Vec<String> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn any_or(list: &[String], want: &str) -> bool {
