@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::DisruptionRecorder;
-use common::fleet::{Controller, wait_rollout_end};
+use common::fleet::{Controller, create_web_deployment, wait_rollout_end};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
@@ -158,16 +158,7 @@ async fn plugin_live_update_on_three_nodes_without_any_cordon() -> anyhow::Resul
     Api::<DaemonSet>::namespaced(admin.clone(), &ns)
         .create(&PostParams::default(), &ds)
         .await?;
-    let dep: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}},
-                              "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]}}},
-    }))?;
-    Api::<Deployment>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &dep)
-        .await?;
+    create_web_deployment(&admin, &ns).await?;
     let before = wait_for("3 cni and 3 web pods", Duration::from_secs(30), || async {
         let ps = pods(&admin, &ns).await;
         let n = |app: &str| {

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fleet::{Controller, wait_rollout_end};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use common::fleet::{Controller, create_web_deployment, wait_rollout_end};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use osroll_agent::backends::driver::BackendConfig;
@@ -169,16 +169,7 @@ async fn five_pods(
             .create(&PostParams::default(), &ds(name)?)
             .await?;
     }
-    let dep: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}},
-                              "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]}}},
-    }))?;
-    Api::<Deployment>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &dep)
-        .await?;
+    create_web_deployment(admin, ns).await?;
     wait_for("five pods on the node", Duration::from_secs(30), || async {
         let pods = Api::<Pod>::namespaced(admin.clone(), ns)
             .list(&ListParams::default())

@@ -62,3 +62,19 @@ pub async fn wait_rollout_end(
     })
     .await
 }
+
+/// Create the `web` Deployment (three replicas, label `app: web`) in `ns`: the workload
+/// a live update leaves alone unless its mounts went stale.
+pub async fn create_web_deployment(admin: &kube::Client, ns: &str) -> anyhow::Result<()> {
+    let dep: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]}}},
+    }))?;
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(admin.clone(), ns)
+        .create(&kube::api::PostParams::default(), &dep)
+        .await?;
+    Ok(())
+}
