@@ -49,14 +49,51 @@ pub struct BootState {
 
 /// A boot environment that could not be read or written.
 #[derive(Debug, thiserror::Error)]
-#[error("boot control ({backend}) failed to {op}: {detail}")]
+#[error("boot control ({backend}) failed to {op}: {cause}")]
 pub struct BootError {
-    /// `grubenv /boot/grub/grubenv`, `u-boot`, ...
+    /// `grubenv /boot/grubenv`, `u-boot`, ...
     pub backend: String,
     /// What was attempted.
     pub op: String,
     /// Why it failed.
-    pub detail: String,
+    #[source]
+    pub cause: BootCause,
+}
+
+/// Why a boot environment operation failed, with the underlying error kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum BootCause {
+    /// The environment file or device could not be read or written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The GRUB environment block is malformed or full.
+    #[error(transparent)]
+    GrubEnv(#[from] grubenv::GrubEnvError),
+    /// A slot variable holds something other than `A` or `B`.
+    #[error(transparent)]
+    BadSlot(#[from] crate::slot::SlotParseError),
+    /// A bootloader tool (`fw_printenv`, `fw_setenv`) could not be started.
+    #[error("cannot run {program}")]
+    Spawn {
+        /// The tool.
+        program: String,
+        /// Why it did not start.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bootloader tool ran and failed.
+    #[error("{command} exited with {status}: {stderr}")]
+    Tool {
+        /// The command line that was run.
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed on standard error.
+        stderr: String,
+    },
+    /// This boot control has no per-slot kernel argument variable.
+    #[error("this boot control cannot carry kernel arguments")]
+    NoKernelArguments,
 }
 
 /// Arms, clears and commits the one-shot boot of a slot.
@@ -84,7 +121,7 @@ pub trait BootControl: Send + Sync {
         Err(BootError {
             backend: "boot control".into(),
             op: format!("set the kernel arguments of slot {slot}"),
-            detail: "this boot control cannot carry kernel arguments".into(),
+            cause: BootCause::NoKernelArguments,
         })
     }
 }
@@ -97,10 +134,13 @@ pub(crate) fn parse_slot_var(
 ) -> Result<Option<Slot>, BootError> {
     match value.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|e| BootError {
-            backend: backend.to_string(),
-            op: format!("read {name}"),
-            detail: format!("{e}"),
-        }),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|e: crate::slot::SlotParseError| BootError {
+                backend: backend.to_string(),
+                op: format!("read {name}"),
+                cause: e.into(),
+            }),
     }
 }

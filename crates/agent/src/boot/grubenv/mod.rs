@@ -14,7 +14,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    BootControl, BootError, BootState, VAR_DEFAULT, VAR_TRY, parse_slot_var, slot_cmdline_var,
+    BootCause, BootControl, BootError, BootState, VAR_DEFAULT, VAR_TRY, parse_slot_var,
+    slot_cmdline_var,
 };
 use crate::fsutil::write_atomic;
 
@@ -223,11 +224,11 @@ impl GrubBoot {
         &self.path
     }
 
-    fn err(&self, op: &str, detail: impl ToString) -> BootError {
+    fn err(&self, op: &str, cause: impl Into<BootCause>) -> BootError {
         BootError {
             backend: format!("grubenv {}", self.path.display()),
             op: op.to_string(),
-            detail: detail.to_string(),
+            cause: cause.into(),
         }
     }
 

@@ -6,7 +6,8 @@ use std::ffi::OsString;
 use std::process::Command;
 
 use super::{
-    BootControl, BootError, BootState, VAR_DEFAULT, VAR_TRY, parse_slot_var, slot_cmdline_var,
+    BootCause, BootControl, BootError, BootState, VAR_DEFAULT, VAR_TRY, parse_slot_var,
+    slot_cmdline_var,
 };
 use crate::slot::Slot;
 
@@ -53,11 +54,11 @@ impl UBoot {
         self
     }
 
-    fn err(&self, op: &str, detail: impl ToString) -> BootError {
+    fn err(&self, op: &str, cause: impl Into<BootCause>) -> BootError {
         BootError {
             backend: "u-boot".into(),
             op: op.to_string(),
-            detail: detail.to_string(),
+            cause: cause.into(),
         }
     }
 
@@ -70,19 +71,17 @@ impl UBoot {
         if let Some(p) = &self.path {
             cmd.env("PATH", p);
         }
-        let out = crate::fsutil::output_retrying_busy(&mut cmd)
-            .map_err(|e| self.err(op, format!("cannot run {}: {e}", program.to_string_lossy())))?;
+        let out = crate::fsutil::output_retrying_busy(&mut cmd).map_err(|source| {
+            let program = program.to_string_lossy().into_owned();
+            self.err(op, BootCause::Spawn { program, source })
+        })?;
         if !out.status.success() {
-            return Err(self.err(
-                op,
-                format!(
-                    "{} {} exited with {}: {}",
-                    program.to_string_lossy(),
-                    args.join(" "),
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            ));
+            let cause = BootCause::Tool {
+                command: format!("{} {}", program.to_string_lossy(), args.join(" ")),
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            };
+            return Err(self.err(op, cause));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

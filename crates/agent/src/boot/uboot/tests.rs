@@ -99,17 +99,27 @@ fn failing_tool_is_reported_with_its_stderr() {
     .unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     let boot = UBoot::default().with_path(dir.path().as_os_str().to_owned());
-    let e = boot.read().unwrap_err().to_string();
+    let err = boot.read().unwrap_err();
+    assert!(
+        matches!(&err.cause, BootCause::Tool { stderr, .. } if stderr == "Cannot read environment"),
+        "{err:?}"
+    );
+    let e = err.to_string();
     assert!(
         e.contains("Cannot read environment") && e.contains("fw_printenv"),
         "{e}"
     );
     let missing = UBoot::new("/nonexistent/fw_printenv", "x")
         .read()
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    let BootCause::Spawn { source, .. } = &missing.cause else {
+        panic!("{missing:?}")
+    };
+    assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
     assert!(
-        missing.contains("cannot run /nonexistent/fw_printenv"),
+        missing
+            .to_string()
+            .contains("cannot run /nonexistent/fw_printenv"),
         "{missing}"
     );
 }
