@@ -21,10 +21,10 @@ pub use catalog::{Catalog, CatalogImage, CatalogProblem, Rejection, RejectionRea
 pub use conditions::Condition;
 pub use progress::{
     ImageRef, OSUpgradeProgress, OSUpgradeProgressSpec, OSUpgradeProgressStatus, ProgressPhase,
-    SignedCatalog, SourceRef, progress_name,
+    RebootSignal, RebootSource, SignedCatalog, SourceRef, progress_name,
 };
 pub use upgrade::{
-    CatalogSource, DrainSpec, DrainTimeoutPolicy, MaintenanceWindow, OSUpgrade, OSUpgradeSpec,
+    CatalogSource, DrainSpec, ExternalReboots, DrainTimeoutPolicy, MaintenanceWindow, OSUpgrade, OSUpgradeSpec,
     OSUpgradeStatus, RolloutStrategy, UpgradePhase,
 };
 pub use version::Version;

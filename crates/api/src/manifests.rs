@@ -157,7 +157,7 @@ pub const AGENT_CLUSTER_RULES: &[Rule] = &[
         resources: &["osupgradeprogresses/status"],
         verbs: &["get", "update", "patch"],
     },
-    // The agent labels its own Node (managed, os-version, slot).
+    // The agent labels its own Node (managed, os-version, slot, reboot-needed).
     Rule {
         groups: &[""],
         resources: &["nodes"],
@@ -502,8 +502,8 @@ fn forbid_unless(expression: String, message: &str) -> Value {
     json!({ "expression": expression, "message": message, "reason": "Forbidden" })
 }
 
-/// The CEL that holds when a Node update changes no label but the agent's own three
-/// (`osroll.io/{managed,slot,os-version}`) and no annotation: any other label could steer
+/// The CEL that holds when a Node update changes no label but the agent's own four
+/// (`osroll.io/{managed,slot,os-version,reboot-needed}`) and no annotation: any other label could steer
 /// workloads or the controller (NodeRestriction forbids kubelets the same).
 fn node_labels_only() -> &'static str {
     "variables.newLabels.all(k, k in variables.agentLabels || (k in variables.oldLabels && variables.oldLabels[k] == variables.newLabels[k])) \
@@ -533,7 +533,7 @@ pub fn agent_admission_policy(ns: &str) -> Vec<Value> {
             "variables": [
                 { "name": "newLabels", "expression": "object != null && has(object.metadata.labels) ? object.metadata.labels : {}" },
                 { "name": "oldLabels", "expression": "oldObject != null && has(oldObject.metadata.labels) ? oldObject.metadata.labels : {}" },
-                { "name": "agentLabels", "expression": format!("['{}', '{}', '{}']", crate::labels::MANAGED, crate::labels::SLOT, crate::labels::OS_VERSION) },
+                { "name": "agentLabels", "expression": format!("['{}', '{}', '{}', '{}']", crate::labels::MANAGED, crate::labels::SLOT, crate::labels::OS_VERSION, crate::labels::REBOOT_NEEDED) },
             ],
             "matchConditions": [{
                 "name": "is-osroll-agent",
@@ -546,7 +546,7 @@ pub fn agent_admission_policy(ns: &str) -> Vec<Value> {
                 ),
                 forbid_unless(
                     format!("request.resource.resource != 'nodes' || (object.metadata.name == {node} && object.spec == oldObject.spec && {})", node_labels_only()),
-                    "an osroll agent may only set the osroll.io/managed, osroll.io/slot and osroll.io/os-version labels of its own Node",
+                    "an osroll agent may only set the osroll.io/managed, osroll.io/slot, osroll.io/os-version and osroll.io/reboot-needed labels of its own Node",
                 ),
                 forbid_unless(
                     format!("request.resource.resource != 'osupgradeprogresses' || (request.subResource == 'status' && request.operation == 'UPDATE' && object.spec.nodeName == {node} && object.spec == oldObject.spec)"),
