@@ -363,7 +363,11 @@ pub fn agent(image: &str, ns: &str) -> Vec<Value> {
                         "name": "agent",
                         "image": image,
                         "args": ["agent"],
-                        "env": [field_env("NODE_NAME", "spec.nodeName")],
+                        // kured's sentinel, read through the host's /run (/var/run links there).
+                        "env": [
+                            field_env("NODE_NAME", "spec.nodeName"),
+                            { "name": "OSROLL_REBOOT_SENTINEL", "value": "/host/run/reboot-required" },
+                        ],
                         "resources": { "requests": { "cpu": "20m", "memory": "32Mi" }, "limits": { "memory": "128Mi" } },
                         // Writes block devices, the boot environment, and reboots the host.
                         // The image's user is 65532; privileged alone keeps that user, so
@@ -375,6 +379,7 @@ pub fn agent(image: &str, ns: &str) -> Vec<Value> {
                             { "name": "host-proc-cmdline", "mountPath": "/host/proc/cmdline", "readOnly": true },
                             { "name": "host-run-systemd", "mountPath": "/run/systemd" },
                             { "name": "host-dbus", "mountPath": "/run/dbus" },
+                            { "name": "host-run", "mountPath": "/host/run", "readOnly": true },
                             { "name": "state", "mountPath": "/var/lib/osroll" },
                             { "name": "hooks", "mountPath": HOOKS_DIR, "readOnly": true },
                         ],
@@ -385,6 +390,7 @@ pub fn agent(image: &str, ns: &str) -> Vec<Value> {
                         host_path("host-proc-cmdline", "/proc/cmdline", "File"),
                         host_path("host-run-systemd", "/run/systemd", "DirectoryOrCreate"),
                         host_path("host-dbus", "/run/dbus", "DirectoryOrCreate"),
+                        host_path("host-run", "/run", "Directory"),
                         host_path("state", "/var/lib/osroll", "DirectoryOrCreate"),
                         // Executable, and optional: an agent without hooks still runs.
                         { "name": "hooks", "configMap": { "name": HOOKS_CONFIG_MAP, "optional": true, "defaultMode": 0o755 } },
