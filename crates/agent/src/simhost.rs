@@ -399,7 +399,10 @@ mod tests {
         h.need_reboot(true).unwrap();
         h.reboot().unwrap();
         h.boot().unwrap();
-        assert!(h.sentinel().exists(), "the updater asks again at every boot");
+        assert!(
+            h.sentinel().exists(),
+            "the updater asks again at every boot"
+        );
     }
 
     #[test]

@@ -272,8 +272,11 @@ async fn a_deployment_staged_outside_osroll_signals_reboot_needed_until_booted()
     let source = OstreePending::new(config(&f.sysroot));
     assert_eq!(source.check().await.unwrap(), None, "nothing staged yet");
     // Another tool stages 2.0 (here: the backend's own commands, as rpm-ostree would).
-    DeployBackend::stage(&backend(&f.sysroot), &target(image("2.0", &f.c2), kargs(&[], &[])))
-        .unwrap();
+    DeployBackend::stage(
+        &backend(&f.sysroot),
+        &target(image("2.0", &f.c2), kargs(&[], &[])),
+    )
+    .unwrap();
     let signal = source.check().await.unwrap().expect("a pending deployment");
     assert_eq!(signal.source, osroll_api::RebootSource::OstreePending);
     assert_eq!(signal.version.as_deref(), Some("2.0"));

@@ -35,9 +35,17 @@ async fn the_sentinel_command_signals_on_exit_zero_and_a_hung_one_is_an_error() 
     let argv = |script: &str| vec!["sh".to_string(), "-c".into(), script.into()];
     let test_flag = argv(&format!("test -e {}", flag.display()));
     let source = SentinelCommand::new(test_flag.clone(), Duration::from_secs(10));
-    assert_eq!(source.check().await.unwrap(), None, "exit 1: no reboot needed");
+    assert_eq!(
+        source.check().await.unwrap(),
+        None,
+        "exit 1: no reboot needed"
+    );
     std::fs::write(&flag, "").unwrap();
-    let s = source.check().await.unwrap().expect("exit 0: reboot needed");
+    let s = source
+        .check()
+        .await
+        .unwrap()
+        .expect("exit 0: reboot needed");
     assert_eq!(s.source, Kind::SentinelCommand);
     assert!(s.detail.contains("exited 0"), "{}", s.detail);
 
@@ -48,8 +56,14 @@ async fn the_sentinel_command_signals_on_exit_zero_and_a_hung_one_is_an_error() 
         }
         other => panic!("a timed-out command must be an error: {other:?}"),
     }
-    let missing = SentinelCommand::new(vec!["/nonexistent/osroll-check".into()], Duration::from_secs(5));
-    assert!(missing.check().await.is_err(), "a command that cannot run is no answer");
+    let missing = SentinelCommand::new(
+        vec!["/nonexistent/osroll-check".into()],
+        Duration::from_secs(5),
+    );
+    assert!(
+        missing.check().await.is_err(),
+        "a command that cannot run is no answer"
+    );
 
     // Configured as the agent's flags configure it, next to a file that is absent.
     let sources = Sources::from_config(&RebootConfig {
@@ -57,7 +71,11 @@ async fn the_sentinel_command_signals_on_exit_zero_and_a_hung_one_is_an_error() 
         sentinel_command: Some(test_flag),
         ..RebootConfig::default()
     });
-    let s = sources.check().await.unwrap().expect("the command's signal");
+    let s = sources
+        .check()
+        .await
+        .unwrap()
+        .expect("the command's signal");
     assert_eq!(s.source, Kind::SentinelCommand);
 }
 

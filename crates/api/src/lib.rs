@@ -24,8 +24,8 @@ pub use progress::{
     RebootSignal, RebootSource, SignedCatalog, SourceRef, progress_name,
 };
 pub use upgrade::{
-    CatalogSource, DrainSpec, ExternalReboots, DrainTimeoutPolicy, MaintenanceWindow, OSUpgrade, OSUpgradeSpec,
-    OSUpgradeStatus, RolloutStrategy, UpgradePhase,
+    CatalogSource, DrainSpec, DrainTimeoutPolicy, ExternalReboots, MaintenanceWindow, OSUpgrade,
+    OSUpgradeSpec, OSUpgradeStatus, RolloutStrategy, UpgradePhase,
 };
 pub use version::Version;
 

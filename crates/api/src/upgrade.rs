@@ -117,7 +117,11 @@ impl OSUpgradeSpec {
         let install = !self.version.is_empty() || !self.catalog.is_empty();
         match (&self.external, install) {
             (Some(_), true) => Err(ModeError {
-                field: if self.version.is_empty() { "spec.catalog" } else { "spec.version" },
+                field: if self.version.is_empty() {
+                    "spec.catalog"
+                } else {
+                    "spec.version"
+                },
                 message: "must not be set with spec.external: an external OSUpgrade only coordinates reboots for updates the nodes installed themselves",
             }),
             (Some(e), false) => Ok(UpgradeMode::External(e)),
@@ -515,9 +519,15 @@ mod tests {
     #[test]
     fn mode_is_install_or_external_never_both_nor_neither() {
         let install = spec(serde_json::json!({"version": "v2", "catalog": {"url": "https://c"}}));
-        assert!(matches!(install.mode(), Ok(UpgradeMode::Install { version: "v2", .. })));
+        assert!(matches!(
+            install.mode(),
+            Ok(UpgradeMode::Install { version: "v2", .. })
+        ));
         let external = spec(serde_json::json!({"external": {}}));
-        assert_eq!(external.mode(), Ok(UpgradeMode::External(&ExternalReboots {})));
+        assert_eq!(
+            external.mode(),
+            Ok(UpgradeMode::External(&ExternalReboots {}))
+        );
         assert!(external.is_external());
         assert_eq!(
             serde_json::to_value(&external).unwrap(),

@@ -83,7 +83,10 @@ async fn our_nodes(cluster: &Cluster) -> anyhow::Result<Vec<Node>> {
 }
 
 fn cordoned(n: &Node) -> bool {
-    n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+    n.spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
 }
 
 fn label<'a>(n: &'a Node, key: &str) -> Option<&'a str> {
@@ -155,13 +158,22 @@ async fn coordinate(cluster: &Cluster) -> anyhow::Result<()> {
     upgrades.create(&PostParams::default(), &up).await?;
     let ctrl = Controller::start(cluster, "replica-a", Duration::from_millis(300)).await?;
 
-    wait_for("3 staged nodes outside the window", Duration::from_secs(60), || async {
-        let ps = progresses(&admin, &name).await;
-        let staged = ps.iter().filter(|p| phase(p) == Some(ProgressPhase::Staged)).count();
-        let st = status(&admin, &name).await?;
-        (ps.len() == NODES && staged == 3 && st.reason.as_deref() == Some("OutsideMaintenanceWindow"))
+    wait_for(
+        "3 staged nodes outside the window",
+        Duration::from_secs(60),
+        || async {
+            let ps = progresses(&admin, &name).await;
+            let staged = ps
+                .iter()
+                .filter(|p| phase(p) == Some(ProgressPhase::Staged))
+                .count();
+            let st = status(&admin, &name).await?;
+            (ps.len() == NODES
+                && staged == 3
+                && st.reason.as_deref() == Some("OutsideMaintenanceWindow"))
             .then_some(())
-    })
+        },
+    )
     .await?;
     for p in progresses(&admin, &name).await {
         let st = p.status.clone().unwrap_or_default();
@@ -170,22 +182,34 @@ async fn coordinate(cluster: &Cluster) -> anyhow::Result<()> {
             assert_eq!(s.source, RebootSource::SentinelFile);
             assert_eq!(st.phase, Some(ProgressPhase::Staged));
         } else {
-            assert_eq!(st.phase, Some(ProgressPhase::Pending), "{}", p.spec.node_name);
+            assert_eq!(
+                st.phase,
+                Some(ProgressPhase::Pending),
+                "{}",
+                p.spec.node_name
+            );
             assert_eq!(st.reboot_needed, None);
         }
     }
-    wait_for("the reboot-needed labels", Duration::from_secs(30), || async {
-        let ns = our_nodes(cluster).await.ok()?;
-        ns.iter()
-            .all(|n| {
-                let name = n.metadata.name.as_deref().unwrap_or_default();
-                let want = if signalled(name) { "true" } else { "false" };
-                label(n, labels::REBOOT_NEEDED) == Some(want)
-            })
-            .then_some(())
-    })
+    wait_for(
+        "the reboot-needed labels",
+        Duration::from_secs(30),
+        || async {
+            let ns = our_nodes(cluster).await.ok()?;
+            ns.iter()
+                .all(|n| {
+                    let name = n.metadata.name.as_deref().unwrap_or_default();
+                    let want = if signalled(name) { "true" } else { "false" };
+                    label(n, labels::REBOOT_NEEDED) == Some(want)
+                })
+                .then_some(())
+        },
+    )
     .await?;
-    assert!(our_nodes(cluster).await?.iter().all(|n| !cordoned(n)), "outside the window");
+    assert!(
+        our_nodes(cluster).await?.iter().all(|n| !cordoned(n)),
+        "outside the window"
+    );
     assert_eq!(recorder.max(), 0, "nothing disrupted outside the window");
 
     // Open the window.
@@ -204,38 +228,67 @@ async fn coordinate(cluster: &Cluster) -> anyhow::Result<()> {
             .and_then(|e| e.note)
     })
     .await?;
-    assert!(note.contains(&format!("{ns}/web-0")) && note.contains(&format!("{ns}/web-pdb")), "{note}");
-    pdbs.patch("web-pdb", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"minAvailable": 0}})))
-        .await?;
+    assert!(
+        note.contains(&format!("{ns}/web-0")) && note.contains(&format!("{ns}/web-pdb")),
+        "{note}"
+    );
+    pdbs.patch(
+        "web-pdb",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"minAvailable": 0}})),
+    )
+    .await?;
 
-    wait_for("3 nodes rebooted and released", Duration::from_secs(120), || async {
-        let counts = status(&admin, &name).await?.nodes?;
-        let nodes = our_nodes(cluster).await.ok()?;
-        (counts.completed == 3 && nodes.iter().all(|n| !cordoned(n))).then_some(())
-    })
+    wait_for(
+        "3 nodes rebooted and released",
+        Duration::from_secs(120),
+        || async {
+            let counts = status(&admin, &name).await?.nodes?;
+            let nodes = our_nodes(cluster).await.ok()?;
+            (counts.completed == 3 && nodes.iter().all(|n| !cordoned(n))).then_some(())
+        },
+    )
     .await?;
 
     let st = status(&admin, &name).await.expect("status");
     let counts = st.nodes.clone().expect("counts");
-    assert_eq!((counts.total, counts.completed, counts.failed), (6, 3, 0), "{counts:?}");
+    assert_eq!(
+        (counts.total, counts.completed, counts.failed),
+        (6, 3, 0),
+        "{counts:?}"
+    );
     assert_eq!(st.resolved_version, None, "nothing to resolve: {st:?}");
     for n in &nodes {
         let boots = n.host.boot_count()?;
         if signalled(&n.name) {
             assert_eq!(boots, 2, "{} rebooted exactly once", n.name);
-            assert!(!n.host.sentinel().exists(), "{}: the reboot cleared the sentinel", n.name);
+            assert!(
+                !n.host.sentinel().exists(),
+                "{}: the reboot cleared the sentinel",
+                n.name
+            );
         } else {
             assert_eq!(boots, 1, "{} was not rebooted", n.name);
         }
     }
     for p in progresses(&admin, &name).await {
-        let want = if signalled(&p.spec.node_name) { ProgressPhase::Completed } else { ProgressPhase::Pending };
+        let want = if signalled(&p.spec.node_name) {
+            ProgressPhase::Completed
+        } else {
+            ProgressPhase::Pending
+        };
         assert_eq!(phase(&p), Some(want), "{}", p.spec.node_name);
     }
     for n in our_nodes(cluster).await? {
         let name = n.metadata.name.clone().unwrap_or_default();
         assert!(!cordoned(&n), "{name} left cordoned");
-        assert!(!n.metadata.annotations.unwrap_or_default().contains_key(labels::CORDONED_BY), "{name}");
+        assert!(
+            !n.metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key(labels::CORDONED_BY),
+            "{name}"
+        );
     }
     assert_eq!(recorder.max(), 1, "one node at a time, and one was");
     let cordon_events = events(&admin, &name)
@@ -245,7 +298,10 @@ async fn coordinate(cluster: &Cluster) -> anyhow::Result<()> {
         .filter_map(|e| e.related.and_then(|r| r.name))
         .collect::<Vec<_>>();
     assert_eq!(cordon_events.len(), 3, "{cordon_events:?}");
-    assert!(cordon_events.iter().all(|n| signalled(n)), "{cordon_events:?}");
+    assert!(
+        cordon_events.iter().all(|n| signalled(n)),
+        "{cordon_events:?}"
+    );
 
     ctrl.stop().await?;
     rec_task.abort();
@@ -266,7 +322,11 @@ async fn stuck(cluster: &Cluster) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     for i in 0..2 {
         let name = cluster.name(&format!("node-{i:02}"));
-        nodes.push(cluster.start_machine(dir.path(), &name, "1.0", &opts()).await?);
+        nodes.push(
+            cluster
+                .start_machine(dir.path(), &name, "1.0", &opts())
+                .await?,
+        );
     }
     cluster.wait_managed(2).await?;
     nodes[0].host.need_reboot(true)?;
@@ -285,15 +345,32 @@ async fn stuck(cluster: &Cluster) -> anyhow::Result<()> {
     .await?;
     assert_eq!(st.reason.as_deref(), Some("MaxFailuresReached"), "{st:?}");
     let ps = progresses(&admin, &name).await;
-    let p = ps.iter().find(|p| p.spec.node_name == nodes[0].name).expect("progress");
+    let p = ps
+        .iter()
+        .find(|p| p.spec.node_name == nodes[0].name)
+        .expect("progress");
     let pst = p.status.clone().unwrap_or_default();
     assert_eq!(pst.phase, Some(ProgressPhase::Failed));
-    assert_eq!(pst.failure_reason.as_deref(), Some("RebootStillNeeded"), "{pst:?}");
-    assert!(pst.message.as_deref().unwrap_or_default().contains("reboot-required"), "{pst:?}");
+    assert_eq!(
+        pst.failure_reason.as_deref(),
+        Some("RebootStillNeeded"),
+        "{pst:?}"
+    );
+    assert!(
+        pst.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("reboot-required"),
+        "{pst:?}"
+    );
     // The agent has seen the Failed status through (its node is released): one reboot.
     assert_eq!(nodes[0].host.boot_count()?, 2, "rebooted exactly once");
     assert!(nodes[0].host.sentinel().exists());
-    assert_eq!(nodes[1].host.boot_count()?, 1, "the node without a signal was left alone");
+    assert_eq!(
+        nodes[1].host.boot_count()?,
+        1,
+        "the node without a signal was left alone"
+    );
 
     ctrl.stop().await?;
     drop(nodes);

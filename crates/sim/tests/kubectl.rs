@@ -176,8 +176,11 @@ async fn invalid_objects_are_rejected_with_422_naming_the_field() {
         .await
         .unwrap();
     assert!(
-        out.stderr.contains("spec in body must validate one and only one schema (oneOf)")
-            || out.stderr.contains("spec.version and spec.catalog are both required"),
+        out.stderr
+            .contains("spec in body must validate one and only one schema (oneOf)")
+            || out
+                .stderr
+                .contains("spec.version and spec.catalog are both required"),
         "{out:?}"
     );
     // An unknown field fails strict field validation (kubectl's default).

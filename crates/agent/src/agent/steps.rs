@@ -272,7 +272,9 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
     /// Ask the host to reboot: the tick to return when it went (or is going) down, or
     /// why the request failed. A real reboot ends this process; if it has not after
     /// `reboot_timeout`, the loop carries on and looks again.
-    pub(super) async fn request_reboot(&self) -> Result<Result<Tick, crate::host::HostError>, StepError> {
+    pub(super) async fn request_reboot(
+        &self,
+    ) -> Result<Result<Tick, crate::host::HostError>, StepError> {
         let host = self.host.clone();
         Ok(
             match tokio::task::spawn_blocking(move || host.reboot()).await? {

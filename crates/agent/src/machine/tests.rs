@@ -188,10 +188,16 @@ fn common_invariants<P: Debug>(w: &World, step: &Step<P>) -> Result<(), TestCase
             );
         }
         Step::External(external::ExternalStep::Complete) => {
-            prop_assert!(phase == Some(Rebooting) && !w.same_boot, "complete only after a boot");
+            prop_assert!(
+                phase == Some(Rebooting) && !w.same_boot,
+                "complete only after a boot"
+            );
         }
         Step::External(_)
-        | Step::Idle | Step::AwaitApproval | Step::Start { .. } | Step::AlreadyCurrent { .. } => {}
+        | Step::Idle
+        | Step::AwaitApproval
+        | Step::Start { .. }
+        | Step::AlreadyCurrent { .. } => {}
     }
     Ok(())
 }

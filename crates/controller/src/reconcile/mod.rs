@@ -729,7 +729,10 @@ fn phase_event(
         UpgradePhase::Accepted if up.spec.is_external() => (
             Severity::Normal,
             "Accepted",
-            format!("coordinating reboots for updates installed by {}", crate::external::ORIGIN),
+            format!(
+                "coordinating reboots for updates installed by {}",
+                crate::external::ORIGIN
+            ),
         ),
         UpgradePhase::Accepted => (
             Severity::Normal,

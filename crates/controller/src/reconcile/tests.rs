@@ -237,7 +237,10 @@ async fn an_external_upgrade_creates_imageless_progress_and_mixed_modes_are_reje
     let st = status_patches(&sh.cluster).pop().unwrap();
     assert_eq!(st.reason.as_deref(), Some("InvalidSpec"));
     let message = st.message.unwrap_or_default();
-    assert!(message.starts_with("spec.version: must not be set with spec.external"), "{message}");
+    assert!(
+        message.starts_with("spec.version: must not be set with spec.external"),
+        "{message}"
+    );
     assert!(sh.cluster.created.lock().unwrap().is_empty());
 }
 

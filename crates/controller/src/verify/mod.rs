@@ -95,7 +95,10 @@ fn still_signalled(node: &Node) -> Option<Unverified> {
     let label = node.metadata.labels.as_ref()?.get(labels::REBOOT_NEEDED)?;
     (label == "true").then(|| Unverified {
         reason: UnverifiedReason::RebootStillNeeded,
-        detail: format!("the node's {} label is still \"true\"", labels::REBOOT_NEEDED),
+        detail: format!(
+            "the node's {} label is still \"true\"",
+            labels::REBOOT_NEEDED
+        ),
     })
 }
 

@@ -277,8 +277,7 @@ impl AgentCmd {
             (None, false) => None,
         };
         Ok(RebootConfig {
-            sentinel_file: Some(self.reboot_sentinel.clone())
-                .filter(|p| !p.as_os_str().is_empty()),
+            sentinel_file: Some(self.reboot_sentinel.clone()).filter(|p| !p.as_os_str().is_empty()),
             sentinel_command: self
                 .reboot_sentinel_command
                 .as_ref()

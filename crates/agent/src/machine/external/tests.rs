@@ -69,7 +69,11 @@ fn a_node_without_a_signal_waits_in_pending_and_is_never_rebooted() {
     assert_eq!(c.step(Ok(None)), Step::Idle);
     assert_eq!(c.step(Err("dbus down".into())), Step::Idle);
     c.spec.reboot_approved = true;
-    assert_eq!(c.step(Ok(None)), Step::Idle, "approval alone reboots nothing");
+    assert_eq!(
+        c.step(Ok(None)),
+        Step::Idle,
+        "approval alone reboots nothing"
+    );
 }
 
 #[test]
