@@ -53,7 +53,7 @@ pub enum SourceError {
         bus: String,
         /// Why.
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     /// The OSTree tool's status could not be read.
     #[error("reading the OSTree deployments ({command})")]

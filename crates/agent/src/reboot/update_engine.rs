@@ -80,7 +80,7 @@ impl RebootSource for UpdateEngine {
                     .await
                     .map_err(|source| SourceError::UpdateEngine {
                         bus: self.bus_name(),
-                        source,
+                        source: Box::new(source),
                     })?;
             Ok(engine_signal(&op, &version))
         })
