@@ -356,11 +356,12 @@ fn takes_in_place_requests(up: &OSUpgrade, world: &World<'_>) -> bool {
             name: u.name_any(),
             created: created_at(u),
             deleting: u.metadata.deletion_timestamp.is_some(),
-            rejected: u
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(|p| p == UpgradePhase::Rejected),
+            // An external OSUpgrade installs nothing: it cannot answer an in-place request.
+            rejected: u.spec.is_external()
+                || u.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(|p| p == UpgradePhase::Rejected),
         })
         .collect();
     inplace::takes_requests(&up.name_any(), &candidates)
