@@ -40,6 +40,8 @@ pub mod install;
 pub mod machine;
 #[cfg(feature = "node")]
 pub mod mounts;
+#[cfg(feature = "node")]
+pub mod reboot;
 #[cfg(feature = "sim-host")]
 pub mod simhost;
 pub mod slot;

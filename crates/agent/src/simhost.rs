@@ -12,6 +12,8 @@
 //! | `fail-next-boot-A`, `fail-next-boot-B` | knobs: the next boot of that slot fails |
 //! | `reboot-requested` | present after the agent asked for a reboot, until [`SimHost::boot`] |
 //! | `cmdline` | the booted "kernel"'s command line, built as the shipped GRUB script builds it |
+//! | `run/` | the node's `/run`, a tmpfs: emptied by every boot (the sentinel file lives here) |
+//! | `reboot-required-persists` | knob: every boot writes the sentinel file again (an updater whose update never takes) |
 //!
 //! The OS version a slot reports is the one in the header of the image written to it
 //! (see [`image_bytes`]): a slot holding garbage, or an image cut short, has no version
@@ -135,6 +137,43 @@ impl SimHost {
         Ok(host)
     }
 
+    /// The reboot-needed sentinel file of the simulated node in `dir`: kured's
+    /// `/var/run/reboot-required`, under the node's `run/`.
+    pub fn sentinel_in(dir: &Path) -> PathBuf {
+        dir.join("run").join("reboot-required")
+    }
+
+    /// This node's sentinel file ([`SimHost::sentinel_in`]).
+    pub fn sentinel(&self) -> PathBuf {
+        Self::sentinel_in(&self.dir)
+    }
+
+    /// What a package manager does after an update that needs a reboot: write the
+    /// sentinel file. With `persists`, every boot writes it again, as an updater whose
+    /// update never takes would.
+    pub fn need_reboot(&self, persists: bool) -> io::Result<()> {
+        fs::create_dir_all(self.dir.join("run"))?;
+        write_atomic(&self.sentinel(), b"*** System restart required ***\n")?;
+        if persists {
+            write_atomic(&self.dir.join("reboot-required-persists"), b"1\n")?;
+        }
+        Ok(())
+    }
+
+    /// Empty `run/` as a reboot empties a tmpfs, then let the persisting updater (if
+    /// any) write its sentinel again.
+    fn clear_run(&self) -> io::Result<()> {
+        match fs::remove_dir_all(self.dir.join("run")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        fs::create_dir_all(self.dir.join("run"))?;
+        if self.dir.join("reboot-required-persists").exists() {
+            write_atomic(&self.sentinel(), b"*** System restart required ***\n")?;
+        }
+        Ok(())
+    }
+
     /// The node's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -217,6 +256,7 @@ impl SimHost {
         )?;
         let n = self.boot_count()? + 1;
         write_atomic(&self.dir.join("boot-count"), format!("{n}\n").as_bytes())?;
+        self.clear_run()?;
         match fs::remove_file(self.dir.join("reboot-requested")) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -345,6 +385,24 @@ mod tests {
         assert_eq!(h.slot_version(Slot::B).unwrap(), None);
         let h2 = SimHost::open(dir.path()).unwrap();
         assert_eq!(h2.booted_slot().unwrap(), Slot::A);
+    }
+
+    #[test]
+    fn a_boot_empties_run_and_a_persisting_updater_writes_its_sentinel_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = SimHost::create(dir.path(), 128 * 1024, "1.0").unwrap();
+        h.need_reboot(false).unwrap();
+        assert!(h.sentinel().exists());
+        h.reboot().unwrap();
+        h.boot().unwrap();
+        assert!(!h.sentinel().exists(), "/run is a tmpfs");
+        h.need_reboot(true).unwrap();
+        h.reboot().unwrap();
+        h.boot().unwrap();
+        assert!(
+            h.sentinel().exists(),
+            "the updater asks again at every boot"
+        );
     }
 
     #[test]

@@ -192,7 +192,7 @@ async fn agent_lists_by_node_name_and_writes_only_status_and_node_labels() {
         .expect("node labelled");
     assert_eq!(
         node_patch.body,
-        json!({"metadata": {"labels": {"osroll.io/managed": "true", "osroll.io/os-version": "v1", "osroll.io/slot": "A"}}})
+        json!({"metadata": {"labels": {"osroll.io/managed": "true", "osroll.io/os-version": "v1", "osroll.io/reboot-needed": "false", "osroll.io/slot": "A"}}})
     );
     // Cleared fields are sent as null so the merge patch removes them.
     let first_status = reqs.iter().find(|r| r.uri.contains("/status")).unwrap();

@@ -260,3 +260,27 @@ fn ostree_admin_cannot_switch_live_so_an_update_without_reboot_still_reboots() {
     assert!(applied.reboot_required && applied.stale.is_empty());
     assert_eq!(b.running_version().unwrap().as_deref(), Some("1.0"));
 }
+
+/// Reboot coordination for an update staged by someone else: the pending-deployment
+/// source reads the real tool's status and signals only while a deployment waits, with
+/// the version it will boot; the boot into it clears the signal.
+#[tokio::test]
+async fn a_deployment_staged_outside_osroll_signals_reboot_needed_until_booted() {
+    use osroll_agent::reboot::RebootSource as _;
+    use osroll_agent::reboot::ostree::OstreePending;
+    let f = fixture();
+    let source = OstreePending::new(config(&f.sysroot));
+    assert_eq!(source.check().await.unwrap(), None, "nothing staged yet");
+    // Another tool stages 2.0 (here: the backend's own commands, as rpm-ostree would).
+    DeployBackend::stage(
+        &backend(&f.sysroot),
+        &target(image("2.0", &f.c2), kargs(&[], &[])),
+    )
+    .unwrap();
+    let signal = source.check().await.unwrap().expect("a pending deployment");
+    assert_eq!(signal.source, osroll_api::RebootSource::OstreePending);
+    assert_eq!(signal.version.as_deref(), Some("2.0"));
+    assert!(signal.detail.contains(&f.c2[..12]), "{}", signal.detail);
+    f.sysroot.reboot(false);
+    assert_eq!(source.check().await.unwrap(), None, "booted into it");
+}

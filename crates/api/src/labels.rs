@@ -10,6 +10,10 @@ pub const MANAGED: &str = "osroll.io/managed";
 pub const OS_VERSION: &str = "osroll.io/os-version";
 /// On a Node: the A/B slot (or deployment) the node booted from.
 pub const SLOT: &str = "osroll.io/slot";
+/// On a Node: `true` while the agent sees a reboot-needed signal (sentinel file or
+/// command, update_engine, a pending OSTree deployment), `false` otherwise: the label
+/// kured and CLUO users select on (docs/migrate-from-kured-cluo.md).
+pub const REBOOT_NEEDED: &str = "osroll.io/reboot-needed";
 /// On a Node: who cordoned it, so osroll only ever uncordons what it cordoned.
 pub const CORDONED_BY: &str = "osroll.io/cordoned-by";
 /// On a Node: `pending` asks the controller to reconcile this node in place.

@@ -21,11 +21,11 @@ pub use catalog::{Catalog, CatalogImage, CatalogProblem, Rejection, RejectionRea
 pub use conditions::Condition;
 pub use progress::{
     ImageRef, OSUpgradeProgress, OSUpgradeProgressSpec, OSUpgradeProgressStatus, ProgressPhase,
-    SignedCatalog, SourceRef, progress_name,
+    RebootSignal, RebootSource, SignedCatalog, SourceRef, progress_name,
 };
 pub use upgrade::{
-    CatalogSource, DrainSpec, DrainTimeoutPolicy, MaintenanceWindow, OSUpgrade, OSUpgradeSpec,
-    OSUpgradeStatus, RolloutStrategy, UpgradePhase,
+    CatalogSource, DrainSpec, DrainTimeoutPolicy, ExternalReboots, MaintenanceWindow, OSUpgrade,
+    OSUpgradeSpec, OSUpgradeStatus, RolloutStrategy, UpgradePhase,
 };
 pub use version::Version;
 

@@ -157,7 +157,7 @@ pub const AGENT_CLUSTER_RULES: &[Rule] = &[
         resources: &["osupgradeprogresses/status"],
         verbs: &["get", "update", "patch"],
     },
-    // The agent labels its own Node (managed, os-version, slot).
+    // The agent labels its own Node (managed, os-version, slot, reboot-needed).
     Rule {
         groups: &[""],
         resources: &["nodes"],
@@ -363,7 +363,11 @@ pub fn agent(image: &str, ns: &str) -> Vec<Value> {
                         "name": "agent",
                         "image": image,
                         "args": ["agent"],
-                        "env": [field_env("NODE_NAME", "spec.nodeName")],
+                        // kured's sentinel, read through the host's /run (/var/run links there).
+                        "env": [
+                            field_env("NODE_NAME", "spec.nodeName"),
+                            { "name": "OSROLL_REBOOT_SENTINEL", "value": "/host/run/reboot-required" },
+                        ],
                         "resources": { "requests": { "cpu": "20m", "memory": "32Mi" }, "limits": { "memory": "128Mi" } },
                         // Writes block devices, the boot environment, and reboots the host.
                         // The image's user is 65532; privileged alone keeps that user, so
@@ -375,6 +379,7 @@ pub fn agent(image: &str, ns: &str) -> Vec<Value> {
                             { "name": "host-proc-cmdline", "mountPath": "/host/proc/cmdline", "readOnly": true },
                             { "name": "host-run-systemd", "mountPath": "/run/systemd" },
                             { "name": "host-dbus", "mountPath": "/run/dbus" },
+                            { "name": "host-run", "mountPath": "/host/run", "readOnly": true },
                             { "name": "state", "mountPath": "/var/lib/osroll" },
                             { "name": "hooks", "mountPath": HOOKS_DIR, "readOnly": true },
                         ],
@@ -385,6 +390,7 @@ pub fn agent(image: &str, ns: &str) -> Vec<Value> {
                         host_path("host-proc-cmdline", "/proc/cmdline", "File"),
                         host_path("host-run-systemd", "/run/systemd", "DirectoryOrCreate"),
                         host_path("host-dbus", "/run/dbus", "DirectoryOrCreate"),
+                        host_path("host-run", "/run", "Directory"),
                         host_path("state", "/var/lib/osroll", "DirectoryOrCreate"),
                         // Executable, and optional: an agent without hooks still runs.
                         { "name": "hooks", "configMap": { "name": HOOKS_CONFIG_MAP, "optional": true, "defaultMode": 0o755 } },
@@ -502,8 +508,8 @@ fn forbid_unless(expression: String, message: &str) -> Value {
     json!({ "expression": expression, "message": message, "reason": "Forbidden" })
 }
 
-/// The CEL that holds when a Node update changes no label but the agent's own three
-/// (`osroll.io/{managed,slot,os-version}`) and no annotation: any other label could steer
+/// The CEL that holds when a Node update changes no label but the agent's own four
+/// (`osroll.io/{managed,slot,os-version,reboot-needed}`) and no annotation: any other label could steer
 /// workloads or the controller (NodeRestriction forbids kubelets the same).
 fn node_labels_only() -> &'static str {
     "variables.newLabels.all(k, k in variables.agentLabels || (k in variables.oldLabels && variables.oldLabels[k] == variables.newLabels[k])) \
@@ -533,7 +539,7 @@ pub fn agent_admission_policy(ns: &str) -> Vec<Value> {
             "variables": [
                 { "name": "newLabels", "expression": "object != null && has(object.metadata.labels) ? object.metadata.labels : {}" },
                 { "name": "oldLabels", "expression": "oldObject != null && has(oldObject.metadata.labels) ? oldObject.metadata.labels : {}" },
-                { "name": "agentLabels", "expression": format!("['{}', '{}', '{}']", crate::labels::MANAGED, crate::labels::SLOT, crate::labels::OS_VERSION) },
+                { "name": "agentLabels", "expression": format!("['{}', '{}', '{}', '{}']", crate::labels::MANAGED, crate::labels::SLOT, crate::labels::OS_VERSION, crate::labels::REBOOT_NEEDED) },
             ],
             "matchConditions": [{
                 "name": "is-osroll-agent",
@@ -546,7 +552,7 @@ pub fn agent_admission_policy(ns: &str) -> Vec<Value> {
                 ),
                 forbid_unless(
                     format!("request.resource.resource != 'nodes' || (object.metadata.name == {node} && object.spec == oldObject.spec && {})", node_labels_only()),
-                    "an osroll agent may only set the osroll.io/managed, osroll.io/slot and osroll.io/os-version labels of its own Node",
+                    "an osroll agent may only set the osroll.io/managed, osroll.io/slot, osroll.io/os-version and osroll.io/reboot-needed labels of its own Node",
                 ),
                 forbid_unless(
                     format!("request.resource.resource != 'osupgradeprogresses' || (request.subResource == 'status' && request.operation == 'UPDATE' && object.spec.nodeName == {node} && object.spec == oldObject.spec)"),

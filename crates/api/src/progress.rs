@@ -70,6 +70,59 @@ pub struct OSUpgradeProgressSpec {
     /// Kernel arguments to apply with the image (copied from the OSUpgrade).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_arguments: Option<crate::upgrade::KernelArguments>,
+    /// Set (instead of `image`) by an external OSUpgrade: the node's own updater installs
+    /// the update; the agent reports its reboot-needed signal, reboots once approved and
+    /// confirms after boot that the signal cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<crate::upgrade::ExternalReboots>,
+}
+
+/// Where an agent saw that its node needs a reboot.
+///
+/// * `SentinelFile`: a file such as `/var/run/reboot-required` exists (kured);
+/// * `SentinelCommand`: a configured command exited 0 (kured's sentinel command);
+/// * `UpdateEngine`: update_engine reports `UPDATE_STATUS_UPDATED_NEED_REBOOT` (CLUO);
+/// * `OstreePending`: a staged or pending OSTree deployment waits for the next boot.
+///
+/// No doc comments on the variants, for the same reason as [`ProgressPhase`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[allow(missing_docs)]
+pub enum RebootSource {
+    SentinelFile,
+    SentinelCommand,
+    UpdateEngine,
+    OstreePending,
+}
+
+impl RebootSource {
+    /// The name written to status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SentinelFile => "SentinelFile",
+            Self::SentinelCommand => "SentinelCommand",
+            Self::UpdateEngine => "UpdateEngine",
+            Self::OstreePending => "OstreePending",
+        }
+    }
+}
+
+impl std::fmt::Display for RebootSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A node's "reboot needed" signal, as the agent reports it in status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebootSignal {
+    /// Which source said so.
+    pub source: RebootSource,
+    /// What it saw (the file, the command, update_engine's operation, the deployment).
+    pub detail: String,
+    /// The version the node boots into next, when the source knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Catalog text and its detached minisign signature.
@@ -161,6 +214,9 @@ pub struct OSUpgradeProgressStatus {
     /// effective `spec.kernelArguments`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_command_line: Option<String>,
+    /// External OSUpgrades: the reboot-needed signal the agent sees now (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_needed: Option<RebootSignal>,
     /// Staged, Booted, and the like.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -372,11 +428,14 @@ pub enum FailureReason {
     PluginProtocolError,
     /// The plugin answered with `ok: false`.
     PluginRefused,
+    // Reboots coordinated for updates installed outside osroll.
+    /// The node rebooted and still signals that it needs a reboot; it is not rebooted again.
+    RebootStillNeeded,
 }
 
 impl FailureReason {
     /// Every reason.
-    pub const ALL: [FailureReason; 51] = [
+    pub const ALL: [FailureReason; 52] = [
         Self::InvalidSpec,
         Self::InvalidStatus,
         Self::ImageSourceNotAllowed,
@@ -428,6 +487,7 @@ impl FailureReason {
         Self::PluginCrashed,
         Self::PluginProtocolError,
         Self::PluginRefused,
+        Self::RebootStillNeeded,
     ];
 
     /// CamelCase name for `status.failureReason` (and the Failed condition's reason).
@@ -484,6 +544,7 @@ impl FailureReason {
             Self::PluginCrashed => "PluginCrashed",
             Self::PluginProtocolError => "PluginProtocolError",
             Self::PluginRefused => "PluginRefused",
+            Self::RebootStillNeeded => "RebootStillNeeded",
         }
     }
 
@@ -611,6 +672,7 @@ mod tests {
             "PluginCrashed",
             "PluginProtocolError",
             "PluginRefused",
+            "RebootStillNeeded",
         ];
         assert_eq!(wire.len(), FailureReason::ALL.len());
         for (r, name) in FailureReason::ALL.into_iter().zip(wire) {

@@ -25,15 +25,33 @@ use crate::conditions::Condition;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [
+    {"required": ["version", "catalog"]}, {"required": ["external"]}
+]))]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.external) != (has(self.version) || has(self.catalog))",
+     "message": "set either spec.version and spec.catalog (osroll installs the update) or spec.external (reboots coordinated for an update installed by the node's own updater), not both"},
+    {"rule": "has(self.external) || (has(self.version) && has(self.catalog))",
+     "message": "spec.version and spec.catalog are both required unless spec.external is set"}
+]))]
 pub struct OSUpgradeSpec {
-    /// Target OS version, or `stable` for the catalog's stable alias.
+    /// Target OS version, or `stable` for the catalog's stable alias. Empty (absent) only
+    /// with `external`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(schema_with = "crate::schema::version_or_stable")]
     pub version: String,
     /// Nodes to upgrade. Empty selects every node labelled `osroll.io/managed=true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
-    /// Where the image catalog comes from.
+    /// Where the image catalog comes from. Absent only with `external`.
+    #[serde(default, skip_serializing_if = "CatalogSource::is_empty")]
     pub catalog: CatalogSource,
+    /// Coordinate reboots for updates the nodes' own updaters installed (update_engine,
+    /// a package manager, an OSTree tool): no version, no catalog. A node whose agent
+    /// detects "reboot needed" is cordoned, drained and rebooted under `strategy` and
+    /// `drain`; nodes without the signal are left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalReboots>,
     /// Allow a target older than a selected node's current version.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_downgrade: bool,
@@ -58,6 +76,74 @@ pub struct OSUpgradeSpec {
     /// node with the image and take effect on the boot into it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_arguments: Option<KernelArguments>,
+}
+
+/// The external mode of an OSUpgrade. The agent's reboot-needed sources (sentinel file,
+/// sentinel command, update_engine, a pending OSTree deployment) are agent settings,
+/// never part of this object: a command the cluster could choose would run as root on
+/// every node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalReboots {}
+
+/// Which of its two modes an OSUpgrade is in, once [`OSUpgradeSpec::mode`] checked it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UpgradeMode<'a> {
+    /// osroll installs `version` from `catalog`.
+    Install {
+        /// `spec.version`.
+        version: &'a str,
+        /// `spec.catalog`.
+        catalog: &'a CatalogSource,
+    },
+    /// osroll only coordinates reboots for updates installed by something else.
+    External(&'a ExternalReboots),
+}
+
+/// An OSUpgrade spec that is in neither mode, or in both.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ModeError {
+    /// The field to fix.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: &'static str,
+}
+
+impl OSUpgradeSpec {
+    /// The mode this spec asks for: exactly one of `version` with `catalog`, or
+    /// `external`. The error names the field to fix.
+    pub fn mode(&self) -> Result<UpgradeMode<'_>, ModeError> {
+        let install = !self.version.is_empty() || !self.catalog.is_empty();
+        match (&self.external, install) {
+            (Some(_), true) => Err(ModeError {
+                field: if self.version.is_empty() {
+                    "spec.catalog"
+                } else {
+                    "spec.version"
+                },
+                message: "must not be set with spec.external: an external OSUpgrade only coordinates reboots for updates the nodes installed themselves",
+            }),
+            (Some(e), false) => Ok(UpgradeMode::External(e)),
+            (None, _) if self.version.is_empty() => Err(ModeError {
+                field: "spec.version",
+                message: "is required (or set spec.external to coordinate reboots for updates installed outside osroll)",
+            }),
+            (None, _) if self.catalog.is_empty() => Err(ModeError {
+                field: "spec.catalog",
+                message: "is required with spec.version",
+            }),
+            (None, _) => Ok(UpgradeMode::Install {
+                version: &self.version,
+                catalog: &self.catalog,
+            }),
+        }
+    }
+
+    /// Whether this is an external (reboot coordination only) OSUpgrade.
+    pub fn is_external(&self) -> bool {
+        self.external.is_some()
+    }
 }
 
 /// Kernel command-line changes that travel with an image.
@@ -96,6 +182,13 @@ pub struct CatalogSource {
     /// `<url>.minisig` for a URL catalog, the `catalog.yaml.minisig` key for a ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+}
+
+impl CatalogSource {
+    /// Whether no field is set (the catalog of an external OSUpgrade).
+    pub fn is_empty(&self) -> bool {
+        self == &CatalogSource::default()
+    }
 }
 
 /// Rollout pacing and safety limits.
@@ -392,6 +485,9 @@ pub enum UnverifiedReason {
     /// The update needed a reboot, but the kubelet still reports the boot ID the node
     /// had when that reboot was approved.
     NotRebooted,
+    /// An external update's node says Completed, but its Node's
+    /// `osroll.io/reboot-needed` label still says `true`.
+    RebootStillNeeded,
 }
 
 impl UnverifiedReason {
@@ -401,6 +497,7 @@ impl UnverifiedReason {
             UnverifiedReason::ReportedVersionMismatch => "ReportedVersionMismatch",
             UnverifiedReason::NodeLabelMismatch => "NodeLabelMismatch",
             UnverifiedReason::NotRebooted => "NotRebooted",
+            UnverifiedReason::RebootStillNeeded => "RebootStillNeeded",
         }
     }
 }
@@ -414,6 +511,38 @@ impl std::fmt::Display for UnverifiedReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(v: serde_json::Value) -> OSUpgradeSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn mode_is_install_or_external_never_both_nor_neither() {
+        let install = spec(serde_json::json!({"version": "v2", "catalog": {"url": "https://c"}}));
+        assert!(matches!(
+            install.mode(),
+            Ok(UpgradeMode::Install { version: "v2", .. })
+        ));
+        let external = spec(serde_json::json!({"external": {}}));
+        assert_eq!(
+            external.mode(),
+            Ok(UpgradeMode::External(&ExternalReboots {}))
+        );
+        assert!(external.is_external());
+        assert_eq!(
+            serde_json::to_value(&external).unwrap(),
+            serde_json::json!({"external": {}}),
+            "no empty version or catalog is written"
+        );
+        let both = spec(serde_json::json!({"version": "v2", "external": {}}));
+        assert_eq!(both.mode().unwrap_err().field, "spec.version");
+        let both = spec(serde_json::json!({"catalog": {"inline": "x"}, "external": {}}));
+        assert_eq!(both.mode().unwrap_err().field, "spec.catalog");
+        let neither = spec(serde_json::json!({}));
+        assert_eq!(neither.mode().unwrap_err().field, "spec.version");
+        let no_catalog = spec(serde_json::json!({"version": "v2"}));
+        assert_eq!(no_catalog.mode().unwrap_err().field, "spec.catalog");
+    }
 
     #[test]
     fn phase_names_are_the_wire_names() {

@@ -11,6 +11,7 @@ pub mod catalog;
 mod chain;
 pub mod cluster;
 pub mod drain;
+pub mod external;
 #[cfg(test)]
 mod fake;
 pub mod inplace;

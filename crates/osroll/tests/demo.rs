@@ -54,6 +54,36 @@ fn demo_with_five_nodes_completes_every_node() {
 
 #[cfg(feature = "demo")]
 #[test]
+fn reboot_coordination_demo_reboots_exactly_the_signalled_nodes_once() {
+    let out = osroll()
+        .args(["demo", "--scenario", "reboot-coordination", "--nodes", "4"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("reboots coordinated in"), "{stdout}");
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("NODE "))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let want = [
+        ["node-1", "true", "1", "cleared", "Completed"],
+        ["node-2", "false", "0", "none", "Pending"],
+        ["node-3", "true", "1", "cleared", "Completed"],
+        ["node-4", "false", "0", "none", "Pending"],
+    ];
+    assert_eq!(rows, want, "{stdout}");
+}
+
+#[cfg(feature = "demo")]
+#[test]
 fn demo_rejects_a_bad_max_unavailable() {
     let out = osroll()
         .args(["demo", "--max-unavailable", "0%"])

@@ -14,9 +14,11 @@ use crate::failure::Failure;
 use crate::firstboot::FirstBootExit;
 use crate::hooks::InstallHooks;
 use crate::host::Host;
+use crate::machine::external::{self, Signal};
 use crate::machine::select::{self, Decision, Deleted};
 use crate::machine::{Facts, Input};
 use crate::mounts::restart::LiveRestarter;
+use crate::reboot::Sources;
 use crate::source::ProgressSource;
 use crate::state::{LocalState, StateError, StateStore, Tracked};
 use crate::status;
@@ -43,6 +45,9 @@ pub(super) struct Executor<S: ProgressSource, B: Backend> {
     pub(super) labels: Option<BTreeMap<String, String>>,
     pub(super) hooks: Option<Arc<dyn InstallHooks>>,
     pub(super) restarter: Option<Arc<dyn LiveRestarter>>,
+    /// The reboot-needed sources, and what they said on this pass.
+    pub(super) sources: Sources,
+    pub(super) signal: Signal,
 }
 
 /// Now, as written in status timestamps.
@@ -52,6 +57,7 @@ pub(super) fn now() -> String {
 
 impl<S: ProgressSource, B: Backend> Executor<S, B> {
     pub(super) fn new(agent: Agent<S>, backend: B) -> Self {
+        let sources = Sources::from_config(&agent.cfg.reboot);
         Executor {
             cfg: agent.cfg,
             source: agent.source,
@@ -62,6 +68,8 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
             published: HashMap::new(),
             labels: None,
             hooks: agent.hooks,
+            sources,
+            signal: Ok(None),
             restarter: agent.restarter,
         }
     }
@@ -116,6 +124,7 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
             .observe()
             .await
             .context("inspecting the host")?;
+        self.signal = self.read_signal().await;
         self.report_labels(&facts).await;
         let mut list = self.source.list().await?;
         select::oldest_first(&mut list);
@@ -141,6 +150,12 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
         }
         if let Some(v) = facts.os_version() {
             want.insert(labels::OS_VERSION.to_string(), label_value(v));
+        }
+        if !self.sources.is_empty()
+            && let Ok(signal) = &self.signal
+        {
+            let needed = if signal.is_some() { "true" } else { "false" };
+            want.insert(labels::REBOOT_NEEDED.to_string(), needed.to_string());
         }
         if self.labels.as_ref() == Some(&want) {
             return;
@@ -203,14 +218,18 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
             Some(t) => t.status.clone(),
             None => select::adoptable(obj.status.as_ref()),
         };
-        let step = self.backend.next_step(&Input {
+        let input = Input {
             spec: &obj.spec,
             status: &status,
             attempt_image: tracked.and_then(|t| t.image.as_ref()),
             facts,
             reboot_boot_id: tracked.and_then(|t| t.reboot_boot_id.as_deref()),
             rolled_back: &self.state.rolled_back,
-        });
+        };
+        let step = match obj.spec.external {
+            Some(_) => external::next_step(&input, &self.signal),
+            None => self.backend.next_step(&input),
+        };
         Decision {
             tracked: tracked.is_some(),
             status,

@@ -25,6 +25,7 @@ use crate::source::ProgressSource;
 use crate::state::{LocalState, StateStore};
 
 mod executor;
+mod external;
 mod hookrun;
 mod steps;
 #[cfg(test)]
@@ -66,6 +67,9 @@ pub struct AgentConfig {
     /// mirror instead. The progress keeps the catalog's URL, so the signed-catalog check
     /// still compares against what was signed; only the download goes elsewhere.
     pub mirrors: Vec<osroll_api::policy::Rewrite>,
+    /// Where the agent looks for a reboot-needed signal (external OSUpgrades and the
+    /// `osroll.io/reboot-needed` Node label).
+    pub reboot: crate::reboot::RebootConfig,
 }
 
 impl AgentConfig {
@@ -86,6 +90,7 @@ impl AgentConfig {
             mountinfo: PathBuf::from("/proc/1/mountinfo"),
             trust: Default::default(),
             mirrors: Vec::new(),
+            reboot: Default::default(),
         }
     }
 }

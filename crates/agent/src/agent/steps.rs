@@ -15,7 +15,7 @@ use crate::mounts::restart::LiveRestartJob;
 use crate::source::ProgressSource;
 use crate::status;
 
-type StepResult = Result<Tick, StepError>;
+pub(super) type StepResult = Result<Tick, StepError>;
 
 impl<S: ProgressSource, B: Backend> Executor<S, B> {
     /// Carry out `step` for `obj` (the tracked progress); a failure ends the attempt.
@@ -62,6 +62,7 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
                 Err(self.fell_back(&attempt, failure).into())
             }
             Step::Finish(f) => Err(f.into()),
+            Step::External(s) => self.external(obj, s, facts).await,
         }
     }
 
@@ -271,7 +272,9 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
     /// Ask the host to reboot: the tick to return when it went (or is going) down, or
     /// why the request failed. A real reboot ends this process; if it has not after
     /// `reboot_timeout`, the loop carries on and looks again.
-    async fn request_reboot(&self) -> Result<Result<Tick, crate::host::HostError>, StepError> {
+    pub(super) async fn request_reboot(
+        &self,
+    ) -> Result<Result<Tick, crate::host::HostError>, StepError> {
         let host = self.host.clone();
         Ok(
             match tokio::task::spawn_blocking(move || host.reboot()).await? {

@@ -19,6 +19,7 @@
 
 pub mod ab;
 pub mod deploy;
+pub mod external;
 pub mod select;
 
 use osroll_api::progress::FailureReason;
@@ -147,6 +148,8 @@ pub enum Step<P> {
     },
     /// End with `failure` (Failed or RolledBack) without touching the host.
     Finish(Failure),
+    /// A step of an external update's machine ([`external`]).
+    External(external::ExternalStep),
 }
 
 /// How a status opens, the same for every backend kind.

@@ -180,7 +180,24 @@ fn common_invariants<P: Debug>(w: &World, step: &Step<P>) -> Result<(), TestCase
             );
         }
         Step::Finish(f) => prop_assert!(matches!(f.phase, Failed | RolledBack)),
-        Step::Idle | Step::AwaitApproval | Step::Start { .. } | Step::AlreadyCurrent { .. } => {}
+        Step::External(external::ExternalStep::Reboot) => {
+            prop_assert!(approved, "reboot only when approved");
+            prop_assert!(
+                phase == Some(Staged) || phase == Some(Rebooting) && w.same_boot,
+                "reboot from Staged, or again in the boot it was asked in"
+            );
+        }
+        Step::External(external::ExternalStep::Complete) => {
+            prop_assert!(
+                phase == Some(Rebooting) && !w.same_boot,
+                "complete only after a boot"
+            );
+        }
+        Step::External(_)
+        | Step::Idle
+        | Step::AwaitApproval
+        | Step::Start { .. }
+        | Step::AlreadyCurrent { .. } => {}
     }
     Ok(())
 }
@@ -235,6 +252,30 @@ proptest! {
         };
         let step = deploy::next_step(&w.input(&boot));
         common_invariants(&w, &step)?;
+    }
+
+    /// The external machine under the same invariants, whatever its sources say; a
+    /// signal still present after the boot never reboots again.
+    #[test]
+    fn external_safety_invariants(w in arb_world(), signalled in any::<bool>(), unreadable in any::<bool>()) {
+        let boot = BootFacts {
+            boot_id: "now".into(),
+            os_version: w.running.clone(),
+        };
+        let signal = match (unreadable, signalled) {
+            (true, _) => Err("unreadable".to_string()),
+            (false, true) => Ok(Some(osroll_api::RebootSignal {
+                source: osroll_api::RebootSource::SentinelFile,
+                detail: "present".into(),
+                version: None,
+            })),
+            (false, false) => Ok(None),
+        };
+        let step: Step<()> = external::next_step(&w.input(&boot), &signal);
+        common_invariants(&w, &step)?;
+        if w.phase() == Some(Rebooting) && !w.same_boot {
+            prop_assert!(!matches!(step, Step::External(external::ExternalStep::Reboot)));
+        }
     }
 }
 

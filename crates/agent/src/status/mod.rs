@@ -70,6 +70,7 @@ pub fn start(
         observed_retry_nonce: retry_nonce.map(String::from),
         reboot_required: begin.reboot_required,
         kernel_command_line: prev.kernel_command_line.clone(),
+        reboot_needed: None,
         conditions: prev.conditions.clone(),
     };
     set(&mut s, STAGED, false, "Pending", "", now);
@@ -147,6 +148,35 @@ pub fn completed(
     s
 }
 
+/// External update: the node signals that it needs a reboot (Staged, waiting for
+/// approval); the signal's version, when known, is the target.
+pub fn reboot_needed(
+    prev: &OSUpgradeProgressStatus,
+    signal: &osroll_api::RebootSignal,
+    now: &str,
+) -> OSUpgradeProgressStatus {
+    let message = format!("reboot needed ({}): {}", signal.source, signal.detail);
+    let mut s = phase(prev, ProgressPhase::Staged, message.clone(), now);
+    s.reboot_required = Some(true);
+    s.target_version = signal.version.clone();
+    s.reboot_needed = Some(signal.clone());
+    set(&mut s, STAGED, true, "RebootNeeded", &message, now);
+    s
+}
+
+/// External update: the signal went away before the reboot was approved (back to
+/// Pending: nothing to coordinate).
+pub fn reboot_not_needed(prev: &OSUpgradeProgressStatus, now: &str) -> OSUpgradeProgressStatus {
+    let mut s = phase(prev, ProgressPhase::Pending, NO_REBOOT_NEEDED, now);
+    s.reboot_required = None;
+    s.target_version = None;
+    s.reboot_needed = None;
+    s
+}
+
+/// The Pending message of an external update without a signal.
+pub const NO_REBOOT_NEEDED: &str = "no reboot needed; watching for a reboot-needed signal";
+
 /// End in Failed or RolledBack, as `f` says.
 pub fn failed(prev: &OSUpgradeProgressStatus, f: &Failure, now: &str) -> OSUpgradeProgressStatus {
     debug_assert!(matches!(
@@ -190,6 +220,11 @@ pub fn merge_patch(status: &OSUpgradeProgressStatus) -> serde_json::Value {
         observed_retry_nonce: Some(String::new()),
         reboot_required: Some(false),
         kernel_command_line: Some(String::new()),
+        reboot_needed: Some(osroll_api::RebootSignal {
+            source: osroll_api::RebootSource::SentinelFile,
+            detail: String::new(),
+            version: None,
+        }),
         conditions: vec![Condition::default()],
     })
     .expect("status serializes");

@@ -91,6 +91,8 @@ impl Node {
             ..InstallOptions::default()
         };
         cfg.resync = Duration::from_millis(200);
+        // The simulated node's /run, not the test machine's.
+        cfg.reboot.sentinel_file = Some(self.host.sentinel());
         cfg.error_backoff = Duration::from_millis(50);
         cfg.progress_interval = Duration::from_millis(50);
         cfg

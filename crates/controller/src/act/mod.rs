@@ -49,12 +49,13 @@ pub struct ProgressTemplate {
 /// The progress object for `node`: stable name, owner reference, node and source labels.
 pub fn new_progress(up: &OSUpgrade, node: &str, t: &ProgressTemplate) -> OSUpgradeProgress {
     let name = up.name_any();
+    let external = up.spec.external.clone();
     let mut p = OSUpgradeProgress::new(
         &osroll_api::progress_name(&name, node),
         OSUpgradeProgressSpec {
             source_ref: Some(SourceRef { name: name.clone() }),
             node_name: node.to_string(),
-            image: Some(t.image.clone()),
+            image: external.is_none().then(|| t.image.clone()),
             retry_nonce: None,
             reboot_approved: false,
             os_version_management: t
@@ -62,11 +63,12 @@ pub fn new_progress(up: &OSUpgrade, node: &str, t: &ProgressTemplate) -> OSUpgra
                 .clone()
                 .or_else(|| up.spec.os_version_management.clone()),
             restart_on_live_update: up.spec.restart_on_live_update.clone(),
-            catalog_digest: t.catalog_digest.clone(),
+            catalog_digest: t.catalog_digest.clone().filter(|_| external.is_none()),
             signed_catalog: t.signed_catalog.clone(),
             allow_http_images: up.spec.allow_http_images,
             allow_downgrade: up.spec.allow_downgrade,
             kernel_arguments: up.spec.kernel_arguments.clone(),
+            external,
         },
     );
     p.metadata.labels = Some(
@@ -157,7 +159,10 @@ impl<C: Cluster> Act<'_, C> {
     }
 
     fn target_version(&self) -> &str {
-        &self.template.image.version
+        match self.template.image.version.as_str() {
+            "" => crate::external::TARGET,
+            v => v,
+        }
     }
 
     async fn event(

@@ -249,7 +249,11 @@ impl<C: Cluster> Shared<C> {
         if let Some(blocker) = blocker(up, world) {
             return Seen::Overlapping(spec, blocker);
         }
-        let catalog = self.resolve(up, &spec.selection, world).await;
+        let catalog = if up.spec.is_external() {
+            Ok(crate::external::resolved())
+        } else {
+            self.resolve(up, &spec.selection, world).await
+        };
         Seen::Resolved(spec, Box::new(catalog))
     }
 
@@ -325,6 +329,9 @@ struct Spec {
 }
 
 fn validate(up: &OSUpgrade, in_place: bool) -> Result<Spec, SpecError> {
+    up.spec
+        .mode()
+        .map_err(|e| SpecError::new(e.field, e.message))?;
     Ok(Spec {
         strategy: Strategy::from_spec(up.spec.strategy.as_ref())?,
         drain: DrainPolicy::from_spec(up.spec.drain.as_ref())?,
@@ -349,11 +356,12 @@ fn takes_in_place_requests(up: &OSUpgrade, world: &World<'_>) -> bool {
             name: u.name_any(),
             created: created_at(u),
             deleting: u.metadata.deletion_timestamp.is_some(),
-            rejected: u
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(|p| p == UpgradePhase::Rejected),
+            // An external OSUpgrade installs nothing: it cannot answer an in-place request.
+            rejected: u.spec.is_external()
+                || u.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(|p| p == UpgradePhase::Rejected),
         })
         .collect();
     inplace::takes_requests(&up.name_any(), &candidates)
@@ -719,6 +727,14 @@ fn phase_event(
             format!("{}: {message}", st.reason.clone().unwrap_or_default()),
         ),
         UpgradePhase::Pending => (Severity::Normal, "Waiting", message),
+        UpgradePhase::Accepted if up.spec.is_external() => (
+            Severity::Normal,
+            "Accepted",
+            format!(
+                "coordinating reboots for updates installed by {}",
+                crate::external::ORIGIN
+            ),
+        ),
         UpgradePhase::Accepted => (
             Severity::Normal,
             "Accepted",

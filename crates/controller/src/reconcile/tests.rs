@@ -212,6 +212,39 @@ async fn invalid_spec_and_bad_versions_are_rejected_with_reasons() {
 }
 
 #[tokio::test]
+async fn an_external_upgrade_creates_imageless_progress_and_mixed_modes_are_rejected() {
+    let sh = shared();
+    let mut up = upgrade("reboots", 0, "");
+    up.spec.catalog = CatalogSource::default();
+    up.spec.external = Some(osroll_api::ExternalReboots {});
+    let nodes = [node("a", true)];
+    let world = World {
+        nodes: &nodes,
+        progresses: &[],
+        upgrades: &[],
+    };
+    sh.reconcile(&up, &world, now()).await.unwrap();
+    let st = status_patches(&sh.cluster).pop().unwrap();
+    assert_eq!(st.phase, Some(UpgradePhase::Accepted), "{st:?}");
+    assert_eq!((st.resolved_version, st.catalog_digest), (None, None));
+    let p = sh.cluster.created.lock().unwrap()[0].clone();
+    assert_eq!((p.spec.image, p.spec.catalog_digest), (None, None));
+    assert!(p.spec.external.is_some());
+
+    let sh = shared();
+    up.spec.version = "2.0".into();
+    sh.reconcile(&up, &world, now()).await.unwrap();
+    let st = status_patches(&sh.cluster).pop().unwrap();
+    assert_eq!(st.reason.as_deref(), Some("InvalidSpec"));
+    let message = st.message.unwrap_or_default();
+    assert!(
+        message.starts_with("spec.version: must not be set with spec.external"),
+        "{message}"
+    );
+    assert!(sh.cluster.created.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn the_newer_of_two_overlapping_upgrades_waits_naming_the_other() {
     let sh = shared();
     let old = upgrade("first", 0, "2.0");

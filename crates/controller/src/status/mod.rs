@@ -99,8 +99,9 @@ fn planned(
     st.phase = Some(plan.phase);
     st.reason = Some(plan.reason.as_str().to_string());
     st.message = Some(message.clone());
-    st.resolved_version = Some(resolved.image.version.clone());
-    st.catalog_digest = Some(resolved.digest.clone());
+    // An external OSUpgrade resolves to no version and no catalog.
+    st.resolved_version = Some(resolved.image.version.clone()).filter(|v| !v.is_empty());
+    st.catalog_digest = Some(resolved.digest.clone()).filter(|d| !d.is_empty());
     st.nodes = Some(plan.counts.clone());
     let mut conds: Vec<Condition> = plan
         .conditions

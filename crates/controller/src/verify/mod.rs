@@ -3,7 +3,8 @@
 //! drain is the OSUpgrade's decision, not the progress status's), and whether a node
 //! whose progress says Completed really runs the target version: its status, its Node's
 //! version label, and (for an update that needed a reboot) the kubelet's boot ID, which
-//! no agent can write, must agree.
+//! no agent can write, must agree. An external update has no version: its node must have
+//! rebooted (boot ID) and no longer be labelled as needing a reboot.
 //!
 //! Pure: the observer hands in the API objects it holds.
 
@@ -69,6 +70,9 @@ pub fn check_completed(p: &OSUpgradeProgress, node: &Node) -> Option<Unverified>
     if st.phase != Some(ProgressPhase::Completed) {
         return None;
     }
+    if p.spec.external.is_some() {
+        return still_signalled(node).or_else(|| not_rebooted(p, node));
+    }
     let target = p.spec.image.as_ref()?.version.as_str();
     versions_agree(target, st.current_version.as_deref(), node).or_else(|| not_rebooted(p, node))
 }
@@ -82,6 +86,19 @@ fn not_rebooted(p: &OSUpgradeProgress, node: &Node) -> Option<Unverified> {
     (now == before).then(|| Unverified {
         reason: UnverifiedReason::NotRebooted,
         detail: format!("the kubelet still reports boot ID {now}, as when its reboot was approved"),
+    })
+}
+
+/// For an external update (no version to compare): why the reboot is not over, if the
+/// node's agent still labels it as needing one.
+fn still_signalled(node: &Node) -> Option<Unverified> {
+    let label = node.metadata.labels.as_ref()?.get(labels::REBOOT_NEEDED)?;
+    (label == "true").then(|| Unverified {
+        reason: UnverifiedReason::RebootStillNeeded,
+        detail: format!(
+            "the node's {} label is still \"true\"",
+            labels::REBOOT_NEEDED
+        ),
     })
 }
 

@@ -101,6 +101,34 @@ fn a_reboot_that_was_approved_must_have_happened() {
 }
 
 #[test]
+fn an_external_reboot_needs_a_new_boot_and_a_cleared_signal_but_no_version() {
+    let node = |boot: &str, needed: &str| -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": "n1", "labels": {labels::OS_VERSION: "1.0", labels::REBOOT_NEEDED: needed}},
+            "status": {"nodeInfo": {"bootID": boot, "machineID": "", "systemUUID": "", "kernelVersion": "",
+                "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "", "kubeProxyVersion": "",
+                "operatingSystem": "linux", "architecture": "amd64"}},
+        }))
+        .unwrap()
+    };
+    let mut p = progress("Completed", Some("1.0"));
+    p.spec.image = None;
+    p.spec.external = Some(osroll_api::ExternalReboots {});
+    p.metadata.annotations = Some(
+        [(
+            marks::APPROVED_BOOT.to_string(),
+            marks::tagged("boot-1", None),
+        )]
+        .into(),
+    );
+    assert_eq!(check_completed(&p, &node("boot-2", "false")), None);
+    let same = check_completed(&p, &node("boot-1", "false")).unwrap();
+    assert_eq!(same.reason, UnverifiedReason::NotRebooted);
+    let still = check_completed(&p, &node("boot-2", "true")).unwrap();
+    assert_eq!(still.reason, UnverifiedReason::RebootStillNeeded);
+}
+
+#[test]
 fn a_reboot_is_expected_unless_a_non_ab_node_reported_a_live_update() {
     let mut p = progress("Staged", None);
     let ab = node(json!({labels::SLOT: "A"}));

@@ -22,6 +22,7 @@ use osroll_agent::boot::uboot::UBoot;
 use osroll_agent::firstboot::{self, FirstBootExit};
 use osroll_agent::host::real::{RealHost, RealHostConfig};
 use osroll_agent::install::{InstallOptions, RetryPolicy};
+use osroll_agent::reboot::{RebootConfig, UpdateEngineBus};
 use osroll_agent::source::file::FileSource;
 use osroll_agent::{AgentConfig, AgentExit, Host};
 
@@ -219,6 +220,22 @@ pub(crate) struct AgentCmd {
     /// URL starts with FROM are downloaded from TO + the rest. The longest FROM wins.
     #[arg(long = "mirror", env = "OSROLL_MIRRORS", value_delimiter = ',')]
     mirrors: Vec<osroll_api::policy::Rewrite>,
+    /// Reboot-needed sentinel file (kured's --reboot-sentinel); empty turns it off.
+    #[arg(long, env = "OSROLL_REBOOT_SENTINEL", default_value = osroll_agent::reboot::DEFAULT_SENTINEL)]
+    reboot_sentinel: PathBuf,
+    /// Reboot-needed command, split on white space; exit status 0 means a reboot is
+    /// needed (kured's --reboot-sentinel-command).
+    #[arg(long, env = "OSROLL_REBOOT_SENTINEL_COMMAND")]
+    reboot_sentinel_command: Option<String>,
+    /// Ask update_engine over the system D-Bus (CLUO's signal).
+    #[arg(long, env = "OSROLL_UPDATE_ENGINE")]
+    update_engine: bool,
+    /// Ask update_engine on this D-Bus address instead of the system bus.
+    #[arg(long, env = "OSROLL_UPDATE_ENGINE_ADDRESS")]
+    update_engine_address: Option<String>,
+    /// Treat a staged OSTree deployment as "reboot needed" (read with --ostree-tool).
+    #[arg(long, env = "OSROLL_REBOOT_OSTREE")]
+    reboot_ostree: bool,
 }
 
 fn secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
@@ -237,23 +254,44 @@ impl AgentCmd {
         Ok(h.trim().to_string())
     }
 
+    fn ostree(&self) -> anyhow::Result<OstreeConfig> {
+        let tool: OstreeTool = self
+            .ostree_tool
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--ostree-tool: {e}"))?;
+        let mut c = OstreeConfig::new(tool);
+        c.program = self.ostree_program.clone();
+        c.host_prefix = self
+            .host_prefix
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        Ok(c)
+    }
+
+    /// The reboot-needed sources the flags configure.
+    fn reboot(&self) -> anyhow::Result<RebootConfig> {
+        let bus = match (&self.update_engine_address, self.update_engine) {
+            (Some(a), _) => Some(UpdateEngineBus::Address(a.clone())),
+            (None, true) => Some(UpdateEngineBus::System),
+            (None, false) => None,
+        };
+        Ok(RebootConfig {
+            sentinel_file: Some(self.reboot_sentinel.clone()).filter(|p| !p.as_os_str().is_empty()),
+            sentinel_command: self
+                .reboot_sentinel_command
+                .as_ref()
+                .map(|c| c.split_whitespace().map(String::from).collect()),
+            update_engine: bus,
+            ostree: self.reboot_ostree.then(|| self.ostree()).transpose()?,
+            ..RebootConfig::default()
+        })
+    }
+
     fn backend(&self) -> anyhow::Result<BackendConfig> {
         Ok(match self.backend {
             BackendKind::Ab => BackendConfig::AbImage,
-            BackendKind::Ostree => {
-                let tool: OstreeTool = self
-                    .ostree_tool
-                    .parse()
-                    .map_err(|e: String| anyhow::anyhow!("--ostree-tool: {e}"))?;
-                let mut c = OstreeConfig::new(tool);
-                c.program = self.ostree_program.clone();
-                c.host_prefix = self
-                    .host_prefix
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect();
-                BackendConfig::Ostree(c)
-            }
+            BackendKind::Ostree => BackendConfig::Ostree(self.ostree()?),
             BackendKind::Plugin => BackendConfig::Plugin {
                 path: self
                     .plugin
@@ -296,12 +334,19 @@ impl AgentCmd {
         }
         cfg.trust.require_signed_catalog = self.require_signed_catalog;
         cfg.mirrors = self.mirrors.clone();
+        cfg.reboot = self.reboot()?;
         cfg.resync = secs("resync", self.resync)?;
         cfg.progress_interval =
             secs("progress-interval", self.progress_interval)?.max(Duration::from_millis(10));
         #[cfg(feature = "demo")]
-        if self.sim_host.is_some() {
+        if let Some(dir) = &self.sim_host {
             cfg.error_backoff = Duration::from_millis(200);
+            // A simulated node's /run is its directory's run/ (cleared by its boot).
+            if cfg.reboot.sentinel_file.as_deref()
+                == Some(std::path::Path::new(osroll_agent::reboot::DEFAULT_SENTINEL))
+            {
+                cfg.reboot.sentinel_file = Some(osroll_agent::SimHost::sentinel_in(dir));
+            }
         }
         Ok(cfg)
     }

@@ -5,8 +5,8 @@
 
 use std::io::Write as _;
 
-use clap::Args;
-use osroll_sim::demo::{Demo, DemoOptions, UPGRADE};
+use clap::{Args, ValueEnum};
+use osroll_sim::demo::{Demo, DemoOptions, UPGRADE, reboots};
 
 use crate::view::live;
 
@@ -22,10 +22,25 @@ pub(crate) struct DemoCmd {
     /// Stay up after the rollout and print a kubeconfig for kubectl, until Ctrl-C.
     #[arg(long)]
     keep: bool,
+    /// What to show.
+    #[arg(long, value_enum, default_value = "upgrade")]
+    scenario: Scenario,
+}
+
+/// The demo's scenarios.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// osroll installs 2.0 on every node (A/B images from a catalog).
+    Upgrade,
+    /// Reboots coordinated for updates a package manager installed (kured's sentinel).
+    RebootCoordination,
 }
 
 /// Run the demo; exits non-zero unless every node completed.
 pub(crate) fn run(cmd: DemoCmd) -> anyhow::Result<()> {
+    if cmd.scenario == Scenario::RebootCoordination {
+        return run_reboots(cmd);
+    }
     let opts = DemoOptions {
         nodes: cmd.nodes,
         max_unavailable: osroll_sim::demo::parse_max_unavailable(&cmd.max_unavailable)?,
@@ -42,6 +57,50 @@ pub(crate) fn run(cmd: DemoCmd) -> anyhow::Result<()> {
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     drop(demo);
     ok
+}
+
+/// `--scenario reboot-coordination`; exits non-zero unless exactly the signalled nodes
+/// rebooted, once each, and their signal cleared.
+fn run_reboots(cmd: DemoCmd) -> anyhow::Result<()> {
+    let opts = DemoOptions {
+        nodes: cmd.nodes,
+        max_unavailable: osroll_sim::demo::parse_max_unavailable(&cmd.max_unavailable)?,
+        ..Default::default()
+    };
+    let rt = super::logging_and_runtime("error")?;
+    let (demo, ok) = rt.block_on(async move {
+        let mut out = std::io::stdout();
+        let mut demo = reboots::run(&opts, &mut out).await?;
+        writeln!(
+            out,
+            "\nreboots coordinated in {:.1}s\n",
+            demo.elapsed.as_secs_f64()
+        )?;
+        write!(out, "{}", demo.table())?;
+        if cmd.keep {
+            let kc = demo.cluster.admin_kubeconfig().display().to_string();
+            writeln!(out, "\nThe cluster stays up until Ctrl-C. Try:")?;
+            writeln!(out, "  export KUBECONFIG={kc}")?;
+            writeln!(
+                out,
+                "  kubectl get osupgradeprogresses -l osroll.io/source={}",
+                reboots::REBOOTS
+            )?;
+            writeln!(out, "  kubectl get nodes -L osroll.io/reboot-needed")?;
+            out.flush()?;
+            tokio::signal::ctrl_c().await?;
+        }
+        let ok = demo.succeeded();
+        demo.stop().await;
+        anyhow::Ok((demo, ok))
+    })?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    drop(demo);
+    anyhow::ensure!(
+        ok,
+        "a signalled node was not rebooted exactly once, or another node was"
+    );
+    Ok(())
 }
 
 /// Set the demo up and follow its rollout in the live view until it ends.

@@ -167,7 +167,10 @@ impl RolloutView {
         let st = upgrade.status.clone().unwrap_or_default();
         RolloutView {
             name,
-            desired: upgrade.spec.version.clone(),
+            desired: match upgrade.spec.external {
+                Some(_) => "external".to_string(),
+                None => upgrade.spec.version.clone(),
+            },
             resolved: st.resolved_version,
             phase: st.phase.unwrap_or(UpgradePhase::Pending),
             message: st.message.filter(|m| !m.is_empty()),

@@ -8,6 +8,7 @@
 
 pub mod images;
 pub mod node;
+pub mod reboots;
 pub mod timeline;
 
 use std::collections::BTreeMap;

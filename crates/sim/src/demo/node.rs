@@ -95,6 +95,7 @@ impl SimNode {
         cfg.install.direct_io = false;
         cfg.install.buffer_size = 256 * 1024;
         cfg.install.buffers = 2;
+        cfg.reboot.sentinel_file = Some(host.sentinel());
         let machine = run_machine(
             cfg,
             agent_client,
