@@ -3,6 +3,8 @@
 //! `grub.cfg`, `grubenv`), slots `osroll-a`/`osroll-b` (ext4 images carrying a Debian
 //! kernel, an initramfs and a busybox root), and `osroll-var` (the agent's state and the
 //! "container image": the osroll binary and its libraries). No loop device is needed.
+//! Each node gets its own disk (its var fs holds its pod script and token); everything
+//! else is built once and shared.
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -274,13 +276,26 @@ fn mkfs(img: &Path, dir: &Path, mib: u64, label: &str) {
         .arg(format!("{mib}M")));
 }
 
-/// Everything built once per test run.
+/// What every node's disk shares, built once per test run.
+pub(crate) struct Base {
+    v1: PathBuf,
+    v2: PathBuf,
+    v2_broken: PathBuf,
+    boot_img: PathBuf,
+    core: PathBuf,
+    /// The agent "container image" (a directory), linked into each node's var fs.
+    image: PathBuf,
+    work: PathBuf,
+}
+
+/// One node's artefacts.
 pub(crate) struct Artefacts {
-    /// The base disk (v1 in slot A, default A); copy it per scenario.
+    /// The node's base disk (v1 in slot A, default A); copy it per scenario.
     pub(crate) disk: PathBuf,
     /// Raw slot images.
     pub(crate) v2: PathBuf,
     pub(crate) v2_broken: PathBuf,
+    /// The node's own directory, for its disks and logs.
     pub(crate) work: PathBuf,
 }
 
@@ -305,9 +320,23 @@ fn container_image(dir: &Path) {
     }
 }
 
-/// Build the disk: GPT, GRUB (boot.img + core.img), boot fs, slot A = v1, var fs with
-/// the container image and the pod script.
-pub(crate) fn build(work: &Path, grub_cfg: &str, pod_sh: &str, sa: &[(&str, String)]) -> Artefacts {
+/// `from`'s tree recreated under `to`, its files hard-linked (mkfs reads them once).
+fn link_tree(from: &Path, to: &Path) {
+    for p in walk(from) {
+        let dest = to.join(p.strip_prefix(from).unwrap());
+        if p.is_dir() {
+            fs::create_dir_all(&dest).unwrap();
+        } else {
+            fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            fs::hard_link(&p, &dest).unwrap();
+        }
+    }
+}
+
+/// Build what every node shares: the initramfs, the slot images (v1, v2, broken v2),
+/// the boot fs with the shipped `grub.cfg` and a `grubenv` defaulting to A, GRUB's
+/// core.img, and the container image.
+pub(crate) fn base(work: &Path, grub_cfg: &str) -> Base {
     let (kernel, kver) = super::tools::kernel();
     let initrd = initramfs(work, &kver);
     let v1 = slot_image(work, &kernel, &initrd, "v1", false);
@@ -331,32 +360,58 @@ pub(crate) fn build(work: &Path, grub_cfg: &str, pod_sh: &str, sa: &[(&str, Stri
     // grubenv in place (osroll_agent::boot::grubenv::write_in_place).
     let boot_img = work.join("boot.ext4");
     mkfs(&boot_img, &boot, 4, "boot");
-
-    let var = work.join("varfs");
-    container_image(&var.join("lib/osroll-vm/image"));
-    write_exec(&var.join("lib/osroll-vm/pod.sh"), pod_sh);
-    for (name, body) in sa {
-        fs::create_dir_all(var.join("lib/osroll-vm/sa")).unwrap();
-        fs::write(var.join("lib/osroll-vm/sa").join(name), body).unwrap();
-    }
-    let var_img = work.join("var.ext4");
-    mkfs(&var_img, &var, 100, "var");
-
-    let disk = work.join("disk.img");
-    partition(&disk);
-    grub(work, &disk);
-    for (img, label) in [
-        (&boot_img, "boot"),
-        (&v1, "osroll-a"),
-        (&var_img, "osroll-var"),
-    ] {
-        write_at(&disk, img, label);
-    }
-    Artefacts {
-        disk,
+    let image = work.join("image");
+    container_image(&image);
+    Base {
+        v1,
         v2,
         v2_broken,
+        boot_img,
+        core: core_img(work),
+        image,
         work: work.to_path_buf(),
+    }
+}
+
+impl Base {
+    pub(crate) fn v2(&self) -> &Path {
+        &self.v2
+    }
+
+    pub(crate) fn v2_broken(&self) -> &Path {
+        &self.v2_broken
+    }
+
+    /// Node `name`'s disk: GPT, GRUB (boot.img + core.img), boot fs, slot A = v1, and
+    /// its var fs with the container image, the pod script and its service account.
+    pub(crate) fn node(&self, name: &str, pod_sh: &str, sa: &[(&str, String)]) -> Artefacts {
+        let work = self.work.join(name);
+        let var = work.join("varfs");
+        link_tree(&self.image, &var.join("lib/osroll-vm/image"));
+        write_exec(&var.join("lib/osroll-vm/pod.sh"), pod_sh);
+        for (file, body) in sa {
+            fs::create_dir_all(var.join("lib/osroll-vm/sa")).unwrap();
+            fs::write(var.join("lib/osroll-vm/sa").join(file), body).unwrap();
+        }
+        let var_img = work.join("var.ext4");
+        mkfs(&var_img, &var, 100, "var");
+
+        let disk = work.join("disk.img");
+        partition(&disk);
+        grub(&self.core, &disk);
+        for (img, label) in [
+            (&self.boot_img, "boot"),
+            (&self.v1, "osroll-a"),
+            (&var_img, "osroll-var"),
+        ] {
+            write_at(&disk, img, label);
+        }
+        Artefacts {
+            disk,
+            v2: self.v2.clone(),
+            v2_broken: self.v2_broken.clone(),
+            work,
+        }
     }
 }
 
@@ -411,10 +466,8 @@ pub(crate) fn write_at(disk: &Path, img: &Path, label: &str) {
     f.write_all(&data).unwrap();
 }
 
-/// GRUB for BIOS without grub-install: core.img into the BIOS boot partition, boot.img
-/// into the MBR's code area, each told where the next stage sits (what
-/// grub-bios-setup patches).
-fn grub(work: &Path, disk: &Path) {
+/// GRUB's core.img for BIOS, with the modules the shipped `grub.cfg` uses.
+fn core_img(work: &Path) -> PathBuf {
     let core = work.join("core.img");
     run(Command::new("grub-mkimage")
         .args(["-O", "i386-pc", "-o"])
@@ -433,11 +486,18 @@ fn grub(work: &Path, disk: &Path) {
             "regexp",
             "search",
         ]));
+    core
+}
+
+/// GRUB for BIOS without grub-install: core.img into the BIOS boot partition, boot.img
+/// into the MBR's code area, each told where the next stage sits (what
+/// grub-bios-setup patches).
+fn grub(core: &Path, disk: &Path) {
     let core_sector = offset("bios") / 512;
     let mut boot = fs::read("/usr/lib/grub/i386-pc/boot.img").unwrap();
     // GRUB_BOOT_MACHINE_KERNEL_SECTOR: where boot.img loads diskboot (core.img's head).
     boot[0x5c..0x64].copy_from_slice(&core_sector.to_le_bytes());
-    let mut core_img = fs::read(&core).unwrap();
+    let mut core_img = fs::read(core).unwrap();
     // diskboot's blocklist (last 12 bytes of its sector): the rest of core.img follows.
     core_img[500..508].copy_from_slice(&(core_sector + 1).to_le_bytes());
     let mut f = fs::OpenOptions::new().write(true).open(disk).unwrap();

@@ -16,10 +16,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// The console so far, and whether qemu has exited.
+/// The console so far (each line with when it arrived), and whether qemu has exited.
 #[derive(Default)]
 struct Console {
     lines: Vec<String>,
+    at: Vec<Duration>,
     closed: bool,
 }
 
@@ -28,6 +29,40 @@ pub(crate) struct Boot {
     console: Arc<(Mutex<Console>, Condvar)>,
     qmp: Option<BufReader<UnixStream>>,
     qmp_path: PathBuf,
+    timings: Option<Arc<Mutex<Vec<BootTimes>>>>,
+}
+
+/// Where one boot's time went, from the console lines it reached (seconds since qemu
+/// started): the shipped `grub.cfg` printing the slot it boots (firmware and GRUB's
+/// menu), the guest's init reporting (GRUB loading the kernel and initramfs, the kernel
+/// decompressing and starting, the initramfs mounting the slot), the agent started
+/// (the pod set up, the agent's start), and staging (the agent's download started to
+/// the slot written and read back).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BootTimes {
+    pub(crate) grub: Option<f64>,
+    pub(crate) init: Option<f64>,
+    pub(crate) agent: Option<f64>,
+    pub(crate) staging: Option<f64>,
+}
+
+impl BootTimes {
+    fn from_console(c: &Console) -> BootTimes {
+        let at = |needle: &str| {
+            c.lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .map(|i| c.at[i].as_secs_f64())
+        };
+        BootTimes {
+            grub: at("osroll: booting slot"),
+            init: at("osroll-vm: up "),
+            agent: at("agent started"),
+            staging: at("downloading http")
+                .zip(at("image staged"))
+                .map(|(a, b)| b - a),
+        }
+    }
 }
 
 /// The disk's counters as qemu accounts them (completed requests).
@@ -61,8 +96,9 @@ fn strip_escapes(raw: &str) -> String {
 }
 
 impl Boot {
-    /// Power on with `disk` (raw), logging its writes to `log` (created afresh).
-    pub(crate) fn start(disk: &Path, log: &Path) -> Boot {
+    /// Power on with `disk` (raw), logging its writes to `log` (created afresh); when
+    /// it ends, its [`BootTimes`] are appended to `timings`.
+    pub(crate) fn start(disk: &Path, log: &Path, timings: &Arc<Mutex<Vec<BootTimes>>>) -> Boot {
         std::fs::write(log, b"").unwrap();
         let qmp_path = log.with_extension("qmp");
         let _ = std::fs::remove_file(&qmp_path);
@@ -120,6 +156,7 @@ impl Boot {
                     eprintln!("  | {:5.1} {line}", t0.elapsed().as_secs_f32());
                 }
                 g.lines.push(line);
+                g.at.push(t0.elapsed());
                 cv.notify_all();
             }
         });
@@ -128,6 +165,7 @@ impl Boot {
             console,
             qmp: None,
             qmp_path,
+            timings: Some(timings.clone()),
         }
     }
 
@@ -293,6 +331,10 @@ impl Boot {
     pub(crate) fn cut(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(sink) = self.timings.take() {
+            let t = BootTimes::from_console(&self.console.0.lock().unwrap());
+            sink.lock().unwrap().push(t);
+        }
     }
 
     pub(crate) fn tail(&self) -> String {

@@ -3,11 +3,12 @@
 //! returns report lines for the summary.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use osroll_api::{OSUpgradeProgress, ProgressPhase};
 use osroll_sim::server::ServerConfig;
 use osroll_sim::testing::Cluster;
@@ -18,9 +19,8 @@ use crate::common::{docs, osroll};
 use super::guest::{self, Artefacts};
 use super::image_server::ImageServer;
 use super::pod;
-use super::qemu::Boot;
+use super::qemu::{Boot, BootTimes};
 
-pub(crate) const NODE: &str = "vm-node";
 const NS: &str = "osroll-system";
 /// Flags the fleet would give `osroll create agent` for this node type: the guest has no
 /// systemd, so the agent reboots with reboot(2).
@@ -38,19 +38,36 @@ pub(crate) const KARG_NEW: &str = "osroll.test=1";
 const BOOT: Duration = Duration::from_secs(90);
 const STAGE: Duration = Duration::from_secs(60);
 
-pub(crate) struct Env {
+/// What every scenario shares: the test API server (with the agent's RBAC as
+/// generated), the rendered agent objects, and the artefacts every node's disk is built
+/// from. Scenarios on different nodes may run at once.
+pub(crate) struct Shared {
     pub(crate) rt: tokio::runtime::Runtime,
     pub(crate) cluster: Cluster,
+    objects: Vec<Value>,
+    port: u16,
+    base: guest::Base,
+    /// The compressed images the image servers serve.
+    packed: (Vec<u8>, Vec<u8>),
+    /// Every boot's timings, in the order the boots ended.
+    pub(crate) timings: Arc<Mutex<Vec<BootTimes>>>,
+    _work: tempfile::TempDir,
+}
+
+/// One node: its agent's pod spec and token, its disk, its own image servers (a
+/// scenario's scripted faults reach no other node), and the boots it made.
+pub(crate) struct Env<'s> {
+    pub(crate) shared: &'s Shared,
+    pub(crate) node: String,
     pub(crate) good: ImageServer,
     pub(crate) broken: ImageServer,
     pub(crate) art: Artefacts,
     pub(crate) spec: pod::PodSpec,
     pub(crate) boots: usize,
-    _work: tempfile::TempDir,
 }
 
-impl Env {
-    pub(crate) fn start() -> Env {
+impl Shared {
+    pub(crate) fn start() -> Shared {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -81,13 +98,38 @@ impl Env {
             .block_on(cluster.kubectl_run(&["apply", "-f", "-"], Some(&yaml)))
             .unwrap();
         assert!(out.success(), "kubectl apply: {}", out.stderr);
-        let node: k8s_openapi::api::core::v1::Node =
-            serde_json::from_value(json!({"metadata": {"name": NODE}})).unwrap();
-        rt.block_on(Api::all(cluster.admin()).create(&PostParams::default(), &node))
+        let work = tempfile::Builder::new()
+            .prefix("osroll-vm-")
+            .tempdir()
+            .unwrap();
+        let grub_cfg = osroll(&["create", "boot", "grub"]);
+        let base = guest::base(work.path(), &grub_cfg);
+        let pack = |p: &Path| zstd::encode_all(std::fs::read(p).unwrap().as_slice(), 3).unwrap();
+        let packed = (pack(base.v2()), pack(base.v2_broken()));
+        Shared {
+            rt,
+            cluster,
+            objects,
+            port,
+            base,
+            packed,
+            timings: Arc::default(),
+            _work: work,
+        }
+    }
+
+    /// Node `node`: registered with the API server, its agent's token bound to it, its
+    /// disk built.
+    pub(crate) fn node(&self, node: &str) -> Env<'_> {
+        let rt = &self.rt;
+        let server = self.cluster.server().unwrap();
+        let obj: k8s_openapi::api::core::v1::Node =
+            serde_json::from_value(json!({"metadata": {"name": node}})).unwrap();
+        rt.block_on(Api::all(self.cluster.admin()).create(&PostParams::default(), &obj))
             .unwrap();
         let user = format!("system:serviceaccount:{NS}:osroll-agent");
         let kubeconfig =
-            std::fs::read_to_string(server.kubeconfig_for_node(&user, NODE).unwrap()).unwrap();
+            std::fs::read_to_string(server.kubeconfig_for_node(&user, node).unwrap()).unwrap();
         let token = kubeconfig
             .lines()
             .find_map(|l| l.trim().strip_prefix("token: "))
@@ -99,29 +141,23 @@ impl Env {
             ("ca.crt", server.ca_pem().to_string()),
             ("namespace", NS.to_string()),
         ];
-
-        let spec = pod::from_daemonset(&objects, NODE, ("10.0.2.2", port));
-        let work = tempfile::Builder::new()
-            .prefix("osroll-vm-")
-            .tempdir()
-            .unwrap();
-        let grub_cfg = osroll(&["create", "boot", "grub"]);
-        let art = guest::build(work.path(), &grub_cfg, &pod::script(&spec), &sa);
-        let pack = |p: &Path| zstd::encode_all(std::fs::read(p).unwrap().as_slice(), 3).unwrap();
-        let good = rt.block_on(ImageServer::start(pack(&art.v2)));
-        let broken = rt.block_on(ImageServer::start(pack(&art.v2_broken)));
+        let spec = pod::from_daemonset(&self.objects, node, ("10.0.2.2", self.port));
+        let art = self.base.node(node, &pod::script(&spec), &sa);
+        let good = rt.block_on(ImageServer::start(self.packed.0.clone()));
+        let broken = rt.block_on(ImageServer::start(self.packed.1.clone()));
         Env {
-            rt,
-            cluster,
+            shared: self,
+            node: node.to_string(),
             good,
             broken,
             art,
             spec,
             boots: 0,
-            _work: work,
         }
     }
+}
 
+impl Env<'_> {
     /// A fresh copy of the base disk (v1 in slot A).
     pub(crate) fn fresh_disk(&self, name: &str) -> PathBuf {
         let p = self.art.work.join(format!("disk-{name}.img"));
@@ -131,16 +167,17 @@ impl Env {
 
     pub(crate) fn boot(&mut self, disk: &Path) -> Boot {
         self.boots += 1;
-        Boot::start(disk, &disk.with_extension("log"))
+        Boot::start(disk, &disk.with_extension("log"), &self.shared.timings)
     }
 
     /// The reasons of the Events the agent recorded on progress `name`, oldest first,
     /// once `want` are all among them.
     pub(crate) fn agent_events(&self, name: &str, want: &[&str]) -> Vec<String> {
-        let api: Api<Event> = Api::all(self.cluster.admin());
+        let api: Api<Event> = Api::all(self.shared.cluster.admin());
         let deadline = Instant::now() + BOOT;
         loop {
             let mut evs: Vec<Event> = self
+                .shared
                 .rt
                 .block_on(api.list(&Default::default()))
                 .unwrap()
@@ -178,7 +215,7 @@ impl Env {
     }
 
     fn api(&self) -> Api<OSUpgradeProgress> {
-        Api::all(self.cluster.admin())
+        Api::all(self.shared.cluster.admin())
     }
 
     /// The kernel command line the guest booted with (its init prints /proc/cmdline).
@@ -188,8 +225,8 @@ impl Env {
         line.split_whitespace().map(String::from).collect()
     }
 
-    /// Replace every progress with one for v2 from `server`, adding [`KARG_NEW`] and
-    /// removing [`KARG_OLD`]'s key.
+    /// Replace every progress of this node with one for v2 from `server`, adding
+    /// [`KARG_NEW`] and removing [`KARG_OLD`]'s key.
     pub(crate) fn progress(&self, name: &str, server_is_good: bool, approved: bool) {
         let server = if server_is_good {
             &self.good
@@ -206,9 +243,9 @@ impl Env {
         let url = server.url().replace("127.0.0.1", "10.0.2.2");
         let p: OSUpgradeProgress = serde_json::from_value(json!({
             "apiVersion": "osroll.io/v1alpha1", "kind": "OSUpgradeProgress",
-            "metadata": { "name": name, "labels": { osroll_api::labels::NODE: NODE } },
+            "metadata": { "name": name, "labels": { osroll_api::labels::NODE: &self.node } },
             "spec": {
-                "nodeName": NODE,
+                "nodeName": &self.node,
                 "image": { "version": "v2", "url": url, "checksum": osroll_api::catalog::digest(&body), "size": size },
                 "rebootApproved": approved,
                 "allowHttpImages": true,
@@ -216,9 +253,11 @@ impl Env {
             }
         }))
         .unwrap();
-        self.rt.block_on(async {
+        let mine =
+            ListParams::default().labels(&format!("{}={}", osroll_api::labels::NODE, self.node));
+        self.shared.rt.block_on(async {
             let api = self.api();
-            for old in api.list(&Default::default()).await.unwrap() {
+            for old in api.list(&mine).await.unwrap() {
                 api.delete(&old.metadata.name.unwrap(), &Default::default())
                     .await
                     .unwrap();
@@ -228,7 +267,8 @@ impl Env {
     }
 
     pub(crate) fn patch_spec(&self, name: &str, spec: Value) {
-        self.rt
+        self.shared
+            .rt
             .block_on(self.api().patch(
                 name,
                 &PatchParams::default(),
@@ -247,6 +287,7 @@ impl Env {
         let deadline = Instant::now() + timeout;
         loop {
             let st = self
+                .shared
                 .rt
                 .block_on(self.api().get(name))
                 .unwrap()
