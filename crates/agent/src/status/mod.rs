@@ -71,6 +71,7 @@ pub fn start(
         reboot_required: begin.reboot_required,
         kernel_command_line: prev.kernel_command_line.clone(),
         conditions: prev.conditions.clone(),
+        delta: None,
     };
     set(&mut s, STAGED, false, "Pending", "", now);
     set(&mut s, BOOTED, false, "Pending", "", now);
@@ -120,6 +121,7 @@ pub fn staged(prev: &OSUpgradeProgressStatus, ready: &Ready, now: &str) -> OSUpg
         s.bytes_total = Some(b);
     }
     s.reboot_required = Some(ready.reboot_required);
+    s.delta = ready.delta.clone();
     if ready.current_version.is_some() {
         s.current_version = ready.current_version.clone();
     }
@@ -191,6 +193,7 @@ pub fn merge_patch(status: &OSUpgradeProgressStatus) -> serde_json::Value {
         reboot_required: Some(false),
         kernel_command_line: Some(String::new()),
         conditions: vec![Condition::default()],
+        delta: Some(osroll_api::delta::DeltaStatus::default()),
     })
     .expect("status serializes");
     if let (Some(obj), Some(keys)) = (v.as_object_mut(), all.as_object()) {

@@ -34,6 +34,7 @@ fn image() -> ImageRef {
         checksum: SUM.into(),
         size: Some(4096),
         reboot_required: None,
+        chunk_index: None,
     }
 }
 
