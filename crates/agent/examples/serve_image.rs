@@ -30,7 +30,10 @@ fn read_request(sock: &TcpStream) -> std::io::Result<(String, Option<(u64, Optio
         }
         if let Some((k, v)) = line.split_once(':')
             && k.eq_ignore_ascii_case("range")
-            && let Some((a, b)) = v.trim().strip_prefix("bytes=").and_then(|r| r.split_once('-'))
+            && let Some((a, b)) = v
+                .trim()
+                .strip_prefix("bytes=")
+                .and_then(|r| r.split_once('-'))
             && let Ok(a) = a.parse()
         {
             range = Some((a, b.parse().ok()));

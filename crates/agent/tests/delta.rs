@@ -7,8 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::server::{Fault, ImageServer};
 use common::checksum;
+use common::server::{Fault, ImageServer};
 use osroll_agent::delta::{
     ChunkIndex, Chunking, DeltaError, DeltaInstaller, DeltaOptions, DeltaReport, DeltaSpec, pack,
 };
@@ -115,7 +115,11 @@ impl Setup {
     async fn run(&self) -> Result<DeltaReport, DeltaError> {
         let seed_before = std::fs::read(&self.seed).unwrap();
         let r = self.installer(&checksum(&self.index_json)).run().await;
-        assert_eq!(std::fs::read(&self.seed).unwrap(), seed_before, "the seed is only read");
+        assert_eq!(
+            std::fs::read(&self.seed).unwrap(),
+            seed_before,
+            "the seed is only read"
+        );
         r
     }
 
@@ -144,7 +148,12 @@ async fn a_point_release_fetches_a_small_part_and_writes_the_exact_image() {
         format!("sha256:{}", hex::encode(Sha256::digest(&s.v2)))
     );
     // Range requests only, and what the server sent is what was counted.
-    assert!(s.pack_srv.requests().iter().all(|r| r.as_deref().is_some_and(|r| r.contains('-'))));
+    assert!(
+        s.pack_srv
+            .requests()
+            .iter()
+            .all(|r| r.as_deref().is_some_and(|r| r.contains('-')))
+    );
     let sent = s.pack_srv.with(|sc| sc.sent);
     assert_eq!(report.fetched, sent);
     assert!(
@@ -153,7 +162,11 @@ async fn a_point_release_fetches_a_small_part_and_writes_the_exact_image() {
         report.fetched,
         s.pack.len()
     );
-    assert!(report.reused * 10 > s.v2.len() as u64 * 8, "reused only {}", report.reused);
+    assert!(
+        report.reused * 10 > s.v2.len() as u64 * 8,
+        "reused only {}",
+        report.reused
+    );
     assert_eq!(report.refetched, 0);
 }
 
@@ -162,7 +175,8 @@ async fn an_edited_index_is_refused_before_any_frame_is_fetched() {
     let s = setup().await;
     let mut edited = s.index.clone();
     edited.chunks[3].sha256[0] ^= 1;
-    s.index_srv.with(|sc| sc.body = std::sync::Arc::new(edited.to_json()));
+    s.index_srv
+        .with(|sc| sc.body = std::sync::Arc::new(edited.to_json()));
     let (reason, detail) = fallback(s.run().await);
     assert_eq!(reason, DeltaFallbackReason::IndexChecksumMismatch);
     assert!(detail.contains(&s.index_srv.url()), "{detail}");
@@ -176,7 +190,8 @@ async fn an_index_for_another_pack_is_refused() {
     let mut other = s.index.clone();
     other.pack_sha256 = [1; 32];
     let json = other.to_json();
-    s.index_srv.with(|sc| sc.body = std::sync::Arc::new(json.clone()));
+    s.index_srv
+        .with(|sc| sc.body = std::sync::Arc::new(json.clone()));
     let r = s.installer(&checksum(&json)).run().await;
     assert_eq!(fallback(r).0, DeltaFallbackReason::IndexNotForImage);
     assert!(s.pack_srv.requests().is_empty());
@@ -242,15 +257,24 @@ async fn a_corrupted_seed_chunk_is_refetched_and_the_image_is_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_resumes_the_range() {
     let s = setup().await;
-    s.pack_srv.with(|sc| sc.faults.push_back(Fault::Reset(5000)));
+    s.pack_srv
+        .with(|sc| sc.faults.push_back(Fault::Reset(5000)));
     let report = s.run().await.unwrap();
     s.assert_target_is_v2();
     let requests = s.pack_srv.requests();
     let first = requests[0].clone().unwrap();
-    let start: u64 = first.trim_start_matches("bytes=").split('-').next().unwrap().parse().unwrap();
+    let start: u64 = first
+        .trim_start_matches("bytes=")
+        .split('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let resumed = format!("bytes={}-", start + 5000);
     assert!(
-        requests.iter().any(|r| r.as_deref().is_some_and(|r| r.starts_with(&resumed))),
+        requests
+            .iter()
+            .any(|r| r.as_deref().is_some_and(|r| r.starts_with(&resumed))),
         "expected a request resuming at {resumed}: {requests:?}"
     );
     assert_eq!(report.refetched, 0);
@@ -268,12 +292,19 @@ async fn the_running_slot_is_never_the_target() {
     let err = DeltaInstaller::new(spec, &s.seed, Create::No, options())
         .err()
         .expect("refused");
-    assert!(err.to_string().contains("is the slot being written"), "{err}");
+    assert!(
+        err.to_string().contains("is the slot being written"),
+        "{err}"
+    );
 }
 
 fn corrupt(path: &Path, at: u64) {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).read(true).open(path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
@@ -311,7 +342,12 @@ async fn the_agent_installs_by_delta_and_resumes_a_dropped_connection() {
     let index_srv = ImageServer::start(json.clone()).await;
     pack_srv.with(|sc| sc.faults.push_back(Fault::Reset(3000)));
 
-    let mut sp = spec("v2", &pack_srv.url(), &checksum(&packed), Some(v2.len() as u64));
+    let mut sp = spec(
+        "v2",
+        &pack_srv.url(),
+        &checksum(&packed),
+        Some(v2.len() as u64),
+    );
     sp.image.as_mut().unwrap().chunk_index = Some(ImageIndex {
         url: index_srv.url(),
         checksum: checksum(&json),
@@ -319,17 +355,26 @@ async fn the_agent_installs_by_delta_and_resumes_a_dropped_connection() {
     node.put(sp);
     let agent = node.spawn_agent();
     let status = node
-        .wait_phase(&[ProgressPhase::Staged, ProgressPhase::Failed], Duration::from_secs(30))
+        .wait_phase(
+            &[ProgressPhase::Staged, ProgressPhase::Failed],
+            Duration::from_secs(30),
+        )
         .await;
     agent.abort();
     assert_eq!(status.phase, Some(ProgressPhase::Staged), "{status:#?}");
     assert_eq!(node.slot_hash(Slot::A), a, "the running slot is only read");
-    assert!(node.slot_bytes(Slot::B)[..v2.len()] == v2[..], "slot B must hold v2");
+    assert!(
+        node.slot_bytes(Slot::B)[..v2.len()] == v2[..],
+        "slot B must hold v2"
+    );
     let delta = status.delta.clone().expect("status.delta");
     assert_eq!(delta.fallback_reason, None, "{delta:?}");
     // Six edits in 4 MiB with chunks of up to 256 KiB: well over a third is reused.
     assert!(delta.bytes_reused * 5 > v2.len() as u64 * 2, "{delta:?}");
-    assert!(delta.bytes_fetched * 5 < packed.len() as u64 * 3, "{delta:?}");
+    assert!(
+        delta.bytes_fetched * 5 < packed.len() as u64 * 3,
+        "{delta:?}"
+    );
     let requests = pack_srv.requests();
     let first: u64 = requests[0].as_deref().unwrap()["bytes=".len()..]
         .split('-')
@@ -339,7 +384,9 @@ async fn the_agent_installs_by_delta_and_resumes_a_dropped_connection() {
         .unwrap();
     let resumed = format!("bytes={}-", first + 3000);
     assert!(
-        requests.iter().any(|r| r.as_deref().is_some_and(|r| r.starts_with(&resumed))),
+        requests
+            .iter()
+            .any(|r| r.as_deref().is_some_and(|r| r.starts_with(&resumed))),
         "{requests:?}"
     );
 }
@@ -356,14 +403,77 @@ async fn an_image_without_an_index_installs_in_full() {
     let mut packed = Vec::new();
     pack(&v2[..], &mut packed, Chunking::default()).unwrap();
     let srv = ImageServer::start(packed.clone()).await;
-    node.put(spec("v2", &srv.url(), &checksum(&packed), Some(v2.len() as u64)));
+    node.put(spec(
+        "v2",
+        &srv.url(),
+        &checksum(&packed),
+        Some(v2.len() as u64),
+    ));
     let agent = node.spawn_agent();
     let status = node
-        .wait_phase(&[ProgressPhase::Staged, ProgressPhase::Failed], Duration::from_secs(30))
+        .wait_phase(
+            &[ProgressPhase::Staged, ProgressPhase::Failed],
+            Duration::from_secs(30),
+        )
         .await;
     agent.abort();
     assert_eq!(status.phase, Some(ProgressPhase::Staged), "{status:#?}");
     assert_eq!(status.delta, None);
     assert_eq!(srv.requests(), [None], "one plain GET of the whole pack");
     assert!(node.slot_bytes(Slot::B)[..v2.len()] == v2[..]);
+}
+
+/// Through the agent loop: a server that ignores Range makes the delta fall back; the
+/// same pack is installed in full and status names the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_falls_back_to_a_full_install_and_says_why() {
+    use common::{Node, spec};
+    use osroll_agent::Slot;
+    use osroll_api::ProgressPhase;
+    use osroll_api::delta::ImageIndex;
+
+    let node = Node::new(4 << 20, "v1");
+    let v2 = image(1 << 20, 6);
+    let mut packed = Vec::new();
+    let index = pack(&v2[..], &mut packed, Chunking::default()).unwrap();
+    let json = index.to_json();
+    let pack_srv = ImageServer::start(packed.clone()).await;
+    let index_srv = ImageServer::start(json.clone()).await;
+    pack_srv.with(|sc| sc.ignore_range = true);
+    let mut sp = spec(
+        "v2",
+        &pack_srv.url(),
+        &checksum(&packed),
+        Some(v2.len() as u64),
+    );
+    sp.image.as_mut().unwrap().chunk_index = Some(ImageIndex {
+        url: index_srv.url(),
+        checksum: checksum(&json),
+    });
+    node.put(sp);
+    let agent = node.spawn_agent();
+    let status = node
+        .wait_phase(
+            &[ProgressPhase::Staged, ProgressPhase::Failed],
+            Duration::from_secs(30),
+        )
+        .await;
+    agent.abort();
+    assert_eq!(status.phase, Some(ProgressPhase::Staged), "{status:#?}");
+    assert!(
+        node.slot_bytes(Slot::B)[..v2.len()] == v2[..],
+        "slot B must hold v2"
+    );
+    let delta = status.delta.expect("status.delta");
+    assert_eq!(
+        delta.fallback_reason,
+        Some(DeltaFallbackReason::RangeIgnored)
+    );
+    assert!(
+        delta
+            .fallback_message
+            .as_deref()
+            .is_some_and(|m| m.contains("ignored Range")),
+        "{delta:?}"
+    );
 }

@@ -333,12 +333,20 @@ images:
 "#
     );
     let cat = Catalog::parse(&y).unwrap();
-    let index = cat.resolve("v1", &[], true).unwrap().image.chunk_index.unwrap();
+    let index = cat
+        .resolve("v1", &[], true)
+        .unwrap()
+        .image
+        .chunk_index
+        .unwrap();
     assert_eq!(
         (index.url.as_str(), index.checksum.as_str()),
         ("https://x/1.zst.index.json", SUM_B)
     );
-    assert_eq!(cat.resolve("v2", &[], true).unwrap().image.chunk_index, None);
+    assert_eq!(
+        cat.resolve("v2", &[], true).unwrap().image.chunk_index,
+        None
+    );
     let fields: Vec<_> = cat.problems.iter().map(|p| p.field.as_str()).collect();
     assert_eq!(
         fields,
@@ -346,5 +354,9 @@ images:
     );
     let err = cat.resolve("v3", &[], true).unwrap_err();
     assert_eq!(err.reason, R::InvalidImageEntry);
-    assert!(err.message.contains("chunkIndex.checksum"), "{}", err.message);
+    assert!(
+        err.message.contains("chunkIndex.checksum"),
+        "{}",
+        err.message
+    );
 }

@@ -42,7 +42,11 @@ impl Frames {
 
     /// The frame of chunk `i` from the planned ranges.
     fn planned(&mut self, i: usize, chunk: &Chunk) -> Result<&[u8], DeltaError> {
-        while !self.current.as_ref().is_some_and(|(r, _)| r.chunks.contains(&i)) {
+        while !self
+            .current
+            .as_ref()
+            .is_some_and(|(r, _)| r.chunks.contains(&i))
+        {
             match self.rx.blocking_recv() {
                 Some(Ok(next)) => self.current = Some(next),
                 Some(Err(e)) => return Err(fetch_fallback(e)),
@@ -62,7 +66,10 @@ impl Frames {
     /// Chunk `chunk`'s frame, fetched again on its own.
     fn refetch(&self, chunk: &Chunk) -> Result<Bytes, DeltaError> {
         self.rt
-            .block_on(self.fetcher.range(chunk.offset, chunk.offset + chunk.length))
+            .block_on(
+                self.fetcher
+                    .range(chunk.offset, chunk.offset + chunk.length),
+            )
             .map_err(fetch_fallback)
     }
 }
@@ -123,7 +130,9 @@ impl Assembler {
     pub(super) fn run(mut self) -> Result<Assembled, DeltaError> {
         let result = self.each_chunk();
         if let Err(e) = &result {
-            let _ = self.out.blocking_send(Err(std::io::Error::other(e.to_string())));
+            let _ = self
+                .out
+                .blocking_send(Err(std::io::Error::other(e.to_string())));
         }
         result.map(|()| Assembled {
             refetched: self.mismatches,
@@ -193,7 +202,11 @@ impl Assembler {
 
     fn mismatch(&mut self, i: usize, why: &str) -> Result<(), DeltaError> {
         self.mismatches += 1;
-        tracing::warn!(chunk = i, mismatches = self.mismatches, "chunk refetched: {why}");
+        tracing::warn!(
+            chunk = i,
+            mismatches = self.mismatches,
+            "chunk refetched: {why}"
+        );
         if self.mismatches > self.max_mismatches {
             return Err(DeltaError::fallback(
                 R::TooManyMismatches,

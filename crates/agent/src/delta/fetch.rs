@@ -130,7 +130,12 @@ impl RangeFetcher {
             .header(ACCEPT_ENCODING, "identity")
             .header(RANGE, format!("bytes={from}-{last}"));
         let mut resp = match tokio::time::timeout(self.stall, req.send()).await {
-            Err(_) => return Err(Attempt::Retry(format!("no response within {:?}", self.stall))),
+            Err(_) => {
+                return Err(Attempt::Retry(format!(
+                    "no response within {:?}",
+                    self.stall
+                )));
+            }
             Ok(Err(e)) => return Err(Attempt::Retry(error_chain(&e))),
             Ok(Ok(r)) => r,
         };
@@ -149,7 +154,8 @@ impl RangeFetcher {
             };
             let room = (end - start) as usize - got.len();
             let take = chunk.len().min(room);
-            self.fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.fetched
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             got.extend_from_slice(&chunk[..take]);
         }
         Ok(())
@@ -206,16 +212,32 @@ impl RangeFetcher {
 
     async fn get_whole(&self, limit: u64) -> Result<Bytes, Attempt> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let req = self.client.get(&self.url).header(ACCEPT_ENCODING, "identity");
+        let req = self
+            .client
+            .get(&self.url)
+            .header(ACCEPT_ENCODING, "identity");
         let mut resp = match tokio::time::timeout(self.stall, req.send()).await {
-            Err(_) => return Err(Attempt::Retry(format!("no response within {:?}", self.stall))),
+            Err(_) => {
+                return Err(Attempt::Retry(format!(
+                    "no response within {:?}",
+                    self.stall
+                )));
+            }
             Ok(Err(e)) => return Err(Attempt::Retry(error_chain(&e))),
             Ok(Ok(r)) => r,
         };
         match resp.status() {
             StatusCode::OK => {}
-            s if status_is_retryable(s) => return Err(Attempt::Retry(format!("server answered {s}"))),
-            s => return Err(Attempt::Fatal(self.failed(0, 0, format!("server answered {s}")))),
+            s if status_is_retryable(s) => {
+                return Err(Attempt::Retry(format!("server answered {s}")));
+            }
+            s => {
+                return Err(Attempt::Fatal(self.failed(
+                    0,
+                    0,
+                    format!("server answered {s}"),
+                )));
+            }
         }
         let mut got = BytesMut::new();
         loop {

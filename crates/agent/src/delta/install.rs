@@ -241,7 +241,10 @@ impl DeltaInstaller {
         if let Some(size) = self.spec.pack.size.filter(|&s| s != index.image_size) {
             return Err(DeltaError::fallback(
                 R::IndexNotForImage,
-                format!("index imageSize {} is not the image size {size}", index.image_size),
+                format!(
+                    "index imageSize {} is not the image size {size}",
+                    index.image_size
+                ),
             ));
         }
         Ok((Arc::new(index), bytes.len() as u64))
@@ -299,16 +302,25 @@ impl DeltaInstaller {
                 }
             }
         };
-        self.counters.fetched.store(fetcher.fetched(), Ordering::Relaxed);
-        let assembled = assembling
-            .await
-            .map_err(|e| DeltaError::fallback(DeltaFallbackReason::SeedUnreadable, e.to_string()))?;
+        self.counters
+            .fetched
+            .store(fetcher.fetched(), Ordering::Relaxed);
+        let assembled = assembling.await.map_err(|e| {
+            DeltaError::fallback(DeltaFallbackReason::SeedUnreadable, e.to_string())
+        })?;
         let (stats, install) = match (assembled, installed) {
             (Err(e), _) => return Err(e),
-            (Ok(_), Err(InstallError::ChecksumMismatch { expected, actual, .. })) => {
+            (
+                Ok(_),
+                Err(InstallError::ChecksumMismatch {
+                    expected, actual, ..
+                }),
+            ) => {
                 return Err(DeltaError::fallback(
                     DeltaFallbackReason::ImageMismatch,
-                    format!("the assembled image hashes to sha256:{actual}, the index says sha256:{expected}"),
+                    format!(
+                        "the assembled image hashes to sha256:{actual}, the index says sha256:{expected}"
+                    ),
                 ));
             }
             (Ok(_), Err(e)) => return Err(e.into()),
@@ -339,11 +351,15 @@ impl DeltaInstaller {
             sha256: Some(index.image_sha256),
             size: Some(index.image_size),
         };
-        Ok(
-            Installer::from_stream(spec, reader, &self.target, self.create, self.opts.install.clone())?
-                .raw_input()
-                .share_progress(self.progress.clone()),
-        )
+        Ok(Installer::from_stream(
+            spec,
+            reader,
+            &self.target,
+            self.create,
+            self.opts.install.clone(),
+        )?
+        .raw_input()
+        .share_progress(self.progress.clone()))
     }
 
     /// Fetch the plan's ranges in order, `in_flight` at a time, into a bounded channel.
@@ -378,7 +394,9 @@ impl DeltaInstaller {
 fn same_file(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino() || (x.rdev() != 0 && x.rdev() == y.rdev()),
+        (Ok(x), Ok(y)) => {
+            x.dev() == y.dev() && x.ino() == y.ino() || (x.rdev() != 0 && x.rdev() == y.rdev())
+        }
         _ => false,
     }
 }

@@ -85,7 +85,10 @@ impl SeedMap {
     }
 
     /// A seed made of known chunks (tests, and a seed whose index was recorded).
-    pub fn from_chunks(path: &Path, chunks: impl IntoIterator<Item = ([u8; 32], SeedChunk)>) -> Self {
+    pub fn from_chunks(
+        path: &Path,
+        chunks: impl IntoIterator<Item = ([u8; 32], SeedChunk)>,
+    ) -> Self {
         SeedMap {
             path: path.to_path_buf(),
             chunks: chunks.into_iter().collect(),

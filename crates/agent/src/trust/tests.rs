@@ -250,5 +250,8 @@ fn the_signed_chunk_index_passes_and_an_edited_or_added_one_is_refused() {
     // An index added to an entry that has none.
     let (spec, trust) = stamped();
     let r = check(&spec, &img, &trust, ctx()).unwrap_err();
-    assert!(r.message.contains("chunkIndex") && r.message.contains("catalog: none"), "{r}");
+    assert!(
+        r.message.contains("chunkIndex") && r.message.contains("catalog: none"),
+        "{r}"
+    );
 }

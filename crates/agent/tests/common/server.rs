@@ -118,7 +118,13 @@ async fn handle(mut sock: TcpStream, script: Arc<Mutex<Script>>) {
         let mut s = script.lock().unwrap();
         s.requests.push(range.clone());
         let fault = s.faults.pop_front().or(s.always);
-        (s.body.clone(), fault, s.ignore_range, s.extra_length, s.flip_once)
+        (
+            s.body.clone(),
+            fault,
+            s.ignore_range,
+            s.extra_length,
+            s.flip_once,
+        )
     };
     if let Some(Fault::Status(code)) = fault {
         let msg =
@@ -147,9 +153,7 @@ async fn handle(mut sock: TcpStream, script: Arc<Mutex<Script>>) {
             return;
         }
         Some(n) => (
-            format!(
-                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{last}/{total}\r\n"
-            ),
+            format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{last}/{total}\r\n"),
             n,
         ),
         None => ("HTTP/1.1 200 OK\r\nAccept-Ranges: bytes\r\n".to_string(), 0),

@@ -47,15 +47,29 @@ pub(crate) fn default_index_path(output: &Path) -> PathBuf {
 }
 
 fn run_pack(cmd: &PackCmd) -> anyhow::Result<()> {
-    let input = File::open(&cmd.image).with_context(|| format!("opening {}", cmd.image.display()))?;
-    let out = File::create(&cmd.output)
-        .with_context(|| format!("creating {}", cmd.output.display()))?;
+    let input =
+        File::open(&cmd.image).with_context(|| format!("opening {}", cmd.image.display()))?;
+    let out =
+        File::create(&cmd.output).with_context(|| format!("creating {}", cmd.output.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, out);
-    let index = pack(BufReader::with_capacity(1 << 20, input), &mut out, Chunking::default())
-        .with_context(|| format!("packing {} into {}", cmd.image.display(), cmd.output.display()))?;
+    let index = pack(
+        BufReader::with_capacity(1 << 20, input),
+        &mut out,
+        Chunking::default(),
+    )
+    .with_context(|| {
+        format!(
+            "packing {} into {}",
+            cmd.image.display(),
+            cmd.output.display()
+        )
+    })?;
     out.flush()
         .with_context(|| format!("writing {}", cmd.output.display()))?;
-    let index_path = cmd.index.clone().unwrap_or_else(|| default_index_path(&cmd.output));
+    let index_path = cmd
+        .index
+        .clone()
+        .unwrap_or_else(|| default_index_path(&cmd.output));
     let json = index.to_json();
     std::fs::write(&index_path, &json)
         .with_context(|| format!("writing {}", index_path.display()))?;

@@ -61,7 +61,10 @@ pub(super) async fn run(
         Ok(report) => Ok(Staged::Ready(ready(&report, slot))),
         Err(DeltaError::Fallback { reason, detail }) => {
             tracing::warn!(%reason, "delta install abandoned, installing in full: {detail}");
-            let fetched = delta.counters().fetched.load(std::sync::atomic::Ordering::Relaxed);
+            let fetched = delta
+                .counters()
+                .fetched
+                .load(std::sync::atomic::Ordering::Relaxed);
             let mut staged = install(full, paused, slot).await?;
             if let Staged::Ready(r) = &mut staged {
                 r.delta = Some(DeltaStatus {

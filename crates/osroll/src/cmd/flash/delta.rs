@@ -32,7 +32,11 @@ pub(super) async fn run(cmd: &FlashCmd) -> anyhow::Result<Outcome> {
         .unwrap_or_else(|| format!("{url}.index.json"));
     let index_checksum = cmd.index_checksum.as_deref().context("--index-checksum")?;
     let spec = DeltaSpec {
-        pack: ImageSpec::new(url, cmd.checksum.as_deref().context("--checksum")?, cmd.size)?,
+        pack: ImageSpec::new(
+            url,
+            cmd.checksum.as_deref().context("--checksum")?,
+            cmd.size,
+        )?,
         index_url,
         index_sha256: parse_checksum(index_checksum).context("--index-checksum")?,
         seed,
@@ -45,9 +49,9 @@ pub(super) async fn run(cmd: &FlashCmd) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     match installer.run().await {
         Ok(report) => Ok(Outcome::Done(summary(&report, started.elapsed()))),
-        Err(DeltaError::Fallback { reason, detail }) => {
-            Ok(Outcome::Fallback(format!("delta install not possible ({reason}): {detail}")))
-        }
+        Err(DeltaError::Fallback { reason, detail }) => Ok(Outcome::Fallback(format!(
+            "delta install not possible ({reason}): {detail}"
+        ))),
         Err(DeltaError::Install(e)) => {
             Err(e).with_context(|| format!("flashing {url} by delta to {}", cmd.to.display()))
         }
