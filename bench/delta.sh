@@ -10,8 +10,11 @@
 # Both are packed with `osroll image pack`, v2 is served on 127.0.0.1 by serve_image
 # (honours Range, counts the body bytes it sends), and v2 is installed into a fresh
 # sparse slot with v1 as the seed (the running slot), alternating:
-#   delta: osroll flash URL --checksum ... --seed v1.img --index-checksum ... --to SLOT
-#   full:  osroll flash URL --checksum ... --to SLOT
+#   delta:  osroll flash URL --checksum ... --seed v1.img --index-checksum ... --to SLOT
+#           (the seed is chunked and hashed first)
+#   delta+: the same with --seed-index v1.img.zst.index.json (the seed's chunks known
+#           from the index v1 was packed with; each copied chunk is still hashed)
+#   full:   osroll flash URL --checksum ... --to SLOT
 # RUNS times each (default 3). Prints the bytes the delta fetched as a share of the full
 # install's, the delta's time as a ratio of the full install's (medians), and the peak
 # RSS of each. Nothing is asserted: this is a measurement, not a test.
@@ -101,22 +104,28 @@ measure() {
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 col() { cut -d' ' -f"$2" "$WORK/$1.runs"; }
 : > "$WORK/delta.runs"
+: > "$WORK/deltaidx.runs"
 : > "$WORK/full.runs"
 for i in $(seq "$RUNS"); do
     measure delta "$OSROLL" flash "$URL" --checksum "$SUM" --size "$BYTES" --seed "$V1" \
         --index-checksum "$ISUM" --to "$SLOT" --quiet
     grep -q "by delta" "$WORK/cmd.out" || { echo "the delta install fell back:" >&2; cat "$WORK/cmd.err" >&2; exit 1; }
     [ "$i" = 1 ] && echo "   $(cat "$WORK/cmd.out")"
+    measure deltaidx "$OSROLL" flash "$URL" --checksum "$SUM" --size "$BYTES" --seed "$V1" \
+        --seed-index "$V1.zst.index.json" --index-checksum "$ISUM" --to "$SLOT" --quiet
+    grep -q "by delta" "$WORK/cmd.out" || { echo "the delta install fell back:" >&2; cat "$WORK/cmd.err" >&2; exit 1; }
     measure full "$OSROLL" flash "$URL" --checksum "$SUM" --size "$BYTES" --to "$SLOT" --quiet
-    echo "   run $i: delta $(col delta 1 | tail -1)s $(col delta 3 | tail -1) bytes, full $(col full 1 | tail -1)s $(col full 3 | tail -1) bytes"
+    echo "   run $i: delta $(col delta 1 | tail -1)s $(col delta 3 | tail -1) bytes, delta+index $(col deltaidx 1 | tail -1)s, full $(col full 1 | tail -1)s $(col full 3 | tail -1) bytes"
 done
 
 echo "== results (median of $RUNS runs, ${SIZE_MIB} MiB image, $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg))"
-for side in delta full; do
+for side in delta deltaidx full; do
     awk -v n="$side" -v s="$(col "$side" 1 | median)" -v r="$(col "$side" 2 | sort -n | tail -1)" \
         -v b="$(col "$side" 3 | median)" \
-        'BEGIN { printf "%-6s %7.2f s  %12d bytes fetched  peak RSS %6.1f MiB\n", n, s, b, r / 1024 }'
+        'BEGIN { printf "%-8s %7.2f s  %12d bytes fetched  peak RSS %6.1f MiB\n", n, s, b, r / 1024 }'
 done
-awk -v d="$(col delta 3 | median)" -v f="$(col full 3 | median)" \
-    -v ds="$(col delta 1 | median)" -v fs="$(col full 1 | median)" \
-    'BEGIN { printf "delta fetched %.1f%% of the full install'"'"'s bytes; delta time / full time = %.2f\n", 100 * d / f, ds / fs }'
+for side in delta deltaidx; do
+    awk -v n="$side" -v d="$(col "$side" 3 | median)" -v f="$(col full 3 | median)" \
+        -v ds="$(col "$side" 1 | median)" -v fs="$(col full 1 | median)" \
+        'BEGIN { printf "%-8s fetched %.1f%% of the full install'"'"'s bytes; time / full time = %.2f\n", n, 100 * d / f, ds / fs }'
+done

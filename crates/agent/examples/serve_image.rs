@@ -16,8 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Body bytes sent, all responses together.
 static SENT: AtomicU64 = AtomicU64::new(0);
 
-/// The request's path and `Range` (first byte, last byte if given).
-fn read_request(sock: &TcpStream) -> std::io::Result<(String, Option<(u64, Option<u64>)>)> {
+/// A `Range: bytes=` request: the first byte, and the last if given.
+type Range = (u64, Option<u64>);
+
+/// The request's path and `Range`.
+fn read_request(sock: &TcpStream) -> std::io::Result<(String, Option<Range>)> {
     let mut reader = BufReader::new(sock.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;

@@ -143,8 +143,8 @@ impl Assembler {
         let index = self.index.clone();
         for (i, chunk) in index.chunks.iter().enumerate() {
             let data = match self.sources[i] {
-                Source::Seed(at) => self.from_seed(i, at, chunk)?,
-                Source::Fetch => self.from_frame(i, chunk)?,
+                Source::Seed(at) => self.copied(i, at, chunk)?,
+                Source::Fetch => self.decoded(i, chunk)?,
             };
             if self.out.blocking_send(Ok(data)).is_err() {
                 // The installer stopped; its own error says why.
@@ -154,7 +154,7 @@ impl Assembler {
         Ok(())
     }
 
-    fn from_seed(
+    fn copied(
         &mut self,
         i: usize,
         at: super::seed::SeedChunk,
@@ -178,7 +178,7 @@ impl Assembler {
         }
     }
 
-    fn from_frame(&mut self, i: usize, chunk: &Chunk) -> Result<Bytes, DeltaError> {
+    fn decoded(&mut self, i: usize, chunk: &Chunk) -> Result<Bytes, DeltaError> {
         let decoded = decode_checked(self.frames.planned(i, chunk)?, chunk);
         match decoded {
             Ok(data) => Ok(data),

@@ -71,6 +71,11 @@ pub(crate) struct FlashCmd {
     /// `sha256:<64 hex>` of the chunk index.
     #[arg(long, requires = "seed")]
     index_checksum: Option<String>,
+    /// The chunk index the seed was packed with (`osroll image pack` of the old image):
+    /// its chunks are taken from it instead of chunking the seed. Each copied chunk is
+    /// still hashed.
+    #[arg(long, requires = "seed")]
+    seed_index: Option<PathBuf>,
 }
 
 /// Where the image comes from.

@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use osroll_agent::delta::{DeltaError, DeltaInstaller, DeltaOptions, DeltaReport, DeltaSpec};
+use osroll_agent::delta::{
+    ChunkIndex, DeltaError, DeltaInstaller, DeltaOptions, DeltaReport, DeltaSpec,
+};
 use osroll_agent::install::http::parse_checksum;
 use osroll_agent::install::{Create, ImageSpec};
 
@@ -45,9 +47,21 @@ pub(super) async fn run(cmd: &FlashCmd) -> anyhow::Result<Outcome> {
         install: cmd.options()?,
         ..DeltaOptions::default()
     };
+    let recorded = match &cmd.seed_index {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(ChunkIndex::parse(&bytes).with_context(|| format!("{}", path.display()))?)
+        }
+        None => None,
+    };
     let installer = DeltaInstaller::new(spec, &cmd.to, Create::Yes, opts)?;
     let started = Instant::now();
-    match installer.run().await {
+    let result = match &recorded {
+        Some(seed) => installer.run_with_seed_index(seed).await,
+        None => installer.run().await,
+    };
+    match result {
         Ok(report) => Ok(Outcome::Done(summary(&report, started.elapsed()))),
         Err(DeltaError::Fallback { reason, detail }) => Ok(Outcome::Fallback(format!(
             "delta install not possible ({reason}): {detail}"
