@@ -34,7 +34,10 @@ done
 
 echo "== building release binaries"
 cargo build --release -q -p osroll
-cargo build --release -q -p osroll-agent --example serve_image
+# serve_image uses std only: build it with rustc alone (as a cargo example it would
+# rebuild the agent's dev-dependencies in release).
+mkdir -p "$TARGET/release/examples"
+rustc --edition 2024 -O crates/agent/examples/serve_image.rs -o "$TARGET/release/examples/serve_image"
 OSROLL="$TARGET/release/osroll"
 SERVE="$TARGET/release/examples/serve_image"
 
