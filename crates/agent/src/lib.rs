@@ -8,6 +8,8 @@
 //!   cluster, [`run_with_source`] for any [`source::ProgressSource`] (e.g. a directory);
 //! * [`failure`]: how an attempt ends badly, with its `status.failureReason`;
 //! * [`install`]: the streaming installer (also behind `osroll flash`);
+//! * [`delta`]: packed images with a chunk index, and the delta install that reuses
+//!   the active slot's chunks;
 //! * [`boot`]: GRUB grubenv and U-Boot boot control;
 //! * [`host`]: the real host; `simhost` (feature `sim-host`): the simulated one used by
 //!   tests and the demo;
@@ -26,6 +28,8 @@ pub mod agent;
 #[cfg(feature = "node")]
 pub mod backends;
 pub mod boot;
+#[cfg(feature = "node")]
+pub mod delta;
 #[cfg(feature = "node")]
 pub mod failure;
 #[cfg(feature = "node")]

@@ -193,6 +193,7 @@ impl World {
                 checksum: checksum.into(),
                 size: Some(size),
                 reboot_required: None,
+                chunk_index: None,
             }),
             reboot_approved: true,
             allow_http_images: true,

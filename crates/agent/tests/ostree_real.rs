@@ -65,6 +65,7 @@ fn image(version: &str, checksum: &str) -> ImageRef {
         checksum: format!("sha256:{checksum}"),
         size: None,
         reboot_required: None,
+        chunk_index: None,
     }
 }
 

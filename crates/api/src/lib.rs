@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod conditions;
 pub mod crd;
+pub mod delta;
 pub mod freshness;
 pub mod labels;
 pub mod manifests;

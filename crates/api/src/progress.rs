@@ -162,6 +162,10 @@ pub struct ImageRef {
     /// that is not the entry's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot_required: Option<bool>,
+    /// The chunk index of the packed image, when the catalog entry names one: a node
+    /// then installs by delta from its active slot (see `docs/delta.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_index: Option<crate::delta::ImageIndex>,
 }
 
 /// What the agent has done on its node.
@@ -220,6 +224,9 @@ pub struct OSUpgradeProgressStatus {
     /// Staged, Booted, and the like.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Bytes fetched and reused by a delta install, and why it fell back to a full one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<crate::delta::DeltaStatus>,
 }
 
 /// Steps of one node's upgrade:

@@ -309,3 +309,54 @@ images:
     assert_eq!(err.reason, R::InvalidImageEntry);
     assert!(err.message.contains("rebootRequired"), "{}", err.message);
 }
+
+#[test]
+fn a_chunk_index_travels_with_the_resolved_image_and_a_bad_one_is_a_problem() {
+    let y = format!(
+        r#"
+images:
+  - version: "v1"
+    url: https://x/1.zst
+    checksum: {SUM_A}
+    chunkIndex:
+      url: https://x/1.zst.index.json
+      checksum: {SUM_B}
+  - version: "v2"
+    url: https://x/2.zst
+    checksum: {SUM_A}
+  - version: "v3"
+    url: https://x/3.zst
+    checksum: {SUM_A}
+    chunkIndex:
+      url: ftp://x/3.idx
+      checksum: sha256:abc
+"#
+    );
+    let cat = Catalog::parse(&y).unwrap();
+    let index = cat
+        .resolve("v1", &[], true)
+        .unwrap()
+        .image
+        .chunk_index
+        .unwrap();
+    assert_eq!(
+        (index.url.as_str(), index.checksum.as_str()),
+        ("https://x/1.zst.index.json", SUM_B)
+    );
+    assert_eq!(
+        cat.resolve("v2", &[], true).unwrap().image.chunk_index,
+        None
+    );
+    let fields: Vec<_> = cat.problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["images[2].chunkIndex.url", "images[2].chunkIndex.checksum"]
+    );
+    let err = cat.resolve("v3", &[], true).unwrap_err();
+    assert_eq!(err.reason, R::InvalidImageEntry);
+    assert!(
+        err.message.contains("chunkIndex.checksum"),
+        "{}",
+        err.message
+    );
+}

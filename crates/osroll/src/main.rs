@@ -40,6 +40,9 @@ enum Command {
     /// Run a whole rollout on an embedded test cluster (a demo, not a deployment).
     #[cfg(feature = "demo")]
     Demo(cmd::demo::DemoCmd),
+    /// Image tools: pack an image for delta updates.
+    #[command(subcommand)]
+    Image(cmd::image::ImageCmd),
     // Subcommands from other modules are added above this line, one variant each.
 }
 
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Command::Status(c) => cmd::status::run(c),
         #[cfg(feature = "demo")]
         Command::Demo(c) => cmd::demo::run(c),
+        Command::Image(c) => cmd::image::run(c),
         // Dispatch arms for other modules are added above this line.
     }
 }

@@ -2,7 +2,10 @@
 //! ([`crate::install`]), arm a one-shot boot of that slot, and commit it as the default
 //! once it came up running the target ([`crate::boot`] through the [`Host`]). Before the
 //! try is armed the new slot gets the running slot's kernel arguments edited by
-//! `spec.kernelArguments` ([`crate::boot::kargs`]).
+//! `spec.kernelArguments` ([`crate::boot::kargs`]). An image whose catalog entry names a
+//! chunk index is installed by delta from the running slot ([`delta`]).
+
+mod delta;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -104,6 +107,7 @@ async fn install(
                     "{} bytes written to slot {slot} and verified; waiting for reboot approval",
                     report.image_len
                 ),
+                delta: None,
             }))
         }
         Err(e) => {
@@ -212,7 +216,37 @@ impl Backend for SlotBackend {
         if url != img.url {
             tracing::info!(catalog_url = %img.url, mirror_url = %url, "fetching from a mirror");
         }
-        let installer = self.installer(ImageSpec::new(&url, &img.checksum, img.size)?, &path)?;
+        let spec = ImageSpec::new(&url, &img.checksum, img.size)?;
+        let installer = self.installer(spec.clone(), &path)?;
+        if let Some(index) = &img.chunk_index {
+            let seed = self
+                .host
+                .slot_path(facts.booted_slot)
+                .map_err(|e| Failure::new(FailureReason::SlotUnavailable, e.to_string()))?;
+            let by_delta = delta::installer(
+                spec,
+                index,
+                &seed,
+                &path,
+                &self.install,
+                &self.mirrors,
+                attempt.allow_http_images,
+            )?;
+            let installer = installer.share_progress(by_delta.progress());
+            return Ok(Staging {
+                message: format!(
+                    "installing {} into slot {into} ({}) by delta from slot {}",
+                    img.url,
+                    path.display(),
+                    facts.booted_slot
+                ),
+                progress: Some(Box::new(SlotProgress {
+                    counters: by_delta.progress(),
+                    slot: into,
+                })),
+                run: Box::pin(delta::run(by_delta, installer, self.paused.clone(), into)),
+            });
+        }
         Ok(Staging {
             message: format!(
                 "downloading {} into slot {into} ({})",

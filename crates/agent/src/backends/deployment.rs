@@ -196,6 +196,7 @@ impl Backend for DeploymentBackend {
                     bytes: None,
                     condition: "Staged",
                     message,
+                    delta: None,
                 }),
             })
         };

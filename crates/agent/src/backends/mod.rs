@@ -121,6 +121,8 @@ pub struct Ready {
     pub condition: &'static str,
     /// For the progress message.
     pub message: String,
+    /// Bytes fetched and reused by a delta install (or why it fell back to a full one).
+    pub delta: Option<osroll_api::delta::DeltaStatus>,
 }
 
 /// One way of moving a node to a new OS version, as the executor drives it. Every

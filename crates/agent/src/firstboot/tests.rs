@@ -104,6 +104,7 @@ fn the_cluster_answer_is_the_newest_active_upgrade() {
                 checksum: "sha256:dd".into(),
                 size: Some(5),
                 reboot_required: None,
+                chunk_index: None,
             }),
             ..Default::default()
         },

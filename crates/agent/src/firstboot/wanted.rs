@@ -130,6 +130,7 @@ pub fn parse_version_file(text: &str, origin: &str) -> Result<Wanted, WantedErro
             checksum: f.checksum,
             size: f.size,
             reboot_required: None,
+            chunk_index: None,
         },
         os_version_management: f.os_version_management,
         origin: origin.to_string(),

@@ -114,7 +114,7 @@ pub fn decode_bounded(
     let rx = delivered(data, chunk);
     let (prx, buffers) = buffer_pool(limit_bytes, block);
     let (wtx, wrx) = std::sync::mpsc::sync_channel(buffers + 1);
-    decode::run(rx, wtx, prx, limit, window_log_max);
+    decode::run(rx, wtx, prx, limit, window_log_max, None);
     collect(wrx, limit_bytes)
 }
 

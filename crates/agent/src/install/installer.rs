@@ -230,6 +230,8 @@ pub struct Installer {
     check_sha: bool,
     /// The most bytes the download may take, with the image limit it comes from.
     cap: Option<(Limit, u64)>,
+    /// Set: the input is this format, not sniffed (a delta install feeds raw bytes).
+    format: Option<decode::Format>,
 }
 
 impl Installer {
@@ -259,6 +261,7 @@ impl Installer {
             stream: None,
             check_sha: true,
             cap: None,
+            format: None,
         })
     }
 
@@ -267,6 +270,20 @@ impl Installer {
     /// --no-checksum`); the size guard and the read-back still apply.
     pub fn waive_checksum(mut self) -> Self {
         self.check_sha = false;
+        self
+    }
+
+    /// Take the input as a raw image without sniffing its first bytes (a delta install
+    /// feeds the assembled image, whose first bytes could be anything).
+    pub fn raw_input(mut self) -> Self {
+        self.format = Some(decode::Format::Raw);
+        self
+    }
+
+    /// Count into `progress` instead of the installer's own counters (a delta install
+    /// shows them before this installer exists).
+    pub fn share_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = progress;
         self
     }
 
@@ -412,6 +429,7 @@ impl Installer {
         }
         let (rtx, rrx) = oneshot::channel();
         let window = self.opts.window_log_max;
+        let format = self.format;
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
@@ -420,7 +438,7 @@ impl Installer {
         };
         spawn(
             "osroll-decode",
-            Box::new(move || decode::run(rx, wtx, prx, limit, window)),
+            Box::new(move || decode::run(rx, wtx, prx, limit, window, format)),
         )?;
         let progress = self.progress.clone();
         let cfg = WriteConfig {

@@ -19,6 +19,7 @@ fn image(v: &str) -> ImageRef {
         checksum: SUM.into(),
         size: Some(1000),
         reboot_required: None,
+        chunk_index: None,
     }
 }
 

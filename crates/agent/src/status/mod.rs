@@ -72,6 +72,7 @@ pub fn start(
         kernel_command_line: prev.kernel_command_line.clone(),
         reboot_needed: None,
         conditions: prev.conditions.clone(),
+        delta: None,
     };
     set(&mut s, STAGED, false, "Pending", "", now);
     set(&mut s, BOOTED, false, "Pending", "", now);
@@ -121,6 +122,7 @@ pub fn staged(prev: &OSUpgradeProgressStatus, ready: &Ready, now: &str) -> OSUpg
         s.bytes_total = Some(b);
     }
     s.reboot_required = Some(ready.reboot_required);
+    s.delta = ready.delta.clone();
     if ready.current_version.is_some() {
         s.current_version = ready.current_version.clone();
     }
@@ -226,6 +228,7 @@ pub fn merge_patch(status: &OSUpgradeProgressStatus) -> serde_json::Value {
             version: None,
         }),
         conditions: vec![Condition::default()],
+        delta: Some(osroll_api::delta::DeltaStatus::default()),
     })
     .expect("status serializes");
     if let (Some(obj), Some(keys)) = (v.as_object_mut(), all.as_object()) {

@@ -21,6 +21,7 @@ fn img() -> ImageRef {
         checksum: "sha256:00".into(),
         size: None,
         reboot_required: None,
+        chunk_index: None,
     }
 }
 
@@ -68,6 +69,7 @@ fn staged_completed_and_rolled_back_set_conditions() {
         bytes: Some(10),
         condition: "Verified",
         message: "100 bytes written to slot B and verified".into(),
+        delta: None,
     };
     let s1 = staged(&bytes(&s0, 5, Some(10), "t1"), &ready, "t2");
     assert_eq!(s1.phase, Some(ProgressPhase::Staged));

@@ -4,8 +4,8 @@
 //! With `--require-signed-catalog` the agent does not take the controller's word for it:
 //! the controller stamps the signed catalog (bytes and minisign signature) and its digest
 //! into the progress, and before downloading anything the agent verifies the signature
-//! with its own trusted keys and checks that the image's version, URL, checksum, size and
-//! `rebootRequired` are exactly a catalog entry. Everything else that chooses what is installed (the OSTree
+//! with its own trusted keys and checks that the image's version, URL, checksum, size,
+//! `rebootRequired` and `chunkIndex` are exactly a catalog entry. Everything else that chooses what is installed (the OSTree
 //! reference, the plugin payload: `osVersionManagement`) must be the entry's own too. The
 //! catalog must be fresh (serial and expiry in the signature's trusted comment, see
 //! [`osroll_api::freshness`]), its `blocked` list holds, and a downgrade needs the spec's
@@ -278,6 +278,16 @@ fn differences(image: &ImageRef, entry: &CatalogImage) -> Vec<String> {
             "size {} (catalog: {})",
             show(image.size),
             show(entry.size)
+        ));
+    }
+    if image.chunk_index != entry.chunk_index {
+        let show = |i: Option<&osroll_api::delta::ImageIndex>| {
+            i.map_or("none".to_string(), |i| format!("{} {}", i.url, i.checksum))
+        };
+        diffs.push(format!(
+            "chunkIndex {} (catalog: {})",
+            show(image.chunk_index.as_ref()),
+            show(entry.chunk_index.as_ref())
         ));
     }
     diffs

@@ -34,6 +34,7 @@ fn image() -> ImageRef {
         checksum: SUM.into(),
         size: Some(4096),
         reboot_required: None,
+        chunk_index: None,
     }
 }
 
@@ -218,4 +219,39 @@ fn the_signed_entrys_reboot_required_passes_and_an_unsigned_no_reboot_does_not()
     let r = check(&spec, &img, &trust, ctx()).unwrap_err();
     assert_eq!(r.reason, "OverrideNotSigned", "{r}");
     assert!(r.message.contains("rebootRequired"), "{r}");
+}
+
+#[test]
+fn the_signed_chunk_index_passes_and_an_edited_or_added_one_is_refused() {
+    let isum = format!("sha256:{}", "3".repeat(64));
+    let text = format!(
+        "{}    chunkIndex:\n      url: https://img.example/2.0.zst.index.json\n      checksum: {isum}\n",
+        catalog()
+    );
+    let (spec, trust) = stamped_with(&text, &fresh(5));
+    let signed = osroll_api::delta::ImageIndex {
+        url: "https://img.example/2.0.zst.index.json".into(),
+        checksum: isum,
+    };
+    let mut img = image();
+    img.chunk_index = Some(signed.clone());
+    check(&spec, &img, &trust, ctx()).unwrap();
+
+    // An index the signature does not cover: another checksum, another URL, or none.
+    let mut edited = img.clone();
+    edited.chunk_index.as_mut().unwrap().checksum = format!("sha256:{}", "4".repeat(64));
+    let mut moved = img.clone();
+    moved.chunk_index.as_mut().unwrap().url = "https://evil.example/i.json".into();
+    for bad in [edited, moved] {
+        let r = check(&spec, &bad, &trust, ctx()).unwrap_err();
+        assert_eq!(r.reason, "ImageNotInCatalog");
+        assert!(r.message.contains("chunkIndex"), "{r}");
+    }
+    // An index added to an entry that has none.
+    let (spec, trust) = stamped();
+    let r = check(&spec, &img, &trust, ctx()).unwrap_err();
+    assert!(
+        r.message.contains("chunkIndex") && r.message.contains("catalog: none"),
+        "{r}"
+    );
 }

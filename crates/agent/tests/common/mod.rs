@@ -172,6 +172,7 @@ pub(crate) fn spec(
             checksum: checksum.into(),
             size,
             reboot_required: None,
+            chunk_index: None,
         }),
         // The test servers are plain http on loopback.
         allow_http_images: true,

@@ -1,5 +1,5 @@
 //! A deliberately misbehaving HTTP/1.1 image server for tests: it serves one body on
-//! 127.0.0.1, honours (or ignores) `Range`, records every request's `Range` header, and
+//! 127.0.0.1, honours (or ignores) `Range` (`bytes=N-` and `bytes=N-M`), records every request's `Range` header, and
 //! applies scripted faults to successive responses: cut the body short, reset the
 //! connection, stall, answer an error status. It can also announce a wrong length.
 
@@ -40,6 +40,10 @@ pub(crate) struct Script {
     pub extra_length: u64,
     /// `Range` header of every request (None: no Range).
     pub requests: Vec<Option<String>>,
+    /// Flip this body byte in the next response that carries it (then forget it).
+    pub flip_once: Option<usize>,
+    /// Body bytes sent, all responses together.
+    pub sent: u64,
 }
 
 /// A running server.
@@ -110,11 +114,17 @@ async fn handle(mut sock: TcpStream, script: Arc<Mutex<Script>>) {
             .filter(|(k, _)| k.eq_ignore_ascii_case("range"))
             .map(|(_, v)| v.trim().to_string())
     });
-    let (body, fault, ignore_range, extra) = {
+    let (body, fault, ignore_range, extra, flip) = {
         let mut s = script.lock().unwrap();
         s.requests.push(range.clone());
         let fault = s.faults.pop_front().or(s.always);
-        (s.body.clone(), fault, s.ignore_range, s.extra_length)
+        (
+            s.body.clone(),
+            fault,
+            s.ignore_range,
+            s.extra_length,
+            s.flip_once,
+        )
     };
     if let Some(Fault::Status(code)) = fault {
         let msg =
@@ -123,12 +133,17 @@ async fn handle(mut sock: TcpStream, script: Arc<Mutex<Script>>) {
         return;
     }
     let total = body.len() as u64 + extra;
-    let start = range
+    // `bytes=N-` or `bytes=N-M` (M inclusive, clamped to the body).
+    let asked = range
         .as_deref()
         .filter(|_| !ignore_range)
         .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse::<u64>().ok());
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(n, m)| Some((n.parse::<u64>().ok()?, m.parse::<u64>().ok())));
+    let start = asked.map(|(n, _)| n);
+    let last = asked
+        .and_then(|(_, m)| m)
+        .map_or(total.saturating_sub(1), |m| m.min(total.saturating_sub(1)));
     let (status_line, from) = match start {
         Some(n) if n >= total => {
             let msg = format!(
@@ -138,27 +153,31 @@ async fn handle(mut sock: TcpStream, script: Arc<Mutex<Script>>) {
             return;
         }
         Some(n) => (
-            format!(
-                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{}/{total}\r\n",
-                total - 1
-            ),
+            format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{last}/{total}\r\n"),
             n,
         ),
         None => ("HTTP/1.1 200 OK\r\nAccept-Ranges: bytes\r\n".to_string(), 0),
     };
     let from = (from as usize).min(body.len());
+    let end = if start.is_some() { last + 1 } else { total };
     let header = format!(
         "{status_line}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        total - from as u64
+        end - from as u64
     );
     if sock.write_all(header.as_bytes()).await.is_err() {
         return;
     }
-    let data = &body[from..];
+    let to = (end as usize).min(body.len());
+    let mut data = std::borrow::Cow::Borrowed(&body[from..to]);
+    if let Some(at) = flip.filter(|at| (from..to).contains(at)) {
+        data.to_mut()[at - from] ^= 0xff;
+        script.lock().unwrap().flip_once = None;
+    }
     let limit = match fault {
         Some(Fault::Truncate(n) | Fault::Reset(n) | Fault::Stall(n)) => n.min(data.len()),
         _ => data.len(),
     };
+    script.lock().unwrap().sent += limit as u64;
     for chunk in data[..limit].chunks(64 * 1024) {
         if sock.write_all(chunk).await.is_err() {
             return;

@@ -14,6 +14,7 @@ use std::fmt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::delta::ImageIndex;
 use crate::progress::ImageRef;
 use crate::version::{Version, VersionError};
 
@@ -56,6 +57,9 @@ pub struct CatalogImage {
     /// deployment is switched live). Signed with the entry; it wins over the OSUpgrade's
     /// `osVersionManagement`.
     pub reboot_required: Option<bool>,
+    /// `chunkIndex`: the chunk index of the packed image (URL and checksum), which lets a
+    /// node install by delta. Signed with the entry, so the index is covered too.
+    pub chunk_index: Option<ImageIndex>,
 }
 
 /// Something wrong with one part of a catalog.
@@ -210,6 +214,17 @@ struct RawImage {
     os_version_management: Option<serde_json::Value>,
     #[serde(default, rename = "rebootRequired")]
     reboot_required: Option<serde_yaml::Value>,
+    #[serde(default, rename = "chunkIndex")]
+    chunk_index: Option<RawIndex>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIndex {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    checksum: Option<String>,
 }
 
 /// Largest catalog text accepted anywhere (controller, agent, `osroll catalog`), checked
@@ -412,6 +427,7 @@ impl Catalog {
                 checksum: entry.checksum.clone(),
                 size: entry.size,
                 reboot_required: entry.reboot_required,
+                chunk_index: entry.chunk_index.clone(),
             },
             os_version_management: entry.os_version_management.clone(),
             warnings: self
@@ -568,6 +584,9 @@ fn read_image(
             None
         }
     };
+    let chunk_index = entry
+        .chunk_index
+        .and_then(|raw| chunk_index(raw, i, v, problems));
     Some(CatalogImage {
         index: i,
         version,
@@ -576,7 +595,28 @@ fn read_image(
         size: entry.size,
         os_version_management,
         reboot_required,
+        chunk_index,
     })
+}
+
+/// An entry's `chunkIndex`, when its URL and checksum are sound (else a problem each).
+fn chunk_index(
+    raw: RawIndex,
+    i: usize,
+    v: Option<&str>,
+    problems: &mut Vec<CatalogProblem>,
+) -> Option<ImageIndex> {
+    let url = raw.url.unwrap_or_default();
+    let checksum = raw.checksum.unwrap_or_default();
+    let before = problems.len();
+    if let Some(msg) = url_problem(&url) {
+        problems.push(CatalogProblem::in_image(i, ".chunkIndex.url", v, msg));
+    }
+    if !is_valid_checksum(&checksum) {
+        let msg = format!("{checksum:?} is not sha256:<64 lower-case hex digits>");
+        problems.push(CatalogProblem::in_image(i, ".chunkIndex.checksum", v, msg));
+    }
+    (problems.len() == before).then_some(ImageIndex { url, checksum })
 }
 
 /// No selected node may run a newer version than the target.

@@ -36,6 +36,7 @@ fn template() -> ProgressTemplate {
             checksum: "sha256:00".into(),
             size: Some(9),
             reboot_required: None,
+            chunk_index: None,
         },
         catalog_digest: Some("sha256:cat".into()),
         signed_catalog: None,

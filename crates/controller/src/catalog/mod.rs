@@ -344,12 +344,15 @@ pub fn resolve(
     };
     let catalog = Catalog::parse(&doc.text)?;
     let r = catalog.resolve(&spec.version, nodes, spec.allow_downgrade)?;
-    osroll_api::policy::check_image_url(&r.image.url, spec.allow_http_images).map_err(|v| {
-        Rejection {
-            reason: RejectionReason::ImageSourceNotAllowed,
-            message: v.to_string(),
-        }
-    })?;
+    let index_url = r.image.chunk_index.as_ref().map(|i| i.url.as_str());
+    for url in std::iter::once(r.image.url.as_str()).chain(index_url) {
+        osroll_api::policy::check_image_url(url, spec.allow_http_images).map_err(|v| {
+            Rejection {
+                reason: RejectionReason::ImageSourceNotAllowed,
+                message: v.to_string(),
+            }
+        })?;
+    }
     let signed = match (verified, &doc.signature) {
         (Some(_), Some(sig)) => Some(SignedCatalog {
             content: doc.text.clone(),

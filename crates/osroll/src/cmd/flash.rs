@@ -4,7 +4,10 @@
 //! http(s) URL, `-` for stdin, or `--listen ADDR` to receive one TCP connection; raw or
 //! zstd either way. The input is checked against the checksum (required unless waived
 //! with `--no-checksum`), the decoded size against `--size` and the device, an HTTP
-//! download that drops resumes, and the device is read back after fsync.
+//! download that drops resumes, and the device is read back after fsync. With `--seed`
+//! the image is installed by delta ([`delta`]).
+
+mod delta;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +61,21 @@ pub(crate) struct FlashCmd {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Install by delta: copy the chunks this file or device (the old image) already
+    /// holds, fetch only the others. URL must be a pack (`osroll image pack`). Only read.
+    #[arg(long, requires = "index_checksum", requires = "checksum")]
+    seed: Option<PathBuf>,
+    /// The pack's chunk index (default: URL.index.json).
+    #[arg(long, requires = "seed")]
+    index: Option<String>,
+    /// `sha256:<64 hex>` of the chunk index.
+    #[arg(long, requires = "seed")]
+    index_checksum: Option<String>,
+    /// The chunk index the seed was packed with (`osroll image pack` of the old image):
+    /// its chunks are taken from it instead of chunking the seed. Each copied chunk is
+    /// still hashed.
+    #[arg(long, requires = "seed")]
+    seed_index: Option<PathBuf>,
 }
 
 /// Where the image comes from.
@@ -155,6 +173,15 @@ pub(crate) fn run(cmd: FlashCmd) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if cmd.seed.is_some() {
+        match rt.block_on(delta::run(&cmd))? {
+            delta::Outcome::Done(line) => {
+                println!("{line}");
+                return Ok(());
+            }
+            delta::Outcome::Fallback(why) => eprintln!("{why}; installing in full"),
+        }
+    }
     let mut installer = rt.block_on(installer(&cmd))?;
     let from = installer.image().url.clone();
     let bar = progress_bar(cmd.quiet);

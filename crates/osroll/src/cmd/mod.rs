@@ -8,6 +8,7 @@ pub(crate) mod create;
 #[cfg(feature = "demo")]
 pub(crate) mod demo;
 pub(crate) mod flash;
+pub(crate) mod image;
 pub(crate) mod mounted;
 pub(crate) mod status;
 

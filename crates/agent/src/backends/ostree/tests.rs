@@ -451,6 +451,7 @@ fn target_reference_comes_from_os_version_management_or_the_url() {
         checksum: format!("sha256:{}", csum(2)),
         size: None,
         reboot_required: None,
+        chunk_index: None,
     };
     let t = OstreeTarget::from_progress(&image, None).unwrap();
     assert_eq!(t.reference, "https://images.example/os-40.2");
@@ -533,6 +534,7 @@ fn live_target(version: &str, checksum: Option<String>) -> Target {
             checksum: checksum.unwrap_or_default(),
             size: None,
             reboot_required: None,
+            chunk_index: None,
         },
         current_version: Some("40.1".into()),
         os_version_management: Some(serde_json::json!({"ostree": {"rebootRequired": false}})),

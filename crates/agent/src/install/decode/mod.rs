@@ -259,9 +259,13 @@ pub(crate) fn run(
     pool: Receiver<AlignedBuf>,
     limit: Option<Limit>,
     window_log_max: u32,
+    format: Option<Format>,
 ) {
     let mut stage = Stage {
-        codec: Codec::Undecided(Vec::new()),
+        codec: match format {
+            Some(Format::Raw) => Codec::Raw,
+            _ => Codec::Undecided(Vec::new()),
+        },
         out: None,
         fill: 0,
         emitted: 0,

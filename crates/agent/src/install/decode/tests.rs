@@ -40,7 +40,7 @@ fn decode(
         bytes,
         what: "slot size".into(),
     });
-    run(rx, wtx, prx, limit, 27);
+    run(rx, wtx, prx, limit, 27, None);
     let mut out = Vec::new();
     let (mut finish_err, mut abort) = (None, None);
     for m in wrx.try_iter() {

@@ -12,6 +12,7 @@ fn image(v: &str) -> ImageRef {
         checksum: "sha256:aa".into(),
         size: None,
         reboot_required: None,
+        chunk_index: None,
     }
 }
 
