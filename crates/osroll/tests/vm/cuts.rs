@@ -1,6 +1,10 @@
-//! c. Power cuts. One disk goes through every point in order, so each cut starts from
-//! the state the previous one left; after each cut the machine is cold-booted and must
-//! reach a slot holding a complete image (its init reports slot and version).
+//! c. Power cuts, on two disks of their own so that each of the tier's two VMs gets
+//! about half of the boots: [`first`] takes cut 1 (while downloading) and the cold boot
+//! after it; [`rest`] takes cuts 2 to 10 in order on one disk, so each of those starts
+//! from the state the previous one left (cut 2 comes during the first staging of its
+//! fresh disk, which needs nothing cut 1 leaves). After each cut the machine is
+//! cold-booted and must reach a slot holding a complete image (its init reports slot and
+//! version).
 //!
 //! Every trigger is something that must happen and cannot be passed unseen: a log line
 //! the agent always prints (a transition is logged before it is saved), GRUB's or init's
@@ -38,15 +42,50 @@ enum Loss {
     Dropped,
 }
 
-/// The disk under test, its write log and the copy taken at power-on.
+/// The disk under test, its write log, the copy taken at power-on, and the progress
+/// (for v2, from the node's good image server) its agent follows.
 struct Disk {
     path: PathBuf,
     log: PathBuf,
     at_power_on: PathBuf,
+    progress: &'static str,
     lines: Vec<String>,
+    /// When the chain started, and the node's boots before it.
+    start: (Instant, usize),
 }
 
 impl Disk {
+    /// A fresh copy of the base disk (v1 in slot A) and a new progress `name` for it.
+    fn fresh(env: &mut Env, name: &'static str) -> Disk {
+        let start = (Instant::now(), env.boots);
+        let path = env.fresh_disk(name);
+        env.progress(name, true, true);
+        Disk {
+            log: path.with_extension("log"),
+            at_power_on: path.with_extension("power-on"),
+            path,
+            progress: name,
+            lines: Vec::new(),
+            start,
+        }
+    }
+
+    /// The chain's report: its cut lines, then what it took.
+    fn finish(mut self, env: &Env, which: &str) -> Vec<String> {
+        let (t, boots) = self.start;
+        let cuts = match self.lines.len() {
+            1 => "1 cut point".to_string(),
+            n => format!("{n} cut points"),
+        };
+        self.lines.push(format!(
+            "c. {which} on node {}, a disk of its own: {cuts}, {} boots, {:.0?}",
+            env.node,
+            env.boots - boots,
+            t.elapsed()
+        ));
+        self.lines
+    }
+
     fn boot(&self, env: &mut Env) -> (Boot, LogTail) {
         std::fs::copy(&self.path, &self.at_power_on).unwrap();
         let b = env.boot(&self.path);
@@ -90,28 +129,24 @@ fn wait_log(b: &Boot, tail: &mut LogTail, what: &str, done: impl Fn(&[logwrites:
     }
 }
 
-pub(crate) fn run(env: &mut Env) -> Vec<String> {
-    let t = Instant::now();
-    let path = env.fresh_disk("cuts");
-    let mut d = Disk {
-        log: path.with_extension("log"),
-        at_power_on: path.with_extension("power-on"),
-        path,
-        lines: Vec::new(),
-    };
-    let image = std::fs::metadata(&env.art.v2).unwrap().len();
-    let b_start = guest::offset("osroll-b");
-    let b_end = b_start + image;
-    env.progress("cuts", true, true);
-    let on_a = ("A".to_string(), "v1".to_string());
-    let on_b = ("B".to_string(), "v2".to_string());
+fn on_a() -> (String, String) {
+    ("A".to_string(), "v1".to_string())
+}
 
-    // 1. While downloading: the server holds the download after 1 MiB.
+fn on_b() -> (String, String) {
+    ("B".to_string(), "v2".to_string())
+}
+
+/// Cut 1, while downloading (the server holds the download after 1 MiB), then the cold
+/// boot after it: the download starts again and the staging goes on to the armed
+/// one-shot and the agent's reboot.
+pub(crate) fn first(env: &mut Env) -> Vec<String> {
+    let mut d = Disk::fresh(env, "cuts-1");
     env.good
         .with(|s| s.faults.push_back(Fault::Stall(MIB as usize)));
     let (mut b, _) = d.boot(env);
-    assert_eq!(env.up(&b), on_a);
-    env.wait_status("cuts", T, |s| {
+    assert_eq!(env.up(&b), on_a());
+    env.wait_status(d.progress, T, |s| {
         s.bytes_done.unwrap_or(0) > 0 && s.phase == Some(ProgressPhase::Downloading)
     });
     let p = d.cut(
@@ -121,15 +156,43 @@ pub(crate) fn run(env: &mut Env) -> Vec<String> {
     );
     env.good.with(|s| s.faults.clear());
 
-    // 2. While writing slot B: half of the image's range written.
+    let (mut b, mut log) = d.boot(env);
+    assert_eq!(env.up(&b), on_a());
+    let (b_start, b_end, image) = slot_b(env);
+    wait_log(&b, &mut log, "all of slot B written", |e| {
+        logwrites::covered(e, b_start, b_end) >= image
+    });
+    b.wait_for(&phase_line("Rebooting"), T);
+    b.wait_exit(T);
+    d.led_to(
+        p,
+        "A/v1, download started again, slot B written, staged and armed B",
+    );
+    d.finish(env, "cut 1")
+}
+
+/// Where slot B's image goes on the disk: its first and end offsets, and its size.
+fn slot_b(env: &Env) -> (u64, u64, u64) {
+    let image = std::fs::metadata(&env.art.v2).unwrap().len();
+    let b_start = guest::offset("osroll-b");
+    (b_start, b_start + image, image)
+}
+
+/// Cuts 2 to 10 in order on one disk.
+pub(crate) fn rest(env: &mut Env) -> Vec<String> {
+    let mut d = Disk::fresh(env, "cuts-2");
+    let (b_start, b_end, image) = slot_b(env);
+    let on_a = on_a();
+    let on_b = on_b();
+
+    // 2. While writing slot B, in the fresh disk's first staging: half of the image's
+    // range written.
     let (mut b, mut log) = d.boot(env);
     assert_eq!(env.up(&b), on_a);
-    d.led_to(p, "A/v1, download started again");
     wait_log(&b, &mut log, "half of slot B written", |e| {
         logwrites::covered(e, b_start, b_end) >= image / 2
     });
     let p = d.cut(&mut b, "while writing slot B (half written)", Loss::Dropped);
-
     // 3. Around fsync: all of slot B written, cut before or as its flush arrives.
     let (mut b, mut log) = d.boot(env);
     assert_eq!(env.up(&b), on_a);
@@ -160,12 +223,7 @@ pub(crate) fn run(env: &mut Env) -> Vec<String> {
 
     arm_and_try(env, &mut d, p, &on_a);
     commit(env, &mut d, &on_b);
-    d.lines.push(format!(
-        "c. {} cut points in {:.0?}",
-        d.lines.len(),
-        t.elapsed()
-    ));
-    d.lines
+    d.finish(env, "cuts 2 to 10")
 }
 
 /// 5.-6.: the one-shot armed, B's first boot, the fallback.
@@ -191,7 +249,7 @@ fn arm_and_try(env: &mut Env, d: &mut Disk, p: usize, on_a: &(String, String)) {
     let rb = phase_line("RolledBack");
     let (_, line) = b.wait_any(&[&phase_line("Rebooting"), &rb], T, agent);
     if line.contains(&rb) {
-        let st = env.wait_phase("cuts", ProgressPhase::RolledBack, T);
+        let st = env.wait_phase(d.progress, ProgressPhase::RolledBack, T);
         d.led_to(
             p,
             &format!(
@@ -199,7 +257,7 @@ fn arm_and_try(env: &mut Env, d: &mut Disk, p: usize, on_a: &(String, String)) {
                 st.failure_reason.unwrap_or_default()
             ),
         );
-        env.patch_spec("cuts", json!({ "retryNonce": "after-cut" }));
+        env.patch_spec(d.progress, json!({ "retryNonce": "after-cut" }));
         b.wait_any(&[&phase_line("Rebooting")], T, agent);
     } else {
         d.led_to(
@@ -261,7 +319,7 @@ fn commit(env: &mut Env, d: &mut Disk, on_b: &(String, String)) {
 
     let (mut b, _) = d.boot(env);
     assert_eq!(&env.up(&b), on_b);
-    let st = env.wait_phase("cuts", ProgressPhase::Completed, T);
+    let st = env.wait_phase(d.progress, ProgressPhase::Completed, T);
     assert_eq!(st.current_version.as_deref(), Some("v2"));
     b.cut();
     d.led_to(p, "B/v2, Completed");

@@ -456,7 +456,12 @@ pub(crate) fn broken(env: &mut Env) -> Vec<String> {
     ]
 }
 
-/// c. Power cuts; see [`super::cuts`].
-pub(crate) fn power_cuts(env: &mut Env) -> Vec<String> {
-    super::cuts::run(env)
+/// c. Power cuts, cut 1 on a disk of its own; see [`super::cuts`].
+pub(crate) fn power_cut_first(env: &mut Env) -> Vec<String> {
+    super::cuts::first(env)
+}
+
+/// c. Power cuts 2 to 10 on a disk of their own; see [`super::cuts`].
+pub(crate) fn power_cuts_rest(env: &mut Env) -> Vec<String> {
+    super::cuts::rest(env)
 }
