@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod conditions;
 pub mod crd;
 pub mod freshness;
+pub mod health;
 pub mod labels;
 pub mod manifests;
 pub mod policy;

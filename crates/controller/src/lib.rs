@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod drain;
 #[cfg(test)]
 mod fake;
+pub mod health;
 pub mod inplace;
 pub mod leader;
 pub mod marks;
