@@ -120,3 +120,200 @@ pub fn progress(nodes: &[&NodeObs]) -> Progress {
         Progress::Done { back, failed }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::{DateTime, Utc};
+    use osroll_api::health::FailurePolicy;
+    use osroll_api::upgrade::UpgradeReason;
+    use osroll_api::{ProgressPhase, UpgradePhase};
+
+    use crate::planner::{
+        Action, Budget, Failing, HealthObs, NodeObs, Observed, ProgressObs, RollbackMark, Strategy,
+        plan,
+    };
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    fn node(name: &str, p: ProgressObs) -> NodeObs {
+        NodeObs {
+            name: name.into(),
+            ready: true,
+            progress: Some(p),
+            ..Default::default()
+        }
+    }
+
+    fn completed(at: i64) -> ProgressObs {
+        ProgressObs {
+            phase: ProgressPhase::Completed,
+            completed_at: Some(t(at)),
+            ..Default::default()
+        }
+    }
+
+    fn armed(upgraded_at: i64, phase: ProgressPhase) -> ProgressObs {
+        ProgressObs {
+            phase,
+            rollback: Some(RollbackMark {
+                upgraded_at: Some(t(upgraded_at)),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn obs(nodes: Vec<NodeObs>, health: HealthObs) -> Observed {
+        Observed {
+            strategy: Strategy {
+                max_unavailable: Budget::Count(2),
+                ..Default::default()
+            },
+            nodes,
+            drain_poll: Duration::from_secs(2),
+            health,
+            ..Default::default()
+        }
+    }
+
+    fn red() -> Option<Failing> {
+        Some(Failing {
+            check: "web".into(),
+            observed:
+                "self.status.readyReplicas == self.status.replicas is false for Deployment web"
+                    .into(),
+        })
+    }
+
+    #[test]
+    fn a_failing_check_holds_and_is_named_in_the_status() {
+        let nodes = vec![
+            node("a", completed(0)),
+            node(
+                "b",
+                ProgressObs {
+                    phase: ProgressPhase::Staged,
+                    ..Default::default()
+                },
+            ),
+        ];
+        let h = HealthObs {
+            failing: red(),
+            timeout: Duration::from_secs(300),
+            ..Default::default()
+        };
+        let p = plan(&obs(nodes, h), t(100));
+        assert!(
+            !p.actions.iter().any(Action::starts_disruption),
+            "{:?}",
+            p.actions
+        );
+        assert_eq!(p.phase, UpgradePhase::Progressing);
+        assert_eq!(p.reason, UpgradeReason::HealthCheckFailing);
+        let healthy = p.conditions.iter().find(|c| c.type_ == "Healthy").unwrap();
+        assert!(!healthy.is_true());
+        assert!(
+            healthy.message.contains("health check web fails"),
+            "{}",
+            healthy.message
+        );
+        assert!(
+            healthy.message.contains("is false for Deployment web"),
+            "{}",
+            healthy.message
+        );
+        assert_eq!(p.failing_since, Some(t(100)));
+    }
+
+    #[test]
+    fn past_its_timeout_the_rollout_fails_and_rolls_back_the_completed_nodes() {
+        let nodes = vec![
+            node("a", completed(0)),
+            node("b", completed(10)),
+            node(
+                "c",
+                ProgressObs {
+                    phase: ProgressPhase::Staged,
+                    ..Default::default()
+                },
+            ),
+        ];
+        let h = HealthObs {
+            failing: red(),
+            failing_since: Some(t(20)),
+            timeout: Duration::from_secs(60),
+            on_failure: FailurePolicy::Rollback,
+            ..Default::default()
+        };
+        let p = plan(&obs(nodes.clone(), h.clone()), t(80));
+        let armed: Vec<&str> = p
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::ArmRollback { .. }))
+            .map(Action::node)
+            .collect();
+        assert_eq!(armed, ["a", "b"], "c never upgraded");
+        assert_eq!(p.phase, UpgradePhase::RollingBack);
+        let halt = HealthObs {
+            on_failure: FailurePolicy::Halt,
+            ..h
+        };
+        let p = plan(&obs(nodes, halt), t(80));
+        assert_eq!(p.phase, UpgradePhase::Failed);
+        assert_eq!(p.reason, UpgradeReason::HealthCheckFailed);
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| matches!(a, Action::ArmRollback { .. }))
+        );
+    }
+
+    #[test]
+    fn armed_nodes_go_down_latest_upgraded_first_within_max_unavailable() {
+        let nodes = vec![
+            node("old", armed(0, ProgressPhase::Staged)),
+            node("newest", armed(30, ProgressPhase::Staged)),
+            node("mid", armed(20, ProgressPhase::Staged)),
+        ];
+        let h = HealthObs {
+            rolling_back: true,
+            ..Default::default()
+        };
+        let p = plan(&obs(nodes, h), t(100));
+        let cordoned: Vec<&str> = p
+            .actions
+            .iter()
+            .filter(|a| a.starts_disruption())
+            .map(Action::node)
+            .collect();
+        assert_eq!(cordoned, ["newest", "mid"]);
+    }
+
+    #[test]
+    fn the_rollback_ends_when_every_armed_node_is_back_and_released() {
+        let mut back = armed(0, ProgressPhase::Completed);
+        back.completed_at = Some(t(50));
+        let nodes = vec![
+            node("a", back.clone()),
+            node("b", back),
+            node(
+                "untouched",
+                ProgressObs {
+                    phase: ProgressPhase::Staged,
+                    ..Default::default()
+                },
+            ),
+        ];
+        let h = HealthObs {
+            rolling_back: true,
+            ..Default::default()
+        };
+        let p = plan(&obs(nodes, h), t(100));
+        assert_eq!(p.phase, UpgradePhase::RolledBack, "{}", p.message);
+        assert_eq!(p.reason, UpgradeReason::AllNodesRolledBack);
+        assert!(p.actions.iter().all(|a| !a.starts_disruption()));
+    }
+}
