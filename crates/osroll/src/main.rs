@@ -40,6 +40,8 @@ enum Command {
     /// Run a whole rollout on an embedded test cluster (a demo, not a deployment).
     #[cfg(feature = "demo")]
     Demo(cmd::demo::DemoCmd),
+    /// Put every node an OSUpgrade upgraded back on its previous version.
+    Rollback(cmd::rollback::RollbackCmd),
     // Subcommands from other modules are added above this line, one variant each.
 }
 
@@ -55,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Status(c) => cmd::status::run(c),
         #[cfg(feature = "demo")]
         Command::Demo(c) => cmd::demo::run(c),
+        Command::Rollback(c) => cmd::rollback::run(c),
         // Dispatch arms for other modules are added above this line.
     }
 }

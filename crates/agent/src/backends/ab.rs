@@ -12,6 +12,7 @@ use osroll_api::progress::FailureReason;
 use osroll_api::upgrade::KernelArguments;
 use osroll_api::{OSUpgradeProgressStatus, ProgressPhase};
 
+use super::slot_record::{Reuse, SlotRecords};
 use super::{
     Applied, Attempt, Backend, Begin, Confirmed, Ready, StageProgress, StageSnapshot, Staged,
     Staging,
@@ -35,6 +36,8 @@ pub struct SlotBackend {
     /// An install whose download gave up on the network, kept so that a retry resumes
     /// at the same offset.
     paused: Arc<Mutex<Option<Installer>>>,
+    /// What each slot held when the node left it (rollbacks reuse an intact old slot).
+    records: Option<SlotRecords>,
 }
 
 impl SlotBackend {
@@ -46,7 +49,15 @@ impl SlotBackend {
             mirrors,
             mountinfo: PathBuf::from("/proc/1/mountinfo"),
             paused: Arc::new(Mutex::new(None)),
+            records: None,
         }
+    }
+
+    /// Keep slot records in `dir`, so a rollback to the version the other slot still
+    /// holds re-arms it without downloading ([`SlotRecords`]).
+    pub fn with_slot_records(mut self, dir: &Path) -> Self {
+        self.records = Some(SlotRecords::in_dir(dir));
+        self
     }
 
     /// Read the host's mount table from `path` (default `/proc/1/mountinfo`).
@@ -113,6 +124,68 @@ async fn install(
             Err(e.into())
         }
     }
+}
+
+/// The slots a staging reads and writes, for the slot records.
+struct Keep {
+    records: SlotRecords,
+    into: Slot,
+    path: PathBuf,
+    version: String,
+    booted: Slot,
+    booted_path: Option<PathBuf>,
+    booted_version: Option<String>,
+}
+
+/// Stage the old slot as it is when it still holds the target exactly as recorded (a
+/// rollback: nothing is downloaded); otherwise record the running slot and install.
+async fn reuse_or_install(
+    keep: Option<Keep>,
+    installer: Installer,
+    paused: Arc<Mutex<Option<Installer>>>,
+    slot: Slot,
+) -> Result<Staged, StepError> {
+    let Some(k) = keep else {
+        return install(installer, paused, slot).await;
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        let reuse = k.records.check(k.into, &k.path, &k.version);
+        if matches!(reuse, Ok(Reuse::Intact(_))) {
+            return reuse;
+        }
+        if let (Some(p), Some(v)) = (&k.booted_path, &k.booted_version)
+            && let Err(e) = k.records.remember(k.booted, p, v)
+        {
+            tracing::warn!(slot = %k.booted, "could not record the running slot: {e}");
+        }
+        k.records
+            .forget(k.into)
+            .map(|()| reuse.unwrap_or(Reuse::NoRecord))
+    })
+    .await
+    .map_err(|e| HostError::with("checking the slot records", e));
+    match outcome {
+        Ok(Ok(Reuse::Intact(rec))) => {
+            tracing::info!(slot = %slot, version = %rec.version, "old slot intact; reused without download");
+            return Ok(Staged::Ready(Ready {
+                reboot_required: true,
+                current_version: None,
+                bytes: Some(0),
+                condition: "Verified",
+                message: format!(
+                    "slot {slot} still holds {} as recorded ({}); armed again without download",
+                    rec.version, rec.sha256
+                ),
+            }));
+        }
+        Ok(Ok(Reuse::Changed { recorded, now })) => {
+            tracing::warn!(slot = %slot, %recorded, %now, "slot changed since it was recorded; downloading");
+        }
+        Ok(Ok(Reuse::NoRecord)) => {}
+        Ok(Err(e)) => tracing::warn!(slot = %slot, "slot records: {e}"),
+        Err(e) => tracing::warn!(slot = %slot, "{e}"),
+    }
+    install(installer, paused, slot).await
 }
 
 /// The installer's counters, as the status shows them.
@@ -213,6 +286,18 @@ impl Backend for SlotBackend {
             tracing::info!(catalog_url = %img.url, mirror_url = %url, "fetching from a mirror");
         }
         let installer = self.installer(ImageSpec::new(&url, &img.checksum, img.size)?, &path)?;
+        let keep = match &self.records {
+            Some(records) => Some(Keep {
+                records: records.clone(),
+                into,
+                path: path.clone(),
+                version: img.version.clone(),
+                booted: facts.booted_slot,
+                booted_path: self.host.slot_path(facts.booted_slot).ok(),
+                booted_version: facts.os_version.clone(),
+            }),
+            None => None,
+        };
         Ok(Staging {
             message: format!(
                 "downloading {} into slot {into} ({})",
@@ -223,7 +308,7 @@ impl Backend for SlotBackend {
                 counters: installer.progress(),
                 slot: into,
             })),
-            run: Box::pin(install(installer, self.paused.clone(), into)),
+            run: Box::pin(reuse_or_install(keep, installer, self.paused.clone(), into)),
         })
     }
 

@@ -8,6 +8,8 @@
 //! down exactly like an upgrade (cordon, drain, approve, release after the soak) under
 //! the same maxUnavailable and windows, most recently upgraded first.
 
+use osroll_api::ProgressPhase;
+
 use super::{Action, Draft, NodeObs, Outcome, ProgressObs, Room};
 
 /// A forward attempt this OSUpgrade completed, not yet armed for going back.
@@ -108,9 +110,11 @@ pub fn progress(nodes: &[&NodeObs]) -> Progress {
         .count();
     let in_flight = nodes.iter().any(|n| {
         n.cordoned_by_us
-            || n.progress
-                .as_ref()
-                .is_some_and(|p| p.reboot_approved && p.outcome().is_none())
+            || n.progress.as_ref().is_some_and(|p| {
+                p.outcome().is_none()
+                    && (p.reboot_approved
+                        || matches!(p.phase, ProgressPhase::Applying | ProgressPhase::Rebooting))
+            })
             || armed(n).is_some_and(|p| p.outcome().is_none())
             || awaits_arming(n)
     });
