@@ -286,18 +286,15 @@ impl Backend for SlotBackend {
             tracing::info!(catalog_url = %img.url, mirror_url = %url, "fetching from a mirror");
         }
         let installer = self.installer(ImageSpec::new(&url, &img.checksum, img.size)?, &path)?;
-        let keep = match &self.records {
-            Some(records) => Some(Keep {
-                records: records.clone(),
-                into,
-                path: path.clone(),
-                version: img.version.clone(),
-                booted: facts.booted_slot,
-                booted_path: self.host.slot_path(facts.booted_slot).ok(),
-                booted_version: facts.os_version.clone(),
-            }),
-            None => None,
-        };
+        let keep = self.records.as_ref().map(|records| Keep {
+            records: records.clone(),
+            into,
+            path: path.clone(),
+            version: img.version.clone(),
+            booted: facts.booted_slot,
+            booted_path: self.host.slot_path(facts.booted_slot).ok(),
+            booted_version: facts.os_version.clone(),
+        });
         Ok(Staging {
             message: format!(
                 "downloading {} into slot {into} ({})",

@@ -218,7 +218,7 @@ mod tests {
         let expr = "self.status.readyReplicas == self.status.replicas";
         let ok = json!({"metadata": {"name": "a"}, "status": {"replicas": 3, "readyReplicas": 3}});
         let bad = json!({"metadata": {"name": "b"}, "status": {"replicas": 3, "readyReplicas": 1}});
-        assert!(cel(expr, &[ok.clone()], named).healthy);
+        assert!(cel(expr, std::slice::from_ref(&ok), named).healthy);
         let v = cel(expr, &[ok, bad], named);
         assert!(!v.healthy);
         assert!(v.observed.contains("false for b"), "{}", v.observed);
