@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod crd;
 pub mod delta;
 pub mod freshness;
+pub mod health;
 pub mod labels;
 pub mod manifests;
 pub mod policy;

@@ -123,6 +123,18 @@ pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
     },
     EVENTS_V1,
     EVENTS_CORE,
+    // Health checks: CEL checks read workloads (grant more for other kinds), Job checks
+    // run Jobs.
+    Rule {
+        groups: &["apps"],
+        resources: &["deployments", "daemonsets", "statefulsets"],
+        verbs: &["get", "list"],
+    },
+    Rule {
+        groups: &["batch"],
+        resources: &["jobs"],
+        verbs: &["get", "list", "create"],
+    },
 ];
 
 /// Rules of the controller inside its own namespace (leader Lease, ConfigMap catalogs).

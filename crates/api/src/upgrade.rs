@@ -76,6 +76,10 @@ pub struct OSUpgradeSpec {
     /// node with the image and take effect on the boot into it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_arguments: Option<KernelArguments>,
+    /// Put every node this OSUpgrade upgraded back on its previous version
+    /// (`osroll rollback NAME` sets it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub rollback: bool,
 }
 
 /// The external mode of an OSUpgrade. The agent's reboot-needed sources (sentinel file,
@@ -216,6 +220,19 @@ pub struct RolloutStrategy {
     /// Start nothing new; work in flight finishes.
     #[serde(default, skip_serializing_if = "is_false")]
     pub paused: bool,
+    /// Checks that must pass before each new disruption and through each soak.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<crate::health::HealthCheck>,
+    /// Seconds the checks are watched after a node completes before the next disruption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_seconds: Option<u64>,
+    /// Seconds a check may fail (holding the rollout) before the rollout is Failed.
+    /// Default 300; 0 fails at the first failing evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_timeout_seconds: Option<u64>,
+    /// What a failed rollout does: `Halt` (default) or `Rollback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<crate::health::FailurePolicy>,
 }
 
 /// The canary batch.
@@ -331,6 +348,12 @@ pub struct OSUpgradeStatus {
     /// Selected nodes per progress phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<NodeCounts>,
+    /// The health gate: which check fails, what it saw, since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::HealthStatus>,
+    /// The rollback, once one began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::health::RollbackStatus>,
 }
 
 /// Count of selected nodes in each stage of their upgrade.
@@ -373,13 +396,17 @@ pub enum UpgradePhase {
     Paused,
     /// Every selected node's attempt ended and its node was released.
     Completed,
-    /// Halted after `maxFailures` failed nodes.
+    /// Halted after `maxFailures` failed nodes or a health check failing past its timeout.
     Failed,
+    /// Putting the nodes it upgraded back on their previous version.
+    RollingBack,
+    /// Every node it upgraded is back on its previous version.
+    RolledBack,
 }
 
 impl UpgradePhase {
     /// Every phase, in lifecycle order.
-    pub const ALL: [UpgradePhase; 7] = [
+    pub const ALL: [UpgradePhase; 9] = [
         UpgradePhase::Pending,
         UpgradePhase::Accepted,
         UpgradePhase::Rejected,
@@ -387,6 +414,8 @@ impl UpgradePhase {
         UpgradePhase::Paused,
         UpgradePhase::Completed,
         UpgradePhase::Failed,
+        UpgradePhase::RollingBack,
+        UpgradePhase::RolledBack,
     ];
 
     /// The name written to `status.phase` (and used in metrics and Events).
@@ -399,6 +428,8 @@ impl UpgradePhase {
             UpgradePhase::Paused => "Paused",
             UpgradePhase::Completed => "Completed",
             UpgradePhase::Failed => "Failed",
+            UpgradePhase::RollingBack => "RollingBack",
+            UpgradePhase::RolledBack => "RolledBack",
         }
     }
 }
@@ -443,6 +474,16 @@ pub enum UpgradeReason {
     /// Degraded: a node's progress says Completed, but what the cluster knows about
     /// the node disagrees (see [`UnverifiedReason`]); it is not counted Completed.
     CompletionUnverified,
+    /// Progressing: a health check fails; nothing new starts until it passes.
+    HealthCheckFailing,
+    /// Failed: a health check failed past its timeout.
+    HealthCheckFailed,
+    /// RollingBack: nodes are going back to their previous version.
+    RollingBack,
+    /// RolledBack: every upgraded node is back on its previous version.
+    AllNodesRolledBack,
+    /// Failed: a node could not be rolled back; the rollback halted.
+    RollbackFailed,
 }
 
 impl UpgradeReason {
@@ -463,6 +504,11 @@ impl UpgradeReason {
             UpgradeReason::CompletedWithFailures => "CompletedWithFailures",
             UpgradeReason::MaxFailuresReached => "MaxFailuresReached",
             UpgradeReason::CompletionUnverified => "CompletionUnverified",
+            UpgradeReason::HealthCheckFailing => "HealthCheckFailing",
+            UpgradeReason::HealthCheckFailed => "HealthCheckFailed",
+            UpgradeReason::RollingBack => "RollingBack",
+            UpgradeReason::AllNodesRolledBack => "AllNodesRolledBack",
+            UpgradeReason::RollbackFailed => "RollbackFailed",
         }
     }
 }

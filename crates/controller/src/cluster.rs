@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
@@ -138,6 +139,27 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> impl Future<Output = ApiResult<Option<ConfigMap>>> + Send;
     /// Publish an Event.
     fn publish(&self, note: &Note) -> impl Future<Output = ApiResult<()>> + Send;
+    /// The objects a CEL health check reads.
+    fn objects(&self, q: &ObjectQuery) -> impl Future<Output = ApiResult<Vec<Value>>> + Send;
+    /// Jobs in `ns` matching the label selector `selector`.
+    fn jobs(&self, ns: &str, selector: &str) -> impl Future<Output = ApiResult<Vec<Job>>> + Send;
+    /// Create a health Job.
+    fn create_job(&self, ns: &str, job: &Job) -> impl Future<Output = ApiResult<()>> + Send;
+}
+
+/// Which objects a CEL health check reads: one by name, or all matching a selector.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectQuery {
+    /// `group/version` or `v1`.
+    pub api_version: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace, for namespaced kinds.
+    pub namespace: Option<String>,
+    /// One object's name.
+    pub name: Option<String>,
+    /// A label selector in query syntax.
+    pub label_selector: Option<String>,
 }
 
 /// Events waiting to be published before new ones are dropped (with a warning).
@@ -286,6 +308,51 @@ impl Cluster for KubeCluster {
     async fn config_map(&self, ns: &str, name: &str) -> ApiResult<Option<ConfigMap>> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
         Ok(api.get_opt(name).await?)
+    }
+
+    async fn objects(&self, q: &ObjectQuery) -> ApiResult<Vec<Value>> {
+        let (group, version) = match q.api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", q.api_version.as_str()),
+        };
+        let gvk = kube::core::GroupVersionKind::gvk(group, version, &q.kind);
+        let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk).await?;
+        let api: Api<kube::core::DynamicObject> = match (&q.namespace, caps.scope) {
+            (Some(ns), kube::discovery::Scope::Namespaced) => {
+                Api::namespaced_with(self.client.clone(), ns, &ar)
+            }
+            _ => Api::all_with(self.client.clone(), &ar),
+        };
+        let objects = match &q.name {
+            Some(name) => api.get_opt(name).await?.into_iter().collect(),
+            None => {
+                let lp = ListParams::default().labels(q.label_selector.as_deref().unwrap_or(""));
+                api.list(&lp).await?.items
+            }
+        };
+        Ok(objects
+            .into_iter()
+            .map(|o| serde_json::to_value(o).unwrap_or_default())
+            .collect())
+    }
+
+    async fn jobs(&self, ns: &str, selector: &str) -> ApiResult<Vec<Job>> {
+        let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
+        Ok(api
+            .list(&ListParams::default().labels(selector))
+            .await?
+            .items)
+    }
+
+    async fn create_job(&self, ns: &str, job: &Job) -> ApiResult<()> {
+        let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
+        match api.create(&PostParams::default(), job).await {
+            Ok(_) => Ok(()),
+            Err(e) => match ApiError::from(e) {
+                ApiError::AlreadyExists(_) => Ok(()),
+                e => Err(e),
+            },
+        }
     }
 
     async fn publish(&self, note: &Note) -> ApiResult<()> {

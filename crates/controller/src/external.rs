@@ -24,5 +24,6 @@ pub fn resolved() -> Resolved {
         signed: None,
         origin: ORIGIN.to_string(),
         serial: None,
+        earlier: Vec::new(),
     }
 }

@@ -4,12 +4,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use osroll_api::OSUpgradeProgress;
 use serde_json::Value;
 
-use crate::cluster::{ApiError, ApiResult, Cluster, Note};
+use crate::cluster::{ApiError, ApiResult, Cluster, Note, ObjectQuery};
 
 /// One recorded call.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +40,10 @@ pub(crate) struct FakeCluster {
     /// Node patches answer 409 (stale resourceVersion).
     pub(crate) conflict_nodes: bool,
     pub(crate) created: Mutex<Vec<OSUpgradeProgress>>,
+    /// Objects CEL checks read (`apiVersion`, `kind` and name are matched).
+    pub(crate) objects: Vec<Value>,
+    /// Health Jobs, created ones included.
+    pub(crate) jobs: Mutex<Vec<Job>>,
 }
 
 impl FakeCluster {
@@ -150,6 +155,25 @@ impl Cluster for FakeCluster {
 
     async fn publish(&self, note: &Note) -> ApiResult<()> {
         self.events.lock().unwrap().push(note.clone());
+        Ok(())
+    }
+
+    async fn objects(&self, q: &ObjectQuery) -> ApiResult<Vec<Value>> {
+        Ok(self
+            .objects
+            .iter()
+            .filter(|o| o["apiVersion"] == q.api_version.as_str() && o["kind"] == q.kind.as_str())
+            .filter(|o| q.name.as_deref().is_none_or(|n| o["metadata"]["name"] == n))
+            .cloned()
+            .collect())
+    }
+
+    async fn jobs(&self, _ns: &str, _selector: &str) -> ApiResult<Vec<Job>> {
+        Ok(self.jobs.lock().unwrap().clone())
+    }
+
+    async fn create_job(&self, _ns: &str, job: &Job) -> ApiResult<()> {
+        self.jobs.lock().unwrap().push(job.clone());
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ pub mod drain;
 pub mod external;
 #[cfg(test)]
 mod fake;
+pub mod health;
 pub mod inplace;
 pub mod leader;
 pub mod marks;

@@ -29,6 +29,12 @@ pub const DRAIN_MESSAGE: &str = "osroll.io/drain-message";
 /// On a progress object: `<bootID>@<retryNonce>`, the Node's boot ID (as its kubelet
 /// reported it) when a reboot into the update was approved.
 pub const APPROVED_BOOT: &str = "osroll.io/approved-boot-id";
+/// On a progress object: this attempt takes the node back to its previous version; the
+/// value is when the node completed the upgrade being undone (RFC 3339, or empty).
+pub const ROLLBACK: &str = "osroll.io/rollback";
+/// On a progress object: the node's `osroll.io/os-version` when the progress was
+/// created, the version a rollback returns it to.
+pub const PREVIOUS_VERSION: &str = "osroll.io/previous-version";
 
 /// The value of `osroll.io/cordoned-by` for nodes cordoned for `upgrade`.
 pub fn cordon_value(controller: &str, upgrade: &str) -> String {

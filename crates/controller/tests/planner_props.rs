@@ -64,6 +64,7 @@ impl Model {
             node_soak: Duration::from_secs(30),
             drain_poll: Duration::from_secs(2),
             live_updates: true,
+            health: Default::default(),
         }
     }
 
@@ -235,6 +236,10 @@ impl Model {
                 }
                 Action::Report { outcome, .. } => {
                     n.progress.as_mut().unwrap().reported = Some(*outcome)
+                }
+                // Without health checks and with onFailure Halt nothing is rolled back.
+                Action::ArmRollback { .. } => {
+                    prop_assert!(false, "{} armed for rollback under Halt", n.name);
                 }
             }
         }

@@ -56,6 +56,7 @@ fn progress_for(signature: Option<String>, keys: &str) -> osroll_api::OSUpgradeP
             catalog_digest: Some(r.digest),
             signed_catalog: r.signed,
             os_version_management: r.os_version_management,
+            earlier: r.earlier,
         },
     )
 }

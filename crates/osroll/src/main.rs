@@ -43,6 +43,8 @@ enum Command {
     /// Image tools: pack an image for delta updates.
     #[command(subcommand)]
     Image(cmd::image::ImageCmd),
+    /// Put every node an OSUpgrade upgraded back on its previous version.
+    Rollback(cmd::rollback::RollbackCmd),
     // Subcommands from other modules are added above this line, one variant each.
 }
 
@@ -59,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         #[cfg(feature = "demo")]
         Command::Demo(c) => cmd::demo::run(c),
         Command::Image(c) => cmd::image::run(c),
+        Command::Rollback(c) => cmd::rollback::run(c),
         // Dispatch arms for other modules are added above this line.
     }
 }

@@ -192,5 +192,6 @@ impl<S: ProgressSource> Agent<S> {
             self.cfg.mirrors.clone(),
         )
         .with_mountinfo(&self.cfg.mountinfo)
+        .with_slot_records(&self.cfg.state_dir.join("slots"))
     }
 }

@@ -15,6 +15,7 @@ use osroll_api::progress::FailureReason;
 use osroll_api::upgrade::KernelArguments;
 use osroll_api::{OSUpgradeProgressStatus, ProgressPhase};
 
+use super::slot_record::{Reuse, SlotRecords};
 use super::{
     Applied, Attempt, Backend, Begin, Confirmed, Ready, StageProgress, StageSnapshot, Staged,
     Staging,
@@ -38,6 +39,8 @@ pub struct SlotBackend {
     /// An install whose download gave up on the network, kept so that a retry resumes
     /// at the same offset.
     paused: Arc<Mutex<Option<Installer>>>,
+    /// What each slot held when the node left it (rollbacks reuse an intact old slot).
+    records: Option<SlotRecords>,
 }
 
 impl SlotBackend {
@@ -49,7 +52,15 @@ impl SlotBackend {
             mirrors,
             mountinfo: PathBuf::from("/proc/1/mountinfo"),
             paused: Arc::new(Mutex::new(None)),
+            records: None,
         }
+    }
+
+    /// Keep slot records in `dir`, so a rollback to the version the other slot still
+    /// holds re-arms it without downloading ([`SlotRecords`]).
+    pub fn with_slot_records(mut self, dir: &Path) -> Self {
+        self.records = Some(SlotRecords::in_dir(dir));
+        self
     }
 
     /// Read the host's mount table from `path` (default `/proc/1/mountinfo`).
@@ -117,6 +128,69 @@ async fn install(
             Err(e.into())
         }
     }
+}
+
+/// The slots a staging reads and writes, for the slot records.
+struct Keep {
+    records: SlotRecords,
+    into: Slot,
+    path: PathBuf,
+    version: String,
+    booted: Slot,
+    booted_path: Option<PathBuf>,
+    booted_version: Option<String>,
+}
+
+/// Stage the old slot as it is when it still holds the target exactly as recorded (a
+/// rollback: nothing is downloaded); otherwise record the running slot and run `install`
+/// (in full or by delta; the future does nothing until awaited).
+async fn reuse_or(
+    keep: Option<Keep>,
+    slot: Slot,
+    install: impl Future<Output = Result<Staged, StepError>>,
+) -> Result<Staged, StepError> {
+    let Some(k) = keep else {
+        return install.await;
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        let reuse = k.records.check(k.into, &k.path, &k.version);
+        if matches!(reuse, Ok(Reuse::Intact(_))) {
+            return reuse;
+        }
+        if let (Some(p), Some(v)) = (&k.booted_path, &k.booted_version)
+            && let Err(e) = k.records.remember(k.booted, p, v)
+        {
+            tracing::warn!(slot = %k.booted, "could not record the running slot: {e}");
+        }
+        k.records
+            .forget(k.into)
+            .map(|()| reuse.unwrap_or(Reuse::NoRecord))
+    })
+    .await
+    .map_err(|e| HostError::with("checking the slot records", e));
+    match outcome {
+        Ok(Ok(Reuse::Intact(rec))) => {
+            tracing::info!(slot = %slot, version = %rec.version, "old slot intact; reused without download");
+            return Ok(Staged::Ready(Ready {
+                reboot_required: true,
+                current_version: None,
+                bytes: Some(0),
+                condition: "Verified",
+                message: format!(
+                    "slot {slot} still holds {} as recorded ({}); armed again without download",
+                    rec.version, rec.sha256
+                ),
+                delta: None,
+            }));
+        }
+        Ok(Ok(Reuse::Changed { recorded, now })) => {
+            tracing::warn!(slot = %slot, %recorded, %now, "slot changed since it was recorded; downloading");
+        }
+        Ok(Ok(Reuse::NoRecord)) => {}
+        Ok(Err(e)) => tracing::warn!(slot = %slot, "slot records: {e}"),
+        Err(e) => tracing::warn!(slot = %slot, "{e}"),
+    }
+    install.await
 }
 
 /// The installer's counters, as the status shows them.
@@ -218,6 +292,15 @@ impl Backend for SlotBackend {
         }
         let spec = ImageSpec::new(&url, &img.checksum, img.size)?;
         let installer = self.installer(spec.clone(), &path)?;
+        let keep = self.records.as_ref().map(|records| Keep {
+            records: records.clone(),
+            into,
+            path: path.clone(),
+            version: img.version.clone(),
+            booted: facts.booted_slot,
+            booted_path: self.host.slot_path(facts.booted_slot).ok(),
+            booted_version: facts.os_version.clone(),
+        });
         if let Some(index) = &img.chunk_index {
             let seed = self
                 .host
@@ -244,7 +327,11 @@ impl Backend for SlotBackend {
                     counters: by_delta.progress(),
                     slot: into,
                 })),
-                run: Box::pin(delta::run(by_delta, installer, self.paused.clone(), into)),
+                run: Box::pin(reuse_or(
+                    keep,
+                    into,
+                    delta::run(by_delta, installer, self.paused.clone(), into),
+                )),
             });
         }
         Ok(Staging {
@@ -257,7 +344,11 @@ impl Backend for SlotBackend {
                 counters: installer.progress(),
                 slot: into,
             })),
-            run: Box::pin(install(installer, self.paused.clone(), into)),
+            run: Box::pin(reuse_or(
+                keep,
+                into,
+                install(installer, self.paused.clone(), into),
+            )),
         })
     }
 

@@ -14,6 +14,7 @@ pub mod driver;
 pub mod ostree;
 pub mod plugin;
 pub mod runner;
+pub mod slot_record;
 
 #[cfg(test)]
 pub(crate) mod testutil;

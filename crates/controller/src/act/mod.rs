@@ -29,6 +29,8 @@ use crate::metrics::{DrainEnd, Metrics};
 use crate::planner::{Action, DrainOutcome, DrainPolicy, Outcome, UncordonReason};
 use crate::verify::{self, Unverified};
 
+mod rollback;
+
 /// Nodes whose actions run at the same time.
 pub const PARALLEL_NODES: usize = 16;
 
@@ -44,6 +46,8 @@ pub struct ProgressTemplate {
     /// The catalog entry's `osVersionManagement`: it wins over the OSUpgrade's, since
     /// only the entry's is covered by the signature.
     pub os_version_management: Option<serde_json::Value>,
+    /// The catalog's other images, which rollbacks return nodes to.
+    pub earlier: Vec<ImageRef>,
 }
 
 /// The progress object for `node`: stable name, owner reference, node and source labels.
@@ -319,11 +323,22 @@ impl<C: Cluster> Act<'_, C> {
                 self.flag_unverified(node, why).await;
                 Ok(())
             }
+            Action::ArmRollback { node, upgraded_at } => {
+                self.arm_rollback(node, *upgraded_at).await
+            }
         }
     }
 
     async fn create_progress(&self, node: &str) -> Result<(), ApiError> {
-        let p = new_progress(self.upgrade, node, self.template);
+        let mut p = new_progress(self.upgrade, node, self.template);
+        if let Some(v) = self
+            .nodes
+            .get(node)
+            .and_then(|n| n.labels().get(labels::OS_VERSION))
+        {
+            p.annotations_mut()
+                .insert(marks::PREVIOUS_VERSION.into(), v.clone());
+        }
         match self.cluster.create_progress(&p).await {
             Ok(()) | Err(ApiError::AlreadyExists(_)) => {}
             Err(e) => return Err(e),

@@ -41,6 +41,14 @@ fn template() -> ProgressTemplate {
         catalog_digest: Some("sha256:cat".into()),
         signed_catalog: None,
         os_version_management: None,
+        earlier: vec![ImageRef {
+            version: "1.0".into(),
+            url: "https://img/1.0".into(),
+            checksum: "sha256:01".into(),
+            size: Some(9),
+            reboot_required: None,
+            chunk_index: None,
+        }],
     }
 }
 

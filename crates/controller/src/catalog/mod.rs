@@ -298,6 +298,8 @@ pub struct Resolved {
     pub origin: String,
     /// The signed catalog's serial, when its signature carries one.
     pub serial: Option<u64>,
+    /// The catalog's other images: what a rollback takes a node back to.
+    pub earlier: Vec<ImageRef>,
 }
 
 /// The serial of a fresh signed catalog: under the requirement its trusted comment must
@@ -360,6 +362,19 @@ pub fn resolve(
         }),
         _ => None,
     };
+    let earlier = catalog
+        .images
+        .iter()
+        .filter(|i| i.version != r.image.version)
+        .map(|i| ImageRef {
+            version: i.version.clone(),
+            url: i.url.clone(),
+            checksum: i.checksum.clone(),
+            size: i.size,
+            reboot_required: i.reboot_required,
+            chunk_index: i.chunk_index.clone(),
+        })
+        .collect();
     Ok(Resolved {
         image: r.image,
         os_version_management: r.os_version_management,
@@ -368,6 +383,7 @@ pub fn resolve(
         signed,
         origin: doc.origin.clone(),
         serial,
+        earlier,
     })
 }
 

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use osroll_api::{OSUpgradeProgress, ProgressPhase};
 
 use crate::marks;
-use crate::planner::{NodeObs, Observed, ProgressObs, Strategy};
+use crate::planner::{NodeObs, Observed, ProgressObs, RollbackMark, Strategy};
 use crate::select::NodeSelection;
 use crate::verify;
 
@@ -95,6 +95,9 @@ pub fn progress_obs(p: &OSUpgradeProgress) -> ProgressObs {
         drain_outcome: marks::drain_outcome(annotation(meta, marks::DRAIN_OUTCOME), nonce),
         reported: marks::reported(annotation(meta, marks::REPORTED), nonce),
         unverified: None,
+        rollback: annotation(meta, marks::ROLLBACK).map(|v| RollbackMark {
+            upgraded_at: parse_time(v),
+        }),
     }
 }
 
@@ -140,6 +143,7 @@ pub fn snapshot(
         node_soak: settings.node_soak,
         drain_poll: settings.drain_poll,
         live_updates: false,
+        health: Default::default(),
     }
 }
 

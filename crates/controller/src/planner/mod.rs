@@ -12,8 +12,10 @@
 //! (node annotation), which nodes are canaries and what outcome was already reported
 //! (progress annotations). A restarted controller therefore makes the same decisions.
 
+pub mod gate;
 mod model;
 mod order;
+pub mod rollback;
 mod status;
 pub mod strategy;
 pub mod window;
@@ -23,8 +25,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use osroll_api::ProgressPhase;
 
+pub use gate::{Failing, HealthObs, RollbackCause};
 pub use model::{
-    Action, CanaryState, DrainOutcome, NodeObs, Observed, Outcome, Plan, ProgressObs,
+    Action, CanaryState, DrainOutcome, NodeObs, Observed, Outcome, Plan, ProgressObs, RollbackMark,
     UncordonReason,
 };
 pub use order::order;
@@ -41,14 +44,19 @@ pub fn plan(obs: &Observed, now: DateTime<Utc>) -> Plan {
         .copied()
         .filter(|n| n.outcome().is_some_and(Outcome::is_failure))
         .collect();
-    let halted = failures.len() >= s.failure_limit();
-    let stop_new = halted || s.paused;
+    let budget_spent = failures.len() >= s.failure_limit();
+    let g = gate::assess(&obs.health, &nodes, budget_spent, now);
+    let halted = budget_spent || g.timed_out;
+    let stop = Stops {
+        forward: halted || s.paused || g.holds(),
+        back: s.paused,
+    };
     let in_window = window::any_open(&s.windows, now);
     let mut draft = Draft::default();
 
     // 1. Work on nodes already in flight: report outcomes, release, continue drains.
     for n in &nodes {
-        settle(&mut draft, n, obs, stop_new, now);
+        settle(&mut draft, n, obs, stop.of(n), now);
     }
 
     // 2. Canary gate.
@@ -57,12 +65,21 @@ pub fn plan(obs: &Observed, now: DateTime<Utc>) -> Plan {
         draft.look_again_in(until(now, soaked_at));
     }
 
-    // 3. Start disruption on staged nodes, within maxUnavailable.
+    // 3. Start disruption on staged nodes, within maxUnavailable: going back once a
+    //    rollback runs, else forward while the health gate lets new work start.
     let room = Room {
         disrupted: nodes.iter().filter(|n| n.is_disrupted()).count(),
         max_unavailable: s.max_unavailable.resolve(nodes.len()),
     };
-    if !stop_new && in_window {
+    let soaking = g
+        .soaking_until
+        .inspect(|t| draft.look_again_in(until(now, *t)));
+    if g.rollback.is_some() {
+        rollback::arm(&mut draft, &nodes);
+        if !stop.back && in_window {
+            rollback::start(&mut draft, &nodes, room, obs.drain_poll);
+        }
+    } else if !stop.forward && in_window && soaking.is_none() {
         start_disruption(
             &mut draft,
             &nodes,
@@ -72,13 +89,22 @@ pub fn plan(obs: &Observed, now: DateTime<Utc>) -> Plan {
             obs.drain_poll,
             obs.live_updates,
         );
-    } else if !stop_new && has_pending_work(&nodes) {
+    }
+    let waiting = if g.rollback.is_some() {
+        !stop.back
+    } else {
+        !stop.forward
+    };
+    if !in_window && waiting && has_pending_work(&nodes) {
         // Outside every window: windows open on whole minutes.
         draft.look_again_in(until_next_minute(now));
     }
+    if !obs.health.poll.is_zero() {
+        draft.look_again_in(obs.health.poll);
+    }
 
     // 4. Let more nodes stage, within maxStaging.
-    if !stop_new {
+    if !stop.forward {
         let_stage(&mut draft, &nodes, s);
     }
 
@@ -93,12 +119,29 @@ pub fn plan(obs: &Observed, now: DateTime<Utc>) -> Plan {
         disrupted: room.disrupted,
         max_unavailable: room.max_unavailable,
     };
-    conclude(&summary, draft)
+    conclude(&summary, &g, draft)
 }
 
-/// The plan: the drafted actions with the phase, counts and conditions of `summary`.
-fn conclude(summary: &status::Summary<'_>, draft: Draft) -> Plan {
-    let (phase, reason, message, conditions) = summary.describe();
+/// What may not start anything new: forward attempts, and attempts going back.
+struct Stops {
+    forward: bool,
+    back: bool,
+}
+
+impl Stops {
+    /// The stop that applies to `n`'s attempt.
+    fn of(&self, n: &NodeObs) -> bool {
+        match n.progress.as_ref().and_then(|p| p.rollback.as_ref()) {
+            Some(_) => self.back,
+            None => self.forward,
+        }
+    }
+}
+
+/// The plan: the drafted actions with the phase, counts and conditions of `summary`,
+/// as the health gate and a rollback amend them.
+fn conclude(summary: &status::Summary<'_>, g: &gate::GateView, draft: Draft) -> Plan {
+    let (phase, reason, message, conditions) = gate::overlay(g, summary.nodes, summary.describe());
     Plan {
         actions: draft.actions,
         phase,
@@ -110,6 +153,9 @@ fn conclude(summary: &status::Summary<'_>, draft: Draft) -> Plan {
         requeue_after: draft.requeue,
         disrupted: summary.disrupted,
         max_unavailable: summary.max_unavailable,
+        failing: g.failing.clone(),
+        failing_since: g.failing_since,
+        rollback: g.rollback,
     }
 }
 
@@ -261,7 +307,10 @@ fn start_disruption(
     let (only_canaries, mut canary_slots) = canary_slots(canary, s.canary.as_ref(), nodes);
     let mut freed = freed_slots(&d.actions, nodes, room).into_iter();
     let mut busy = room.disrupted;
-    for n in nodes.iter().filter(|n| n.startable()) {
+    for n in nodes
+        .iter()
+        .filter(|n| n.startable() && n.progress.as_ref().is_some_and(|p| p.rollback.is_none()))
+    {
         let p = n.progress.as_ref().expect("startable nodes have progress");
         let new_canary = only_canaries && !p.canary;
         if new_canary && canary_slots == 0 {

@@ -9,6 +9,7 @@ use osroll_api::upgrade::{NodeCounts, UpgradeReason};
 use osroll_api::{Condition, ProgressPhase, UpgradePhase};
 
 use super::Strategy;
+use super::gate::{Failing, HealthObs, RollbackCause};
 use crate::verify::Unverified;
 
 /// One OSUpgrade's world as the controller sees it.
@@ -27,6 +28,8 @@ pub struct Observed {
     /// The OSUpgrade asks for updates without reboot ([`crate::verify::live_update_requested`]):
     /// only then may a node that reports `rebootRequired: false` skip cordon and drain.
     pub live_updates: bool,
+    /// The health gate's inputs and the rollback state ([`super::gate`]).
+    pub health: HealthObs,
 }
 
 /// One node and its progress object.
@@ -73,6 +76,15 @@ pub struct ProgressObs {
     pub reported: Option<Outcome>,
     /// Says Completed, but the node disagrees: not counted Completed while this holds.
     pub unverified: Option<Unverified>,
+    /// This attempt takes the node back to the version it ran before.
+    pub rollback: Option<RollbackMark>,
+}
+
+/// A progress object armed to take its node back ([`super::rollback`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RollbackMark {
+    /// When the node completed the upgrade being undone (the order: latest first).
+    pub upgraded_at: Option<DateTime<Utc>>,
 }
 
 impl Default for ProgressObs {
@@ -86,6 +98,7 @@ impl Default for ProgressObs {
             drain_outcome: None,
             reported: None,
             unverified: None,
+            rollback: None,
         }
     }
 }
@@ -277,6 +290,14 @@ pub enum Action {
         /// Why.
         why: Unverified,
     },
+    /// Point the node's progress back at the version it ran before (marked as a
+    /// rollback, with a fresh attempt): the agent re-stages it, nothing is disrupted.
+    ArmRollback {
+        /// Node name.
+        node: String,
+        /// When it completed the upgrade being undone.
+        upgraded_at: Option<DateTime<Utc>>,
+    },
     /// Record (Event, metrics, annotation) how a node's attempt ended.
     Report {
         /// Node name.
@@ -297,6 +318,7 @@ impl Action {
             | Action::RevokeApproval { node }
             | Action::Uncordon { node, .. }
             | Action::FlagUnverified { node, .. }
+            | Action::ArmRollback { node, .. }
             | Action::Report { node, .. } => node,
         }
     }
@@ -371,4 +393,10 @@ pub struct Plan {
     pub disrupted: usize,
     /// The resolved maxUnavailable.
     pub max_unavailable: usize,
+    /// The failing health check, for the status and the Event.
+    pub failing: Option<Failing>,
+    /// Since when it fails, for the status (so its timeout survives a restart).
+    pub failing_since: Option<DateTime<Utc>>,
+    /// The rollout goes back, and why (a rollback that begins now or goes on).
+    pub rollback: Option<RollbackCause>,
 }

@@ -37,6 +37,7 @@ fn obs(nodes: Vec<NodeObs>, strategy: Strategy) -> Observed {
         node_soak: Duration::ZERO,
         drain_poll: Duration::from_secs(2),
         live_updates: true,
+        health: Default::default(),
     }
 }
 

@@ -26,14 +26,17 @@ use crate::act::{Act, DrainMemory, ProgressTemplate, Report};
 use crate::catalog::{self, ResolutionCache, Resolved, TrustPolicy, UrlFetcher};
 use crate::chain::Chain;
 use crate::cluster::{ApiError, Cluster, Note, Severity};
+use crate::health::HealthSpec;
 use crate::inplace;
 use crate::marks;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::observe::{self, Settings};
-use crate::planner::{self, DrainPolicy, Plan, SpecError, Strategy};
+use crate::planner::{self, DrainPolicy, Failing, Plan, SpecError, Strategy};
 use crate::select::{self, Blocker, Claim, NodeSelection};
 use crate::status::{self, Verdict};
 use crate::verify;
+
+mod health;
 
 /// How often an OSUpgrade waiting for an older one looks again.
 const WAITING_RECHECK: Duration = Duration::from_secs(30);
@@ -147,7 +150,8 @@ impl<C: Cluster> Shared<C> {
         self.ensure_finalizer(up).await?;
         let seen = self.observe(up, world).await;
         let gate = gate(seen);
-        let plan = plan(up, &gate, world, &self.settings, now);
+        let failing = self.evaluate_health(up, &gate, world, now).await;
+        let plan = plan(up, &gate, world, &self.settings, failing, now);
         let report = self.act(up, &gate, &plan, world, now).await;
         if !self.is_leading() {
             return Ok(self.resync);
@@ -326,6 +330,7 @@ struct Spec {
     strategy: Strategy,
     drain: DrainPolicy,
     selection: NodeSelection,
+    health: HealthSpec,
 }
 
 fn validate(up: &OSUpgrade, in_place: bool) -> Result<Spec, SpecError> {
@@ -337,6 +342,7 @@ fn validate(up: &OSUpgrade, in_place: bool) -> Result<Spec, SpecError> {
         drain: DrainPolicy::from_spec(up.spec.drain.as_ref())?,
         selection: NodeSelection::from_spec(up.spec.node_selector.as_ref())?
             .with_in_place(in_place),
+        health: HealthSpec::from_spec(up.spec.strategy.as_ref())?,
     })
 }
 
@@ -454,6 +460,7 @@ impl Gate {
                 catalog_digest: Some(r.digest.clone()),
                 signed_catalog: r.signed.clone(),
                 os_version_management: r.os_version_management.clone(),
+                earlier: r.earlier.clone(),
             },
             Err(_) => ProgressTemplate::default(),
         }
@@ -468,6 +475,7 @@ fn plan(
     gate: &Gate,
     world: &World<'_>,
     settings: &Settings,
+    failing: Option<Failing>,
     now: DateTime<Utc>,
 ) -> Plan {
     let nodes: Vec<&Node> = world.nodes.iter().map(Arc::as_ref).collect();
@@ -487,6 +495,8 @@ fn plan(
         .as_ref()
         .or(up.spec.os_version_management.as_ref());
     snapshot.live_updates = verify::live_update_requested(given);
+    let version = gate.open.as_ref().ok().map(|r| r.image.version.as_str());
+    snapshot.health = health::observed(up, &gate.spec.health, failing, version);
     planner::plan(&snapshot, now)
 }
 
@@ -597,6 +607,7 @@ impl<C: Cluster> Shared<C> {
             let origin = gate.open.as_ref().ok().map(|r| r.origin.as_str());
             self.announce_phase(up, old.and_then(|s| s.phase), &new, origin, now)
                 .await;
+            self.announce_health(up, &new).await;
         }
         if let Some(phase) = new.phase {
             let counts = match gate.open {
@@ -707,8 +718,12 @@ fn new_status(
             message: &r.message,
         },
     };
-    let now = now.to_rfc3339_opts(SecondsFormat::Secs, true);
-    status::build(up.status.as_ref(), up.metadata.generation, &now, verdict)
+    let stamp = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let mut st = status::build(up.status.as_ref(), up.metadata.generation, &stamp, verdict);
+    if let Ok(resolved) = &gate.open {
+        health::record(&mut st, plan, &resolved.image.version, now);
+    }
+    st
 }
 
 /// Severity, reason and text of the Event for entering phase `new`.
@@ -756,6 +771,8 @@ fn phase_event(
             format!("rollout of {resolved} finished: {message}"),
         ),
         UpgradePhase::Failed => (Severity::Warning, "RolloutFailed", message),
+        UpgradePhase::RollingBack => (Severity::Warning, "RollingBack", message),
+        UpgradePhase::RolledBack => (Severity::Normal, "RolledBack", message),
     }
 }
 

@@ -15,6 +15,7 @@ fn resolved(warnings: usize) -> Resolved {
         },
         os_version_management: None,
         serial: None,
+        earlier: Vec::new(),
         warnings: (0..warnings)
             .map(|i| CatalogProblem {
                 field: format!("images[{i}].checksum"),

@@ -10,6 +10,7 @@ pub(crate) mod demo;
 pub(crate) mod flash;
 pub(crate) mod image;
 pub(crate) mod mounted;
+pub(crate) mod rollback;
 pub(crate) mod status;
 
 /// Log to stderr at `RUST_LOG`'s level (`default_level` when unset or invalid), then

@@ -4,6 +4,9 @@
 
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use anyhow::Context;
 use tokio::task::JoinHandle;
 
@@ -20,6 +23,8 @@ pub struct ServedImage {
     pub size: u64,
     /// Compressed size in bytes.
     pub compressed: u64,
+    /// Bytes of this image sent so far (every response counts its whole body).
+    pub served: Arc<AtomicU64>,
 }
 
 /// Serves images until dropped.
@@ -51,16 +56,22 @@ impl ImageServer {
                 zstd::encode_all(raw.as_slice(), 3).context("compressing an image")?,
             );
             let path = format!("/{v}.img.zst");
+            let served = Arc::new(AtomicU64::new(0));
+            let counter = served.clone();
             images.push(ServedImage {
                 version: v.to_string(),
                 url: format!("{base}{path}"),
                 checksum: osroll_api::catalog::digest(&packed),
                 size: raw.len() as u64,
                 compressed: packed.len() as u64,
+                served,
             });
             app = app.route(
                 &path,
-                axum::routing::get(move || async move { packed.clone() }),
+                axum::routing::get(move || async move {
+                    counter.fetch_add(packed.len() as u64, Ordering::SeqCst);
+                    packed.clone()
+                }),
             );
         }
         let task = tokio::spawn(async move {
@@ -69,6 +80,14 @@ impl ImageServer {
             }
         });
         Ok(ImageServer { images, task })
+    }
+
+    /// Bytes of `version`'s image served so far (0 for a version not served).
+    pub fn bytes_served(&self, version: &str) -> u64 {
+        self.images
+            .iter()
+            .find(|i| i.version == version)
+            .map_or(0, |i| i.served.load(Ordering::SeqCst))
     }
 
     /// Catalog YAML listing every image, with `stable` pointing at `stable`.
@@ -97,7 +116,10 @@ mod tests {
         let cat = osroll_api::Catalog::parse(&s.catalog("2.0")).unwrap();
         assert_eq!(cat.images.len(), 2);
         let img = &s.images[1];
+        assert_eq!(s.bytes_served("2.0"), 0);
         let body = reqwest_get(&img.url).await;
+        assert_eq!(s.bytes_served("2.0"), img.compressed);
+        assert_eq!(s.bytes_served("1.0"), 0);
         assert_eq!(osroll_api::catalog::digest(&body), img.checksum);
         let raw = zstd::decode_all(body.as_slice()).unwrap();
         assert_eq!(raw.len() as u64, img.size);
