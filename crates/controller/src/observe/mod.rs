@@ -95,6 +95,7 @@ pub fn progress_obs(p: &OSUpgradeProgress) -> ProgressObs {
         drain_outcome: marks::drain_outcome(annotation(meta, marks::DRAIN_OUTCOME), nonce),
         reported: marks::reported(annotation(meta, marks::REPORTED), nonce),
         unverified: None,
+        external: p.spec.external.is_some(),
     }
 }
 

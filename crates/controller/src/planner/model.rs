@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use osroll_api::upgrade::{NodeCounts, UpgradeReason};
+use osroll_api::upgrade::{NodeCounts, UnverifiedReason, UpgradeReason};
 use osroll_api::{Condition, ProgressPhase, UpgradePhase};
 
 use super::Strategy;
@@ -73,6 +73,8 @@ pub struct ProgressObs {
     pub reported: Option<Outcome>,
     /// Says Completed, but the node disagrees: not counted Completed while this holds.
     pub unverified: Option<Unverified>,
+    /// `spec.external`: a reboot-coordination progress, which may go round again.
+    pub external: bool,
 }
 
 impl Default for ProgressObs {
@@ -86,6 +88,7 @@ impl Default for ProgressObs {
             drain_outcome: None,
             reported: None,
             unverified: None,
+            external: false,
         }
     }
 }
@@ -180,6 +183,26 @@ impl ProgressObs {
             ProgressPhase::Failed => Some(Outcome::Failed),
             ProgressPhase::RolledBack => Some(Outcome::RolledBack),
             _ => None,
+        }
+    }
+
+    /// Whether a standing `rebootApproved` has served its attempt and is withdrawn: the
+    /// attempt failed, or an external round completed after its reboot. A new external
+    /// round (the node's updater installed another update) must earn its own approval
+    /// after a new drain, so the old one can never reboot the node twice; a new signal
+    /// that already shows on the Node label (not verified for that alone) counts too,
+    /// or the node would wait for a revocation that never comes.
+    pub fn approval_spent(&self) -> bool {
+        match self.outcome() {
+            Some(o) => o != Outcome::Completed || self.external,
+            None => {
+                self.external
+                    && self.phase == ProgressPhase::Completed
+                    && self
+                        .unverified
+                        .as_ref()
+                        .is_some_and(|u| u.reason == UnverifiedReason::RebootStillNeeded)
+            }
         }
     }
 
