@@ -429,23 +429,31 @@ async fn second_round(cluster: &Cluster) -> anyhow::Result<()> {
     };
 
     // Round one: node 0 completes with one reboot, node 1 fails after one.
-    wait_for("the first round to end", Duration::from_secs(90), || async {
-        let done = phase(&progress_of(&nodes[0].name).await?) == Some(ProgressPhase::Completed);
-        let failed = phase(&progress_of(&nodes[1].name).await?) == Some(ProgressPhase::Failed);
-        let released = our_nodes(cluster).await.ok()?.iter().all(|n| !cordoned(n));
-        let approval_spent = !progress_of(&nodes[0].name).await?.spec.reboot_approved;
-        (done && failed && released && approval_spent).then_some(())
-    })
+    wait_for(
+        "the first round to end",
+        Duration::from_secs(90),
+        || async {
+            let done = phase(&progress_of(&nodes[0].name).await?) == Some(ProgressPhase::Completed);
+            let failed = phase(&progress_of(&nodes[1].name).await?) == Some(ProgressPhase::Failed);
+            let released = our_nodes(cluster).await.ok()?.iter().all(|n| !cordoned(n));
+            let approval_spent = !progress_of(&nodes[0].name).await?.spec.reboot_approved;
+            (done && failed && released && approval_spent).then_some(())
+        },
+    )
     .await?;
     assert_eq!(nodes[0].host.boot_count()?, 2);
     assert_eq!(nodes[1].host.boot_count()?, 2);
 
     // The updater installs another update on node 0.
     nodes[0].host.need_reboot(false)?;
-    wait_for("the second round to start", Duration::from_secs(60), || async {
-        let p = progress_of(&nodes[0].name).await?;
-        (phase(&p) != Some(ProgressPhase::Completed)).then_some(())
-    })
+    wait_for(
+        "the second round to start",
+        Duration::from_secs(60),
+        || async {
+            let p = progress_of(&nodes[0].name).await?;
+            (phase(&p) != Some(ProgressPhase::Completed)).then_some(())
+        },
+    )
     .await?;
     wait_for(
         "node 0 rebooted again and released",
@@ -462,11 +470,7 @@ async fn second_round(cluster: &Cluster) -> anyhow::Result<()> {
         },
     )
     .await?;
-    assert_eq!(
-        nodes[0].host.boot_count()?,
-        3,
-        "rebooted exactly once more"
-    );
+    assert_eq!(nodes[0].host.boot_count()?, 3, "rebooted exactly once more");
     assert!(!nodes[0].host.sentinel().exists());
     assert_eq!(
         nodes[1].host.boot_count()?,

@@ -88,9 +88,7 @@ fn staged<F, P>(i: &Input<'_, F>, signal: &Signal) -> Step<P> {
 /// round; while that approval stands (the node is still cordoned, soaking) it waits.
 fn completed<F, P>(i: &Input<'_, F>, signal: &Signal) -> Step<P> {
     match signal {
-        Ok(Some(s)) if !i.spec.reboot_approved => {
-            Step::External(ExternalStep::NewRound(s.clone()))
-        }
+        Ok(Some(s)) if !i.spec.reboot_approved => Step::External(ExternalStep::NewRound(s.clone())),
         _ => Step::Idle,
     }
 }

@@ -626,9 +626,15 @@ fn a_completed_external_round_spends_its_approval_and_a_new_round_is_planned_afr
     let p = a.progress.as_mut().unwrap();
     p.reboot_approved = true;
     p.reported = Some(Outcome::Completed);
-    assert!(!revoked(&a), "an image update keeps its approval once Completed");
+    assert!(
+        !revoked(&a),
+        "an image update keeps its approval once Completed"
+    );
     a.progress.as_mut().unwrap().external = true;
-    assert!(revoked(&a), "an external round's approval ends with the round");
+    assert!(
+        revoked(&a),
+        "an external round's approval ends with the round"
+    );
     a.progress.as_mut().unwrap().unverified = Some(crate::verify::Unverified {
         reason: osroll_api::upgrade::UnverifiedReason::NotRebooted,
         detail: "same boot".into(),
@@ -641,7 +647,10 @@ fn a_completed_external_round_spends_its_approval_and_a_new_round_is_planned_afr
         reason: osroll_api::upgrade::UnverifiedReason::RebootStillNeeded,
         detail: "label true".into(),
     });
-    assert!(revoked(&a), "a new signal already shows: free the node for it");
+    assert!(
+        revoked(&a),
+        "a new signal already shows: free the node for it"
+    );
 
     // The agent's new round: Staged again, unapproved. Planned like any staged node,
     // within maxUnavailable.
