@@ -6,8 +6,10 @@
 //! nodes are drained and rebooted, one at a time, each once, only once the window is
 //! open; their sentinel is gone afterwards and no node is left cordoned. The second test
 //! gives a node a sentinel that every boot writes again: it ends Failed with
-//! `RebootStillNeeded` after one reboot. Both also run against a real cluster under
-//! `OSROLL_E2E_KUBECONFIG`.
+//! `RebootStillNeeded` after one reboot. The third lets a completed node's updater
+//! install another update: its sentinel comes back and the node is drained and rebooted
+//! exactly once more, while a node failed on a stuck sentinel next to it is left alone.
+//! All also run against a real cluster under `OSROLL_E2E_KUBECONFIG`.
 
 mod common;
 
@@ -373,6 +375,116 @@ async fn stuck(cluster: &Cluster) -> anyhow::Result<()> {
     );
 
     ctrl.stop().await?;
+    drop(nodes);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_that_comes_back_after_completion_reboots_the_node_once_more()
+-> anyhow::Result<()> {
+    let cluster = Cluster::start().await?;
+    let result = second_round(&cluster).await;
+    cluster.explain(result).await
+}
+
+/// Node 0 signals, completes, then signals again; node 1's sentinel survives every boot.
+async fn second_round(cluster: &Cluster) -> anyhow::Result<()> {
+    let admin = cluster.admin();
+    let dir = tempfile::tempdir()?;
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let name = cluster.name(&format!("node-{i:02}"));
+        nodes.push(
+            cluster
+                .start_machine(dir.path(), &name, "1.0", &opts())
+                .await?,
+        );
+    }
+    cluster.wait_managed(2).await?;
+    nodes[0].host.need_reboot(false)?;
+    nodes[1].host.need_reboot(true)?;
+    let up = cluster.upgrade(
+        "rounds",
+        json!({"external": {}, "strategy": {"maxUnavailable": 1, "maxFailures": 2}}),
+    )?;
+    let name = up.metadata.name.clone().unwrap_or_default();
+    Api::<OSUpgrade>::all(admin.clone())
+        .create(&PostParams::default(), &up)
+        .await?;
+    let ctrl = Controller::start(cluster, "replica-a", Duration::from_millis(300)).await?;
+    let recorder = DisruptionRecorder::default();
+    let rec_task = tokio::spawn(
+        recorder
+            .clone()
+            .run_selected(admin.clone(), cluster.scope().selector()),
+    );
+    let progress_of = |node: &str| {
+        let (admin, name, node) = (admin.clone(), name.clone(), node.to_string());
+        async move {
+            progresses(&admin, &name)
+                .await
+                .into_iter()
+                .find(|p| p.spec.node_name == node)
+        }
+    };
+
+    // Round one: node 0 completes with one reboot, node 1 fails after one.
+    wait_for(
+        "the first round to end",
+        Duration::from_secs(90),
+        || async {
+            let done = phase(&progress_of(&nodes[0].name).await?) == Some(ProgressPhase::Completed);
+            let failed = phase(&progress_of(&nodes[1].name).await?) == Some(ProgressPhase::Failed);
+            let released = our_nodes(cluster).await.ok()?.iter().all(|n| !cordoned(n));
+            let approval_spent = !progress_of(&nodes[0].name).await?.spec.reboot_approved;
+            (done && failed && released && approval_spent).then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(nodes[0].host.boot_count()?, 2);
+    assert_eq!(nodes[1].host.boot_count()?, 2);
+
+    // The updater installs another update on node 0.
+    nodes[0].host.need_reboot(false)?;
+    wait_for(
+        "the second round to start",
+        Duration::from_secs(60),
+        || async {
+            let p = progress_of(&nodes[0].name).await?;
+            (phase(&p) != Some(ProgressPhase::Completed)).then_some(())
+        },
+    )
+    .await?;
+    wait_for(
+        "node 0 rebooted again and released",
+        Duration::from_secs(90),
+        || async {
+            let p = progress_of(&nodes[0].name).await?;
+            let released = our_nodes(cluster).await.ok()?.iter().all(|n| !cordoned(n));
+            let counts = status(&admin, &name).await?.nodes?;
+            (phase(&p) == Some(ProgressPhase::Completed)
+                && released
+                && counts.completed == 1
+                && counts.failed == 1)
+                .then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(nodes[0].host.boot_count()?, 3, "rebooted exactly once more");
+    assert!(!nodes[0].host.sentinel().exists());
+    assert_eq!(
+        nodes[1].host.boot_count()?,
+        2,
+        "the failed node is not rebooted again"
+    );
+    assert_eq!(
+        phase(&progress_of(&nodes[1].name).await.expect("progress")),
+        Some(ProgressPhase::Failed)
+    );
+    assert_eq!(recorder.max(), 1, "one node at a time");
+
+    ctrl.stop().await?;
+    rec_task.abort();
     drop(nodes);
     Ok(())
 }

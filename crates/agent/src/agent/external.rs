@@ -56,6 +56,17 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
                 next.kernel_command_line = self.host.kernel_command_line();
                 next
             }
+            ExternalStep::NewRound(signal) => {
+                let begin = Begin {
+                    current_version: facts.os_version().map(String::from),
+                    message: Some("the reboot-needed signal appeared again: a new round".into()),
+                    ..Default::default()
+                };
+                let nonce = obj.spec.retry_nonce.as_deref();
+                self.tracked().reboot_boot_id = None;
+                let fresh = status::start(&prev, None, nonce, &begin, false, &now());
+                status::reboot_needed(&fresh, &signal, &now())
+            }
             ExternalStep::Reboot => return self.reboot_for_external(facts).await,
         };
         self.transition(next).await?;

@@ -5,6 +5,12 @@
 //! approved, and after the boot Completed if the signal cleared, or Failed with
 //! `RebootStillNeeded` if not. A Failed attempt idles until `retryNonce` changes, so a
 //! signal that survives reboots never reboots the node in a loop.
+//!
+//! A Completed node whose signal comes back (its updater installed another update after
+//! the round ended) starts a new round, as kured reboots each time the sentinel appears.
+//! It waits for the controller to withdraw the last round's approval first (the
+//! controller does so once it released the node), so that approval can never reboot the
+//! node a second time: the new round is approved only after a new cordon and drain.
 
 use osroll_api::progress::FailureReason;
 use osroll_api::{ProgressPhase, RebootSignal};
@@ -32,6 +38,9 @@ pub enum ExternalStep {
     Reboot,
     /// The node booted since the reboot and the signal is gone: Completed.
     Complete,
+    /// Completed, the last round's approval withdrawn, and the node signals again: a
+    /// new round, Staged with the signal.
+    NewRound(RebootSignal),
 }
 
 /// The next step for an external progress, given this pass's `signal`.
@@ -42,6 +51,7 @@ pub fn next_step<F: Facts, P>(i: &Input<'_, F>, signal: &Signal) -> Step<P> {
         Opening::SameBoot => pending(signal),
         Opening::AfterReboot => after_reboot(signal),
         Opening::Start { retry } => Step::External(ExternalStep::Start { retry }),
+        Opening::Idle if i.status.phase == Some(ProgressPhase::Completed) => completed(i, signal),
         Opening::Idle => Step::Idle,
         Opening::Continue(ProgressPhase::Pending) => pending(signal),
         Opening::Continue(ProgressPhase::Staged) => staged(i, signal),
@@ -71,6 +81,15 @@ fn staged<F, P>(i: &Input<'_, F>, signal: &Signal) -> Step<P> {
             Step::External(ExternalStep::Signalled(s.clone()))
         }
         Ok(Some(_)) | Err(_) => Step::AwaitApproval,
+    }
+}
+
+/// Completed: a signal seen once the last round's approval is withdrawn starts a new
+/// round; while that approval stands (the node is still cordoned, soaking) it waits.
+fn completed<F, P>(i: &Input<'_, F>, signal: &Signal) -> Step<P> {
+    match signal {
+        Ok(Some(s)) if !i.spec.reboot_approved => Step::External(ExternalStep::NewRound(s.clone())),
+        _ => Step::Idle,
     }
 }
 

@@ -194,6 +194,12 @@ fn common_invariants<P: Debug>(w: &World, step: &Step<P>) -> Result<(), TestCase
                 "complete only after a boot"
             );
         }
+        Step::External(external::ExternalStep::NewRound(_)) => {
+            prop_assert!(
+                phase == Some(Completed) && !approved,
+                "a new round only from Completed, never on a standing approval"
+            );
+        }
         Step::External(_)
         | Step::Idle
         | Step::AwaitApproval

@@ -98,6 +98,7 @@ pub fn progress_obs(p: &OSUpgradeProgress) -> ProgressObs {
         rollback: annotation(meta, marks::ROLLBACK).map(|v| RollbackMark {
             upgraded_at: parse_time(v),
         }),
+        external: p.spec.external.is_some(),
     }
 }
 

@@ -224,7 +224,7 @@ fn settle(d: &mut Draft, n: &NodeObs, obs: &Observed, stop_new: bool, now: DateT
             outcome: o,
         });
     }
-    if p.reboot_approved && outcome.is_some_and(|o| o != Outcome::Completed) {
+    if p.reboot_approved && p.approval_spent() {
         d.push(Action::RevokeApproval {
             node: n.name.clone(),
         });

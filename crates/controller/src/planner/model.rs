@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use osroll_api::upgrade::{NodeCounts, UpgradeReason};
+use osroll_api::upgrade::{NodeCounts, UnverifiedReason, UpgradeReason};
 use osroll_api::{Condition, ProgressPhase, UpgradePhase};
 
 use super::Strategy;
@@ -78,6 +78,8 @@ pub struct ProgressObs {
     pub unverified: Option<Unverified>,
     /// This attempt takes the node back to the version it ran before.
     pub rollback: Option<RollbackMark>,
+    /// `spec.external`: a reboot-coordination progress, which may go round again.
+    pub external: bool,
 }
 
 /// A progress object armed to take its node back ([`super::rollback`]).
@@ -99,6 +101,7 @@ impl Default for ProgressObs {
             reported: None,
             unverified: None,
             rollback: None,
+            external: false,
         }
     }
 }
@@ -193,6 +196,26 @@ impl ProgressObs {
             ProgressPhase::Failed => Some(Outcome::Failed),
             ProgressPhase::RolledBack => Some(Outcome::RolledBack),
             _ => None,
+        }
+    }
+
+    /// Whether a standing `rebootApproved` has served its attempt and is withdrawn: the
+    /// attempt failed, or an external round completed after its reboot. A new external
+    /// round (the node's updater installed another update) must earn its own approval
+    /// after a new drain, so the old one can never reboot the node twice; a new signal
+    /// that already shows on the Node label (not verified for that alone) counts too,
+    /// or the node would wait for a revocation that never comes.
+    pub fn approval_spent(&self) -> bool {
+        match self.outcome() {
+            Some(o) => o != Outcome::Completed || self.external,
+            None => {
+                self.external
+                    && self.phase == ProgressPhase::Completed
+                    && self
+                        .unverified
+                        .as_ref()
+                        .is_some_and(|u| u.reason == UnverifiedReason::RebootStillNeeded)
+            }
         }
     }
 

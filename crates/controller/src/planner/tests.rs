@@ -615,3 +615,62 @@ fn a_slot_freed_in_this_plan_is_reused_on_condition() {
     let p = plan(&obs(vec![f, staged("b")], s), now());
     assert!(started(&p).is_empty(), "{:?}", p.actions);
 }
+
+#[test]
+fn a_completed_external_round_spends_its_approval_and_a_new_round_is_planned_afresh() {
+    let revoked = |n: &NodeObs| {
+        plan(&obs(vec![n.clone()], Strategy::default()), now())
+            .actions
+            .contains(&Action::RevokeApproval { node: "a".into() })
+    };
+    let mut a = with_phase(node("a"), ProgressPhase::Completed);
+    let p = a.progress.as_mut().unwrap();
+    p.reboot_approved = true;
+    p.reported = Some(Outcome::Completed);
+    assert!(
+        !revoked(&a),
+        "an image update keeps its approval once Completed"
+    );
+    a.progress.as_mut().unwrap().external = true;
+    assert!(
+        revoked(&a),
+        "an external round's approval ends with the round"
+    );
+    a.progress.as_mut().unwrap().unverified = Some(crate::verify::Unverified {
+        reason: osroll_api::upgrade::UnverifiedReason::NotRebooted,
+        detail: "same boot".into(),
+    });
+    assert!(
+        !revoked(&a),
+        "not rebooted: the round is not over, its approval stands"
+    );
+    a.progress.as_mut().unwrap().unverified = Some(crate::verify::Unverified {
+        reason: osroll_api::upgrade::UnverifiedReason::RebootStillNeeded,
+        detail: "label true".into(),
+    });
+    assert!(
+        revoked(&a),
+        "a new signal already shows: free the node for it"
+    );
+
+    // The agent's new round: Staged again, unapproved. Planned like any staged node,
+    // within maxUnavailable.
+    let mut again = with_phase(node("a"), ProgressPhase::Staged);
+    again.progress.as_mut().unwrap().external = true;
+    again.progress.as_mut().unwrap().reported = Some(Outcome::Completed);
+    let mut busy = with_phase(node("b"), ProgressPhase::Staged);
+    busy.progress.as_mut().unwrap().reboot_approved = true;
+    busy.unschedulable = true;
+    busy.cordoned_by_us = true;
+    let cordons = |nodes: Vec<NodeObs>| {
+        plan(&obs(nodes, Strategy::default()), now())
+            .actions
+            .iter()
+            .any(|x| matches!(x, Action::Cordon { node, .. } if node == "a"))
+    };
+    assert!(cordons(vec![again.clone()]));
+    assert!(
+        !cordons(vec![again, busy]),
+        "maxUnavailable 1 is taken by b"
+    );
+}

@@ -145,3 +145,44 @@ fn phases_an_external_update_never_has_end_it() {
         );
     }
 }
+
+#[test]
+fn a_signal_after_completion_starts_a_new_round_once_the_approval_is_withdrawn() {
+    let s = signal("/run/reboot-required exists again");
+    let mut c = Case::new(Some(ProgressPhase::Completed));
+    assert_eq!(c.step(Ok(None)), Step::Idle, "no signal: stays Completed");
+    c.spec.reboot_approved = true;
+    assert_eq!(
+        c.step(Ok(Some(s.clone()))),
+        Step::Idle,
+        "the last round's approval still stands: wait, never reboot on it"
+    );
+    c.spec.reboot_approved = false;
+    assert_eq!(c.step(Err("dbus down".into())), Step::Idle);
+    assert_eq!(c.step(Ok(Some(s.clone()))), ext(ExternalStep::NewRound(s)));
+}
+
+proptest::proptest! {
+    /// From a finished attempt the only way out without a nonce change is a new round,
+    /// and only from Completed with no approval standing and a signal present; a
+    /// finished attempt never reboots directly.
+    #[test]
+    fn a_finished_attempt_only_leaves_by_a_new_round_from_completed(
+        failed in proptest::bool::ANY,
+        approved in proptest::bool::ANY,
+        signalled in proptest::bool::ANY,
+        rebooted in proptest::bool::ANY,
+    ) {
+        let phase = if failed { ProgressPhase::Failed } else { ProgressPhase::Completed };
+        let mut c = Case::new(Some(phase));
+        c.spec.reboot_approved = approved;
+        c.reboot_boot = rebooted.then_some("boot-0");
+        let sig = signalled.then(|| signal("present"));
+        let step = c.step(Ok(sig.clone()));
+        let expected = match sig {
+            Some(s) if !failed && !approved => ext(ExternalStep::NewRound(s)),
+            _ => Step::Idle,
+        };
+        proptest::prop_assert_eq!(step, expected);
+    }
+}
