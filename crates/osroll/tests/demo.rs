@@ -84,6 +84,54 @@ fn reboot_coordination_demo_reboots_exactly_the_signalled_nodes_once() {
 
 #[cfg(feature = "demo")]
 #[test]
+fn rollback_demo_takes_every_upgraded_node_back_without_downloading() {
+    let out = osroll()
+        .args(["demo", "--scenario", "rollback", "--nodes", "4"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("rollout RolledBack: ") && stdout.contains("to the last node back"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bytes of the 1.0 image downloaded: 0\n"),
+        "{stdout}"
+    );
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("NODE "))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    let mut back = 0;
+    for r in &rows {
+        // NODE ROLLED-BACK VERSION SLOT DOWNLOADED CORDONED PROGRESS
+        assert_eq!((r[2], r[3], r[5]), ("1.0", "A", "false"), "{stdout}");
+        if r[1] == "true" {
+            back += 1;
+            assert_eq!((r[4], r[6]), ("0", "Completed"), "{stdout}");
+            assert!(
+                stdout.contains(&format!("{:<8} back to 1.0: Completed", r[0])),
+                "no narration of {} going back:\n{stdout}",
+                r[0]
+            );
+        } else {
+            assert_ne!(r[6], "Completed", "{stdout}");
+        }
+    }
+    assert!((1..4).contains(&back), "{back} nodes went back:\n{stdout}");
+}
+
+#[cfg(feature = "demo")]
+#[test]
 fn demo_rejects_a_bad_max_unavailable() {
     let out = osroll()
         .args(["demo", "--max-unavailable", "0%"])

@@ -6,7 +6,7 @@
 use std::io::Write as _;
 
 use clap::{Args, ValueEnum};
-use osroll_sim::demo::{Demo, DemoOptions, UPGRADE, reboots};
+use osroll_sim::demo::{Demo, DemoOptions, UPGRADE, reboots, rollback};
 
 use crate::view::live;
 
@@ -34,12 +34,16 @@ enum Scenario {
     Upgrade,
     /// Reboots coordinated for updates a package manager installed (kured's sentinel).
     RebootCoordination,
+    /// A health check turns red after the first wave; every upgraded node goes back.
+    Rollback,
 }
 
 /// Run the demo; exits non-zero unless every node completed.
 pub(crate) fn run(cmd: DemoCmd) -> anyhow::Result<()> {
-    if cmd.scenario == Scenario::RebootCoordination {
-        return run_reboots(cmd);
+    match cmd.scenario {
+        Scenario::RebootCoordination => return run_reboots(cmd),
+        Scenario::Rollback => return run_rollback(cmd),
+        Scenario::Upgrade => {}
     }
     let opts = DemoOptions {
         nodes: cmd.nodes,
@@ -99,6 +103,54 @@ fn run_reboots(cmd: DemoCmd) -> anyhow::Result<()> {
     anyhow::ensure!(
         ok,
         "a signalled node was not rebooted exactly once, or another node was"
+    );
+    Ok(())
+}
+
+/// `--scenario rollback`; exits non-zero unless the rollout rolled back every node it
+/// upgraded, with nothing downloaded and no node left cordoned.
+fn run_rollback(cmd: DemoCmd) -> anyhow::Result<()> {
+    let opts = DemoOptions {
+        nodes: cmd.nodes,
+        max_unavailable: osroll_sim::demo::parse_max_unavailable(&cmd.max_unavailable)?,
+        ..Default::default()
+    };
+    let rt = super::logging_and_runtime("error")?;
+    let (demo, ok) = rt.block_on(async move {
+        let mut out = std::io::stdout();
+        let mut demo = rollback::run(&opts, &mut out).await?;
+        let phase = demo.phase.map_or("unknown", |p| p.as_str());
+        writeln!(
+            out,
+            "\nrollout {phase}: {:.1}s from the check failing to the rollback starting, {:.1}s to the last node back\n",
+            demo.to_rollback.as_secs_f64(),
+            demo.to_last_back.as_secs_f64()
+        )?;
+        writeln!(
+            out,
+            "bytes of the {} image downloaded: {}\n",
+            osroll_sim::demo::FROM_VERSION,
+            demo.from_bytes_served
+        )?;
+        write!(out, "{}", demo.table())?;
+        if cmd.keep {
+            let kc = demo.cluster.admin_kubeconfig().display().to_string();
+            writeln!(out, "\nThe cluster stays up until Ctrl-C. Try:")?;
+            writeln!(out, "  export KUBECONFIG={kc}")?;
+            writeln!(out, "  kubectl get osupgrades,osupgradeprogresses")?;
+            writeln!(out, "  osroll status {}", rollback::ROLLOUT)?;
+            out.flush()?;
+            tokio::signal::ctrl_c().await?;
+        }
+        let ok = demo.succeeded();
+        demo.stop().await;
+        anyhow::Ok((demo, ok))
+    })?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    drop(demo);
+    anyhow::ensure!(
+        ok,
+        "the rollback did not bring every upgraded node back without downloading, uncordoned"
     );
     Ok(())
 }

@@ -9,6 +9,7 @@
 pub mod images;
 pub mod node;
 pub mod reboots;
+pub mod rollback;
 pub mod timeline;
 
 use std::collections::BTreeMap;

@@ -151,6 +151,7 @@ const BUILTINS: &[B] = &[
     B("apps",                      "v1", "daemonsets",                "DaemonSet",                NAMESPACED, &["ds"],          STATUS),
     B("apps",                      "v1", "replicasets",               "ReplicaSet",               NAMESPACED, &["rs"],          STATUS),
     B("apps",                      "v1", "statefulsets",              "StatefulSet",              NAMESPACED, &["sts"],         STATUS),
+    B("batch",                     "v1", "jobs",                      "Job",                      NAMESPACED, &[],              STATUS),
     B("rbac.authorization.k8s.io", "v1", "clusterroles",              "ClusterRole",              CLUSTER,    &[],              NO_STATUS),
     B("rbac.authorization.k8s.io", "v1", "clusterrolebindings",       "ClusterRoleBinding",       CLUSTER,    &[],              NO_STATUS),
     B("rbac.authorization.k8s.io", "v1", "roles",                     "Role",                     NAMESPACED, &[],              NO_STATUS),
