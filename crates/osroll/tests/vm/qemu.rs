@@ -76,6 +76,11 @@ fn strip_escapes(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut chars = raw.chars().peekable();
     while let Some(c) = chars.next() {
+        // GRUB's terminal code sends carriage returns in the middle of a line
+        // ("o\rsroll: booting ..."); dropping them keeps the line's text whole.
+        if c == '\r' {
+            continue;
+        }
         if c != '\u{1b}' {
             out.push(c);
             continue;
