@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
-use osroll_api::{OSUpgrade, OSUpgradeProgress, ProgressPhase, UpgradePhase};
+use osroll_api::{OSUpgrade, ProgressPhase, UpgradePhase};
 use osroll_sim::demo::images::ImageServer;
 use osroll_sim::demo::node::MachineOptions;
 use osroll_sim::testing::{Cluster, wait_for};
@@ -39,22 +39,6 @@ async fn phase(admin: &kube::Client, name: &str) -> Option<UpgradePhase> {
         .ok()?
         .status?
         .phase
-}
-
-async fn progresses(admin: &kube::Client, upgrade: &str) -> Vec<OSUpgradeProgress> {
-    Api::<OSUpgradeProgress>::all(admin.clone())
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| {
-            p.spec
-                .source_ref
-                .as_ref()
-                .is_some_and(|s| s.name == upgrade)
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -136,7 +120,7 @@ async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
         Duration::from_secs(90),
         || async {
             let ended = phase(&admin, &name).await;
-            let settled = progresses(&admin, &name).await.iter().all(|p| {
+            let settled = cluster.progresses_of(&name).await.iter().all(|p| {
                 p.annotations().contains_key("osroll.io/rollback")
                     && p.status.as_ref().and_then(|s| s.phase) == Some(ProgressPhase::Completed)
             });
@@ -152,7 +136,7 @@ async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
         "the A/B rollback downloaded 1.0"
     );
     assert_eq!(images.bytes_served("2.0"), served_before);
-    let ps = progresses(&admin, &name).await;
+    let ps = cluster.progresses_of(&name).await;
     for n in &nodes {
         let booted = n.host.booted_slot()?;
         assert_eq!(

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use osroll_api::{OSUpgrade, OSUpgradeProgress, OSUpgradeStatus, ProgressPhase, UpgradePhase};
+use osroll_api::{OSUpgrade, OSUpgradeStatus, ProgressPhase, UpgradePhase};
 use osroll_sim::demo::images::ImageServer;
 use osroll_sim::demo::node::MachineOptions;
 use osroll_sim::testing::{Cluster, wait_for};
@@ -147,7 +147,7 @@ async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
         "a node armed for rollback",
         Duration::from_secs(30),
         || async {
-            let back = progresses(&admin, &name).await.into_iter().any(|p| {
+            let back = cluster.progresses_of(&name).await.into_iter().any(|p| {
                 p.annotations().contains_key("osroll.io/rollback")
                     && p.status.as_ref().and_then(|s| s.phase) != Some(ProgressPhase::Completed)
             });
@@ -167,7 +167,7 @@ async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
             // Read from the API, not the controller's cache: no reboot of the upgrade
             // is still approved when the rollback says it finished.
             let st = status(&admin, &name).await?;
-            let settled = progresses(&admin, &name).await.iter().all(|p| {
+            let settled = cluster.progresses_of(&name).await.iter().all(|p| {
                 p.annotations().contains_key("osroll.io/rollback") || !p.spec.reboot_approved
             });
             let end = matches!(
@@ -193,7 +193,7 @@ async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
     );
     assert!(images.bytes_served("2.0") > 0);
 
-    let progresses = progresses(&admin, &name).await;
+    let progresses = cluster.progresses_of(&name).await;
     let mut back = 0;
     for n in &nodes {
         let p = progresses
@@ -275,20 +275,4 @@ async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
     .await?;
     ctrl.stop().await?;
     Ok(())
-}
-
-async fn progresses(admin: &kube::Client, upgrade: &str) -> Vec<OSUpgradeProgress> {
-    Api::<OSUpgradeProgress>::all(admin.clone())
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| {
-            p.spec
-                .source_ref
-                .as_ref()
-                .is_some_and(|s| s.name == upgrade)
-        })
-        .collect()
 }

@@ -480,6 +480,21 @@ impl Cluster {
         .await
     }
 
+    /// The progress objects of the OSUpgrade named `upgrade` (its full name); empty when
+    /// the list fails, for polls that try again.
+    pub async fn progresses_of(&self, upgrade: &str) -> Vec<osroll_api::OSUpgradeProgress> {
+        let api = Api::<osroll_api::OSUpgradeProgress>::all(self.admin.clone());
+        let list = api.list(&ListParams::default()).await;
+        list.map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| {
+                let source = p.spec.source_ref.as_ref();
+                source.is_some_and(|s| s.name == upgrade)
+            })
+            .collect()
+    }
+
     /// The last log lines of this instance's agents and controller and the state of
     /// its OSUpgrades, progress objects and Nodes (see [`diagnosis`]).
     pub async fn diagnosis(&self) -> String {
