@@ -103,10 +103,8 @@ pub struct Demo {
     pub phase: Option<UpgradePhase>,
     /// From applying the OSUpgrade to its end.
     pub elapsed: Duration,
-    nodes: Vec<SimNode>,
-    controller: Option<ControllerTask>,
+    running: Running,
     _images: ImageServer,
-    workloads: Option<crate::workloads::Workloads>,
     timeline: Option<Timeline>,
     _dir: tempfile::TempDir,
     /// The cluster (test API server).
@@ -138,25 +136,8 @@ impl Demo {
     /// server stays until the value is dropped. Drop the value only after the runtime
     /// that ran the demo, so no client task outlives the server it talks to.
     pub async fn stop(&mut self) {
-        if let Some((task, stop)) = self.controller.take() {
-            let _ = stop.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-        self.nodes.clear();
-        self.workloads.take();
         self.timeline.take();
-        // Let the aborted tasks unwind before their server goes away.
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if let Some((task, _)) = self.controller.take() {
-            task.abort();
-        }
+        self.running.stop().await;
     }
 }
 
@@ -287,6 +268,39 @@ type ControllerTask = (
     tokio::sync::oneshot::Sender<()>,
 );
 
+/// What every scenario keeps running after it finished: the nodes, the controller and
+/// the workloads, all clients of the API server, so they stop (or, dropped, abort)
+/// before it goes away.
+struct Running {
+    nodes: Vec<SimNode>,
+    controller: Option<ControllerTask>,
+    workloads: Option<crate::workloads::Workloads>,
+}
+
+impl Running {
+    /// Stop the controller (releasing its Lease), then drop the nodes and workloads.
+    async fn stop(&mut self) {
+        if let Some((task, stop)) = self.controller.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        self.nodes.clear();
+        self.workloads.take();
+        // Let the aborted tasks unwind before their server goes away.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some((task, _)) = self.controller.take() {
+            task.abort();
+        }
+    }
+}
+
 /// Run the demo: set everything up, apply the OSUpgrade, let `follow` show the rollout
 /// until it ends (it gets an admin client and returns the last phase it saw), and
 /// summarize what happened on each node. `out` gets the narration.
@@ -316,10 +330,12 @@ where
         rows,
         phase,
         elapsed,
-        nodes,
-        controller: Some(controller),
+        running: Running {
+            nodes,
+            controller: Some(controller),
+            workloads,
+        },
         _images: images,
-        workloads,
         timeline: Some(timeline),
         _dir: dir,
     })

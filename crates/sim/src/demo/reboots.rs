@@ -17,9 +17,7 @@ use osroll_api::{OSUpgrade, OSUpgradeProgress, labels};
 use serde_json::json;
 
 use super::node::SimNode;
-use super::{
-    ControllerTask, DemoOptions, start_cluster, start_controller, start_nodes, start_workloads,
-};
+use super::{DemoOptions, Running, start_cluster, start_controller, start_nodes, start_workloads};
 use crate::testing::Cluster;
 
 /// Name of the scenario's OSUpgrade.
@@ -46,9 +44,7 @@ pub struct RebootDemo {
     pub rows: Vec<RebootRow>,
     /// From applying the OSUpgrade to the last release.
     pub elapsed: Duration,
-    nodes: Vec<SimNode>,
-    controller: Option<ControllerTask>,
-    workloads: Option<crate::workloads::Workloads>,
+    running: Running,
     _dir: tempfile::TempDir,
     /// The cluster (test API server).
     pub cluster: Cluster,
@@ -87,23 +83,7 @@ impl RebootDemo {
 
     /// Stop the controller, the nodes and the workloads (the server stays until drop).
     pub async fn stop(&mut self) {
-        if let Some((task, stop)) = self.controller.take() {
-            let _ = stop.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-        self.nodes.clear();
-        self.workloads.take();
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-impl Drop for RebootDemo {
-    fn drop(&mut self) {
-        if let Some((task, _)) = self.controller.take() {
-            task.abort();
-        }
+        self.running.stop().await;
     }
 }
 
@@ -137,9 +117,11 @@ pub async fn run(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result<Rebo
     Ok(RebootDemo {
         rows,
         elapsed,
-        nodes,
-        controller: Some(controller),
-        workloads,
+        running: Running {
+            nodes,
+            controller: Some(controller),
+            workloads,
+        },
         _dir: dir,
         cluster,
     })

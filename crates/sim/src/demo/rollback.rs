@@ -23,8 +23,8 @@ use serde_json::json;
 use super::images::ImageServer;
 use super::node::SimNode;
 use super::{
-    ControllerTask, DemoOptions, FROM_VERSION, TO_VERSION, start_cluster, start_controller,
-    start_images, start_nodes, start_workloads,
+    DemoOptions, FROM_VERSION, Running, TO_VERSION, start_cluster, start_controller, start_images,
+    start_nodes, start_workloads,
 };
 use crate::testing::{Cluster, wait_for};
 
@@ -64,10 +64,8 @@ pub struct RollbackDemo {
     pub to_last_back: Duration,
     /// Bytes of the 1.0 image the image server sent during the whole scenario.
     pub from_bytes_served: u64,
-    nodes: Vec<SimNode>,
-    controller: Option<ControllerTask>,
+    running: Running,
     _images: ImageServer,
-    workloads: Option<crate::workloads::Workloads>,
     _dir: tempfile::TempDir,
     /// The cluster (test API server).
     pub cluster: Cluster,
@@ -110,23 +108,7 @@ impl RollbackDemo {
 
     /// Stop the controller, the nodes and the workloads (the server stays until drop).
     pub async fn stop(&mut self) {
-        if let Some((task, stop)) = self.controller.take() {
-            let _ = stop.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-        self.nodes.clear();
-        self.workloads.take();
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-impl Drop for RollbackDemo {
-    fn drop(&mut self) {
-        if let Some((task, _)) = self.controller.take() {
-            task.abort();
-        }
+        self.running.stop().await;
     }
 }
 
@@ -181,10 +163,12 @@ pub async fn run(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result<Roll
         to_rollback,
         to_last_back,
         from_bytes_served: images.bytes_served(FROM_VERSION),
-        nodes,
-        controller: Some(controller),
+        running: Running {
+            nodes,
+            controller: Some(controller),
+            workloads,
+        },
         _images: images,
-        workloads,
         _dir: dir,
         cluster,
     })
