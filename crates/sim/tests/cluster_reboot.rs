@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use chrono::{Duration as Span, Utc};
 use common::DisruptionRecorder;
-use common::fleet::Controller;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use common::fleet::{Controller, create_pdb, create_pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -125,20 +125,8 @@ async fn coordinate(cluster: &Cluster) -> anyhow::Result<()> {
     let signalled = |name: &str| SIGNALLED.iter().any(|&i| nodes[i].name == name);
 
     // A budget that holds web-0 on the first signalled node.
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "web-0", "namespace": ns, "labels": {"app": "web"}},
-        "spec": {"nodeName": nodes[0].name, "containers": [{"name": "app", "image": "registry.example/app:1"}]},
-    }))?;
-    pods.create(&PostParams::default(), &pod).await?;
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns);
-    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": "web-pdb", "namespace": ns},
-        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
-    }))?;
-    pdbs.create(&PostParams::default(), &pdb).await?;
+    create_pod(&admin, &ns, "web-0", &nodes[0].name, "web").await?;
+    create_pdb(&admin, &ns, "web-pdb", "web", 1).await?;
 
     let recorder = DisruptionRecorder::default();
     let rec_task = tokio::spawn(
@@ -234,12 +222,13 @@ async fn coordinate(cluster: &Cluster) -> anyhow::Result<()> {
         note.contains(&format!("{ns}/web-0")) && note.contains(&format!("{ns}/web-pdb")),
         "{note}"
     );
-    pdbs.patch(
-        "web-pdb",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"minAvailable": 0}})),
-    )
-    .await?;
+    Api::<PodDisruptionBudget>::namespaced(admin.clone(), &ns)
+        .patch(
+            "web-pdb",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"minAvailable": 0}})),
+        )
+        .await?;
 
     wait_for(
         "3 nodes rebooted and released",

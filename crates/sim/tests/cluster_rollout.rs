@@ -16,8 +16,8 @@ mod common;
 use std::time::Duration;
 
 use common::DisruptionRecorder;
-use common::fleet::{Controller, wait_rollout_end};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use common::fleet::{Controller, create_pdb, create_pod, wait_rollout_end};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -62,14 +62,6 @@ async fn events(admin: &kube::Client, upgrade: &str) -> Vec<Event> {
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(upgrade))
         .collect()
-}
-
-fn pod(ns: &str, name: &str, node: &str, app: &str) -> anyhow::Result<Pod> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
-        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.example/app:1"}]},
-    }))?)
 }
 
 /// What a rollout test varies.
@@ -127,18 +119,9 @@ async fn roll_out(cluster: &Cluster, scenario: &Scenario) -> anyhow::Result<()> 
     };
     cluster.wait_managed_within(NODES, managed_within).await?;
 
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
-    pods.create(&PostParams::default(), &pod(&ns, "web-0", &node(0), "web")?)
-        .await?;
-    pods.create(&PostParams::default(), &pod(&ns, "db-0", &node(1), "db")?)
-        .await?;
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns);
-    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": "web-pdb", "namespace": ns},
-        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
-    }))?;
-    pdbs.create(&PostParams::default(), &pdb).await?;
+    create_pod(&admin, &ns, "web-0", &node(0), "web").await?;
+    create_pod(&admin, &ns, "db-0", &node(1), "db").await?;
+    create_pdb(&admin, &ns, "web-pdb", "web", 1).await?;
 
     let recorder = DisruptionRecorder::default();
     let rec_task = tokio::spawn(
@@ -190,12 +173,13 @@ async fn roll_out(cluster: &Cluster, scenario: &Scenario) -> anyhow::Result<()> 
         ctrl = Controller::start(cluster, "replica-b", Duration::from_millis(300)).await?;
     }
 
-    pdbs.patch(
-        "web-pdb",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"minAvailable": 0}})),
-    )
-    .await?;
+    Api::<PodDisruptionBudget>::namespaced(admin.clone(), &ns)
+        .patch(
+            "web-pdb",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"minAvailable": 0}})),
+        )
+        .await?;
 
     let st = wait_rollout_end(&admin, &up_name, Duration::from_secs(120)).await?;
     assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");

@@ -78,3 +78,42 @@ pub async fn create_web_deployment(admin: &kube::Client, ns: &str) -> anyhow::Re
         .await?;
     Ok(())
 }
+
+/// Create pod `name` (label `app`) bound to `node` in `ns`.
+pub async fn create_pod(
+    admin: &kube::Client,
+    ns: &str,
+    name: &str,
+    node: &str,
+    app: &str,
+) -> anyhow::Result<()> {
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.example/app:1"}]},
+    }))?;
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), ns)
+        .create(&kube::api::PostParams::default(), &pod)
+        .await?;
+    Ok(())
+}
+
+/// Create PodDisruptionBudget `name` in `ns`: `min_available` pods labelled `app`.
+pub async fn create_pdb(
+    admin: &kube::Client,
+    ns: &str,
+    name: &str,
+    app: &str,
+    min_available: i32,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let pdb: PodDisruptionBudget = serde_json::from_value(serde_json::json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"minAvailable": min_available, "selector": {"matchLabels": {"app": app}}},
+    }))?;
+    Api::<PodDisruptionBudget>::namespaced(admin.clone(), ns)
+        .create(&kube::api::PostParams::default(), &pdb)
+        .await?;
+    Ok(())
+}

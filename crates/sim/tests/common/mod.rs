@@ -21,7 +21,6 @@ use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -107,13 +106,8 @@ impl SimCluster {
     }
 
     pub async fn add_pod(&self, ns: &str, name: &str, node: &str, app: &str) -> anyhow::Result<()> {
+        fleet::create_pod(&self.admin, ns, name, node, app).await?;
         let pods: Api<Pod> = Api::namespaced(self.admin.clone(), ns);
-        let p: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
-        }))?;
-        pods.create(&PostParams::default(), &p).await?;
         let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
         pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
             .await?;
@@ -127,14 +121,7 @@ impl SimCluster {
         app: &str,
         min_available: i32,
     ) -> anyhow::Result<()> {
-        let api: Api<PodDisruptionBudget> = Api::namespaced(self.admin.clone(), ns);
-        let b: PodDisruptionBudget = serde_json::from_value(json!({
-            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"minAvailable": min_available, "selector": {"matchLabels": {"app": app}}},
-        }))?;
-        api.create(&PostParams::default(), &b).await?;
-        Ok(())
+        fleet::create_pdb(&self.admin, ns, name, app, min_available).await
     }
 
     pub async fn upgrade(&self, name: &str) -> anyhow::Result<OSUpgrade> {
