@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use chrono::{Duration as Span, Utc};
 use common::DisruptionRecorder;
-use common::fleet::{Controller, create_pdb, create_pod};
+use common::fleet::{Controller, create_pdb, create_pod, relax_pdb};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use osroll_api::{
     OSUpgrade, OSUpgradeProgress, OSUpgradeStatus, ProgressPhase, RebootSource, UpgradePhase,
@@ -222,13 +221,7 @@ async fn coordinate(cluster: &Cluster) -> anyhow::Result<()> {
         note.contains(&format!("{ns}/web-0")) && note.contains(&format!("{ns}/web-pdb")),
         "{note}"
     );
-    Api::<PodDisruptionBudget>::namespaced(admin.clone(), &ns)
-        .patch(
-            "web-pdb",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"minAvailable": 0}})),
-        )
-        .await?;
+    relax_pdb(&admin, &ns, "web-pdb").await?;
 
     wait_for(
         "3 nodes rebooted and released",

@@ -16,11 +16,10 @@ mod common;
 use std::time::Duration;
 
 use common::DisruptionRecorder;
-use common::fleet::{Controller, create_pdb, create_pod, wait_rollout_end};
+use common::fleet::{Controller, create_pdb, create_pod, relax_pdb, wait_rollout_end};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use osroll_api::{OSUpgrade, OSUpgradeProgress, ProgressPhase, UpgradePhase, labels};
 use osroll_sim::demo::images::ImageServer;
 use osroll_sim::demo::node::MachineOptions;
@@ -173,13 +172,7 @@ async fn roll_out(cluster: &Cluster, scenario: &Scenario) -> anyhow::Result<()> 
         ctrl = Controller::start(cluster, "replica-b", Duration::from_millis(300)).await?;
     }
 
-    Api::<PodDisruptionBudget>::namespaced(admin.clone(), &ns)
-        .patch(
-            "web-pdb",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"minAvailable": 0}})),
-        )
-        .await?;
+    relax_pdb(&admin, &ns, "web-pdb").await?;
 
     let st = wait_rollout_end(&admin, &up_name, Duration::from_secs(120)).await?;
     assert_eq!(st.phase, Some(UpgradePhase::Completed), "{st:#?}");

@@ -117,3 +117,17 @@ pub async fn create_pdb(
         .await?;
     Ok(())
 }
+
+/// Let PodDisruptionBudget `name` in `ns` allow every eviction (`minAvailable: 0`).
+pub async fn relax_pdb(admin: &kube::Client, ns: &str, name: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let relax = serde_json::json!({"spec": {"minAvailable": 0}});
+    Api::<PodDisruptionBudget>::namespaced(admin.clone(), ns)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&relax),
+        )
+        .await?;
+    Ok(())
+}
