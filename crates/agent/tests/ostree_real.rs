@@ -77,6 +77,7 @@ fn target(image: ImageRef, kernel_arguments: KernelArguments) -> Target {
         os_version_management: None,
         kernel_arguments,
         staged_reboot_required: None,
+        rollback: false,
     }
 }
 

@@ -70,6 +70,9 @@ pub struct Target {
     /// What staging reported (`status.rebootRequired`), once it has: the controller
     /// approved a live update without drain only when this is `Some(false)`.
     pub staged_reboot_required: Option<bool>,
+    /// A fleet rollback: `image` is the version the node ran before; return to it with
+    /// the tool's own rollback where the tool still has it.
+    pub rollback: bool,
 }
 
 /// A backend call that failed; its message names the command or plugin.
@@ -205,7 +208,8 @@ fn ostree_target(t: &Target) -> Result<OstreeTarget, OstreeError> {
     Ok(
         OstreeTarget::from_progress(&t.image, t.os_version_management.as_ref())?
             .with_kernel_arguments(&t.kernel_arguments)
-            .with_live(live::requested(&t.image, t.os_version_management.as_ref())?),
+            .with_live(live::requested(&t.image, t.os_version_management.as_ref())?)
+            .with_rollback(t.rollback),
     )
 }
 
@@ -239,7 +243,18 @@ impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
                 });
             }
             StageOutcome::AlreadyStaged(d) => (d, "was already staged".to_string()),
+            StageOutcome::Staged(d) if t.rollback => (
+                d,
+                format!("staged with {tool}: the previous deployment is gone, so it was fetched"),
+            ),
             StageOutcome::Staged(d) => (d, format!("staged with {tool}")),
+            StageOutcome::Restored(d) => (
+                d,
+                format!(
+                    "restored by {} from the deployment kept on the node, nothing fetched",
+                    super::ostree::rollback::how(tool)
+                ),
+            ),
         };
         let plan = live::plan(tool, &t);
         let verdict = match plan {
