@@ -245,7 +245,10 @@ impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
             StageOutcome::AlreadyStaged(d) => (d, "was already staged".to_string()),
             StageOutcome::Staged(d) if t.rollback => (
                 d,
-                format!("staged with {tool}: the previous deployment is gone, so it was fetched"),
+                format!(
+                    "staged with {tool} like an update: no deployment kept on the node \
+                     that the tool's rollback can return to is the target"
+                ),
             ),
             StageOutcome::Staged(d) => (d, format!("staged with {tool}")),
             StageOutcome::Restored(d) => (
