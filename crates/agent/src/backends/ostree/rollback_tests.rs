@@ -200,3 +200,11 @@ fn restore_commands_are_the_tools_rollback_or_a_redeploy_of_the_commit() {
         ]
     );
 }
+
+#[test]
+fn a_rollback_is_applied_by_the_reboot_even_when_the_update_went_live() {
+    let live = live::LiveRequest::Live(live::LiveSource::CatalogEntry);
+    let t = back_to(1).with_rollback(false).with_live(live);
+    assert_eq!(t.live, live);
+    assert_eq!(t.with_rollback(true).live, live::LiveRequest::Reboot);
+}
