@@ -21,7 +21,7 @@ use osroll_agent::mounts::decide::{PodInfo, PodRef};
 use osroll_agent::mounts::restart::{MountsError, PodApi, Restarter};
 use osroll_agent::source::file::FileSource;
 use osroll_agent::{AgentConfig, AgentExit};
-use osroll_api::{OSUpgradeProgressSpec, ProgressPhase};
+use osroll_api::{OSUpgradeProgress, OSUpgradeProgressSpec, ProgressPhase};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(20);
@@ -60,11 +60,24 @@ case "$1" in
       reply ",\"rebootRequired\":false,\"currentVersion\":\"$target\",\"stalePaths\":[\"/usr/lib/os/$running\"]"
     fi ;;
   verify) reply ",\"currentVersion\":\"$running\"" ;;
+  rollback)
+    if [ -e "$S/can-roll-back" ]; then reply ",\"rebootRequired\":true"
+    else printf '{{"apiVersion":"osroll.io/plugin/v1","ok":false,"unsupported":true,"error":"%s was not kept"}}\n' "$target"; fi ;;
   *) exit 64 ;;
 esac"#
         ),
     );
     (exe, os)
+}
+
+/// Put a progress for `spec` carrying the controller's rollback mark.
+fn put_rollback(node: &Node, spec: OSUpgradeProgressSpec) {
+    let mut p = OSUpgradeProgress::new(PROGRESS, spec);
+    p.metadata.annotations = Some(BTreeMap::from([(
+        osroll_api::labels::ROLLBACK.to_string(),
+        String::new(),
+    )]));
+    FileSource::write_progress(&node.progress_dir(), &p).unwrap();
 }
 
 /// Hooks that record their environment into `<hooks>/ran-<phase>`.
@@ -312,6 +325,47 @@ async fn live_plugin_update_restarts_stale_and_selected_pods_once_without_reboot
     tokio::time::sleep(Duration::from_millis(300)).await;
     agent.abort();
     assert_eq!(pods.deleted.lock().unwrap().len(), 3);
+}
+
+/// A progress with the rollback mark, from 2.0 back to 1.0: the agent asks the plugin for
+/// `rollback`; one that cannot gets a `stage` of 1.0, and the Staged message says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marked_rollback_asks_the_plugin_to_roll_back_or_stages_instead() {
+    for can in [true, false] {
+        let node = Node::new(1 << 20, "2.0");
+        let (exe, os) = plugin(node.dir.path());
+        fs::write(os.join("running"), "2.0").unwrap();
+        if can {
+            fs::write(os.join("can-roll-back"), "").unwrap();
+        }
+        let mut s = spec("1.0", "https://os.example/1.0", "sha256:00", None);
+        s.allow_downgrade = true;
+        put_rollback(&node, s);
+        let agent = spawn(&node, plugin_config(&node, &exe), None);
+        let st = node
+            .wait_phase(&[ProgressPhase::Staged, ProgressPhase::Failed], T)
+            .await;
+        agent.abort();
+        assert_eq!(st.phase, Some(ProgressPhase::Staged), "{st:?}");
+        let msg = st.message.unwrap_or_default();
+        let req: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(os.join("request-rollback.json")).unwrap())
+                .unwrap();
+        assert_eq!(req["targetVersion"], "1.0");
+        assert_eq!(req["rollback"], true);
+        if can {
+            assert!(msg.starts_with("plugin rolled back to 1.0;"), "{msg}");
+            assert!(!os.join("request-stage.json").exists());
+        } else {
+            assert!(
+                msg.starts_with(
+                    "plugin cannot roll back (1.0 was not kept), so it staged 1.0 instead"
+                ),
+                "{msg}"
+            );
+            assert!(os.join("request-stage.json").exists());
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 //! repository with two commits, `admin init-fs` / `os-init` / `deploy`, and every
 //! backend command run through a host prefix that makes the sysroot look booted (see
 //! `ostree_real/sysroot.rs`). Staging, the BLS entry's kernel arguments, the booted and
-//! pending deployment, a bootloader fallback and a rollback to the previous version.
+//! pending deployment, a bootloader fallback, a rollback to the previous version staged
+//! as any version, and a fleet rollback that redeploys the kept commit without a pull.
 //!
 //! rpm-ostree and bootc are not packaged here; their paths are tested against scripted
 //! tools (`scripted_*` in `src/backends/ostree/tests.rs`). Without `ostree`, or without
@@ -77,6 +78,7 @@ fn target(image: ImageRef, kernel_arguments: KernelArguments) -> Target {
         os_version_management: None,
         kernel_arguments,
         staged_reboot_required: None,
+        rollback: false,
     }
 }
 
@@ -197,6 +199,93 @@ fn rolling_back_after_an_update_deploys_the_previous_commit_again() {
             booted.deploy_dir().unwrap()
         )
     );
+}
+
+/// The repository's refs other than ostree's own per-deployment ones.
+fn branches(s: &Sysroot) -> Vec<String> {
+    s.on_node(&["ostree", "refs"])
+        .lines()
+        .filter(|r| !r.starts_with("ostree/"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// How many objects the repository holds.
+fn objects(s: &Sysroot) -> usize {
+    let dir = s.path().join("ostree/repo/objects");
+    sysroot::run(
+        std::process::Command::new("find")
+            .arg(dir)
+            .args(["-type", "f"]),
+    )
+    .lines()
+    .count()
+}
+
+/// A fleet rollback after 1.0 → 2.0 (with kernel arguments): the target names a
+/// `remote:ref` that cannot be pulled (no remote, and the local ref is gone), so only a
+/// redeploy of the kept 1.0 deployment's commit can stage it. It does, with 1.0's origin
+/// and the update's kernel arguments undone.
+#[test]
+fn a_rollback_redeploys_the_kept_commit_without_pulling() {
+    let f = fixture();
+    let change = kargs(&["quiet"], &["rhgb"]);
+    let up = target(image("2.0", &f.c2), change.clone());
+    DeployBackend::stage(&backend(&f.sysroot), &up).unwrap();
+    f.sysroot.reboot(false);
+    // From here on the backend pulls a `remote:ref` reference before deploying it.
+    let mut config = config(&f.sysroot);
+    config.pull = true;
+    let b = OstreeBackend::new(config, ProcessRunner);
+    assert!(matches!(
+        DeployBackend::confirm(&b, &up).unwrap(),
+        Confirmed::OnTarget { .. }
+    ));
+    f.sysroot
+        .on_node(&["ostree", "refs", "--delete", "testos/v1"]);
+    assert_eq!(f.sysroot.on_node(&["ostree", "remote", "list"]), "");
+    let status = b.status().unwrap();
+    let kept = status
+        .deployments
+        .iter()
+        .find(|d| !d.booted)
+        .expect("1.0 is kept");
+    assert_eq!(kept.checksum.as_deref(), Some(f.c1.as_str()));
+    assert!(
+        kept.rollback,
+        "ostree lists 1.0 as the rollback: {status:?}"
+    );
+
+    let mut back = target(image("1.0", &f.c1), change);
+    back.image.url = format!("origin:{OS}/v1");
+    back.rollback = true;
+    let objects_before = objects(&f.sysroot);
+    let staged = DeployBackend::stage(&b, &back).unwrap();
+    assert!(
+        matches!(&staged, Staging::Staged { reboot_required: true, message, .. }
+            if message.contains("nothing fetched")),
+        "{staged:?}"
+    );
+    let st = b.status().unwrap();
+    let next = st.staged().expect("1.0 staged");
+    assert_eq!(next.checksum.as_deref(), Some(f.c1.as_str()));
+    assert_eq!(
+        next.origin.as_deref(),
+        Some("testos/v1"),
+        "1.0's own origin"
+    );
+    assert_eq!(branches(&f.sysroot), ["testos/v2"], "no ref fetched");
+    assert_eq!(objects(&f.sysroot), objects_before, "no object fetched");
+
+    f.sysroot.reboot(false);
+    assert!(matches!(
+        DeployBackend::confirm(&b, &back).unwrap(),
+        Confirmed::OnTarget { version: Some(ref v), .. } if v == "1.0"
+    ));
+    let opts = &f.sysroot.entries()[0].options;
+    assert!(opts.iter().any(|o| o == "rhgb"), "{opts:?}");
+    assert!(opts.iter().any(|o| o == "root=/dev/vda2"), "{opts:?}");
+    assert!(!opts.iter().any(|o| o == "quiet"), "{opts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

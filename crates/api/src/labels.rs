@@ -18,6 +18,11 @@ pub const REBOOT_NEEDED: &str = "osroll.io/reboot-needed";
 pub const CORDONED_BY: &str = "osroll.io/cordoned-by";
 /// On a Node: `pending` asks the controller to reconcile this node in place.
 pub const IN_PLACE_UPDATE: &str = "osroll.io/in-place-update";
+/// On an OSUpgradeProgress: this attempt takes the node back to its previous version (a
+/// fleet rollback); the value is when the node completed the upgrade being undone
+/// (RFC 3339, or empty). The controller sets it with the previous image; the agent then
+/// returns with the tool's own rollback where it can.
+pub const ROLLBACK: &str = "osroll.io/rollback";
 /// Finalizer the controller puts on an OSUpgrade so deletion uncordons first.
 pub const FINALIZER: &str = "osroll.io/uncordon";
 

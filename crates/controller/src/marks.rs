@@ -31,7 +31,8 @@ pub const DRAIN_MESSAGE: &str = "osroll.io/drain-message";
 pub const APPROVED_BOOT: &str = "osroll.io/approved-boot-id";
 /// On a progress object: this attempt takes the node back to its previous version; the
 /// value is when the node completed the upgrade being undone (RFC 3339, or empty).
-pub const ROLLBACK: &str = "osroll.io/rollback";
+/// The agent reads it too, so it is [`labels::ROLLBACK`].
+pub const ROLLBACK: &str = labels::ROLLBACK;
 /// On a progress object: the node's `osroll.io/os-version` when the progress was
 /// created, the version a rollback returns it to.
 pub const PREVIOUS_VERSION: &str = "osroll.io/previous-version";

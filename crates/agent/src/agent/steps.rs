@@ -17,6 +17,14 @@ use crate::status;
 
 pub(super) type StepResult = Result<Tick, StepError>;
 
+/// Whether `obj` carries the controller's rollback mark.
+fn is_rollback(obj: &OSUpgradeProgress) -> bool {
+    obj.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(osroll_api::labels::ROLLBACK))
+}
+
 impl<S: ProgressSource, B: Backend> Executor<S, B> {
     /// Carry out `step` for `obj` (the tracked progress); a failure ends the attempt.
     pub(super) async fn perform(
@@ -78,6 +86,7 @@ impl<S: ProgressSource, B: Backend> Executor<S, B> {
             allow_http_images: obj.spec.allow_http_images,
             kernel_arguments: obj.spec.kernel_arguments.clone(),
             staged_reboot_required: t.status.reboot_required,
+            rollback: is_rollback(obj),
         }
     }
 

@@ -89,6 +89,7 @@ fn target(attempt: &Attempt, missing: impl FnOnce() -> Failure) -> Result<Target
         os_version_management: attempt.os_version_management.clone(),
         kernel_arguments: attempt.kernel_arguments.clone().unwrap_or_default(),
         staged_reboot_required: attempt.staged_reboot_required,
+        rollback: attempt.rollback,
     })
 }
 

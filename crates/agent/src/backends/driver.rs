@@ -18,7 +18,7 @@ use super::ostree::live::{self, LivePlan};
 use super::ostree::{
     BootCheck, OstreeBackend, OstreeConfig, OstreeError, OstreeTarget, StageOutcome,
 };
-use super::plugin::{Plugin, PluginError, PluginRequest};
+use super::plugin::{Plugin, PluginError, PluginRequest, RollbackReply, StageReply};
 use super::runner::{CommandRunner, ProcessRunner};
 use crate::mounts::decide::StaleRef;
 
@@ -70,6 +70,9 @@ pub struct Target {
     /// What staging reported (`status.rebootRequired`), once it has: the controller
     /// approved a live update without drain only when this is `Some(false)`.
     pub staged_reboot_required: Option<bool>,
+    /// A fleet rollback: `image` is the version the node ran before; return to it with
+    /// the tool's own rollback where the tool still has it.
+    pub rollback: bool,
 }
 
 /// A backend call that failed; its message names the command or plugin.
@@ -205,7 +208,8 @@ fn ostree_target(t: &Target) -> Result<OstreeTarget, OstreeError> {
     Ok(
         OstreeTarget::from_progress(&t.image, t.os_version_management.as_ref())?
             .with_kernel_arguments(&t.kernel_arguments)
-            .with_live(live::requested(&t.image, t.os_version_management.as_ref())?),
+            .with_live(live::requested(&t.image, t.os_version_management.as_ref())?)
+            .with_rollback(t.rollback),
     )
 }
 
@@ -239,7 +243,21 @@ impl<R: CommandRunner> DeployBackend for OstreeBackend<R> {
                 });
             }
             StageOutcome::AlreadyStaged(d) => (d, "was already staged".to_string()),
+            StageOutcome::Staged(d) if t.rollback => (
+                d,
+                format!(
+                    "staged with {tool} like an update: no deployment kept on the node \
+                     that the tool's rollback can return to is the target"
+                ),
+            ),
             StageOutcome::Staged(d) => (d, format!("staged with {tool}")),
+            StageOutcome::Restored(d) => (
+                d,
+                format!(
+                    "restored by {} from the deployment kept on the node, nothing fetched",
+                    super::ostree::rollback::how(tool)
+                ),
+            ),
         };
         let plan = live::plan(tool, &t);
         let verdict = match plan {
@@ -309,6 +327,7 @@ fn request(action: super::plugin::PluginAction, t: &Target) -> PluginRequest {
         .with_os_version_management(t.os_version_management.as_ref())
         .with_image(Some(&t.image))
         .with_kernel_arguments(&t.kernel_arguments)
+        .with_rollback(t.rollback)
 }
 
 fn with_message(base: String, plugin_message: Option<String>) -> String {
@@ -316,6 +335,51 @@ fn with_message(base: String, plugin_message: Option<String>) -> String {
         Some(m) => format!("{base} ({m})"),
         None => base,
     }
+}
+
+/// What a `stage` (or `rollback`) reply means for `t`; `did` opens the message.
+fn plugin_staged(t: &Target, r: StageReply, did: String) -> Staging {
+    if r.current_version.as_deref() == Some(t.image.version.as_str()) {
+        return Staging::AlreadyCurrent {
+            message: with_message(
+                format!("plugin reports {} already running", t.image.version),
+                r.message,
+            ),
+        };
+    }
+    let how = if r.reboot_required {
+        "applying needs a reboot; waiting for reboot approval"
+    } else {
+        "it can be applied live; waiting for approval"
+    };
+    Staging::Staged {
+        reboot_required: r.reboot_required,
+        current_version: r.current_version,
+        message: with_message(format!("{did}; {how}"), r.message),
+    }
+}
+
+/// A fleet rollback: the plugin's `rollback`, or, when it cannot, a `stage` of the
+/// version, said in the message (and so in the Staged Event).
+fn plugin_rollback<R: CommandRunner>(p: &Plugin<R>, t: &Target) -> Result<Staging, BackendError> {
+    use super::plugin::PluginAction;
+    let v = &t.image.version;
+    let why = match Plugin::rollback(p, &request(PluginAction::Rollback, t))? {
+        RollbackReply::Staged(r) => {
+            return Ok(plugin_staged(t, r, format!("plugin rolled back to {v}")));
+        }
+        RollbackReply::Unsupported { why } => why,
+    };
+    tracing::warn!(plugin = %p.path().display(), "the plugin cannot roll back ({why}); staging {v} instead");
+    let r = Plugin::stage(p, &request(PluginAction::Stage, t)).map_err(|source| {
+        PluginError::RollbackFallbackFailed {
+            path: p.path().to_path_buf(),
+            why: why.clone(),
+            source: Box::new(source),
+        }
+    })?;
+    let did = format!("plugin cannot roll back ({why}), so it staged {v} instead");
+    Ok(plugin_staged(t, r, did))
 }
 
 impl<R: CommandRunner> DeployBackend for Plugin<R> {
@@ -341,28 +405,15 @@ impl<R: CommandRunner> DeployBackend for Plugin<R> {
 
     fn stage(&self, t: &Target) -> Result<Staging, BackendError> {
         use super::plugin::PluginAction;
-        let r = Plugin::stage(self, &request(PluginAction::Stage, t))?;
-        if r.current_version.as_deref() == Some(t.image.version.as_str()) {
-            return Ok(Staging::AlreadyCurrent {
-                message: with_message(
-                    format!("plugin reports {} already running", t.image.version),
-                    r.message,
-                ),
-            });
+        if t.rollback {
+            return plugin_rollback(self, t);
         }
-        let how = if r.reboot_required {
-            "applying needs a reboot; waiting for reboot approval"
-        } else {
-            "it can be applied live; waiting for approval"
-        };
-        Ok(Staging::Staged {
-            reboot_required: r.reboot_required,
-            current_version: r.current_version,
-            message: with_message(
-                format!("plugin staged {}; {how}", t.image.version),
-                r.message,
-            ),
-        })
+        let r = Plugin::stage(self, &request(PluginAction::Stage, t))?;
+        Ok(plugin_staged(
+            t,
+            r,
+            format!("plugin staged {}", t.image.version),
+        ))
     }
 
     fn apply(&self, t: &Target) -> Result<Applied, BackendError> {

@@ -51,6 +51,10 @@ pub struct Attempt {
     pub kernel_arguments: Option<KernelArguments>,
     /// What staging reported (`status.rebootRequired`), once it has.
     pub staged_reboot_required: Option<bool>,
+    /// The progress carries the rollback mark ([`osroll_api::labels::ROLLBACK`]): the
+    /// image is the version the node ran before, and a tool that can return to it
+    /// without fetching it (its own rollback) should.
+    pub rollback: bool,
 }
 
 /// What a backend records about the node when an attempt begins.

@@ -5,7 +5,8 @@
 //! picks up; nothing is switched until the node reboots. After the reboot the booted
 //! deployment, read back from the same tool, must be the target (by checksum or
 //! version); otherwise the bootloader or a health check fell back and the attempt is
-//! RolledBack.
+//! RolledBack. A fleet rollback to the deployment the node ran before uses the tool's own
+//! rollback, fetching nothing, while that deployment is still there ([`rollback`]).
 //!
 //! Reading status and deciding are pure ([`parse_status`], [`plan_stage`],
 //! [`confirm_boot`]); [`OstreeBackend`] only runs the commands through a
@@ -26,6 +27,7 @@ use super::runner::{CommandError, CommandRunner, CommandSpec};
 pub mod kargs;
 pub mod live;
 pub mod pkgdiff;
+pub mod rollback;
 
 /// Which host tool stages deployments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -164,6 +166,10 @@ pub struct OstreeTarget {
     /// Whether the update asks to skip the reboot, and on whose word (see [`live`]).
     #[serde(default)]
     pub live: live::LiveRequest,
+    /// A fleet rollback: the version the node ran before, to be returned to with the
+    /// tool's rollback while the old deployment is still there (see [`rollback`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
 }
 
 impl OstreeTarget {
@@ -202,7 +208,18 @@ impl OstreeTarget {
             checksum: Some(image.checksum.clone()).filter(|c| !c.is_empty()),
             kernel_arguments: KernelArguments::default(),
             live: live::LiveRequest::Reboot,
+            rollback: false,
         })
+    }
+
+    /// The same target, as a fleet rollback (`true`) or not. A rollback is applied by
+    /// the reboot: it ignores a request to switch live.
+    pub fn with_rollback(mut self, rollback: bool) -> Self {
+        self.rollback = rollback;
+        if rollback {
+            self.live = live::LiveRequest::Reboot;
+        }
+        self
     }
 
     /// The same target, asking to be applied as `live` says.
@@ -362,17 +379,25 @@ pub enum StagePlan {
     AlreadyBooted(Deployment),
     /// The target is already staged for the next boot (e.g. a restarted agent).
     AlreadyStaged(Deployment),
-    /// Run the staging command.
+    /// A rollback to this deployment, which the node still has: the tool's rollback
+    /// makes it the next boot's again, fetching nothing ([`rollback::restore_commands`]).
+    Restore(Deployment),
+    /// Run the staging command (for a rollback: the old deployment is gone).
     Stage,
 }
 
-/// Decide whether anything needs staging.
-pub fn plan_stage(status: &DeploymentStatus, target: &OstreeTarget) -> StagePlan {
+/// Decide whether anything needs staging with `tool`, and how.
+pub fn plan_stage(tool: OstreeTool, status: &DeploymentStatus, target: &OstreeTarget) -> StagePlan {
     if let Some(b) = status.running().filter(|b| b.is(target)) {
         return StagePlan::AlreadyBooted(b.clone());
     }
     if let Some(s) = status.staged().filter(|s| s.is(target)) {
         return StagePlan::AlreadyStaged(s.clone());
+    }
+    if target.rollback
+        && let Some(old) = rollback::restorable(tool, status, target)
+    {
+        return StagePlan::Restore(old.clone());
     }
     StagePlan::Stage
 }
@@ -431,6 +456,9 @@ pub enum StageOutcome {
     AlreadyStaged(Deployment),
     /// The target is now staged for the next boot.
     Staged(Deployment),
+    /// A rollback: the old deployment is the next boot's again, by the tool's rollback
+    /// (nothing fetched).
+    Restored(Deployment),
 }
 
 /// An OSTree operation that failed.
@@ -686,6 +714,9 @@ struct BootcStatus {
     booted: Option<BootcEntry>,
     #[serde(default)]
     rollback: Option<BootcEntry>,
+    /// `bootc rollback` ran: the rollback entry is the next boot's.
+    #[serde(default)]
+    rollback_queued: bool,
 }
 
 #[derive(Deserialize)]
@@ -751,7 +782,8 @@ fn parse_bootc(output: &str) -> Result<DeploymentStatus, StatusError> {
     let mut deployments = Vec::new();
     deployments.extend(s.staged.map(|e| entry(e, false, true, false)));
     deployments.extend(s.booted.map(|e| entry(e, true, false, false)));
-    deployments.extend(s.rollback.map(|e| entry(e, false, false, true)));
+    let queued = s.rollback_queued;
+    deployments.extend(s.rollback.map(|e| entry(e, false, queued, true)));
     Ok(DeploymentStatus { deployments })
 }
 
@@ -863,18 +895,22 @@ impl<R: CommandRunner> OstreeBackend<R> {
     /// Make `target` the next boot's deployment, unless it already is or already runs.
     /// Checks afterwards that the tool staged what was asked for.
     pub fn stage(&self, target: &OstreeTarget) -> Result<StageOutcome, OstreeError> {
-        match plan_stage(&self.status()?, target) {
-            StagePlan::AlreadyBooted(d) => return Ok(StageOutcome::AlreadyBooted(d)),
-            StagePlan::AlreadyStaged(d) => return Ok(StageOutcome::AlreadyStaged(d)),
-            StagePlan::Stage => {}
-        }
-        let cmds = stage_commands(&self.config, target)?;
+        let (cmds, done): (_, fn(Deployment) -> StageOutcome) =
+            match plan_stage(self.config.tool, &self.status()?, target) {
+                StagePlan::AlreadyBooted(d) => return Ok(StageOutcome::AlreadyBooted(d)),
+                StagePlan::AlreadyStaged(d) => return Ok(StageOutcome::AlreadyStaged(d)),
+                StagePlan::Restore(old) => (
+                    rollback::restore_commands(&self.config, target, &old),
+                    StageOutcome::Restored,
+                ),
+                StagePlan::Stage => (stage_commands(&self.config, target)?, StageOutcome::Staged),
+            };
         for cmd in &cmds {
             self.runner.run_checked(cmd)?;
         }
         let status = self.status()?;
         match status.staged() {
-            Some(s) if s.is(target) => Ok(StageOutcome::Staged(s.clone())),
+            Some(s) if s.is(target) => Ok(done(s.clone())),
             other => Err(OstreeError::StagedWrong {
                 command: cmds.last().map(CommandSpec::display).unwrap_or_default(),
                 got: other.map_or_else(|| "nothing".to_string(), Deployment::describe),

@@ -70,6 +70,9 @@ case "$1" in
       echo "error: packages would be changed; would replace files" >&2; exit 1
     fi
     [ -e "$S/fail-live" ] || role next > "$S/live" ;;
+  rollback)
+    c=$(role rollback); [ -n "$c" ] || { echo "error: No rollback deployment found" >&2; exit 1; }
+    if [ -n "$(role next)" ]; then : > "$S/next"; else echo "$c" > "$S/next"; : > "$S/rollback"; fi ;;
   *) echo "unknown command $1" >&2; exit 64 ;;
 esac
 "#;
@@ -82,9 +85,12 @@ entry() {
 }
 case "$1" in
   status)
-    printf '{"apiVersion":"org.containers.bootc/v1","kind":"BootcHost","metadata":{"name":"host"},"spec":{"image":null,"bootOrder":"default"},"status":{"staged":%s,"booted":%s,"rollback":%s,"rollbackQueued":false,"type":"bootcHost"}}\n' \
-      "$(entry next)" "$(entry booted)" "$(entry rollback)" ;;
+    printf '{"apiVersion":"org.containers.bootc/v1","kind":"BootcHost","metadata":{"name":"host"},"spec":{"image":null,"bootOrder":"default"},"status":{"staged":%s,"booted":%s,"rollback":%s,"rollbackQueued":%s,"type":"bootcHost"}}\n' \
+      "$(entry next)" "$(entry booted)" "$(entry rollback)" "$([ -e "$S/queued" ] && echo true || echo false)" ;;
   switch) stage_last_arg "$@"; echo "Queued for next boot" ;;
+  rollback)
+    [ -n "$(role rollback)" ] || { echo "error: No rollback available" >&2; exit 1; }
+    : > "$S/next"; touch "$S/queued"; echo "Next boot: rollback deployment" ;;
   *) echo "unknown command $1" >&2; exit 64 ;;
 esac
 "#;
@@ -163,6 +169,13 @@ impl Fake {
     /// Power-cycle the fake host: it boots the staged deployment, or with `falls_back`
     /// the bootloader returns to the old one and lists the new one as rollback.
     fn reboot(&self, falls_back: bool) {
+        if fs::remove_file(self.state("queued")).is_ok() {
+            // `bootc rollback` queued the rollback entry: the two swap.
+            let (booted, rollback) = (self.get("booted"), self.get("rollback"));
+            self.set("booted", &rollback);
+            self.set("rollback", &booted);
+            return;
+        }
         let (booted, next) = (self.get("booted"), self.get("next"));
         if falls_back {
             self.set("rollback", &next);
@@ -194,6 +207,7 @@ fn target(reference: &str, version: &str, checksum: Option<String>) -> OstreeTar
         checksum,
         kernel_arguments: KernelArguments::default(),
         live: live::LiveRequest::Reboot,
+        rollback: false,
     }
 }
 
@@ -285,6 +299,7 @@ fn scripted_bootc_switch_matches_the_target_by_image_digest() {
         checksum: Some(digest(3)),
         kernel_arguments: KernelArguments::default(),
         live: live::LiveRequest::Reboot,
+        rollback: false,
     };
     let out = backend.stage(&t).unwrap();
     assert!(
@@ -396,6 +411,7 @@ fn rpm_ostree_deploy_without_a_version_uses_the_commit() {
         checksum: Some(format!("sha256:{}", csum(7))),
         kernel_arguments: KernelArguments::default(),
         live: live::LiveRequest::Reboot,
+        rollback: false,
     };
     let cmds = stage_commands(&config, &t).unwrap();
     assert_eq!(
@@ -540,6 +556,7 @@ fn live_target(version: &str, checksum: Option<String>) -> Target {
         os_version_management: Some(serde_json::json!({"ostree": {"rebootRequired": false}})),
         kernel_arguments: KernelArguments::default(),
         staged_reboot_required: None,
+        rollback: false,
     }
 }
 
@@ -815,4 +832,60 @@ fn staging_reports_live_only_on_a_plan_or_verdict_that_allows_it() {
     let why = LivePlan::Reboot(Some("because".into()));
     let (reboot, m) = live::after_staging(rpm, &auto, &why, Some(&Verdict::Additive));
     assert!(reboot && m.starts_with("because"), "{m}");
+}
+
+/// A fleet rollback of a node that went from 40.1 to 40.2 with `tool`'s own rollback: the
+/// old deployment is staged again without a fetch, and booted by the reboot.
+fn scripted_rollback_restores_the_previous_deployment(tool: OstreeTool) {
+    let (fake, backend) = Fake::new(tool);
+    fake.set("booted", &csum(2));
+    fake.set("rollback", &csum(1));
+    let mut back = target("fedora:fedora/stable", "40.1", Some(csum(1)));
+    back.rollback = true;
+    let out = backend.stage(&back).unwrap();
+    assert!(
+        matches!(out, StageOutcome::Restored(ref d) if d.checksum == Some(csum(1))),
+        "{out:?}"
+    );
+    assert_eq!(
+        fake.stage_calls(),
+        vec![vec!["rollback"]],
+        "nothing fetched"
+    );
+    // A restarted agent finds it staged and runs nothing more.
+    assert!(matches!(
+        backend.stage(&back).unwrap(),
+        StageOutcome::AlreadyStaged(_)
+    ));
+    assert_eq!(fake.stage_calls().len(), 1);
+    fake.reboot(false);
+    assert!(matches!(
+        backend.confirm(&back).unwrap(),
+        BootCheck::OnTarget(ref d) if d.checksum == Some(csum(1))
+    ));
+}
+
+#[test]
+fn scripted_rpm_ostree_rollback_returns_to_the_previous_deployment() {
+    scripted_rollback_restores_the_previous_deployment(OstreeTool::RpmOstreeRebase);
+}
+
+#[test]
+fn scripted_bootc_rollback_returns_to_the_previous_deployment() {
+    scripted_rollback_restores_the_previous_deployment(OstreeTool::BootcSwitch);
+}
+
+#[test]
+fn scripted_rollback_without_the_old_deployment_stages_from_the_catalog() {
+    let (fake, backend) = Fake::new(OstreeTool::RpmOstreeRebase);
+    fake.set("booted", &csum(3));
+    fake.set("rollback", "");
+    let mut back = target("fedora:fedora/stable", "40.2", Some(csum(2)));
+    back.rollback = true;
+    let out = backend.stage(&back).unwrap();
+    assert!(matches!(out, StageOutcome::Staged(_)), "{out:?}");
+    assert_eq!(
+        fake.stage_calls(),
+        vec![vec!["rebase", "--", "fedora:fedora/stable"]]
+    );
 }

@@ -7,6 +7,11 @@
 //! strictly: a plugin that crashes, times out, prints something that is not exactly one
 //! reply object, or leaves out a field its action requires fails the step with a message
 //! naming the plugin and the problem. See `docs/plugin-protocol.md`.
+//!
+//! A fleet rollback asks for `rollback` in place of `stage`: the plugin returns to the
+//! version it ran before from what it kept, or answers `unsupported` (as does a plugin
+//! older than the action that exits 2 without a reply); the caller then stages that
+//! version as any other ([`RollbackReply`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +21,10 @@ use osroll_api::progress::FailureReason;
 use osroll_api::upgrade::KernelArguments;
 use serde::{Deserialize, Serialize};
 
-use super::runner::{CommandError, CommandRunner, CommandSpec, TAIL_BYTES, TAIL_LINES, tail_text};
+use super::runner::{
+    CommandError, CommandOutput, CommandRunner, CommandSpec, TAIL_BYTES, TAIL_LINES, Termination,
+    tail_text,
+};
 
 /// The protocol version this agent speaks, in requests and required in replies.
 pub const API_VERSION: &str = "osroll.io/plugin/v1";
@@ -32,15 +40,19 @@ pub enum PluginAction {
     Apply,
     /// Report what version is running now.
     Verify,
+    /// A fleet rollback, in place of `stage`: prepare the return to the version the node
+    /// ran before (the target) from what the plugin kept, or say it cannot.
+    Rollback,
 }
 
 impl PluginAction {
-    /// `stage`, `apply` or `verify`.
+    /// `stage`, `apply`, `verify` or `rollback`.
     pub fn as_str(self) -> &'static str {
         match self {
             PluginAction::Stage => "stage",
             PluginAction::Apply => "apply",
             PluginAction::Verify => "verify",
+            PluginAction::Rollback => "rollback",
         }
     }
 }
@@ -68,6 +80,10 @@ pub struct PluginRequest {
     /// `spec.kernelArguments` (`add`, `remove`), when it asks for a change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_arguments: Option<KernelArguments>,
+    /// `true` in every request of a fleet rollback (`rollback`, or the `stage` in its
+    /// place, then `apply` and `verify`): the target is the version the node ran before.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
 }
 
 impl PluginRequest {
@@ -82,7 +98,14 @@ impl PluginRequest {
             os_version_management: serde_json::Value::Object(Default::default()),
             image: None,
             kernel_arguments: None,
+            rollback: false,
         }
+    }
+
+    /// Mark the request as part of a fleet rollback.
+    pub fn with_rollback(mut self, rollback: bool) -> Self {
+        self.rollback = rollback;
+        self
     }
 
     /// Hand over `spec.kernelArguments` (left out when it changes nothing).
@@ -129,6 +152,8 @@ struct RawReply {
     error: Option<String>,
     #[serde(default)]
     stale_paths: Vec<String>,
+    #[serde(default)]
+    unsupported: bool,
 }
 
 /// The plugin's answer to `stage`.
@@ -141,6 +166,27 @@ pub struct StageReply {
     pub current_version: Option<String>,
     /// Free text for the progress message.
     pub message: Option<String>,
+}
+
+/// The plugin's answer to `rollback`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RollbackReply {
+    /// The return to the target is prepared, as `stage` would have it.
+    Staged(StageReply),
+    /// The plugin cannot roll back (`"unsupported": true`, or a plugin that exits 2
+    /// without a reply, as one that does not know the action does).
+    Unsupported {
+        /// Its `error`, or how the agent read the exit.
+        why: String,
+    },
+}
+
+/// What a plugin call answered, before its action's fields are checked.
+enum Answer {
+    /// `ok: true`.
+    Done(RawReply),
+    /// A valid reply saying the action is unsupported, or the legacy exit 2.
+    Unsupported(String),
 }
 
 /// The plugin's answer to `apply`.
@@ -207,6 +253,18 @@ pub enum PluginError {
         /// The plugin's `error`.
         error: String,
     },
+    /// The plugin could not roll back, and staging the previous version instead failed.
+    #[error(
+        "plugin {path} cannot roll back ({why}), and staging the version instead failed: {source}"
+    )]
+    RollbackFallbackFailed {
+        /// The plugin.
+        path: PathBuf,
+        /// Why it could not roll back.
+        why: String,
+        /// How the `stage` of the previous version failed.
+        source: Box<PluginError>,
+    },
 }
 
 impl PluginError {
@@ -217,6 +275,7 @@ impl PluginError {
             PluginError::Crashed { .. } => FailureReason::PluginCrashed,
             PluginError::Protocol { .. } => FailureReason::PluginProtocolError,
             PluginError::Refused { .. } => FailureReason::PluginRefused,
+            PluginError::RollbackFallbackFailed { source, .. } => source.reason(),
         }
     }
 }
@@ -280,6 +339,20 @@ impl<R: CommandRunner> Plugin<R> {
         })
     }
 
+    /// `rollback`: prepare the return to the previous version (the request's target).
+    pub fn rollback(&self, req: &PluginRequest) -> Result<RollbackReply, PluginError> {
+        let action = PluginAction::Rollback;
+        let r = match self.answer(action, req)? {
+            Answer::Done(r) => r,
+            Answer::Unsupported(why) => return Ok(RollbackReply::Unsupported { why }),
+        };
+        Ok(RollbackReply::Staged(StageReply {
+            reboot_required: self.need(action, "rebootRequired", r.reboot_required)?,
+            current_version: r.current_version,
+            message: r.message,
+        }))
+    }
+
     fn need<T>(&self, action: PluginAction, field: &str, v: Option<T>) -> Result<T, PluginError> {
         v.ok_or_else(|| PluginError::Protocol {
             path: self.path.clone(),
@@ -291,9 +364,21 @@ impl<R: CommandRunner> Plugin<R> {
         })
     }
 
+    /// Run the plugin for `action`, an action every plugin must support.
+    fn call(&self, action: PluginAction, req: &PluginRequest) -> Result<RawReply, PluginError> {
+        match self.answer(action, req)? {
+            Answer::Done(r) => Ok(r),
+            Answer::Unsupported(_) => Err(PluginError::Protocol {
+                path: self.path.clone(),
+                action: action.as_str(),
+                source: ReplyError::UnsupportedAction(action.as_str()),
+            }),
+        }
+    }
+
     /// Run the plugin for `action` (which overrides `req.action`) and check the reply's
     /// envelope.
-    fn call(&self, action: PluginAction, req: &PluginRequest) -> Result<RawReply, PluginError> {
+    fn answer(&self, action: PluginAction, req: &PluginRequest) -> Result<Answer, PluginError> {
         let req = PluginRequest {
             action,
             ..req.clone()
@@ -315,6 +400,9 @@ impl<R: CommandRunner> Plugin<R> {
             tracing::info!(plugin = %self.path.display(), action = action.as_str(), "plugin log:\n{}", stderr.trim_end());
         }
         if !out.success() {
+            if let Some(why) = legacy_unsupported(action, &out) {
+                return Ok(Answer::Unsupported(why));
+            }
             let tail = tail_text(&out.stderr, TAIL_LINES, TAIL_BYTES);
             let mut detail = if tail.is_empty() {
                 out.termination.to_string()
@@ -336,6 +424,9 @@ impl<R: CommandRunner> Plugin<R> {
             source,
         };
         let reply = parse_reply(&out.stdout).map_err(protocol)?;
+        if reply.unsupported {
+            return Ok(Answer::Unsupported(reply.error.unwrap_or_default()));
+        }
         if !reply.ok {
             return Err(PluginError::Refused {
                 path: self.path.clone(),
@@ -343,8 +434,27 @@ impl<R: CommandRunner> Plugin<R> {
                 error: reply.error.unwrap_or_default(),
             });
         }
-        Ok(reply)
+        Ok(Answer::Done(reply))
     }
+}
+
+/// A `rollback` that exited 2 without printing a reply: a plugin written before the
+/// action, rejecting an unknown one as the protocol's example plugin does; the reason
+/// to record. Any other failed exit stays a crash.
+fn legacy_unsupported(action: PluginAction, out: &CommandOutput) -> Option<String> {
+    let unknown = action == PluginAction::Rollback
+        && out.termination == Termination::Exited(2)
+        && out.stdout.iter().all(u8::is_ascii_whitespace);
+    unknown.then(|| {
+        let mut why =
+            "exited with code 2 and no reply, as a plugin that does not know `rollback` does"
+                .to_string();
+        let tail = tail_text(&out.stderr, TAIL_LINES, TAIL_BYTES);
+        if !tail.is_empty() {
+            why.push_str(&format!(" ({tail})"));
+        }
+        why
+    })
 }
 
 /// Why a plugin's stdout is not a valid reply.
@@ -379,6 +489,12 @@ pub enum ReplyError {
     /// A stale path that is not absolute.
     #[error("`stalePaths` entry {0:?} is not an absolute path")]
     RelativeStalePath(String),
+    /// `unsupported: true` with `ok: true`.
+    #[error("`unsupported` is true although `ok` is true")]
+    UnsupportedWithOk,
+    /// `unsupported: true` in the reply to an action every plugin must support.
+    #[error("`unsupported` is only a reply to `rollback`; every plugin must support `{0}`")]
+    UnsupportedAction(&'static str),
     /// `ok: true` with an `error`.
     #[error("`error` is set although `ok` is true")]
     ErrorWithOk,
@@ -437,6 +553,7 @@ fn parse_reply(stdout: &[u8]) -> Result<RawReply, ReplyError> {
         return Err(ReplyError::RelativeStalePath(p.clone()));
     }
     match (reply.ok, &reply.error) {
+        (true, _) if reply.unsupported => Err(ReplyError::UnsupportedWithOk),
         (true, Some(_)) => Err(ReplyError::ErrorWithOk),
         (false, None) => Err(ReplyError::SilentError),
         _ => Ok(reply),

@@ -278,3 +278,246 @@ fn kernel_arguments_ride_in_the_request_only_when_they_change_something() {
         .unwrap();
     assert!(saved_request(dir.path()).get("kernelArguments").is_none());
 }
+
+/// A rollback request back to 24.09.300.
+fn rollback_request() -> PluginRequest {
+    PluginRequest::new(PluginAction::Rollback, "node-1", "24.09.300")
+        .with_current_version(Some("24.09.400"))
+        .with_rollback(true)
+}
+
+#[test]
+fn a_plugin_that_can_roll_back_prepares_the_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, p) = plugin(
+        dir.path(),
+        r#"[ "$1" = rollback ] || exit 9
+echo '{"apiVersion":"osroll.io/plugin/v1","ok":true,"rebootRequired":true,"message":"previous image re-armed"}'"#,
+    );
+    let reply = p.rollback(&rollback_request()).unwrap();
+    assert_eq!(
+        reply,
+        RollbackReply::Staged(StageReply {
+            reboot_required: true,
+            current_version: None,
+            message: Some("previous image re-armed".into()),
+        })
+    );
+    assert_eq!(
+        recorded_args(dir.path(), "os-plugin"),
+        vec![vec!["rollback"]]
+    );
+    let req = saved_request(dir.path());
+    assert_eq!(req["action"], "rollback");
+    assert_eq!(req["targetVersion"], "24.09.300");
+    assert_eq!(req["currentVersion"], "24.09.400");
+    assert_eq!(req["rollback"], true);
+    // Outside a rollback the field is left out.
+    p.rollback(&rollback_request().with_rollback(false))
+        .unwrap();
+    assert!(saved_request(dir.path()).get("rollback").is_none());
+}
+
+#[test]
+fn a_plugin_says_it_cannot_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, p) = plugin(
+        dir.path(),
+        r#"echo '{"apiVersion":"osroll.io/plugin/v1","ok":false,"unsupported":true,"error":"the previous image was not kept"}'"#,
+    );
+    assert_eq!(
+        p.rollback(&rollback_request()).unwrap(),
+        RollbackReply::Unsupported {
+            why: "the previous image was not kept".into()
+        }
+    );
+    // `unsupported` answers `rollback` only; to `stage` it is a protocol error.
+    let err = p.stage(&request()).unwrap_err();
+    assert_eq!(err.reason(), "PluginProtocolError");
+    assert!(
+        err.to_string()
+            .contains("every plugin must support `stage`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unsupported_reply_is_checked_like_any_other() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, want) in [
+        (
+            r#"{"apiVersion":"osroll.io/plugin/v1","ok":true,"unsupported":true,"rebootRequired":true}"#,
+            "`unsupported` is true although `ok` is true",
+        ),
+        (
+            r#"{"apiVersion":"osroll.io/plugin/v1","ok":false,"unsupported":true}"#,
+            "`ok` is false but `error` says nothing",
+        ),
+        (
+            r#"{"apiVersion":"osroll.io/plugin/v1","ok":false,"unsupported":"yes","error":"x"}"#,
+            "invalid type",
+        ),
+    ] {
+        let (_, p) = plugin(dir.path(), &format!("echo '{body}'"));
+        let err = p.rollback(&rollback_request()).unwrap_err();
+        assert_eq!(err.reason(), "PluginProtocolError", "{body}");
+        assert!(err.to_string().contains(want), "{body}: {err}");
+    }
+}
+
+#[test]
+fn an_old_plugin_exiting_2_on_the_unknown_action_cannot_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // The protocol document's example plugin, written before `rollback`.
+    let (_, p) = plugin(
+        dir.path(),
+        r#"case "$1" in stage|apply|verify) exit 9 ;; *) echo "unknown action $1" >&2; exit 2 ;; esac"#,
+    );
+    match p.rollback(&rollback_request()).unwrap() {
+        RollbackReply::Unsupported { why } => {
+            assert!(why.contains("exited with code 2 and no reply"), "{why}");
+            assert!(why.contains("unknown action rollback"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Any other failure of `rollback` is still a crash, as is exit 2 after a reply.
+    for body in [
+        "echo 'disk full' >&2; exit 1",
+        r#"echo '{"apiVersion":"osroll.io/plugin/v1","ok":false,"error":"busy"}'; exit 2"#,
+    ] {
+        let (_, p) = plugin(dir.path(), body);
+        let err = p.rollback(&rollback_request()).unwrap_err();
+        assert_eq!(err.reason(), "PluginCrashed", "{body}");
+    }
+    // And exit 2 on `stage` is a crash: every plugin must know `stage`.
+    let (_, p) = plugin(dir.path(), "exit 2");
+    assert_eq!(p.stage(&request()).unwrap_err().reason(), "PluginCrashed");
+}
+
+mod driver {
+    //! The plugin as the agent's deployment backend: a rollback target asks for
+    //! `rollback`, and falls back to `stage` when the plugin cannot.
+
+    use std::error::Error as _;
+
+    use osroll_api::ImageRef;
+
+    use super::*;
+    use crate::backends::driver::{BackendError, DeployBackend, Staging, Target};
+
+    fn back_to_300() -> Target {
+        Target {
+            node: "node-1".into(),
+            image: ImageRef {
+                version: "24.09.300".into(),
+                url: "https://images.example/os-24.09.300.img".into(),
+                checksum: format!("sha256:{}", "ab".repeat(32)),
+                size: None,
+                reboot_required: None,
+                chunk_index: None,
+            },
+            current_version: Some("24.09.400".into()),
+            os_version_management: None,
+            kernel_arguments: KernelArguments::default(),
+            staged_reboot_required: None,
+            rollback: true,
+        }
+    }
+
+    const STAGED: &str =
+        r#"echo '{"apiVersion":"osroll.io/plugin/v1","ok":true,"rebootRequired":true}'"#;
+
+    #[test]
+    fn a_rollback_target_asks_for_rollback_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, p) = plugin(
+            dir.path(),
+            &format!("[ \"$1\" = rollback ] || exit 9\n{STAGED}"),
+        );
+        match DeployBackend::stage(&p, &back_to_300()).unwrap() {
+            Staging::Staged {
+                reboot_required: true,
+                message,
+                ..
+            } => assert!(
+                message.starts_with("plugin rolled back to 24.09.300;"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            recorded_args(dir.path(), "os-plugin"),
+            vec![vec!["rollback"]]
+        );
+        // Not a rollback: `stage`, as before.
+        let mut t = back_to_300();
+        t.rollback = false;
+        let (_, p) = plugin(
+            dir.path(),
+            &format!("[ \"$1\" = stage ] || exit 9\n{STAGED}"),
+        );
+        DeployBackend::stage(&p, &t).unwrap();
+    }
+
+    #[test]
+    fn a_plugin_that_cannot_roll_back_stages_the_version_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, p) = plugin(
+            dir.path(),
+            &format!(
+                r#"case "$1" in
+  rollback) echo '{{"apiVersion":"osroll.io/plugin/v1","ok":false,"unsupported":true,"error":"nothing kept"}}' ;;
+  stage) {STAGED} ;;
+  *) exit 9 ;;
+esac"#
+            ),
+        );
+        match DeployBackend::stage(&p, &back_to_300()).unwrap() {
+            Staging::Staged { message, .. } => assert!(
+                message.starts_with(
+                    "plugin cannot roll back (nothing kept), so it staged 24.09.300 instead;"
+                ),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            recorded_args(dir.path(), "os-plugin"),
+            vec![vec!["rollback"], vec!["stage"]]
+        );
+        let req = saved_request(dir.path());
+        assert_eq!(req["action"], "stage");
+        assert_eq!(req["targetVersion"], "24.09.300");
+        assert_eq!(req["rollback"], true);
+    }
+
+    #[test]
+    fn a_failing_fallback_is_its_own_error_keeping_the_stage_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, p) = plugin(
+            dir.path(),
+            r#"case "$1" in
+  stage) echo '{"apiVersion":"osroll.io/plugin/v1","ok":false,"error":"24.09.300 is not in the repository"}' ;;
+  *) echo "unknown action $1" >&2; exit 2 ;;
+esac"#,
+        );
+        let err = DeployBackend::stage(&p, &back_to_300()).unwrap_err();
+        assert_eq!(err.reason(), "PluginRefused", "the stage's reason");
+        let BackendError::Plugin(PluginError::RollbackFallbackFailed { why, source, .. }) = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert!(why.contains("exited with code 2"), "{why}");
+        assert!(
+            matches!(**source, PluginError::Refused { .. }),
+            "{source:?}"
+        );
+        let chained = err.source().expect("the stage failure is the source");
+        assert!(
+            chained
+                .to_string()
+                .contains("24.09.300 is not in the repository"),
+            "{chained}"
+        );
+    }
+}
