@@ -22,8 +22,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use osroll_api::{OSUpgrade, OSUpgradeStatus, ProgressPhase, UpgradePhase};
-use osroll_sim::demo::images::ImageServer;
-use osroll_sim::demo::node::MachineOptions;
 use osroll_sim::testing::{Cluster, wait_for};
 use serde_json::json;
 
@@ -68,25 +66,8 @@ async fn a_red_check_after_the_second_batch_rolls_back_every_upgraded_node() -> 
 async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
     let admin = cluster.admin();
     let ns = cluster.namespace();
-    let images = ImageServer::start(&["1.0", "2.0"], 256 * 1024).await?;
-    let dir = tempfile::tempdir()?;
-    let mut nodes = Vec::new();
-    for i in 0..NODES {
-        let opts = MachineOptions {
-            slot_size: 512 * 1024,
-            downtime: Duration::from_millis(300),
-            bad_slot_b: false,
-        };
-        let name = cluster.name(&format!("node-{i:02}"));
-        nodes.push(
-            cluster
-                .start_machine(dir.path(), &name, "1.0", &opts)
-                .await?,
-        );
-    }
-    cluster
-        .wait_managed_within(NODES, Duration::from_secs(30))
-        .await?;
+    let fleet = cluster.start_fleet(NODES).await?;
+    let (images, nodes) = (&fleet.images, &fleet.nodes);
 
     let cm: ConfigMap = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -195,7 +176,7 @@ async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
 
     let progresses = cluster.progresses_of(&name).await;
     let mut back = 0;
-    for n in &nodes {
+    for n in nodes {
         let p = progresses
             .iter()
             .find(|p| p.spec.node_name == n.name)
