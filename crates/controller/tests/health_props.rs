@@ -144,8 +144,12 @@ impl Model {
                     n.cordoned_by_us = true;
                 }
                 Action::Drain { .. } if drain_finishes => {
-                    n.progress.as_mut().unwrap().reboot_approved = true
+                    let pr = n.progress.as_mut().unwrap();
+                    pr.approval_recorded = true;
+                    pr.reboot_approved = true;
                 }
+                // Every approval here reaches its progress object.
+                Action::ConfirmApproval { .. } => prop_assert!(false, "confirmed {}", n.name),
                 Action::Drain { .. } => {}
                 Action::ApproveLive { .. } => prop_assert!(false, "A/B nodes never update live"),
                 Action::RevokeApproval { .. } => {
@@ -154,6 +158,9 @@ impl Model {
                 Action::Uncordon { .. } => {
                     n.unschedulable = false;
                     n.cordoned_by_us = false;
+                    if let Some(pr) = n.progress.as_mut() {
+                        pr.approval_recorded = false;
+                    }
                 }
                 Action::Report { outcome, .. } => {
                     n.progress.as_mut().unwrap().reported = Some(*outcome)
