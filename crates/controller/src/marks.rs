@@ -9,8 +9,9 @@
 //! the two writes, or whose cache has not seen the second yet, finishes the approval
 //! instead of taking the node for abandoned.
 //! On a progress object: [`CANARY`], and the outcome already reported ([`REPORTED`]) or a
-//! drain given up on ([`DRAIN_OUTCOME`]), and the node's boot ID when its reboot was
-//! approved ([`APPROVED_BOOT`]), each tagged with the `retryNonce` of the attempt it
+//! drain given up on ([`DRAIN_OUTCOME`]), a rollback that cannot take the node back
+//! ([`ROLLBACK_UNAVAILABLE`]), and the node's boot ID when its reboot was
+//! approved ([`APPROVED_BOOT`]), each but the rollback's tagged with the `retryNonce` of the attempt it
 //! belongs to, so a retry starts clean without anyone erasing them.
 
 use chrono::{DateTime, Utc};
@@ -40,6 +41,10 @@ pub const APPROVED_BOOT: &str = "osroll.io/approved-boot-id";
 /// On a progress object: this attempt takes the node back to its previous version; the
 /// value is when the node completed the upgrade being undone (RFC 3339, or empty).
 pub const ROLLBACK: &str = "osroll.io/rollback";
+/// On a progress object: why its node cannot be rolled back (no recorded previous
+/// version, or one the catalog lacks); written once, with the one
+/// `RollbackUnavailable` Event. The node stays where it is; the rollback fails.
+pub const ROLLBACK_UNAVAILABLE: &str = "osroll.io/rollback-unavailable";
 /// On a progress object: the node's `osroll.io/os-version` when the progress was
 /// created, the version a rollback returns it to.
 pub const PREVIOUS_VERSION: &str = "osroll.io/previous-version";

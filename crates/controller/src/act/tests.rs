@@ -735,3 +735,74 @@ async fn a_drained_node_is_approved_on_the_node_first() {
         c.calls()
     );
 }
+
+/// A rollback that finds no way back for a node says so once: the reason recorded on
+/// the progress object, one Event; the plan that follows does not ask again.
+#[tokio::test]
+async fn a_node_with_no_way_back_is_announced_once() {
+    let mut w = drained_world();
+    let p = w.progress.get_mut("n1").unwrap();
+    p.status = Some(OSUpgradeProgressStatus {
+        phase: Some(ProgressPhase::Completed),
+        ..Default::default()
+    });
+    p.annotations_mut()
+        .insert(marks::REPORTED.into(), "Completed@".into());
+    let n = w.nodes.get_mut("n1").unwrap();
+    n.metadata.annotations = None;
+    n.spec = None;
+    let arm = Action::ArmRollback {
+        node: "n1".into(),
+        upgraded_at: None,
+    };
+    let rolling_back = |w: &World| {
+        let nodes: Vec<&Node> = w.nodes.values().collect();
+        let progress: Vec<&OSUpgradeProgress> = w.progress.values().collect();
+        let settings = crate::observe::Settings {
+            controller_name: "osroll".into(),
+            own_node: None,
+            node_soak: Duration::ZERO,
+            drain_poll: Duration::from_secs(1),
+        };
+        let selection = crate::select::NodeSelection::default();
+        let mut obs = crate::observe::snapshot(
+            "fleet",
+            Default::default(),
+            &selection,
+            &nodes,
+            &progress,
+            &settings,
+        );
+        obs.health.rolling_back = true;
+        crate::planner::plan(&obs, t("2024-01-01T00:01:00Z"))
+    };
+    assert_eq!(rolling_back(&w).actions, std::slice::from_ref(&arm));
+    // Its previous version was never recorded.
+    let c = FakeCluster::default();
+    let r = w.run(&c, t("2024-01-01T00:00:30Z"), &[arm]).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(c.reasons(), ["RollbackUnavailable"]);
+    let Call::PatchProgress(_, patch) = &c.calls()[0] else {
+        panic!("{:?}", c.calls())
+    };
+    assert_eq!(
+        patch,
+        &json!({"metadata": {"annotations": {
+            marks::ROLLBACK_UNAVAILABLE: "its previous version was not recorded",
+        }}}),
+        "only the record: the progress still points at 2.0"
+    );
+    let mut progress = serde_json::to_value(&w.progress["n1"]).unwrap();
+    merge(&mut progress, patch);
+    w.progress
+        .insert("n1".into(), serde_json::from_value(progress).unwrap());
+    let p = rolling_back(&w);
+    assert!(p.actions.is_empty(), "asked again: {:?}", p.actions);
+    assert_eq!(
+        (p.phase, p.reason),
+        (
+            osroll_api::UpgradePhase::Failed,
+            UpgradeReason::RollbackFailed
+        )
+    );
+}

@@ -99,6 +99,7 @@ pub fn progress_obs(p: &OSUpgradeProgress) -> ProgressObs {
         rollback: annotation(meta, marks::ROLLBACK).map(|v| RollbackMark {
             upgraded_at: parse_time(v),
         }),
+        rollback_unavailable: annotation(meta, marks::ROLLBACK_UNAVAILABLE).is_some(),
         external: p.spec.external.is_some(),
     }
 }

@@ -81,6 +81,8 @@ pub struct ProgressObs {
     pub unverified: Option<Unverified>,
     /// This attempt takes the node back to the version it ran before.
     pub rollback: Option<RollbackMark>,
+    /// A rollback found no way back for this node (and said so once): it stays.
+    pub rollback_unavailable: bool,
     /// `spec.external`: a reboot-coordination progress, which may go round again.
     pub external: bool,
 }
@@ -105,6 +107,7 @@ impl Default for ProgressObs {
             reported: None,
             unverified: None,
             rollback: None,
+            rollback_unavailable: false,
             external: false,
         }
     }
