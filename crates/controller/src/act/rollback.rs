@@ -38,9 +38,16 @@ impl<C: Cluster> Act<'_, C> {
         let image = match self.previous_image(node) {
             Ok(i) => i,
             Err(why) => {
-                let patch = json!({"metadata": {"annotations": {
-                    marks::ROLLBACK_UNAVAILABLE: why.as_str(),
-                }}});
+                // Only on the version seen: a plan made from a cache that does not show
+                // the record yet gets a conflict, not a second Event.
+                let rv = self
+                    .progress
+                    .get(node)
+                    .and_then(|p| p.metadata.resource_version.clone());
+                let patch = json!({"metadata": {
+                    "resourceVersion": rv,
+                    "annotations": {marks::ROLLBACK_UNAVAILABLE: why.as_str()},
+                }});
                 let name = self.progress_name(node);
                 self.cluster.patch_progress(&name, &patch).await?;
                 let msg = format!(

@@ -748,6 +748,7 @@ async fn a_node_with_no_way_back_is_announced_once() {
     });
     p.annotations_mut()
         .insert(marks::REPORTED.into(), "Completed@".into());
+    p.metadata.resource_version = Some("7".into());
     let n = w.nodes.get_mut("n1").unwrap();
     n.metadata.annotations = None;
     n.spec = None;
@@ -787,10 +788,11 @@ async fn a_node_with_no_way_back_is_announced_once() {
     };
     assert_eq!(
         patch,
-        &json!({"metadata": {"annotations": {
-            marks::ROLLBACK_UNAVAILABLE: "its previous version was not recorded",
-        }}}),
-        "only the record: the progress still points at 2.0"
+        &json!({"metadata": {
+            "resourceVersion": "7",
+            "annotations": {marks::ROLLBACK_UNAVAILABLE: "its previous version was not recorded"},
+        }}),
+        "only the record, on the version seen: the progress still points at 2.0"
     );
     let mut progress = serde_json::to_value(&w.progress["n1"]).unwrap();
     merge(&mut progress, patch);
