@@ -103,7 +103,7 @@ pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
         resources: &["osupgradeprogresses/status"],
         verbs: &["get"],
     },
-    // Cordon, uncordon and the cordoned-by annotation.
+    // Cordon, uncordon and the Node marks (cordoned-by, reboot-approval).
     Rule {
         groups: &[""],
         resources: &["nodes"],

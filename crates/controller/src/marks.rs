@@ -3,10 +3,15 @@
 //! where the previous one stopped.
 //!
 //! On a Node: [`osroll_api::labels::CORDONED_BY`] names the OSUpgrade that cordoned it
-//! (`<controller>/<osupgrade>`) and [`CORDONED_AT`] when, which is when its drain began.
+//! (`<controller>/<osupgrade>`) and [`CORDONED_AT`] when, which is when its drain began;
+//! [`REBOOT_APPROVAL`] that its reboot was approved, written before the approval itself
+//! (`rebootApproved` on the progress object), so that a controller that crashed between
+//! the two writes, or whose cache has not seen the second yet, finishes the approval
+//! instead of taking the node for abandoned.
 //! On a progress object: [`CANARY`], and the outcome already reported ([`REPORTED`]) or a
-//! drain given up on ([`DRAIN_OUTCOME`]), and the node's boot ID when its reboot was
-//! approved ([`APPROVED_BOOT`]), each tagged with the `retryNonce` of the attempt it
+//! drain given up on ([`DRAIN_OUTCOME`]), a rollback that cannot take the node back
+//! ([`ROLLBACK_UNAVAILABLE`]), and the node's boot ID when its reboot was
+//! approved ([`APPROVED_BOOT`]), each but the rollback's tagged with the `retryNonce` of the attempt it
 //! belongs to, so a retry starts clean without anyone erasing them.
 
 use chrono::{DateTime, Utc};
@@ -18,6 +23,10 @@ use crate::planner::{DrainOutcome, Outcome};
 
 /// On a Node: RFC 3339 time of our cordon.
 pub const CORDONED_AT: &str = "osroll.io/cordoned-at";
+/// On a Node we cordoned: `<bootID>@<retryNonce>`, the boot ID (empty if unknown) when
+/// its drain ended and its reboot was approved. Written before `rebootApproved`; removed
+/// with our cordon.
+pub const REBOOT_APPROVAL: &str = "osroll.io/reboot-approval";
 /// On a progress object: the node is part of the canary batch.
 pub const CANARY: &str = "osroll.io/canary";
 /// On a progress object: `<Outcome>@<retryNonce>` already reported by an Event.
@@ -33,6 +42,10 @@ pub const APPROVED_BOOT: &str = "osroll.io/approved-boot-id";
 /// value is when the node completed the upgrade being undone (RFC 3339, or empty).
 /// The agent reads it too, so it is [`labels::ROLLBACK`].
 pub const ROLLBACK: &str = labels::ROLLBACK;
+/// On a progress object: why its node cannot be rolled back (no recorded previous
+/// version, or one the catalog lacks); written once, with the one
+/// `RollbackUnavailable` Event. The node stays where it is; the rollback fails.
+pub const ROLLBACK_UNAVAILABLE: &str = "osroll.io/rollback-unavailable";
 /// On a progress object: the node's `osroll.io/os-version` when the progress was
 /// created, the version a rollback returns it to.
 pub const PREVIOUS_VERSION: &str = "osroll.io/previous-version";
@@ -55,13 +68,31 @@ pub fn cordoned_at(node: &Node) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// The boot ID recorded with the approval of `node`'s reboot for the attempt `nonce`
+/// (empty when the node reported none), if that approval was recorded.
+pub fn reboot_approval<'a>(node: &'a Node, nonce: Option<&str>) -> Option<&'a str> {
+    let tagged = node.metadata.annotations.as_ref()?.get(REBOOT_APPROVAL)?;
+    untag(tagged, nonce)
+}
+
+/// Merge patch that records on a Node that its reboot is approved for the attempt
+/// `nonce`, booted as `boot_id`.
+pub fn reboot_approval_patch(boot_id: &str, nonce: Option<&str>) -> Value {
+    json!({"metadata": {"annotations": {REBOOT_APPROVAL: tagged(boot_id, nonce)}}})
+}
+
 /// Merge patch that cordons a node for us, recording who (`cordon_value`) and when
-/// (`now`, RFC 3339); it applies only to the node version `resource_version`.
+/// (`now`, RFC 3339), with no approval yet; it applies only to the node version
+/// `resource_version`.
 pub fn cordon_patch(resource_version: Option<&str>, cordon_value: &str, now: &str) -> Value {
     json!({
         "metadata": {
             "resourceVersion": resource_version,
-            "annotations": {labels::CORDONED_BY: cordon_value, CORDONED_AT: now},
+            "annotations": {
+                labels::CORDONED_BY: cordon_value,
+                CORDONED_AT: now,
+                REBOOT_APPROVAL: null,
+            },
         },
         "spec": {"unschedulable": true},
     })
@@ -73,7 +104,7 @@ pub fn uncordon_patch(resource_version: Option<&str>) -> Value {
     json!({
         "metadata": {
             "resourceVersion": resource_version,
-            "annotations": {labels::CORDONED_BY: null, CORDONED_AT: null},
+            "annotations": {labels::CORDONED_BY: null, CORDONED_AT: null, REBOOT_APPROVAL: null},
         },
         "spec": {"unschedulable": null},
     })
@@ -119,5 +150,27 @@ mod tests {
         assert_eq!(drain_outcome(Some(&t), None), Some(DrainOutcome::Skipped));
         assert_eq!(drain_outcome(Some(&"bogus".to_string()), None), None);
         assert_eq!(untag("a@b@c", Some("b@c")), Some("a"));
+    }
+
+    #[test]
+    fn an_approval_recorded_on_the_node_belongs_to_one_attempt() {
+        let mut node = Node::default();
+        let patch = reboot_approval_patch("boot-1", Some("r1"));
+        let value = patch["metadata"]["annotations"][REBOOT_APPROVAL]
+            .as_str()
+            .unwrap();
+        assert_eq!(value, "boot-1@r1");
+        node.metadata.annotations = Some([(REBOOT_APPROVAL.to_string(), value.into())].into());
+        assert_eq!(reboot_approval(&node, Some("r1")), Some("boot-1"));
+        assert_eq!(
+            reboot_approval(&node, Some("r2")),
+            None,
+            "another attempt's"
+        );
+        assert_eq!(reboot_approval(&Node::default(), Some("r1")), None);
+        for patch in [cordon_patch(None, "osroll/up", "t"), uncordon_patch(None)] {
+            let marks = patch["metadata"]["annotations"].as_object().unwrap();
+            assert_eq!(marks.get(REBOOT_APPROVAL), Some(&Value::Null), "{patch}");
+        }
     }
 }

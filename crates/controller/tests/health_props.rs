@@ -15,12 +15,15 @@
 //! A second property checks that a rollback finishes: a check that turns red after
 //! some nodes upgraded, under `onFailure: Rollback`, ends with exactly those nodes back
 //! on 1.0, the others never disrupted after the failure, nobody cordoned, and the
-//! phase RolledBack.
+//! phase RolledBack; or, when one upgraded node has no way back (asked about once, as
+//! invariant 3 checks), with that node alone on 2.0 and the phase Failed
+//! (RollbackFailed).
 
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use osroll_api::health::FailurePolicy;
+use osroll_api::upgrade::UpgradeReason;
 use osroll_api::{ProgressPhase, UpgradePhase};
 use osroll_controller::planner::{
     Action, Budget, Failing, HealthObs, NodeObs, Observed, ProgressObs, RollbackMark,
@@ -45,6 +48,8 @@ struct Model {
     upgraded: Vec<bool>,
     /// Armed for rollback (each at most once).
     armed: Vec<bool>,
+    /// The rollback finds no way back for the node (its previous version is unknown).
+    no_way_back: Vec<bool>,
     strategy: Rollout,
     health: HealthObs,
     red: bool,
@@ -71,6 +76,7 @@ impl Model {
             version: vec!["1.0"; n],
             upgraded: vec![false; n],
             armed: vec![false; n],
+            no_way_back: vec![false; n],
             strategy: Rollout {
                 max_unavailable,
                 max_failures: 1,
@@ -144,8 +150,12 @@ impl Model {
                     n.cordoned_by_us = true;
                 }
                 Action::Drain { .. } if drain_finishes => {
-                    n.progress.as_mut().unwrap().reboot_approved = true
+                    let pr = n.progress.as_mut().unwrap();
+                    pr.approval_recorded = true;
+                    pr.reboot_approved = true;
                 }
+                // Every approval here reaches its progress object.
+                Action::ConfirmApproval { .. } => prop_assert!(false, "confirmed {}", n.name),
                 Action::Drain { .. } => {}
                 Action::ApproveLive { .. } => prop_assert!(false, "A/B nodes never update live"),
                 Action::RevokeApproval { .. } => {
@@ -154,6 +164,9 @@ impl Model {
                 Action::Uncordon { .. } => {
                     n.unschedulable = false;
                     n.cordoned_by_us = false;
+                    if let Some(pr) = n.progress.as_mut() {
+                        pr.approval_recorded = false;
+                    }
                 }
                 Action::Report { outcome, .. } => {
                     n.progress.as_mut().unwrap().reported = Some(*outcome)
@@ -162,6 +175,10 @@ impl Model {
                     prop_assert!(self.upgraded[i], "armed {} which it never upgraded", n.name);
                     prop_assert!(!self.armed[i], "armed {} twice", n.name);
                     self.armed[i] = true;
+                    if self.no_way_back[i] {
+                        n.progress.as_mut().unwrap().rollback_unavailable = true;
+                        continue;
+                    }
                     n.progress = Some(ProgressObs {
                         rollback: Some(RollbackMark {
                             upgraded_at: *upgraded_at,
@@ -217,10 +234,12 @@ fn arb_case() -> impl Strategy<Value = (Model, Vec<Event>)> {
             6 => any::<bool>().prop_map(Event::Red),
             20 => (0u32..90).prop_map(Event::Tick),
         ];
-        (
-            Just(Model::new(n, Budget::Count(mu), timeout, soak)),
-            proptest::collection::vec(ev, 0..500),
-        )
+        let no_way_back = proptest::collection::vec(prop::bool::weighted(0.15), n);
+        let model = no_way_back.prop_map(move |stuck| Model {
+            no_way_back: stuck,
+            ..Model::new(n, Budget::Count(mu), timeout, soak)
+        });
+        (model, proptest::collection::vec(ev, 0..500))
     })
 }
 
@@ -243,8 +262,13 @@ proptest! {
     fn a_rollback_puts_back_exactly_the_upgraded_nodes(
         (mut m, _) in arb_case(),
         red_after in 1usize..6,
+        strand in proptest::option::of(0usize..12),
     ) {
         let n = m.nodes.len();
+        m.no_way_back = vec![false; n];
+        if let Some(s) = strand {
+            m.no_way_back[s % n] = true;
+        }
         let mut untouched_at_failure: Option<Vec<bool>> = None;
         for _ in 0..(n * 60 + 60) {
             if !m.red && m.upgraded.iter().filter(|u| **u).count() >= red_after.min(n) {
@@ -264,10 +288,17 @@ proptest! {
             }
             (0..n).for_each(|i| m.agent_step(i));
             m.now += chrono::Duration::seconds(31);
-            if phase == UpgradePhase::RolledBack {
+            if matches!(phase, UpgradePhase::RolledBack | UpgradePhase::Failed) && m.health.rolling_back {
                 prop_assert!(m.nodes.iter().all(|x| !x.unschedulable), "left cordoned: {:#?}", m.nodes);
-                for i in 0..n {
-                    prop_assert_eq!(m.version[i], "1.0", "{} not back", &m.nodes[i].name);
+                let stranded: Vec<bool> = (0..n).map(|i| m.upgraded[i] && m.no_way_back[i]).collect();
+                let expected = if stranded.contains(&true) { UpgradePhase::Failed } else { UpgradePhase::RolledBack };
+                prop_assert_eq!(phase, expected);
+                if phase == UpgradePhase::Failed {
+                    prop_assert_eq!(plan(&m.observed(), m.now).reason, UpgradeReason::RollbackFailed);
+                }
+                for (i, stuck) in stranded.iter().enumerate() {
+                    let version = if *stuck { "2.0" } else { "1.0" };
+                    prop_assert_eq!(m.version[i], version, "{}", &m.nodes[i].name);
                     prop_assert_eq!(m.armed[i], m.upgraded[i], "{}: armed iff upgraded", &m.nodes[i].name);
                 }
                 prop_assert!(m.upgraded.iter().any(|u| *u));

@@ -11,8 +11,14 @@
 //!    was approved when that is required);
 //! 4. a rollout that reached maxFailures starts nothing new.
 //!
+//! 5. a node whose reboot was approved is never released before its attempt ended, nor
+//!    drained and approved again, also when the controller crashed between recording
+//!    the approval on the Node and on the progress object, or plans from a cache that
+//!    does not show the progress write yet.
+//!
 //! A second property checks liveness: without failures and without external
-//! disturbance, every node ends Completed and uncordoned.
+//! disturbance (crashes and lagging caches aside), every node ends Completed and
+//! uncordoned.
 
 use std::time::Duration;
 
@@ -31,10 +37,25 @@ enum Fate {
     Fail,
 }
 
+/// How a drain step the planner asked for ends.
+#[derive(Clone, Copy, Debug)]
+enum DrainEnd {
+    /// Pods still leaving.
+    Draining,
+    /// Approved: recorded on the Node, then `rebootApproved` on the progress object.
+    Approved,
+    /// Approved, but the controller's cache shows the progress object as it was before,
+    /// until the agent's next write.
+    Unseen,
+    /// Recorded on the Node, then the controller crashed: the progress write and the
+    /// plan's remaining actions are lost.
+    Crashed,
+}
+
 #[derive(Clone, Debug)]
 enum Event {
     Plan {
-        drain_finishes: bool,
+        drain: DrainEnd,
         uncordon_fails: bool,
     },
     Agent(usize),
@@ -53,13 +74,31 @@ struct Model {
     live: Vec<bool>,
     own: Option<String>,
     now: DateTime<Utc>,
+    /// Per node, the progress object as the controller's cache still shows it, if it
+    /// lags behind.
+    seen: Vec<Option<ProgressObs>>,
 }
 
 impl Model {
+    /// The nodes as the controller sees them: the Node as it is, a lagging progress
+    /// object as the cache has it (with the approval the Node records).
+    fn seen_nodes(&self) -> Vec<NodeObs> {
+        let mut nodes = self.nodes.clone();
+        for (n, seen) in nodes.iter_mut().zip(&self.seen) {
+            if let (Some(old), Some(now)) = (seen, n.progress.as_mut()) {
+                *now = ProgressObs {
+                    approval_recorded: now.approval_recorded,
+                    ..old.clone()
+                };
+            }
+        }
+        nodes
+    }
+
     fn observed(&self) -> Observed {
         Observed {
             strategy: self.strategy.clone(),
-            nodes: self.nodes.clone(),
+            nodes: self.seen_nodes(),
             own_node: self.own.clone(),
             node_soak: Duration::from_secs(30),
             drain_poll: Duration::from_secs(2),
@@ -127,7 +166,7 @@ impl Model {
 
     fn check_and_apply(
         &mut self,
-        drain_finishes: bool,
+        drain: DrainEnd,
         uncordon_fails: bool,
     ) -> Result<(), TestCaseError> {
         let p = plan(&self.observed(), self.now);
@@ -183,6 +222,10 @@ impl Model {
             started += usize::from(a.starts_disruption());
             let i = self.idx(a.node());
             let n = &mut self.nodes[i];
+            let approved = n
+                .progress
+                .as_ref()
+                .is_some_and(|p| p.reboot_approved && p.outcome().is_none());
             match a {
                 Action::CreateProgress { .. } => {
                     prop_assert!(
@@ -200,13 +243,38 @@ impl Model {
                     );
                     n.unschedulable = true;
                     n.cordoned_by_us = true;
-                    n.progress.as_mut().unwrap().canary |= *canary;
+                    let pr = n.progress.as_mut().unwrap();
+                    pr.canary |= *canary;
+                    pr.approval_recorded = false;
                 }
                 Action::Drain { .. } => {
                     prop_assert!(n.cordoned_by_us, "drain of a node we did not cordon");
-                    if drain_finishes {
-                        n.progress.as_mut().unwrap().reboot_approved = true;
+                    prop_assert!(!approved, "{} drained and approved twice", n.name);
+                    let pr = n.progress.as_mut().unwrap();
+                    let before = pr.clone();
+                    match drain {
+                        DrainEnd::Draining => {}
+                        DrainEnd::Approved | DrainEnd::Unseen => {
+                            pr.approval_recorded = true;
+                            pr.reboot_approved = true;
+                        }
+                        DrainEnd::Crashed => pr.approval_recorded = true,
                     }
+                    if matches!(drain, DrainEnd::Unseen) {
+                        self.seen[i] = Some(before);
+                    }
+                    if matches!(drain, DrainEnd::Crashed) {
+                        break;
+                    }
+                }
+                Action::ConfirmApproval { .. } => {
+                    let pr = n.progress.as_mut().unwrap();
+                    prop_assert!(
+                        pr.approval_recorded && pr.outcome().is_none(),
+                        "confirmed an approval of {} that is not recorded: {pr:?}",
+                        n.name
+                    );
+                    pr.reboot_approved = true;
                 }
                 Action::ApproveLive { canary, .. } => {
                     let pr = n.progress.as_mut().unwrap();
@@ -226,12 +294,16 @@ impl Model {
                         "uncordoned {} which we did not cordon",
                         n.name
                     );
+                    prop_assert!(!approved, "released {} approved for reboot", n.name);
                     if uncordon_fails {
                         skipped.push(n.name.clone());
                         continue;
                     }
                     n.unschedulable = false;
                     n.cordoned_by_us = false;
+                    if let Some(pr) = n.progress.as_mut() {
+                        pr.approval_recorded = false;
+                    }
                     released.push(n.name.clone());
                 }
                 Action::Report { outcome, .. } => {
@@ -261,6 +333,9 @@ impl Model {
     }
 
     fn agent_step(&mut self, i: usize) {
+        // A watch delivers one object's changes in order: once the cache shows the
+        // agent's write, it shows the controller's before it.
+        self.seen[i] = None;
         let now = self.now;
         let fate = self.fates[i];
         let live = self.live[i];
@@ -366,11 +441,20 @@ fn arb_nodes() -> impl Strategy<Value = (Vec<NodeObs>, Vec<Fate>, Vec<bool>)> {
     })
 }
 
+fn arb_drain_end() -> impl Strategy<Value = DrainEnd> {
+    prop_oneof![
+        4 => Just(DrainEnd::Draining),
+        4 => Just(DrainEnd::Approved),
+        1 => Just(DrainEnd::Unseen),
+        1 => Just(DrainEnd::Crashed),
+    ]
+}
+
 fn arb_events(n: usize) -> impl Strategy<Value = Vec<Event>> {
     // Approval is rare so that runs spend time waiting for it.
     let ev = prop_oneof![
-        60 => (any::<bool>(), prop::bool::weighted(0.2))
-            .prop_map(|(d, u)| Event::Plan { drain_finishes: d, uncordon_fails: u }),
+        60 => (arb_drain_end(), prop::bool::weighted(0.2))
+            .prop_map(|(drain, u)| Event::Plan { drain, uncordon_fails: u }),
         80 => (0..n).prop_map(Event::Agent),
         10 => (0..n).prop_map(Event::Flap),
         10 => (0..n).prop_map(Event::AdminCordon),
@@ -392,6 +476,7 @@ fn arb_case() -> impl Strategy<Value = (Model, Vec<Event>)> {
             let n = nodes.len();
             let model = Model {
                 own: own.then(|| nodes[0].name.clone()),
+                seen: vec![None; n],
                 nodes,
                 fates,
                 live,
@@ -410,7 +495,7 @@ proptest! {
     fn invariants_hold_over_random_event_orders((mut m, events) in arb_case()) {
         for ev in events {
             match ev {
-                Event::Plan { drain_finishes, uncordon_fails } => m.check_and_apply(drain_finishes, uncordon_fails)?,
+                Event::Plan { drain, uncordon_fails } => m.check_and_apply(drain, uncordon_fails)?,
                 Event::Agent(i) => m.agent_step(i),
                 Event::Flap(i) => {
                     let n = &mut m.nodes[i];
@@ -446,7 +531,8 @@ proptest! {
         m.fates.iter_mut().for_each(|f| *f = Fate::Complete);
         let n = m.nodes.len();
         for round in 0..(n * 40 + 40) {
-            m.check_and_apply(true, false)?;
+            let drain = [DrainEnd::Approved, DrainEnd::Unseen, DrainEnd::Crashed][round % 3];
+            m.check_and_apply(drain, false)?;
             (0..n).for_each(|i| m.agent_step(i));
             m.now += chrono::Duration::seconds(if round % 2 == 0 { 31 } else { 700 });
             let done = m.nodes.iter().all(|x| !x.unschedulable && x.progress.as_ref().is_some_and(|p| p.phase == ProgressPhase::Completed));

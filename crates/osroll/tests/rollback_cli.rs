@@ -11,8 +11,6 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use osroll_api::{OSUpgrade, ProgressPhase, UpgradePhase};
-use osroll_sim::demo::images::ImageServer;
-use osroll_sim::demo::node::MachineOptions;
 use osroll_sim::testing::{Cluster, wait_for};
 use serde_json::json;
 use tracing::Instrument;
@@ -50,25 +48,8 @@ async fn the_cli_rolls_a_completed_upgrade_back_without_downloading() -> anyhow:
 
 async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
     let admin = cluster.admin();
-    let images = ImageServer::start(&["1.0", "2.0"], 256 * 1024).await?;
-    let dir = tempfile::tempdir()?;
-    let machine = MachineOptions {
-        slot_size: 512 * 1024,
-        downtime: Duration::from_millis(300),
-        bad_slot_b: false,
-    };
-    let mut nodes = Vec::new();
-    for i in 0..NODES {
-        let name = cluster.name(&format!("node-{i}"));
-        nodes.push(
-            cluster
-                .start_machine(dir.path(), &name, "1.0", &machine)
-                .await?,
-        );
-    }
-    cluster
-        .wait_managed_within(NODES, Duration::from_secs(30))
-        .await?;
+    let fleet = cluster.start_fleet(NODES).await?;
+    let (images, nodes) = (&fleet.images, &fleet.nodes);
 
     let up = cluster.upgrade(
         "fleet",
@@ -137,7 +118,7 @@ async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
     );
     assert_eq!(images.bytes_served("2.0"), served_before);
     let ps = cluster.progresses_of(&name).await;
-    for n in &nodes {
+    for n in nodes {
         let booted = n.host.booted_slot()?;
         assert_eq!(
             (booted, n.host.slot_version(booted)?.as_deref()),

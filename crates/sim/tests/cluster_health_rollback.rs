@@ -22,8 +22,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use osroll_api::{OSUpgrade, OSUpgradeStatus, ProgressPhase, UpgradePhase};
-use osroll_sim::demo::images::ImageServer;
-use osroll_sim::demo::node::MachineOptions;
 use osroll_sim::testing::{Cluster, wait_for};
 use serde_json::json;
 
@@ -68,25 +66,8 @@ async fn a_red_check_after_the_second_batch_rolls_back_every_upgraded_node() -> 
 async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
     let admin = cluster.admin();
     let ns = cluster.namespace();
-    let images = ImageServer::start(&["1.0", "2.0"], 256 * 1024).await?;
-    let dir = tempfile::tempdir()?;
-    let mut nodes = Vec::new();
-    for i in 0..NODES {
-        let opts = MachineOptions {
-            slot_size: 512 * 1024,
-            downtime: Duration::from_millis(300),
-            bad_slot_b: false,
-        };
-        let name = cluster.name(&format!("node-{i:02}"));
-        nodes.push(
-            cluster
-                .start_machine(dir.path(), &name, "1.0", &opts)
-                .await?,
-        );
-    }
-    cluster
-        .wait_managed_within(NODES, Duration::from_secs(30))
-        .await?;
+    let fleet = cluster.start_fleet(NODES).await?;
+    let (images, nodes) = (&fleet.images, &fleet.nodes);
 
     let cm: ConfigMap = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -195,7 +176,7 @@ async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
 
     let progresses = cluster.progresses_of(&name).await;
     let mut back = 0;
-    for n in &nodes {
+    for n in nodes {
         let p = progresses
             .iter()
             .find(|p| p.spec.node_name == n.name)
@@ -275,4 +256,146 @@ async fn roll_back(cluster: &Cluster) -> anyhow::Result<()> {
     .await?;
     ctrl.stop().await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_no_way_back_stays_and_the_rollback_fails_once_the_others_are_back()
+-> anyhow::Result<()> {
+    let cluster = Cluster::start().await?;
+    let result = strand_one(&cluster).await;
+    cluster.explain(result).await
+}
+
+/// Three nodes upgraded to 2.0; one progress object loses the version its node ran
+/// before (as one created before it was recorded); `spec.rollback` asked.
+async fn strand_one(cluster: &Cluster) -> anyhow::Result<()> {
+    let admin = cluster.admin();
+    let fleet = cluster.start_fleet(3).await?;
+    let up = cluster.upgrade(
+        "fleet",
+        json!({
+            "version": "2.0",
+            "catalog": {"inline": fleet.images.catalog("2.0")},
+            "allowHttpImages": true,
+            "strategy": {"maxUnavailable": 2},
+        }),
+    )?;
+    let name = up.name_any();
+    let upgrades = Api::<OSUpgrade>::all(admin.clone());
+    upgrades.create(&PostParams::default(), &up).await?;
+    let ctrl = Controller::start(cluster, "replica-a", Duration::from_millis(300)).await?;
+    wait_for(
+        "the upgrade to complete",
+        Duration::from_secs(90),
+        || async {
+            let st = status(&admin, &name).await?;
+            (st.phase == Some(UpgradePhase::Completed)).then_some(())
+        },
+    )
+    .await?;
+
+    let stuck = fleet.nodes[0].name.clone();
+    let progress = cluster
+        .progresses_of(&name)
+        .await
+        .into_iter()
+        .find(|p| p.spec.node_name == stuck)
+        .expect("a progress for the node");
+    let forget = json!({"metadata": {"annotations": {"osroll.io/previous-version": null}}});
+    Api::<osroll_api::OSUpgradeProgress>::all(admin.clone())
+        .patch(
+            &progress.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&forget),
+        )
+        .await?;
+    let ask = json!({"spec": {"rollback": true}});
+    upgrades
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&ask))
+        .await?;
+
+    let st = wait_for("the rollback to end", Duration::from_secs(90), || async {
+        let st = status(&admin, &name).await?;
+        let ended = st
+            .rollback
+            .as_ref()
+            .is_some_and(|r| r.finished_at.is_some());
+        ended.then_some(st)
+    })
+    .await?;
+    assert_eq!(
+        (st.phase, st.reason.as_deref()),
+        (Some(UpgradePhase::Failed), Some("RollbackFailed")),
+        "{st:#?}"
+    );
+    for n in &fleet.nodes {
+        let booted = n.host.booted_slot()?;
+        let want = if n.name == stuck {
+            (osroll_agent::Slot::B, "2.0")
+        } else {
+            (osroll_agent::Slot::A, "1.0")
+        };
+        assert_eq!(
+            (booted, n.host.slot_version(booted)?.as_deref()),
+            (want.0, Some(want.1)),
+            "{}",
+            n.name
+        );
+    }
+    let p = cluster
+        .progresses_of(&name)
+        .await
+        .into_iter()
+        .find(|p| p.spec.node_name == stuck)
+        .expect("a progress for the node");
+    assert_eq!(
+        p.annotations()
+            .get("osroll.io/rollback-unavailable")
+            .map(String::as_str),
+        Some("its previous version was not recorded")
+    );
+    let cordoned: Vec<String> = Api::<Node>::all(admin.clone())
+        .list(&ListParams::default().labels(&cluster.scope().selector()))
+        .await?
+        .items
+        .into_iter()
+        .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
+        .map(|n| n.name_any())
+        .collect();
+    assert!(cordoned.is_empty(), "left cordoned: {cordoned:?}");
+    // The controller goes on reconciling the failed rollout; the Event stays one (one
+    // object, not a series of repeats).
+    let notes = wait_for(
+        "the RollbackUnavailable Event",
+        Duration::from_secs(10),
+        || async {
+            let notes = unavailable(&admin, &name).await;
+            (!notes.is_empty()).then_some(notes)
+        },
+    )
+    .await?;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].0.contains(&stuck), "{notes:?}");
+    ctrl.stop().await?;
+    let notes = unavailable(&admin, &name).await;
+    assert_eq!(notes.len(), 1, "after the controller stopped: {notes:?}");
+    assert_eq!(notes[0].1, 1, "repeated: {notes:?}");
+    Ok(())
+}
+
+/// Note and number of occurrences of each `RollbackUnavailable` Event about `upgrade`.
+async fn unavailable(admin: &kube::Client, upgrade: &str) -> Vec<(String, i32)> {
+    Api::<Event>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(upgrade))
+        .filter(|e| e.reason.as_deref() == Some("RollbackUnavailable"))
+        .map(|e| {
+            let count = e.series.as_ref().map_or(1, |s| s.count);
+            (e.note.unwrap_or_default(), count)
+        })
+        .collect()
 }

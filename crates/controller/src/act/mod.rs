@@ -29,6 +29,7 @@ use crate::metrics::{DrainEnd, Metrics};
 use crate::planner::{Action, DrainOutcome, DrainPolicy, Outcome, UncordonReason};
 use crate::verify::{self, Unverified};
 
+mod approval;
 mod rollback;
 
 /// Nodes whose actions run at the same time.
@@ -311,6 +312,7 @@ impl<C: Cluster> Act<'_, C> {
             Action::Cordon { node, canary, .. } => self.cordon(node, *canary).await,
             Action::Drain { node } => self.drain(node, report).await,
             Action::ApproveLive { node, canary, .. } => self.approve_live(node, *canary).await,
+            Action::ConfirmApproval { node } => self.confirm_approval(node).await,
             Action::RevokeApproval { node } => {
                 let patch = json!({"spec": {"rebootApproved": false}});
                 self.cluster
@@ -488,14 +490,7 @@ impl<C: Cluster> Act<'_, C> {
     }
 
     async fn drained(&self, node: &str, elapsed: Duration) -> Result<(), ApiError> {
-        let mut patch = json!({"spec": {"rebootApproved": true}});
-        if let Some(boot) = self.boot_before_reboot(node) {
-            let tag = marks::tagged(&boot, self.nonce(node));
-            patch["metadata"] = json!({"annotations": {marks::APPROVED_BOOT: tag}});
-        }
-        self.cluster
-            .patch_progress(&self.progress_name(node), &patch)
-            .await?;
+        self.approve_reboot(node).await?;
         self.metrics.drain_done(DrainEnd::Drained, elapsed);
         self.memory.forget(&self.upgrade.name_any(), node);
         let msg = format!(

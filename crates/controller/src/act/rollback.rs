@@ -27,7 +27,9 @@ impl<C: Cluster> Act<'_, C> {
             .ok_or_else(|| format!("its previous version {version} is not in the catalog"))
     }
 
-    /// Point `node`'s progress back at its previous version; an Event either way.
+    /// Point `node`'s progress back at its previous version; an Event either way. With
+    /// no way back, the progress records why ([`marks::ROLLBACK_UNAVAILABLE`]), which
+    /// keeps the planner from asking again: one Event per progress object.
     pub(super) async fn arm_rollback(
         &self,
         node: &str,
@@ -36,7 +38,22 @@ impl<C: Cluster> Act<'_, C> {
         let image = match self.previous_image(node) {
             Ok(i) => i,
             Err(why) => {
-                let msg = format!("node {node} cannot roll back: {why}");
+                // Only on the version seen: a plan made from a cache that does not show
+                // the record yet gets a conflict, not a second Event.
+                let rv = self
+                    .progress
+                    .get(node)
+                    .and_then(|p| p.metadata.resource_version.clone());
+                let patch = json!({"metadata": {
+                    "resourceVersion": rv,
+                    "annotations": {marks::ROLLBACK_UNAVAILABLE: why.as_str()},
+                }});
+                let name = self.progress_name(node);
+                self.cluster.patch_progress(&name, &patch).await?;
+                let msg = format!(
+                    "node {node} cannot roll back: {why}; it stays on {}",
+                    self.target_version()
+                );
                 self.event(
                     node,
                     Severity::Warning,

@@ -542,6 +542,269 @@ async fn a_start_on_a_freed_slot_waits_if_the_release_failed() {
             }
         })
         .collect();
-    assert_eq!(nodes, ["a", "b"]);
+    // Release a, cordon b, record b's approval (it has no pod to drain).
+    assert_eq!(nodes, ["a", "b", "b"]);
     assert!(c.calls().contains(&Call::ListPods("b".into())));
+}
+
+/// RFC 7386 merge of `patch` into `target`, as the API server applies our patches.
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().expect("an object");
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+/// `n1` cordoned by us, drained of every pod, booted as `boot-1`; its progress Staged.
+fn drained_world() -> World {
+    let mut n = node("n1", Some("2024-01-01T00:00:00Z"));
+    n.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(labels::CORDONED_BY.into(), "osroll/fleet".into());
+    n.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+        unschedulable: Some(true),
+        ..Default::default()
+    });
+    n.status = Some(k8s_openapi::api::core::v1::NodeStatus {
+        conditions: Some(vec![k8s_openapi::api::core::v1::NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        node_info: Some(k8s_openapi::api::core::v1::NodeSystemInfo {
+            boot_id: "boot-1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let mut w = World::new(vec![n]);
+    w.progress.get_mut("n1").unwrap().status = Some(OSUpgradeProgressStatus {
+        phase: Some(ProgressPhase::Staged),
+        ..Default::default()
+    });
+    w
+}
+
+/// The plan for `w` as the reconciler makes it: from its Nodes and progress objects.
+fn replan(w: &World, paused: bool) -> crate::planner::Plan {
+    let nodes: Vec<&Node> = w.nodes.values().collect();
+    let progress: Vec<&OSUpgradeProgress> = w.progress.values().collect();
+    let settings = crate::observe::Settings {
+        controller_name: "osroll".into(),
+        own_node: None,
+        node_soak: Duration::ZERO,
+        drain_poll: Duration::from_secs(1),
+    };
+    let strategy = crate::planner::Strategy {
+        paused,
+        ..Default::default()
+    };
+    let selection = crate::select::NodeSelection::default();
+    let obs = crate::observe::snapshot("fleet", strategy, &selection, &nodes, &progress, &settings);
+    crate::planner::plan(&obs, t("2024-01-01T00:01:00Z"))
+}
+
+/// The approval of a drained node is written; the next reconcile sees the Node as the
+/// API has it after that pass, but its progress as it was before (the controller
+/// crashed before the progress write, or its cache has not seen it yet). The planner
+/// must neither release the node (the agent may be rebooting it) nor drain and approve
+/// it again (with the boot ID of a reboot already under way).
+#[tokio::test]
+async fn an_approval_not_yet_seen_on_the_progress_is_neither_undone_nor_repeated() {
+    let mut w = drained_world();
+    assert_eq!(
+        replan(&w, false).actions,
+        [Action::Drain { node: "n1".into() }],
+        "the world before: drain n1"
+    );
+    let c = FakeCluster::default();
+    let r = w
+        .run(
+            &c,
+            t("2024-01-01T00:00:30Z"),
+            &[Action::Drain { node: "n1".into() }],
+        )
+        .await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(c.reasons().contains(&"NodeDrained".to_string()));
+    let mut node = serde_json::to_value(&w.nodes["n1"]).unwrap();
+    for call in c.calls() {
+        if let Call::PatchNode(_, patch) = call {
+            merge(&mut node, &patch);
+        }
+    }
+    w.nodes
+        .insert("n1".into(), serde_json::from_value(node).unwrap());
+    // Meanwhile the agent rebooted the node.
+    let info = w.nodes.get_mut("n1").unwrap().status.as_mut().unwrap();
+    info.node_info.as_mut().unwrap().boot_id = "boot-2".into();
+    let confirm = Action::ConfirmApproval { node: "n1".into() };
+    for paused in [false, true] {
+        let actions = replan(&w, paused).actions;
+        assert!(
+            !actions.iter().any(|a| matches!(
+                a,
+                Action::Uncordon { .. } | Action::Drain { .. } | Action::Cordon { .. }
+            )),
+            "paused {paused}: {actions:?}"
+        );
+        assert_eq!(actions, std::slice::from_ref(&confirm), "paused {paused}");
+    }
+    let c = FakeCluster::default();
+    let r = w
+        .run(
+            &c,
+            t("2024-01-01T00:01:00Z"),
+            std::slice::from_ref(&confirm),
+        )
+        .await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let pname = osroll_api::progress_name("fleet", "n1");
+    let approval = json!({
+        "spec": {"rebootApproved": true},
+        "metadata": {"annotations": {marks::APPROVED_BOOT: "boot-1@"}},
+    });
+    assert_eq!(
+        c.calls(),
+        [Call::PatchProgress(pname, approval)],
+        "the boot ID of the approval, not of the reboot under way"
+    );
+    assert_eq!(c.reasons(), ["RebootApprovalConfirmed"]);
+}
+
+/// The Node records the approval before the progress object shows it.
+#[tokio::test]
+async fn a_drained_node_is_approved_on_the_node_first() {
+    let w = drained_world();
+    let c = FakeCluster::default();
+    w.run(
+        &c,
+        t("2024-01-01T00:00:30Z"),
+        &[Action::Drain { node: "n1".into() }],
+    )
+    .await;
+    let writes: Vec<Call> = c
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::PatchNode(..) | Call::PatchProgress(..)))
+        .collect();
+    let pname = osroll_api::progress_name("fleet", "n1");
+    assert_eq!(
+        writes,
+        [
+            Call::PatchNode(
+                "n1".into(),
+                json!({"metadata": {"annotations": {marks::REBOOT_APPROVAL: "boot-1@"}}})
+            ),
+            Call::PatchProgress(
+                pname,
+                json!({
+                    "spec": {"rebootApproved": true},
+                    "metadata": {"annotations": {marks::APPROVED_BOOT: "boot-1@"}},
+                })
+            ),
+        ]
+    );
+    let c = FakeCluster {
+        conflict_nodes: true,
+        ..Default::default()
+    };
+    w.run(
+        &c,
+        t("2024-01-01T00:00:30Z"),
+        &[Action::Drain { node: "n1".into() }],
+    )
+    .await;
+    assert!(
+        !c.calls()
+            .iter()
+            .any(|c| matches!(c, Call::PatchProgress(..))),
+        "no approval on the progress unless the Node records it: {:?}",
+        c.calls()
+    );
+}
+
+/// A rollback that finds no way back for a node says so once: the reason recorded on
+/// the progress object, one Event; the plan that follows does not ask again.
+#[tokio::test]
+async fn a_node_with_no_way_back_is_announced_once() {
+    let mut w = drained_world();
+    let p = w.progress.get_mut("n1").unwrap();
+    p.status = Some(OSUpgradeProgressStatus {
+        phase: Some(ProgressPhase::Completed),
+        ..Default::default()
+    });
+    p.annotations_mut()
+        .insert(marks::REPORTED.into(), "Completed@".into());
+    p.metadata.resource_version = Some("7".into());
+    let n = w.nodes.get_mut("n1").unwrap();
+    n.metadata.annotations = None;
+    n.spec = None;
+    let arm = Action::ArmRollback {
+        node: "n1".into(),
+        upgraded_at: None,
+    };
+    let rolling_back = |w: &World| {
+        let nodes: Vec<&Node> = w.nodes.values().collect();
+        let progress: Vec<&OSUpgradeProgress> = w.progress.values().collect();
+        let settings = crate::observe::Settings {
+            controller_name: "osroll".into(),
+            own_node: None,
+            node_soak: Duration::ZERO,
+            drain_poll: Duration::from_secs(1),
+        };
+        let selection = crate::select::NodeSelection::default();
+        let mut obs = crate::observe::snapshot(
+            "fleet",
+            Default::default(),
+            &selection,
+            &nodes,
+            &progress,
+            &settings,
+        );
+        obs.health.rolling_back = true;
+        crate::planner::plan(&obs, t("2024-01-01T00:01:00Z"))
+    };
+    assert_eq!(rolling_back(&w).actions, std::slice::from_ref(&arm));
+    // Its previous version was never recorded.
+    let c = FakeCluster::default();
+    let r = w.run(&c, t("2024-01-01T00:00:30Z"), &[arm]).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(c.reasons(), ["RollbackUnavailable"]);
+    let Call::PatchProgress(_, patch) = &c.calls()[0] else {
+        panic!("{:?}", c.calls())
+    };
+    assert_eq!(
+        patch,
+        &json!({"metadata": {
+            "resourceVersion": "7",
+            "annotations": {marks::ROLLBACK_UNAVAILABLE: "its previous version was not recorded"},
+        }}),
+        "only the record, on the version seen: the progress still points at 2.0"
+    );
+    let mut progress = serde_json::to_value(&w.progress["n1"]).unwrap();
+    merge(&mut progress, patch);
+    w.progress
+        .insert("n1".into(), serde_json::from_value(progress).unwrap());
+    let p = rolling_back(&w);
+    assert!(p.actions.is_empty(), "asked again: {:?}", p.actions);
+    assert_eq!(
+        (p.phase, p.reason),
+        (
+            osroll_api::UpgradePhase::Failed,
+            UpgradeReason::RollbackFailed
+        )
+    );
 }

@@ -87,6 +87,7 @@ pub fn progress_obs(p: &OSUpgradeProgress) -> ProgressObs {
             .and_then(|s| s.phase)
             .unwrap_or(ProgressPhase::Pending),
         reboot_approved: p.spec.reboot_approved,
+        approval_recorded: false,
         reboot_required: st.filter(|_| current).and_then(|s| s.reboot_required),
         canary: annotation(meta, marks::CANARY).is_some_and(|v| v == "true"),
         completed_at: st
@@ -98,6 +99,7 @@ pub fn progress_obs(p: &OSUpgradeProgress) -> ProgressObs {
         rollback: annotation(meta, marks::ROLLBACK).map(|v| RollbackMark {
             upgraded_at: parse_time(v),
         }),
+        rollback_unavailable: annotation(meta, marks::ROLLBACK_UNAVAILABLE).is_some(),
         external: p.spec.external.is_some(),
     }
 }
@@ -188,6 +190,8 @@ fn node_obs(
         claimed_by,
         progress: ours.map(|p| ProgressObs {
             unverified: verify::check_completed(p, node),
+            approval_recorded: marks::reboot_approval(node, p.spec.retry_nonce.as_deref())
+                .is_some(),
             ..progress_obs(p)
         }),
         ab_slot: verify::is_ab_node(node),

@@ -235,7 +235,8 @@ fn settle(d: &mut Draft, n: &NodeObs, obs: &Observed, stop_new: bool, now: DateT
 }
 
 /// A node we cordoned: release it once its attempt ended (a completed one after its
-/// soak), go on draining it while the rollout may go on, release it if not.
+/// soak); an approval the Node records is confirmed, never undone; else go on draining
+/// it while the rollout may go on, release it if not.
 fn release_or_drain(
     d: &mut Draft,
     n: &NodeObs,
@@ -248,6 +249,11 @@ fn release_or_drain(
         Some(Outcome::Completed) => release_after_soak(d, n, p, obs.node_soak, now),
         Some(_) => d.push(uncordon(n, UncordonReason::Finished)),
         None if p.reboot_approved => {}
+        None if p.approval_recorded && p.phase == ProgressPhase::Staged => {
+            d.push(Action::ConfirmApproval {
+                node: n.name.clone(),
+            });
+        }
         None if p.phase == ProgressPhase::Staged && !stop_new => {
             d.push(Action::Drain {
                 node: n.name.clone(),

@@ -64,6 +64,9 @@ pub struct ProgressObs {
     pub phase: ProgressPhase,
     /// `spec.rebootApproved`.
     pub reboot_approved: bool,
+    /// The Node records that this attempt's reboot was approved
+    /// ([`crate::marks::REBOOT_APPROVAL`]), whatever `reboot_approved` shows yet.
+    pub approval_recorded: bool,
     /// `status.rebootRequired`: `Some(false)` means a live update needs no drain.
     pub reboot_required: Option<bool>,
     /// Chosen as part of the canary batch.
@@ -78,6 +81,8 @@ pub struct ProgressObs {
     pub unverified: Option<Unverified>,
     /// This attempt takes the node back to the version it ran before.
     pub rollback: Option<RollbackMark>,
+    /// A rollback found no way back for this node (and said so once): it stays.
+    pub rollback_unavailable: bool,
     /// `spec.external`: a reboot-coordination progress, which may go round again.
     pub external: bool,
 }
@@ -94,6 +99,7 @@ impl Default for ProgressObs {
         ProgressObs {
             phase: ProgressPhase::Pending,
             reboot_approved: false,
+            approval_recorded: false,
             reboot_required: None,
             canary: false,
             completed_at: None,
@@ -101,6 +107,7 @@ impl Default for ProgressObs {
             reported: None,
             unverified: None,
             rollback: None,
+            rollback_unavailable: false,
             external: false,
         }
     }
@@ -294,6 +301,13 @@ pub enum Action {
         /// As for [`Action::Cordon`].
         after: Option<String>,
     },
+    /// Write onto the progress object the approval of a drained node's reboot that the
+    /// Node records but the progress does not show (a crash between the two writes, or
+    /// a cache that has not seen the second yet): never release or drain it again.
+    ConfirmApproval {
+        /// Node name.
+        node: String,
+    },
     /// Withdraw `rebootApproved` from a failed attempt so a retry waits for its turn.
     RevokeApproval {
         /// Node name.
@@ -338,6 +352,7 @@ impl Action {
             | Action::Cordon { node, .. }
             | Action::Drain { node }
             | Action::ApproveLive { node, .. }
+            | Action::ConfirmApproval { node }
             | Action::RevokeApproval { node }
             | Action::Uncordon { node, .. }
             | Action::FlagUnverified { node, .. }

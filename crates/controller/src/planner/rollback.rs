@@ -6,7 +6,9 @@
 //! rollback) once released, so arming never disrupts; the agent re-stages the previous
 //! version (an A/B node re-arms its old slot without downloading). Armed nodes then go
 //! down exactly like an upgrade (cordon, drain, approve, release after the soak) under
-//! the same maxUnavailable and windows, most recently upgraded first.
+//! the same maxUnavailable and windows, most recently upgraded first. A node with no way
+//! back (see [`crate::marks::ROLLBACK_UNAVAILABLE`]) stays on the new version and counts
+//! as a failed rollback once every other node is back.
 
 use osroll_api::ProgressPhase;
 
@@ -14,9 +16,18 @@ use super::{Action, Draft, NodeObs, Outcome, ProgressObs, Room};
 
 /// A forward attempt this OSUpgrade completed, not yet armed for going back.
 pub fn awaits_arming(n: &NodeObs) -> bool {
+    completed_forward(n).is_some_and(|p| !p.rollback_unavailable)
+}
+
+/// A node this OSUpgrade upgraded that the rollback found no way back for.
+pub fn stranded(n: &NodeObs) -> bool {
+    completed_forward(n).is_some_and(|p| p.rollback_unavailable)
+}
+
+fn completed_forward(n: &NodeObs) -> Option<&ProgressObs> {
     n.progress
         .as_ref()
-        .is_some_and(|p| p.rollback.is_none() && p.outcome() == Some(Outcome::Completed))
+        .filter(|p| p.rollback.is_none() && p.outcome() == Some(Outcome::Completed))
 }
 
 /// A progress pointed back at the previous version.
@@ -103,9 +114,10 @@ pub fn progress(nodes: &[&NodeObs]) -> Progress {
     let failed = nodes
         .iter()
         .filter(|n| {
-            armed(n)
-                .and_then(ProgressObs::outcome)
-                .is_some_and(Outcome::is_failure)
+            stranded(n)
+                || armed(n)
+                    .and_then(ProgressObs::outcome)
+                    .is_some_and(Outcome::is_failure)
         })
         .count();
     let in_flight = nodes.iter().any(|n| {
@@ -319,5 +331,39 @@ mod tests {
         assert_eq!(p.phase, UpgradePhase::RolledBack, "{}", p.message);
         assert_eq!(p.reason, UpgradeReason::AllNodesRolledBack);
         assert!(p.actions.iter().all(|a| !a.starts_disruption()));
+    }
+
+    #[test]
+    fn a_node_with_no_way_back_stays_and_fails_the_rollback_once_the_others_are_back() {
+        let mut stranded = completed(0);
+        stranded.rollback_unavailable = true;
+        stranded.reported = Some(crate::planner::Outcome::Completed);
+        let h = HealthObs {
+            rolling_back: true,
+            ..Default::default()
+        };
+        let going = node("b", armed(10, ProgressPhase::Staged));
+        let p = plan(
+            &obs(vec![node("a", stranded.clone()), going], h.clone()),
+            t(100),
+        );
+        assert!(
+            !p.actions.iter().any(|a| a.node() == "a"),
+            "nothing more for a: {:?}",
+            p.actions
+        );
+        assert_eq!(p.phase, UpgradePhase::RollingBack, "b is still going back");
+        let mut back = armed(10, ProgressPhase::Completed);
+        back.completed_at = Some(t(50));
+        back.reported = Some(crate::planner::Outcome::Completed);
+        let p = plan(&obs(vec![node("a", stranded), node("b", back)], h), t(100));
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.phase, UpgradePhase::Failed, "{}", p.message);
+        assert_eq!(p.reason, UpgradeReason::RollbackFailed);
+        assert!(
+            p.message.contains("1 node(s) could not go back; 1 did"),
+            "{}",
+            p.message
+        );
     }
 }

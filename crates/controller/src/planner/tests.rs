@@ -234,6 +234,31 @@ fn drain_continues_for_cordoned_nodes_and_stops_on_pause() {
 }
 
 #[test]
+fn an_approval_the_node_records_is_confirmed_not_undone_nor_repeated() {
+    let mut a = staged("a");
+    a.cordoned_by_us = true;
+    a.unschedulable = true;
+    a.progress.as_mut().unwrap().approval_recorded = true;
+    let confirm = [Action::ConfirmApproval { node: "a".into() }];
+    for paused in [false, true] {
+        let s = Strategy {
+            paused,
+            max_unavailable: Budget::Count(1),
+            ..Default::default()
+        };
+        let p = plan(&obs(vec![a.clone()], s), now());
+        assert_eq!(p.actions, confirm, "paused {paused}");
+    }
+    // A spent approval (an external round that completed) is not brought back.
+    let mut spent = a.clone();
+    let pr = spent.progress.as_mut().unwrap();
+    pr.phase = ProgressPhase::Completed;
+    pr.external = true;
+    let p = plan(&obs(vec![spent], strategy(Budget::Count(1))), now());
+    assert!(!p.actions.contains(&confirm[0]), "{:?}", p.actions);
+}
+
+#[test]
 fn approved_nodes_finish_even_when_paused() {
     let mut a = with_phase(node("a"), ProgressPhase::Rebooting);
     a.cordoned_by_us = true;

@@ -150,7 +150,9 @@ pub(super) fn record(st: &mut OSUpgradeStatus, plan: &Plan, version: &str, now: 
     });
     st.rollback = match (st.rollback.take(), plan.rollback) {
         (Some(mut r), Some(_)) => {
-            if plan.phase == UpgradePhase::RolledBack && r.finished_at.is_none() {
+            // Failed while going back: it ended with a node that could not go back.
+            let ended = matches!(plan.phase, UpgradePhase::RolledBack | UpgradePhase::Failed);
+            if ended && r.finished_at.is_none() {
                 r.finished_at = Some(stamp(now));
             }
             Some(r)

@@ -545,3 +545,43 @@ async fn a_version_blocked_mid_rollout_stops_it_at_the_next_check() {
         "{st:?}"
     );
 }
+
+/// A rollback that ended with a node it could not take back is finished too.
+#[test]
+fn a_rollback_that_failed_records_its_end() {
+    use crate::planner::{HealthObs, NodeObs, Observed, Outcome, ProgressObs};
+    let at = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+    let stranded = NodeObs {
+        name: "a".into(),
+        ready: true,
+        progress: Some(ProgressObs {
+            phase: ProgressPhase::Completed,
+            reported: Some(Outcome::Completed),
+            rollback_unavailable: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let obs = Observed {
+        nodes: vec![stranded],
+        health: HealthObs {
+            rolling_back: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let plan = crate::planner::plan(&obs, at(100));
+    assert_eq!(plan.phase, osroll_api::UpgradePhase::Failed);
+    let mut st = OSUpgradeStatus {
+        rollback: Some(osroll_api::health::RollbackStatus {
+            started_at: "2027-01-15T08:00:00Z".into(),
+            reason: "Requested".into(),
+            version: "2.0".into(),
+            finished_at: None,
+        }),
+        ..Default::default()
+    };
+    super::health::record(&mut st, &plan, "2.0", at(100));
+    let r = st.rollback.expect("the rollback stays recorded");
+    assert_eq!(r.finished_at.as_deref(), Some("2027-01-15T08:01:40Z"));
+}

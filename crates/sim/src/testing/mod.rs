@@ -10,6 +10,7 @@
 
 pub mod cleanup;
 pub mod diagnosis;
+pub mod fleet;
 pub mod identities;
 pub mod logbook;
 pub mod scope;
@@ -29,6 +30,7 @@ use osroll_api::{OSUpgrade, labels};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
+pub use fleet::Fleet;
 pub use scope::{INSTANCE_LABEL, Scope};
 
 use crate::demo::node::{MachineOptions, SimNode};
