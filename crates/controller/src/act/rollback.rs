@@ -30,20 +30,23 @@ impl<C: Cluster> Act<'_, C> {
     /// Point `node`'s progress back at its previous version; an Event either way. With
     /// no way back, the progress records why ([`marks::ROLLBACK_UNAVAILABLE`]), which
     /// keeps the planner from asking again: one Event per progress object.
+    ///
+    /// Both writes apply only to the version of the progress the plan saw: a plan made
+    /// from a cache that does not show this arming yet gets a conflict instead of arming
+    /// the node a second time under a new `retryNonce` (which an agent already Staged
+    /// under the first would never answer, stalling the rollback).
     pub(super) async fn arm_rollback(
         &self,
         node: &str,
         upgraded_at: Option<DateTime<Utc>>,
     ) -> Result<(), ApiError> {
+        let rv = self
+            .progress
+            .get(node)
+            .and_then(|p| p.metadata.resource_version.clone());
         let image = match self.previous_image(node) {
             Ok(i) => i,
             Err(why) => {
-                // Only on the version seen: a plan made from a cache that does not show
-                // the record yet gets a conflict, not a second Event.
-                let rv = self
-                    .progress
-                    .get(node)
-                    .and_then(|p| p.metadata.resource_version.clone());
                 let patch = json!({"metadata": {
                     "resourceVersion": rv,
                     "annotations": {marks::ROLLBACK_UNAVAILABLE: why.as_str()},
@@ -70,7 +73,7 @@ impl<C: Cluster> Act<'_, C> {
             .unwrap_or_default();
         let nonce = format!("rollback-{}", self.now.timestamp());
         let patch = json!({
-            "metadata": {"annotations": {marks::ROLLBACK: mark}},
+            "metadata": {"resourceVersion": rv, "annotations": {marks::ROLLBACK: mark}},
             "spec": {
                 "image": image,
                 "retryNonce": nonce,

@@ -808,3 +808,35 @@ async fn a_node_with_no_way_back_is_announced_once() {
         )
     );
 }
+
+/// Arming a rollback writes only onto the version of the progress the plan saw: a plan
+/// from a cache that does not show the arming yet gets a conflict (the API server's 409)
+/// rather than arming the node again under a second `retryNonce`, which an agent already
+/// Staged under the first one never answers.
+#[tokio::test]
+async fn arming_a_rollback_applies_only_to_the_version_seen() {
+    let mut w = drained_world();
+    let p = w.progress.get_mut("n1").unwrap();
+    p.metadata.resource_version = Some("7".into());
+    p.annotations_mut()
+        .insert(marks::PREVIOUS_VERSION.into(), "1.0".into());
+    let arm = Action::ArmRollback {
+        node: "n1".into(),
+        upgraded_at: None,
+    };
+    let c = FakeCluster::default();
+    let r = w.run(&c, t("2024-01-01T00:00:30Z"), &[arm]).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(c.reasons(), ["RollbackArmed"]);
+    let Call::PatchProgress(_, patch) = &c.calls()[0] else {
+        panic!("{:?}", c.calls())
+    };
+    assert_eq!(patch["metadata"]["resourceVersion"], "7", "{patch}");
+    assert_eq!(patch["spec"]["image"]["version"], "1.0", "{patch}");
+    assert!(
+        patch["spec"]["retryNonce"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("rollback-")),
+        "{patch}"
+    );
+}

@@ -583,6 +583,19 @@ fn progresses_of<'w>(
 
 // Step 5: status.
 
+/// The status write. One that starts, changes or ends the rollback record applies only to
+/// the version of the OSUpgrade this reconcile saw: a pass working from a cache that does
+/// not show a rollback just started gets a conflict, instead of starting it again with a
+/// new start time and a second `RollbackStarted` Event.
+fn status_patch(up: &OSUpgrade, new: &OSUpgradeStatus) -> serde_json::Value {
+    let old = up.status.as_ref().and_then(|s| s.rollback.as_ref());
+    if old == new.rollback.as_ref() {
+        json!({"status": new})
+    } else {
+        json!({"metadata": {"resourceVersion": up.resource_version()}, "status": new})
+    }
+}
+
 impl<C: Cluster> Shared<C> {
     /// Write the status if it changed, announce a new phase, update the metrics.
     async fn status(
@@ -598,7 +611,7 @@ impl<C: Cluster> Shared<C> {
         let new = new_status(up, gate, plan, report, now);
         if old != Some(&new) {
             self.cluster
-                .patch_upgrade_status(&name, &json!({"status": new}))
+                .patch_upgrade_status(&name, &status_patch(up, &new))
                 .await
                 .map_err(|source| ReconcileError::WriteStatus {
                     upgrade: name.clone(),
