@@ -19,8 +19,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use osroll_api::{OSUpgrade, OSUpgradeProgress, OSUpgradeStatus, ProgressPhase, UpgradePhase};
 use osroll_api::labels;
+use osroll_api::{OSUpgrade, OSUpgradeProgress, OSUpgradeStatus, ProgressPhase, UpgradePhase};
 use osroll_controller::marks::ROLLBACK;
 use osroll_sim::demo::images::ImageServer;
 use osroll_sim::testing::Cluster;
@@ -41,6 +41,8 @@ const FROM_VERSION: &str = "1.0";
 const TO_VERSION: &str = "2.0";
 /// Give up on any one wait after this long.
 const PATIENCE: Duration = Duration::from_secs(1800);
+/// Give up on the rollback when no node came back for this long, naming the stuck ones.
+const STALL: Duration = Duration::from_secs(120);
 
 /// `--fail-at`: `30%` or `30`, from 1 to 99.
 pub(super) fn parse_percent(s: &str) -> Result<u32, String> {
@@ -156,8 +158,8 @@ async fn measure(
     if let Some(s) = cluster.server() {
         s.clear_audit();
     }
-    let mut child = spawn_controller(cluster)?;
-    let pid = child.id();
+    let mut child = KillOnDrop(spawn_controller(cluster)?);
+    let pid = child.0.id();
     let mut peak_kib = 0;
     let t0 = Instant::now();
     let ups: Api<OSUpgrade> = Api::all(admin.clone());
@@ -169,13 +171,13 @@ async fn measure(
     let red_seq = audit_seq(cluster);
     set_health(&admin, false).await?;
     let red_after = red - t0;
-    let (to_rollback, to_end, status) = wait_ended(&admin, red, pid, &mut peak_kib).await?;
+    let (to_rollback, to_end, status) = wait_ended(cluster, red, pid, &mut peak_kib).await?;
     let events = wait_events_settled(cluster, pid, &mut peak_kib).await?;
     peak_kib = peak_kib.max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
     let cpu = cpu_seconds(pid).unwrap_or(0.0);
     let audit = cluster.server().map(|s| s.audit()).unwrap_or_default();
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
     let requests: Vec<_> = audit
         .into_iter()
         .filter(|e| e.user == CONTROLLER_USER)
@@ -207,6 +209,16 @@ async fn measure(
         },
         requests_after_red,
     })
+}
+
+/// The controller process, killed when the benchmark returns early.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The last request the test API server logged so far.
@@ -249,13 +261,15 @@ async fn wait_completed(admin: &kube::Client, n: usize) -> anyhow::Result<BTreeM
 /// cordoned: the time from `red` to `status.rollback` first seen, to that end, and the
 /// final status. Samples the controller's peak RSS on the way.
 async fn wait_ended(
-    admin: &kube::Client,
+    cluster: &Cluster,
     red: Instant,
     pid: u32,
     peak_kib: &mut u64,
 ) -> anyhow::Result<(Option<Duration>, Duration, OSUpgradeStatus)> {
+    let admin = &cluster.admin();
     let ups: Api<OSUpgrade> = Api::all(admin.clone());
     let mut to_rollback = None;
+    let mut moved = (None, Instant::now());
     loop {
         *peak_kib = (*peak_kib).max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
         let st = ups.get(UPGRADE).await?.status.unwrap_or_default();
@@ -273,8 +287,43 @@ async fn wait_ended(
             red.elapsed() < PATIENCE,
             "the rollback did not end within {PATIENCE:?}"
         );
+        if moved.0 != st.message {
+            moved = (st.message.clone(), Instant::now());
+        } else if moved.1.elapsed() > STALL {
+            anyhow::bail!(
+                "the rollback stalled: {:?} {:?} for {STALL:?}, {:.1}s after red; {}",
+                st.phase,
+                st.message.unwrap_or_default(),
+                red.elapsed().as_secs_f64(),
+                stuck(cluster).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The progress objects armed for rollback and not Completed: node, phase, and the
+/// retryNonce of the spec against the one the agent last observed.
+async fn stuck(cluster: &Cluster) -> String {
+    let rows: Vec<String> = cluster
+        .progresses_of(UPGRADE)
+        .await
+        .into_iter()
+        .filter(|p| p.annotations().contains_key(ROLLBACK))
+        .filter_map(|p| {
+            let st = p.status.clone().unwrap_or_default();
+            (st.phase != Some(ProgressPhase::Completed)).then(|| {
+                format!(
+                    "{} {} (retryNonce {}, observed {})",
+                    p.spec.node_name,
+                    st.phase.map_or("-", |p| p.as_str()),
+                    p.spec.retry_nonce.as_deref().unwrap_or("-"),
+                    st.observed_retry_nonce.as_deref().unwrap_or("-")
+                )
+            })
+        })
+        .collect();
+    format!("armed, not back: {}", rows.join("; "))
 }
 
 /// Nodes per `osroll.io/os-version` label, and how many are cordoned.
@@ -363,6 +412,17 @@ fn report(a: &Args, pct: u32, m: &Measured, d: &Disruption) -> anyhow::Result<()
         m.to_end.as_secs_f64()
     );
     report_window(window, budget, d.max_concurrent);
+    if let Some(t) = m.to_rollback {
+        let started = d
+            .cordons
+            .iter()
+            .filter(|c| **c > red && **c - red <= t)
+            .count();
+        println!(
+            "  cordons after red          {started} before status.rollback was seen ({:.1}s)",
+            t.as_secs_f64()
+        );
+    }
     println!(
         "  image bytes served         {FROM_VERSION}: {} (rollback attempts downloaded {}), {TO_VERSION}: {}",
         m.from_served, m.rollback_bytes, m.to_served
