@@ -11,6 +11,9 @@
 //! and its API requests per node (from the test API server's audit log). RBAC is not
 //! enforced here (one shared client plays every kubelet and agent, and the per-request
 //! RBAC check would be part of the measured server time); the cluster tests enforce it.
+//!
+//! With `--fail-at PERCENT` it measures a fleet rollback instead (see `scale/rollback.rs`):
+//! a CEL health check turned red once PERCENT of the nodes completed, `onFailure: Rollback`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
