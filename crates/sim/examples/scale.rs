@@ -11,6 +11,9 @@
 //! and its API requests per node (from the test API server's audit log). RBAC is not
 //! enforced here (one shared client plays every kubelet and agent, and the per-request
 //! RBAC check would be part of the measured server time); the cluster tests enforce it.
+//!
+//! With `--fail-at PERCENT` it measures a fleet rollback instead (see `scale/rollback.rs`):
+//! a CEL health check turned red once PERCENT of the nodes completed, `onFailure: Rollback`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,34 +32,34 @@ use osroll_sim::testing::Cluster;
 use osroll_sim::{AuditEntry, Kubelet, KubeletConfig};
 use serde_json::json;
 
+#[path = "scale/rollback.rs"]
+mod rollback;
+
 const CONTROLLER_USER: &str = "system:serviceaccount:osroll-system:osroll-controller";
 const NS: &str = "osroll-system";
 
+/// The command line (the controller child is started with `--controller-child KUBECONFIG`
+/// instead, before this is parsed).
+#[derive(clap::Parser)]
+#[command(about = "Scale benchmark: one OSUpgrade over N simulated nodes")]
 struct Args {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 1000)]
     nodes: usize,
+    /// `strategy.maxUnavailable`: a count or a percentage.
+    #[arg(long, default_value = "10%")]
     max_unavailable: String,
+    /// How long a simulated reboot keeps a node down, in milliseconds.
+    #[arg(long = "downtime-ms", default_value = "2000", value_parser = parse_millis)]
     downtime: Duration,
+    /// Turn a CEL health check red once this percentage of the nodes completed
+    /// (`onFailure: Rollback`), and measure the rollback instead of a forward rollout.
+    #[arg(long, value_parser = rollback::parse_percent)]
+    fail_at: Option<u32>,
 }
 
-fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        nodes: 1000,
-        max_unavailable: "10%".into(),
-        downtime: Duration::from_secs(2),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let mut v = || it.next().with_context(|| format!("{k} needs a value"));
-        match k.as_str() {
-            "--nodes" => a.nodes = v()?.parse().context("--nodes")?,
-            "--max-unavailable" => a.max_unavailable = v()?,
-            "--downtime-ms" => {
-                a.downtime = Duration::from_millis(v()?.parse().context("--downtime-ms")?)
-            }
-            other => anyhow::bail!("unknown argument {other}"),
-        }
-    }
-    Ok(a)
+fn parse_millis(s: &str) -> Result<Duration, std::num::ParseIntError> {
+    s.parse().map(Duration::from_millis)
 }
 
 /// Child mode: the controller alone, until killed.
@@ -105,9 +108,29 @@ struct Disruption {
     free: std::collections::VecDeque<Instant>,
     /// From a slot freeing to the next cordon, once the budget was full.
     gaps: Vec<Duration>,
+    /// Since [`Disruption::open_window`], if called.
+    window: Option<Window>,
+}
+
+/// Disruption after a point in time (the rollback mode's health check turning red).
+struct Window {
+    opened: Instant,
+    /// Most nodes cordoned at once, counting those already cordoned when it opened.
+    max_concurrent: usize,
+    /// Cordon -> uncordon of the nodes cordoned after it opened.
+    spans: Vec<Duration>,
 }
 
 impl Disruption {
+    /// Start a [`Window`] at `now`.
+    fn open_window(&mut self, now: Instant) {
+        self.window = Some(Window {
+            opened: now,
+            max_concurrent: self.concurrent,
+            spans: Vec::new(),
+        });
+    }
+
     /// Node `name` was seen `cordoned` (or not) at `now`.
     fn record(&mut self, name: String, cordoned: bool, now: Instant) {
         match (cordoned, self.cordoned.contains_key(&name)) {
@@ -116,6 +139,9 @@ impl Disruption {
                 self.first.get_or_insert(now);
                 self.concurrent += 1;
                 self.max_concurrent = self.max_concurrent.max(self.concurrent);
+                if let Some(w) = &mut self.window {
+                    w.max_concurrent = w.max_concurrent.max(self.concurrent);
+                }
                 self.cordons.push(now);
                 if let Some(freed) = self.free.pop_front() {
                     self.gaps.push(now - freed);
@@ -124,6 +150,9 @@ impl Disruption {
             (false, true) => {
                 let t0 = self.cordoned.remove(&name).unwrap();
                 self.spans.push(now - t0);
+                if let Some(w) = self.window.as_mut().filter(|w| t0 >= w.opened) {
+                    w.spans.push(now - t0);
+                }
                 self.last = Some(now);
                 self.concurrent -= 1;
                 self.free.push_back(now);
@@ -165,38 +194,67 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    rt.block_on(bench(args()?))
+    let args = <Args as clap::Parser>::parse();
+    match args.fail_at {
+        Some(pct) => rt.block_on(rollback::bench(args, pct)),
+        None => rt.block_on(bench(args)),
+    }
 }
 
 async fn bench(a: Args) -> anyhow::Result<()> {
-    let t_setup = Instant::now();
-    let cluster = Cluster::start_with(osroll_sim::ServerConfig {
-        enforce_rbac: false,
-        ..Default::default()
-    })
-    .await?;
-    anyhow::ensure!(
-        !cluster.is_real(),
-        "the benchmark needs the test API server (unset OSROLL_E2E_KUBECONFIG)"
-    );
-    cluster.install_crds().await?;
-    cluster.ensure_namespace(NS).await?;
+    let fleet = Fleet::start(&a).await?;
     let (image, image_url) = serve_image().await?;
-    let dir = tempfile::tempdir()?;
-    let (tasks, kubelets) = start_machines(&cluster, dir.path(), &a).await?;
-    eprintln!(
-        "{} nodes up in {:.1}s",
-        a.nodes,
-        t_setup.elapsed().as_secs_f64()
-    );
-    let disruption = watch_disruption(Api::all(cluster.admin()));
-    let rollout = roll_out(&cluster, &a, &image, &image_url).await?;
+    let disruption = watch_disruption(Api::all(fleet.cluster.admin()));
+    let rollout = roll_out(&fleet.cluster, &a, &image, &image_url).await?;
     report(&a, &rollout, &disruption.lock().unwrap())?;
-    for t in tasks {
-        t.abort();
-    }
-    drop(kubelets);
+    fleet.stop();
     Ok(())
+}
+
+/// The test API server with `a.nodes` machines on 1.0, each agent having labelled its Node.
+struct Fleet {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    kubelets: Vec<Arc<Kubelet>>,
+    _dir: tempfile::TempDir,
+    cluster: Cluster,
+}
+
+impl Fleet {
+    async fn start(a: &Args) -> anyhow::Result<Fleet> {
+        let t_setup = Instant::now();
+        let cluster = Cluster::start_with(osroll_sim::ServerConfig {
+            enforce_rbac: false,
+            ..Default::default()
+        })
+        .await?;
+        anyhow::ensure!(
+            !cluster.is_real(),
+            "the benchmark needs the test API server (unset OSROLL_E2E_KUBECONFIG)"
+        );
+        cluster.install_crds().await?;
+        cluster.ensure_namespace(NS).await?;
+        let dir = tempfile::tempdir()?;
+        let (tasks, kubelets) = start_machines(&cluster, dir.path(), a).await?;
+        eprintln!(
+            "{} nodes up in {:.1}s",
+            a.nodes,
+            t_setup.elapsed().as_secs_f64()
+        );
+        Ok(Fleet {
+            tasks,
+            kubelets,
+            _dir: dir,
+            cluster,
+        })
+    }
+
+    /// Stop the machines (the server goes when the value drops).
+    fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        drop(self.kubelets);
+    }
 }
 
 /// Serve the 2.0 image on loopback: its bytes and URL.
@@ -311,13 +369,7 @@ async fn roll_out(
     if let Some(s) = cluster.server() {
         s.clear_audit();
     }
-    let kubeconfig = cluster.kubeconfig_for(CONTROLLER_USER)?;
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .arg("--controller-child")
-        .arg(&kubeconfig)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .context("starting the controller process")?;
+    let mut child = spawn_controller(cluster)?;
     let pid = child.id();
     let t0 = Instant::now();
     let ups: Api<OSUpgrade> = Api::all(cluster.admin());
@@ -344,6 +396,18 @@ async fn roll_out(
         events,
         requests,
     })
+}
+
+/// The controller in a child process (this executable with `--controller-child`), as the
+/// controller's service account.
+fn spawn_controller(cluster: &Cluster) -> anyhow::Result<std::process::Child> {
+    let kubeconfig = cluster.kubeconfig_for(CONTROLLER_USER)?;
+    std::process::Command::new(std::env::current_exe()?)
+        .arg("--controller-child")
+        .arg(&kubeconfig)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .context("starting the controller process")
 }
 
 /// Poll the OSUpgrade until Completed or Failed, sampling the controller's peak RSS.
