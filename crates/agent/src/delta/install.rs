@@ -1,7 +1,8 @@
 //! The delta installer: fetch and check the index, chunk the seed, plan, then assemble
 //! the new image (seed chunks and fetched frames, each checked against its SHA-256) and
-//! stream it, raw, into the ordinary [`Installer`], which checks the whole stream against
-//! the index's image hash, writes the slot and reads it back. The seed is only read.
+//! stream it, raw, into the ordinary [`Installer`], which writes the slot and reads it
+//! back. The stream is not hashed whole again: it is the index's chunks in order, each
+//! checked ([`Installer::input_verified`]). The seed is only read.
 //! Whatever makes a delta impossible or untrustworthy ends in [`DeltaError::Fallback`]
 //! with a [`DeltaFallbackReason`]; the caller then installs in full.
 
@@ -374,6 +375,7 @@ impl DeltaInstaller {
             self.opts.install.clone(),
         )?
         .raw_input()
+        .input_verified()
         .share_progress(self.progress.clone()))
     }
 
