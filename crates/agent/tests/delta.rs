@@ -375,6 +375,16 @@ async fn the_agent_installs_by_delta_and_resumes_a_dropped_connection() {
         delta.bytes_fetched * 5 < packed.len() as u64 * 3,
         "{delta:?}"
     );
+    // The index of what slot B now holds is recorded beside its slot record.
+    let recorded: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(node.state_dir().join("slots/slot-B.index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(recorded["version"], "v2");
+    assert_eq!(
+        ChunkIndex::parse(&serde_json::to_vec(&recorded["index"]).unwrap()).unwrap(),
+        index
+    );
     let requests = pack_srv.requests();
     let first: u64 = requests[0].as_deref().unwrap()["bytes=".len()..]
         .split('-')
@@ -476,4 +486,83 @@ async fn the_agent_falls_back_to_a_full_install_and_says_why() {
             .is_some_and(|m| m.contains("ignored Range")),
         "{delta:?}"
     );
+}
+
+/// A node whose slot A holds v1, v2's pack and index served, and a progress asking for
+/// v2 by delta; `recorded` is put in the state directory as slot A's recorded index.
+async fn delta_with_recorded_index(recorded: &ChunkIndex) -> (String, bool) {
+    use common::{Node, spec};
+    use osroll_agent::Slot;
+    use osroll_agent::backends::slot_record::SlotRecords;
+    use osroll_agent::simhost::image_bytes;
+    use osroll_api::ProgressPhase;
+    use osroll_api::delta::ImageIndex;
+
+    let node = Node::new(8 << 20, "v1");
+    let v1 = image_bytes("v1", 4 << 20);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(node.host.slot_file(Slot::A))
+            .unwrap();
+        f.write_all_at(&v1, 0).unwrap();
+    }
+    SlotRecords::in_dir(&node.state_dir().join("slots"))
+        .remember_index(Slot::A, "v1", recorded)
+        .unwrap();
+    let v2 = next_version(&v1);
+    let mut packed = Vec::new();
+    let json = pack(&v2[..], &mut packed, Chunking::default())
+        .unwrap()
+        .to_json();
+    let pack_srv = ImageServer::start(packed.clone()).await;
+    let index_srv = ImageServer::start(json.clone()).await;
+    let mut sp = spec(
+        "v2",
+        &pack_srv.url(),
+        &checksum(&packed),
+        Some(v2.len() as u64),
+    );
+    sp.image.as_mut().unwrap().chunk_index = Some(ImageIndex {
+        url: index_srv.url(),
+        checksum: checksum(&json),
+    });
+    node.put(sp);
+    let agent = node.spawn_agent();
+    let status = node
+        .wait_phase(
+            &[ProgressPhase::Staged, ProgressPhase::Failed],
+            Duration::from_secs(30),
+        )
+        .await;
+    agent.abort();
+    assert_eq!(status.phase, Some(ProgressPhase::Staged), "{status:#?}");
+    assert!(node.slot_bytes(Slot::B)[..v2.len()] == v2[..]);
+    let delta = status.delta.clone().expect("status.delta");
+    assert_eq!(delta.fallback_reason, None, "{delta:?}");
+    let message = status.message.clone().unwrap_or_default();
+    let used = message.contains("known from its recorded index");
+    (message, used)
+}
+
+/// The running slot's recorded index, tied to its record when the agent records the
+/// slot before writing the other one, stands in for chunking the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_slots_recorded_index_is_used_instead_of_chunking_it() {
+    let v1 = osroll_agent::simhost::image_bytes("v1", 4 << 20);
+    let index = pack(&v1[..], &mut std::io::sink(), Chunking::default()).unwrap();
+    let (message, used) = delta_with_recorded_index(&index).await;
+    assert!(used, "{message}");
+}
+
+/// A recorded index that does not describe what the running slot holds is not used
+/// (the slot is chunked), and the install is still exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_index_of_other_contents_is_ignored() {
+    let other = image(4 << 20, 11);
+    let index = pack(&other[..], &mut std::io::sink(), Chunking::default()).unwrap();
+    let (message, used) = delta_with_recorded_index(&index).await;
+    assert!(!used, "{message}");
+    assert!(message.contains("by delta"), "{message}");
 }

@@ -316,6 +316,13 @@ impl Backend for SlotBackend {
                 attempt.allow_http_images,
             )?;
             let installer = installer.share_progress(by_delta.progress());
+            let indexes = self.records.as_ref().map(|records| delta::Indexes {
+                records: records.clone(),
+                seed: facts.booted_slot,
+                seed_version: facts.os_version.clone(),
+                into,
+                version: img.version.clone(),
+            });
             return Ok(Staging {
                 message: format!(
                     "installing {} into slot {into} ({}) by delta from slot {}",
@@ -330,7 +337,7 @@ impl Backend for SlotBackend {
                 run: Box::pin(reuse_or(
                     keep,
                     into,
-                    delta::run(by_delta, installer, self.paused.clone(), into),
+                    delta::run(by_delta, installer, self.paused.clone(), into, indexes),
                 )),
             });
         }

@@ -1,11 +1,15 @@
 //! The assembler: walks the new image chunk by chunk, taking each from the seed or from
 //! its fetched frame, checks every chunk's SHA-256 against the index, and sends the bytes
 //! on in image order. A chunk that fails its hash is fetched again on its own; past the
-//! mismatch budget the delta is abandoned. Runs on a blocking thread (it reads the seed).
+//! mismatch budget the delta is abandoned. Runs on a blocking thread; the seed's chunks
+//! are read and hashed ahead by [`SEED_HASHERS`] threads of their own (taking turns, so
+//! their results come back in image order), since hashing the reused chunks is most of
+//! a delta install's work.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc as std_mpsc;
 
 use bytes::Bytes;
 use osroll_api::delta::DeltaFallbackReason as R;
@@ -16,7 +20,16 @@ use super::fetch::{FetchError, RangeFetcher};
 use super::index::{Chunk, ChunkIndex};
 use super::install::{DeltaCounters, DeltaError};
 use super::plan::{FetchRange, Source};
-use super::seed::SeedReader;
+use super::seed::{SeedChunk, SeedError, SeedMismatch, SeedReader};
+
+/// Threads reading and hashing seed chunks ahead of the assembler.
+pub(super) const SEED_HASHERS: usize = 2;
+
+/// Seed chunks each hasher may hold ready (at most 256 KiB each).
+const SEED_AHEAD: usize = 16;
+
+/// A seed chunk read and checked by a hasher.
+type SeedRead = Result<Result<Vec<u8>, SeedMismatch>, SeedError>;
 
 /// Fetched ranges as they arrive, in plan order, and the way to fetch one frame again.
 pub(super) struct Frames {
@@ -92,8 +105,8 @@ pub(super) struct Assembled {
 /// See the module doc.
 pub(super) struct Assembler {
     index: Arc<ChunkIndex>,
-    sources: Vec<Source>,
-    seed: SeedReader,
+    sources: Arc<Vec<Source>>,
+    seed: PathBuf,
     frames: Frames,
     out: mpsc::Sender<std::io::Result<Bytes>>,
     counters: Arc<DeltaCounters>,
@@ -111,12 +124,13 @@ impl Assembler {
         counters: Arc<DeltaCounters>,
         max_mismatches: u32,
     ) -> Result<Self, DeltaError> {
-        let seed = SeedReader::open(seed)
+        // Fail here, before anything is written, if the seed cannot be opened.
+        SeedReader::open(seed)
             .map_err(|e| DeltaError::fallback(R::SeedUnreadable, e.to_string()))?;
         Ok(Assembler {
             index,
-            sources,
-            seed,
+            sources: Arc::new(sources),
+            seed: seed.to_path_buf(),
             frames,
             out,
             counters,
@@ -141,28 +155,53 @@ impl Assembler {
 
     fn each_chunk(&mut self) -> Result<(), DeltaError> {
         let index = self.index.clone();
-        for (i, chunk) in index.chunks.iter().enumerate() {
-            let data = match self.sources[i] {
-                Source::Seed(at) => self.copied(i, at, chunk)?,
-                Source::Fetch => self.decoded(i, chunk)?,
-            };
-            if self.out.blocking_send(Ok(data)).is_err() {
-                // The installer stopped; its own error says why.
-                return Ok(());
+        let sources = self.sources.clone();
+        let path = self.seed.clone();
+        std::thread::scope(|scope| {
+            let hashed: Vec<_> = (0..SEED_HASHERS)
+                .map(|k| {
+                    let (tx, rx) = std_mpsc::sync_channel(SEED_AHEAD);
+                    let (index, sources, path) = (&index, &sources, &path);
+                    scope.spawn(move || hash_seed_chunks(path, index, sources, k, tx));
+                    rx
+                })
+                .collect();
+            let mut turn = 0usize;
+            for (i, chunk) in index.chunks.iter().enumerate() {
+                let data = match sources[i] {
+                    Source::Seed(at) => {
+                        let read = hashed[turn % SEED_HASHERS].recv();
+                        turn += 1;
+                        self.copied(i, at, chunk, read.ok())?
+                    }
+                    Source::Fetch => self.decoded(i, chunk)?,
+                };
+                if self.out.blocking_send(Ok(data)).is_err() {
+                    // The installer stopped; its own error says why.
+                    return Ok(());
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn copied(
         &mut self,
         i: usize,
-        at: super::seed::SeedChunk,
+        at: SeedChunk,
         chunk: &Chunk,
+        read: Option<SeedRead>,
     ) -> Result<Bytes, DeltaError> {
-        let read = self
-            .seed
-            .read_checked(at, &chunk.sha256)
+        let read = read
+            .ok_or_else(|| {
+                DeltaError::fallback(
+                    R::SeedUnreadable,
+                    format!(
+                        "the seed reader stopped before chunk {i} (at seed byte {})",
+                        at.offset
+                    ),
+                )
+            })?
             .map_err(|e| DeltaError::fallback(R::SeedUnreadable, e.to_string()))?;
         match read {
             Ok(data) => {
@@ -217,6 +256,40 @@ impl Assembler {
             ));
         }
         Ok(())
+    }
+}
+
+/// Hasher `k` of [`SEED_HASHERS`]: read and check every seed chunk of the plan whose turn
+/// is `k`'s, in order, until done or the assembler stops listening.
+fn hash_seed_chunks(
+    path: &Path,
+    index: &ChunkIndex,
+    sources: &[Source],
+    k: usize,
+    tx: std_mpsc::SyncSender<SeedRead>,
+) {
+    let seed = match SeedReader::open(path) {
+        Ok(seed) => seed,
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            return;
+        }
+    };
+    let mine = sources
+        .iter()
+        .zip(&index.chunks)
+        .filter_map(|(s, c)| match s {
+            Source::Seed(at) => Some((*at, c)),
+            Source::Fetch => None,
+        })
+        .skip(k)
+        .step_by(SEED_HASHERS);
+    for (at, chunk) in mine {
+        let read = seed.read_checked(at, &chunk.sha256);
+        let stop = read.is_err();
+        if tx.send(read).is_err() || stop {
+            return;
+        }
     }
 }
 

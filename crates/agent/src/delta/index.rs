@@ -114,7 +114,8 @@ impl ChunkIndex {
         serde_json::to_vec(self).expect("an index always serialises")
     }
 
-    fn check(&self) -> Result<(), IndexError> {
+    /// Check an index read from elsewhere (a recorded one): as [`ChunkIndex::parse`] does.
+    pub(crate) fn check(&self) -> Result<(), IndexError> {
         if self.format != FORMAT {
             return Err(IndexError::Format(self.format.clone()));
         }

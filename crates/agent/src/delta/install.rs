@@ -1,13 +1,14 @@
 //! The delta installer: fetch and check the index, chunk the seed, plan, then assemble
 //! the new image (seed chunks and fetched frames, each checked against its SHA-256) and
-//! stream it, raw, into the ordinary [`Installer`], which checks the whole stream against
-//! the index's image hash, writes the slot and reads it back. The seed is only read.
+//! stream it, raw, into the ordinary [`Installer`], which writes the slot and reads it
+//! back. The stream is not hashed whole again: it is the index's chunks in order, each
+//! checked ([`Installer::input_verified`]). The seed is only read.
 //! Whatever makes a delta impossible or untrustworthy ends in [`DeltaError::Fallback`]
 //! with a [`DeltaFallbackReason`]; the caller then installs in full.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -118,6 +119,8 @@ pub struct DeltaReport {
     pub refetched: u32,
     /// Bytes the plan meant to fetch (before refetches).
     pub planned: u64,
+    /// Whether the seed's chunks came from the index it was installed from (no scan).
+    pub seed_indexed: bool,
 }
 
 /// One delta install of one image into one slot.
@@ -129,6 +132,8 @@ pub struct DeltaInstaller {
     client: reqwest::Client,
     progress: Arc<Progress>,
     counters: Arc<DeltaCounters>,
+    /// The index once fetched and checked against the catalog and the pack.
+    index: OnceLock<Arc<ChunkIndex>>,
 }
 
 impl DeltaInstaller {
@@ -153,6 +158,7 @@ impl DeltaInstaller {
             opts,
             progress: Arc::default(),
             counters: Arc::default(),
+            index: OnceLock::new(),
         })
     }
 
@@ -164,6 +170,12 @@ impl DeltaInstaller {
     /// Bytes fetched and reused so far.
     pub fn counters(&self) -> Arc<DeltaCounters> {
         self.counters.clone()
+    }
+
+    /// The pack's index, once fetched and checked (also after a fallback that came later:
+    /// a full install of the same pack writes the image it describes).
+    pub fn index(&self) -> Option<Arc<ChunkIndex>> {
+        self.index.get().cloned()
     }
 
     /// Install by delta, or say why the caller must install in full.
@@ -181,8 +193,10 @@ impl DeltaInstaller {
 
     async fn run_inner(&self, recorded: Option<&ChunkIndex>) -> Result<DeltaReport, DeltaError> {
         let (index, index_bytes) = self.fetch_index().await?;
+        let _ = self.index.set(index.clone());
+        let seed_indexed = recorded.is_some_and(|r| r.chunking == index.chunking);
         let seed = match recorded {
-            Some(r) if r.chunking == index.chunking => SeedMap::from_index(&self.spec.seed, r),
+            Some(r) if seed_indexed => SeedMap::from_index(&self.spec.seed, r),
             _ => self.scan_seed(&index).await?,
         };
         let plan = plan::plan(&index, &seed, self.opts.merge);
@@ -197,6 +211,7 @@ impl DeltaInstaller {
         let mut report = self.assemble(index, seed.path(), plan).await?;
         report.index_bytes = index_bytes;
         report.planned = planned;
+        report.seed_indexed = seed_indexed;
         Ok(report)
     }
 
@@ -334,6 +349,7 @@ impl DeltaInstaller {
             requests: fetcher.requests(),
             refetched: stats.refetched,
             planned: 0,
+            seed_indexed: false,
         })
     }
 
@@ -359,6 +375,7 @@ impl DeltaInstaller {
             self.opts.install.clone(),
         )?
         .raw_input()
+        .input_verified()
         .share_progress(self.progress.clone()))
     }
 

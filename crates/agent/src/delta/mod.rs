@@ -11,8 +11,10 @@
 //! A delta install ([`install`]) chunks the seed (the active slot) with the same
 //! parameters ([`seed`]), decides per chunk whether to copy it from the seed or fetch
 //! its frame ([`plan`], pure), fetches the missing frames in merged ranges ([`fetch`]),
-//! and feeds the assembled image to the ordinary installer as a raw stream, which checks
-//! it against the index's whole-image hash, writes it and reads the slot back.
+//! and feeds the assembled image (every chunk checked against its SHA-256) to the
+//! ordinary installer as a raw stream, which writes it and reads the slot back. The
+//! seed's chunks may instead come from the index the seed was installed from, recorded
+//! by the agent (`backends::slot_record`).
 //! The format is described in `docs/delta.md`.
 
 mod assemble;

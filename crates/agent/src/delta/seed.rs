@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use fastcdc::v2020::StreamCDC;
@@ -137,7 +136,8 @@ impl SeedMap {
     }
 }
 
-/// Reads chunks out of the seed, checking each against the hash it must have.
+/// Reads chunks out of the seed, checking each against the hash it must have. Each
+/// reader has its own file position: one per thread.
 pub struct SeedReader {
     file: File,
     path: PathBuf,
@@ -156,19 +156,27 @@ impl SeedReader {
         })
     }
 
-    /// The bytes of `at`, if they hash to `sha256`.
+    /// The bytes of `at`, if they hash to `sha256`. (Read into fresh capacity rather
+    /// than a zeroed buffer: zeroing cost as much as a tenth of a delta install's time.)
     pub fn read_checked(
         &self,
         at: SeedChunk,
         sha256: &[u8; 32],
     ) -> Result<Result<Vec<u8>, SeedMismatch>, SeedError> {
-        let mut buf = vec![0u8; at.length as usize];
-        self.file
-            .read_exact_at(&mut buf, at.offset)
-            .map_err(|source| SeedError {
-                path: self.path.clone(),
-                source,
-            })?;
+        let err = |source| SeedError {
+            path: self.path.clone(),
+            source,
+        };
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(at.offset)).map_err(err)?;
+        let mut buf = Vec::with_capacity(at.length as usize);
+        file.take(at.length).read_to_end(&mut buf).map_err(err)?;
+        if buf.len() as u64 != at.length {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{} bytes at {}, the seed ends first", at.length, at.offset),
+            )));
+        }
         if Sha256::digest(&buf)[..] == sha256[..] {
             Ok(Ok(buf))
         } else {

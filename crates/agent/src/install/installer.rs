@@ -228,6 +228,9 @@ pub struct Installer {
     stream: Option<stream::Reader>,
     /// Whether the SHA-256 of the input must equal `image.sha256`.
     check_sha: bool,
+    /// Whether the input is hashed here at all (not when the caller checked every piece
+    /// of it against hashes `image.sha256` stands for: [`Installer::input_verified`]).
+    hash_input: bool,
     /// The most bytes the download may take, with the image limit it comes from.
     cap: Option<(Limit, u64)>,
     /// Set: the input is this format, not sniffed (a delta install feeds raw bytes).
@@ -260,6 +263,7 @@ impl Installer {
             elapsed: Duration::ZERO,
             stream: None,
             check_sha: true,
+            hash_input: true,
             cap: None,
             format: None,
         })
@@ -270,6 +274,16 @@ impl Installer {
     /// --no-checksum`); the size guard and the read-back still apply.
     pub fn waive_checksum(mut self) -> Self {
         self.check_sha = false;
+        self
+    }
+
+    /// The caller checks every piece of the input against a hash before handing it over
+    /// (a delta install: each chunk against the signed index, which lists the chunks of
+    /// the image `image.sha256` names), so the installer does not hash the whole input
+    /// again and reports `image.sha256`. The size guard, the size check and the read-back
+    /// of the slot against what was written still apply.
+    pub fn input_verified(mut self) -> Self {
+        self.hash_input = false;
         self
     }
 
@@ -356,7 +370,11 @@ impl Installer {
         }
         self.progress.set_phase(InstallPhase::Writing);
         let outcome = (&mut pipe.result).await;
-        let actual = self.sha.clone().finalize();
+        let actual: [u8; 32] = if self.hash_input {
+            self.sha.clone().finalize().into()
+        } else {
+            self.image.sha256
+        };
         if self.check_sha && actual[..] != self.image.sha256[..] {
             return Err(InstallError::ChecksumMismatch {
                 expected: hex::encode(self.image.sha256),
@@ -644,7 +662,9 @@ impl Installer {
     /// Hash `data`, count it, and pass it on to the decoder in batches.
     async fn forward(&mut self, data: &[u8]) -> Result<(), Fetch> {
         self.within_cap(self.offset + data.len() as u64)?;
-        self.sha.update(data);
+        if self.hash_input {
+            self.sha.update(data);
+        }
         self.offset += data.len() as u64;
         self.progress
             .downloaded

@@ -1,7 +1,9 @@
 //! The A/B backend's delta path: when the catalog entry names a chunk index, the new slot
 //! is assembled from the running slot's chunks (only read) and the frames it lacks;
 //! whatever makes the delta impossible falls back to the full install of the same pack,
-//! with the reason in `status.delta`.
+//! with the reason in `status.delta`. The index of what was written is recorded for the
+//! slot, and the running slot's recorded index, when its record vouches for it, stands
+//! in for chunking the running slot ([`SlotRecords::seed_index`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -11,7 +13,8 @@ use osroll_api::policy::{Rewrite, check_image_url, rewrite};
 use osroll_api::progress::FailureReason;
 
 use super::{Ready, Staged, install};
-use crate::delta::{DeltaError, DeltaInstaller, DeltaOptions, DeltaReport, DeltaSpec};
+use crate::backends::slot_record::SlotRecords;
+use crate::delta::{ChunkIndex, DeltaError, DeltaInstaller, DeltaOptions, DeltaReport, DeltaSpec};
 use crate::failure::{Failure, StepError};
 use crate::install::{Create, ImageSpec, InstallOptions, Installer, http};
 use crate::slot::Slot;
@@ -50,15 +53,77 @@ pub(super) fn installer(
     Ok(DeltaInstaller::new(spec, target, Create::No, opts)?)
 }
 
+/// The slots' recorded indexes a delta install reads (the seed's) and writes (the
+/// target's).
+#[derive(Clone, Debug)]
+pub(super) struct Indexes {
+    /// Where they are kept.
+    pub records: SlotRecords,
+    /// The running slot (the seed) and the version it runs.
+    pub seed: Slot,
+    /// `None`: unknown, so no recorded index is used.
+    pub seed_version: Option<String>,
+    /// The slot written and the version written to it.
+    pub into: Slot,
+    /// The version being installed.
+    pub version: String,
+}
+
+impl Indexes {
+    /// The running slot's recorded index, if its record vouches for it.
+    async fn seed_index(&self) -> Option<ChunkIndex> {
+        let me = self.clone();
+        let version = me.seed_version.clone()?;
+        tokio::task::spawn_blocking(move || me.records.seed_index(me.seed, &version))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Record `index` as what the target slot now holds (a failure only costs the next
+    /// delta a scan of the slot).
+    async fn record(&self, index: Option<Arc<ChunkIndex>>) {
+        let Some(index) = index else { return };
+        let me = self.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            me.records.remember_index(me.into, &me.version, &index)
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(slot = %self.into, "could not record the slot's chunk index: {e}")
+            }
+            Err(e) => {
+                tracing::warn!(slot = %self.into, "could not record the slot's chunk index: {e}")
+            }
+        }
+    }
+}
+
 /// Install by delta; on a fallback, run `full` (sharing the same counters) instead.
 pub(super) async fn run(
     delta: DeltaInstaller,
     full: Installer,
     paused: Arc<Mutex<Option<Installer>>>,
     slot: Slot,
+    indexes: Option<Indexes>,
 ) -> Result<Staged, StepError> {
-    match delta.run().await {
-        Ok(report) => Ok(Staged::Ready(ready(&report, slot))),
+    let seed_index = match &indexes {
+        Some(ix) => ix.seed_index().await,
+        None => None,
+    };
+    let result = match &seed_index {
+        Some(seed) => delta.run_with_seed_index(seed).await,
+        None => delta.run().await,
+    };
+    match result {
+        Ok(report) => {
+            if let Some(ix) = &indexes {
+                ix.record(delta.index()).await;
+            }
+            Ok(Staged::Ready(ready(&report, slot)))
+        }
         Err(DeltaError::Fallback { reason, detail }) => {
             tracing::warn!(%reason, "delta install abandoned, installing in full: {detail}");
             let fetched = delta
@@ -66,6 +131,9 @@ pub(super) async fn run(
                 .fetched
                 .load(std::sync::atomic::Ordering::Relaxed);
             let mut staged = install(full, paused, slot).await?;
+            if let Some(ix) = &indexes {
+                ix.record(delta.index()).await;
+            }
             if let Staged::Ready(r) = &mut staged {
                 r.delta = Some(DeltaStatus {
                     bytes_fetched: fetched,
@@ -87,16 +155,22 @@ fn ready(report: &DeltaReport, slot: Slot) -> Ready {
         reused = report.reused,
         requests = report.requests,
         refetched = report.refetched,
+        seed_indexed = report.seed_indexed,
         image = report.install.image_len,
         "image staged by delta"
     );
+    let seed = if report.seed_indexed {
+        "the running slot, its chunks known from its recorded index"
+    } else {
+        "the running slot"
+    };
     Ready {
         reboot_required: true,
         current_version: None,
         bytes: Some(report.install.image_len),
         condition: "Verified",
         message: format!(
-            "{} bytes written to slot {slot} by delta ({} fetched, {} reused from the running slot) and verified; waiting for reboot approval",
+            "{} bytes written to slot {slot} by delta ({} fetched, {} reused from {seed}) and verified; waiting for reboot approval",
             report.install.image_len,
             report.fetched + report.index_bytes,
             report.reused

@@ -76,7 +76,7 @@ pub(super) async fn run(cmd: &FlashCmd) -> anyhow::Result<Outcome> {
 fn summary(r: &DeltaReport, took: Duration) -> String {
     let secs = took.as_secs_f64();
     format!(
-        "wrote {} bytes by delta in {secs:.2}s: fetched {} pack bytes in {} request(s) (plus a {}-byte index), reused {} bytes from the seed, {} chunk(s) refetched; {} matches, read-back verified",
+        "wrote {} bytes by delta in {secs:.2}s: fetched {} pack bytes in {} request(s) (plus a {}-byte index), reused {} bytes from the seed, {} chunk(s) refetched; every chunk matched the index of {}, read-back verified",
         r.install.image_len,
         r.fetched,
         r.requests,
