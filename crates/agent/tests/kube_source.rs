@@ -162,6 +162,11 @@ async fn agent_lists_by_node_name_and_writes_only_status_and_node_labels() {
                 .filter(|s| s.phase == Some(ProgressPhase::Staged))
         })
         .await;
+    // The step's Event is posted after the status write: wait for it before stopping.
+    eventually(Duration::from_secs(20), "the Staged Event", || {
+        events(&api).iter().any(|e| e.0 == "Staged").then_some(())
+    })
+    .await;
     agent.abort();
     assert_eq!(status.inactive_partition.as_deref(), Some("B"));
     assert_eq!(&node.slot_bytes(Slot::B)[..img.len()], &img[..]);
