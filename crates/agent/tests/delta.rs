@@ -310,16 +310,45 @@ fn corrupt(path: &Path, at: u64) {
     f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
 }
 
+/// `node`'s progress asks for v2 (`len` bytes) by delta: its pack and its index, each
+/// as served and as sent.
+fn put_delta(
+    node: &common::Node,
+    len: usize,
+    (pack_srv, packed): (&ImageServer, &[u8]),
+    (index_srv, json): (&ImageServer, &[u8]),
+) {
+    let mut sp = common::spec("v2", &pack_srv.url(), &checksum(packed), Some(len as u64));
+    sp.image.as_mut().unwrap().chunk_index = Some(osroll_api::delta::ImageIndex {
+        url: index_srv.url(),
+        checksum: checksum(json),
+    });
+    node.put(sp);
+}
+
+/// Run `node`'s agent until its progress is Staged or Failed: the status then.
+async fn stage(node: &common::Node) -> osroll_api::OSUpgradeProgressStatus {
+    use osroll_api::ProgressPhase;
+    let agent = node.spawn_agent();
+    let status = node
+        .wait_phase(
+            &[ProgressPhase::Staged, ProgressPhase::Failed],
+            Duration::from_secs(30),
+        )
+        .await;
+    agent.abort();
+    status
+}
+
 /// Through the real agent loop on a simulated node: the catalog entry names the index,
 /// the agent installs by delta from slot A into slot B, the first frame request is cut
 /// off and resumed, and status shows what was fetched and reused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_installs_by_delta_and_resumes_a_dropped_connection() {
-    use common::{Node, spec};
+    use common::Node;
     use osroll_agent::Slot;
     use osroll_agent::simhost::image_bytes;
     use osroll_api::ProgressPhase;
-    use osroll_api::delta::ImageIndex;
 
     const SLOT: u64 = 8 << 20;
     let node = Node::new(SLOT, "v1");
@@ -342,25 +371,8 @@ async fn the_agent_installs_by_delta_and_resumes_a_dropped_connection() {
     let index_srv = ImageServer::start(json.clone()).await;
     pack_srv.with(|sc| sc.faults.push_back(Fault::Reset(3000)));
 
-    let mut sp = spec(
-        "v2",
-        &pack_srv.url(),
-        &checksum(&packed),
-        Some(v2.len() as u64),
-    );
-    sp.image.as_mut().unwrap().chunk_index = Some(ImageIndex {
-        url: index_srv.url(),
-        checksum: checksum(&json),
-    });
-    node.put(sp);
-    let agent = node.spawn_agent();
-    let status = node
-        .wait_phase(
-            &[ProgressPhase::Staged, ProgressPhase::Failed],
-            Duration::from_secs(30),
-        )
-        .await;
-    agent.abort();
+    put_delta(&node, v2.len(), (&pack_srv, &packed), (&index_srv, &json));
+    let status = stage(&node).await;
     assert_eq!(status.phase, Some(ProgressPhase::Staged), "{status:#?}");
     assert_eq!(node.slot_hash(Slot::A), a, "the running slot is only read");
     assert!(
@@ -419,14 +431,7 @@ async fn an_image_without_an_index_installs_in_full() {
         &checksum(&packed),
         Some(v2.len() as u64),
     ));
-    let agent = node.spawn_agent();
-    let status = node
-        .wait_phase(
-            &[ProgressPhase::Staged, ProgressPhase::Failed],
-            Duration::from_secs(30),
-        )
-        .await;
-    agent.abort();
+    let status = stage(&node).await;
     assert_eq!(status.phase, Some(ProgressPhase::Staged), "{status:#?}");
     assert_eq!(status.delta, None);
     assert_eq!(srv.requests(), [None], "one plain GET of the whole pack");
@@ -437,10 +442,9 @@ async fn an_image_without_an_index_installs_in_full() {
 /// same pack is installed in full and status names the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_falls_back_to_a_full_install_and_says_why() {
-    use common::{Node, spec};
+    use common::Node;
     use osroll_agent::Slot;
     use osroll_api::ProgressPhase;
-    use osroll_api::delta::ImageIndex;
 
     let node = Node::new(4 << 20, "v1");
     let v2 = image(1 << 20, 6);
@@ -450,25 +454,8 @@ async fn the_agent_falls_back_to_a_full_install_and_says_why() {
     let pack_srv = ImageServer::start(packed.clone()).await;
     let index_srv = ImageServer::start(json.clone()).await;
     pack_srv.with(|sc| sc.ignore_range = true);
-    let mut sp = spec(
-        "v2",
-        &pack_srv.url(),
-        &checksum(&packed),
-        Some(v2.len() as u64),
-    );
-    sp.image.as_mut().unwrap().chunk_index = Some(ImageIndex {
-        url: index_srv.url(),
-        checksum: checksum(&json),
-    });
-    node.put(sp);
-    let agent = node.spawn_agent();
-    let status = node
-        .wait_phase(
-            &[ProgressPhase::Staged, ProgressPhase::Failed],
-            Duration::from_secs(30),
-        )
-        .await;
-    agent.abort();
+    put_delta(&node, v2.len(), (&pack_srv, &packed), (&index_srv, &json));
+    let status = stage(&node).await;
     assert_eq!(status.phase, Some(ProgressPhase::Staged), "{status:#?}");
     assert!(
         node.slot_bytes(Slot::B)[..v2.len()] == v2[..],
@@ -491,12 +478,11 @@ async fn the_agent_falls_back_to_a_full_install_and_says_why() {
 /// A node whose slot A holds v1, v2's pack and index served, and a progress asking for
 /// v2 by delta; `recorded` is put in the state directory as slot A's recorded index.
 async fn delta_with_recorded_index(recorded: &ChunkIndex) -> (String, bool) {
-    use common::{Node, spec};
+    use common::Node;
     use osroll_agent::Slot;
     use osroll_agent::backends::slot_record::SlotRecords;
     use osroll_agent::simhost::image_bytes;
     use osroll_api::ProgressPhase;
-    use osroll_api::delta::ImageIndex;
 
     let node = Node::new(8 << 20, "v1");
     let v1 = image_bytes("v1", 4 << 20);
@@ -518,25 +504,8 @@ async fn delta_with_recorded_index(recorded: &ChunkIndex) -> (String, bool) {
         .to_json();
     let pack_srv = ImageServer::start(packed.clone()).await;
     let index_srv = ImageServer::start(json.clone()).await;
-    let mut sp = spec(
-        "v2",
-        &pack_srv.url(),
-        &checksum(&packed),
-        Some(v2.len() as u64),
-    );
-    sp.image.as_mut().unwrap().chunk_index = Some(ImageIndex {
-        url: index_srv.url(),
-        checksum: checksum(&json),
-    });
-    node.put(sp);
-    let agent = node.spawn_agent();
-    let status = node
-        .wait_phase(
-            &[ProgressPhase::Staged, ProgressPhase::Failed],
-            Duration::from_secs(30),
-        )
-        .await;
-    agent.abort();
+    put_delta(&node, v2.len(), (&pack_srv, &packed), (&index_srv, &json));
+    let status = stage(&node).await;
     assert_eq!(status.phase, Some(ProgressPhase::Staged), "{status:#?}");
     assert!(node.slot_bytes(Slot::B)[..v2.len()] == v2[..]);
     let delta = status.delta.clone().expect("status.delta");
