@@ -84,11 +84,14 @@ async fn event_notes(admin: &kube::Client, upgrade: &str, reason: &str) -> Vec<S
         .collect()
 }
 
-/// The OSUpgrade `name` with a Job check `smoke` in `ns` and `healthTimeoutSeconds`.
+/// The OSUpgrade `name` with a Job check `smoke` in `ns` and `healthTimeoutSeconds`; the
+/// Job's container runs `command` (`true` or `false`), so that on a real cluster the Job
+/// controller reports what the test writes here as the test API server's stand-in for it.
 fn job_checked(
     cluster: &Cluster,
     fleet: &osroll_sim::testing::Fleet,
     timeout: u64,
+    command: &str,
 ) -> anyhow::Result<OSUpgrade> {
     cluster.upgrade(
         "fleet",
@@ -104,7 +107,7 @@ fn job_checked(
                     "timeoutSeconds": 120,
                     "template": {"backoffLimit": 0, "template": {"spec": {
                         "restartPolicy": "Never",
-                        "containers": [{"name": "smoke", "image": "busybox", "command": ["true"]}],
+                        "containers": [{"name": "smoke", "image": "busybox", "command": [command]}],
                     }}},
                 }}],
             },
@@ -156,7 +159,7 @@ async fn job_gate(cluster: &Cluster) -> anyhow::Result<()> {
     let ns = cluster.namespace();
     let fleet = cluster.start_fleet(NODES).await?;
 
-    let up = job_checked(cluster, &fleet, 300)?;
+    let up = job_checked(cluster, &fleet, 300, "true")?;
     let name = up.name_any();
     Api::<OSUpgrade>::all(admin.clone())
         .create(&PostParams::default(), &up)
@@ -317,7 +320,7 @@ async fn job_failed(cluster: &Cluster) -> anyhow::Result<()> {
     let admin = cluster.admin();
     let fleet = cluster.start_fleet(NODES).await?;
     // A long timeout first: the Job fails and the rollout is held, not yet failed.
-    let up = job_checked(cluster, &fleet, 3600)?;
+    let up = job_checked(cluster, &fleet, 3600, "false")?;
     let name = up.name_any();
     let upgrades = Api::<OSUpgrade>::all(admin.clone());
     upgrades.create(&PostParams::default(), &up).await?;
